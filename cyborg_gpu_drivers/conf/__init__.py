@@ -1,0 +1,38 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""Every option of the Cyborg drivers, registered in this one place.
+
+One module per option group; each has ``GROUP``, ``OPTS`` and nothing else.
+Add a module to ``_MODULES`` to register it and have it in the sample.
+"""
+
+from oslo_config import cfg
+
+from cyborg_gpu_drivers.conf import common
+
+CONF = cfg.CONF
+
+_MODULES = (common,)
+
+
+def register_opts(conf=CONF):
+    for module in _MODULES:
+        conf.register_group(module.GROUP)
+        conf.register_opts(module.OPTS, group=module.GROUP)
+
+
+def list_opts():
+    """For oslo-config-generator (entry point ``oslo.config.opts``)."""
+    return [(module.GROUP, module.OPTS) for module in _MODULES]
+
+
+register_opts()

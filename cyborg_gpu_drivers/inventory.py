@@ -1,0 +1,103 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""What a host has, as plain data.
+
+The drivers build a :class:`HostInventory` from their hardware adapters;
+:mod:`cyborg_gpu_drivers.report` turns it into Cyborg driver objects; the
+``gpu-partitions`` tools print it. Nothing here does I/O.
+"""
+
+import dataclasses
+
+PCI = 'PCI'
+MDEV = 'MDEV'
+
+
+@dataclasses.dataclass(frozen=True)
+class AttachHandle:
+    """One unit a guest can be given: a VF (``PCI``) or an mdev (``MDEV``).
+
+    ``address`` is the sysfs PCI address of the VF or of the mdev parent.
+    ``mdev_type`` and ``mark`` are set for ``MDEV`` handles only: the mdev
+    type to create (``nvidia-472``) and a mark unique on the parent.
+    ``in_use`` says the hardware shows the unit busy (an active vGPU, an
+    open VF), which must never be taken away from Placement.
+    """
+    attach_type: str
+    address: str
+    mdev_type: str | None = None
+    mark: str | None = None
+    in_use: bool = False
+
+
+@dataclasses.dataclass
+class Slice:
+    """All units of one kind on one physical GPU: one Placement provider.
+
+    ``name`` is the kind (MIG profile ``3g.40gb``, vGPU type ``L40S-4Q``,
+    VF kind ``MI300X-CPX``); ``total`` how many units the provider offers.
+    ``total`` is normally ``len(handles)``; an mdev parent may offer more
+    units than handles listed when handles are created on demand.
+    """
+    name: str
+    resource_class: str
+    traits: list[str]
+    handles: list[AttachHandle]
+    total: int
+
+    @property
+    def in_use(self):
+        return sum(1 for handle in self.handles if handle.in_use)
+
+
+@dataclasses.dataclass
+class Gpu:
+    """One physical GPU (a PCI physical function) and its slices.
+
+    ``numa_node`` is None when unknown; ``link_domain`` is the id of the
+    NVLink clique or xGMI hive the GPU belongs to, None when it has none.
+    ``healthy`` False means the GPU must stop being offered (lost, fallen
+    off the bus, failed ECC); its units in use are still reported.
+    """
+    address: str
+    vendor_id: str
+    device_id: str
+    model: str
+    memory_mib: int
+    numa_node: int | None = None
+    link_domain: str | None = None
+    healthy: bool = True
+    traits: list[str] = dataclasses.field(default_factory=list)
+    slices: list[Slice] = dataclasses.field(default_factory=list)
+    board_info: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class HostInventory:
+    hostname: str
+    gpus: list[Gpu] = dataclasses.field(default_factory=list)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def offered_total(gpu, slice_):
+    """How many units of ``slice_`` Placement may offer.
+
+    A healthy GPU offers all of them. An unhealthy one offers only what is
+    in use, so Placement keeps the allocations it holds (inventory below
+    usage is refused, and a provider with allocations cannot be deleted)
+    while nothing new lands on it.
+    """
+    if gpu.healthy:
+        return slice_.total
+    return slice_.in_use

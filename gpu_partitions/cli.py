@@ -1,0 +1,58 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""The ``gpu-partitions`` command.
+
+Each subcommand is a module of :mod:`gpu_partitions.commands` with a
+``register(subparsers)`` function that adds its parser and sets ``func``.
+Modules are imported only when their subcommand runs is not needed: they
+keep heavy imports inside their ``run`` functions.
+"""
+
+import argparse
+import importlib
+import sys
+
+# Subcommand modules, in the order ``--help`` lists them.
+COMMANDS = (
+    'inventory',
+)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog='gpu-partitions',
+        description='Tools of openstack-gpu-partitions: see what a GPU host '
+                    'reports, run the in-process demo cloud, simulate a '
+                    'fleet, benchmark.')
+    subparsers = parser.add_subparsers(dest='command', required=True)
+    for name in COMMANDS:
+        module = importlib.import_module('gpu_partitions.commands.' + name)
+        module.register(subparsers)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except UsageError as error:
+        print('gpu-partitions %s: error: %s' % (args.command, error),
+              file=sys.stderr)
+        return 2
+
+
+class UsageError(Exception):
+    """Bad input from the command line or a file it names: exit code 2."""
+
+
+if __name__ == '__main__':
+    sys.exit(main())
