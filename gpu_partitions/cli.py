@@ -13,8 +13,8 @@
 
 Each subcommand is a module of :mod:`gpu_partitions.commands` with a
 ``register(subparsers)`` function that adds its parser and sets ``func``.
-Modules are imported only when their subcommand runs is not needed: they
-keep heavy imports inside their ``run`` functions.
+Every module is imported to build ``--help``, so modules keep their heavy
+imports inside their ``run`` functions.
 """
 
 import argparse

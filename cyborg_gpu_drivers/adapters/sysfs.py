@@ -1,0 +1,126 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""Read PCI devices from sysfs under an injectable root.
+
+Every read answers None when the file or link is missing, so a device that
+vanishes in the middle of a scan reads as absent instead of raising.
+``virtfnN``, ``physfn``, ``driver`` and ``iommu_group`` are symlinks and are
+read as links (libudev does not expose them as attributes).
+"""
+
+import os
+import re
+
+_VIRTFN = re.compile(r'^virtfn(\d+)$')
+
+
+class Sysfs:
+    """PCI devices under ``<root>/bus/pci/devices``."""
+
+    def __init__(self, root='/sys'):
+        self.root = root
+
+    def device_path(self, address, *names):
+        return os.path.join(self.root, 'bus', 'pci', 'devices', address,
+                            *names)
+
+    def exists(self, address):
+        return os.path.isdir(self.device_path(address))
+
+    def addresses(self):
+        """PCI addresses of every device, sorted; [] without a PCI bus."""
+        try:
+            return sorted(os.listdir(self.device_path('')))
+        except OSError:
+            return []
+
+    def read(self, address, name):
+        """The stripped text of an attribute, or None if it is missing."""
+        try:
+            with open(self.device_path(address, name)) as attribute:
+                return attribute.read().strip()
+        except OSError:
+            return None
+
+    def read_int(self, address, name, base=10):
+        """An integer attribute (``base=16`` for ``0x10de``), or None."""
+        text = self.read(address, name)
+        if text is None:
+            return None
+        try:
+            return int(text, base)
+        except ValueError:
+            return None
+
+    def write(self, address, name, value):
+        """Write an attribute. Callers run this inside a privsep context."""
+        with open(self.device_path(address, name), 'w') as attribute:
+            attribute.write(str(value))
+
+    def link_name(self, address, name):
+        """Base name of a symlink's target (``driver`` gives ``nvidia``)."""
+        try:
+            return os.path.basename(
+                os.readlink(self.device_path(address, name)))
+        except OSError:
+            return None
+
+    def vendor(self, address):
+        """``10de`` for ``0x10de``; None if unreadable."""
+        text = self.read(address, 'vendor')
+        return text.lower().removeprefix('0x') if text else None
+
+    def device_id(self, address):
+        text = self.read(address, 'device')
+        return text.lower().removeprefix('0x') if text else None
+
+    def numa_node(self, address):
+        """NUMA node, or None where the firmware gives none (-1)."""
+        node = self.read_int(address, 'numa_node')
+        return node if node is not None and node >= 0 else None
+
+    def driver(self, address):
+        return self.link_name(address, 'driver')
+
+    def physfn(self, address):
+        """The PF address of a VF; None for a PF."""
+        return self.link_name(address, 'physfn')
+
+    def virtfns(self, address):
+        """``[(vf_index, vf_address)]`` of a PF in VF-index order.
+
+        A VF whose link dangles (it vanished mid-scan) is still listed;
+        callers check :meth:`exists` before reading it.
+        """
+        try:
+            names = os.listdir(self.device_path(address))
+        except OSError:
+            return []
+        vfs = []
+        for name in names:
+            match = _VIRTFN.match(name)
+            if match:
+                target = self.link_name(address, name)
+                if target:
+                    vfs.append((int(match.group(1)), target))
+        return sorted(vfs)
+
+    def devices_of_vendor(self, vendor_id, physical_functions_only=True):
+        """Addresses of the vendor's devices (PFs only by default)."""
+        found = []
+        for address in self.addresses():
+            if self.vendor(address) != vendor_id:
+                continue
+            if physical_functions_only and self.physfn(address):
+                continue
+            found.append(address)
+        return found

@@ -1,0 +1,42 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""Run the real drivers over a materialised reference host.
+
+``DRIVERS`` maps a driver's entry-point name to a factory that builds the
+driver with the reference host's adapters (fake NVML module, sysfs root,
+libvirt test URI) instead of the real hardware. Everything else the driver
+does is the production code path.
+"""
+
+import importlib
+
+# entry-point name -> (module, class); each class takes the keyword
+# arguments hostname, nvml, sysfs_root, libvirt_uri, amdsmi and ignores
+# the ones its hardware does not use.
+DRIVERS = {
+}
+
+
+def build(name, env):
+    module_name, class_name = DRIVERS[name]
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(hostname=env.hostname, nvml=env.nvml,
+               sysfs_root=env.sysfs_root, libvirt_uri=env.libvirt_uri,
+               amdsmi=env.amdsmi)
+
+
+def discover_all(env, names=None):
+    """Driver devices of every (or the named) driver over ``env``."""
+    devices = []
+    for name in names or sorted(DRIVERS):
+        devices.extend(build(name, env).discover())
+    return devices
