@@ -143,8 +143,10 @@ def vgpu_resource_class(type_name):
 
 
 def vf_resource_class(model, compute_partition):
-    """An SR-IOV VF of a whole-GPU partition mode: ``MI300X``, ``CPX`` gives
-    ``CUSTOM_GPU_VF_MI300X_CPX``."""
+    """An SR-IOV VF of one GPU model in one partition mode.
+
+    ``MI300X``, ``CPX`` gives ``CUSTOM_GPU_VF_MI300X_CPX``.
+    """
     return custom(RC_GPU_VF, model_short_name(model), compute_partition)
 
 
@@ -162,8 +164,11 @@ def model_trait(model):
 
 
 def physical_gpu_trait(address):
-    """Names the physical GPU a provider sits on, so usage can be summed per
-    GPU: ``0000:1b:00.0`` gives ``CUSTOM_GPU_PCI_0000_1B_00_0``."""
+    """Name the physical GPU a provider sits on.
+
+    Usage is summed per GPU through it: ``0000:1b:00.0`` gives
+    ``CUSTOM_GPU_PCI_0000_1B_00_0``.
+    """
     return custom(TRAIT_PHYSICAL_GPU, pci_address(address))
 
 
