@@ -11,13 +11,17 @@
 #    under the License.
 """``gpu-partitions inventory``: what a GPU host reports to Placement.
 
-With ``--fixture NAME`` or ``--fixture-file PATH`` the real drivers run over
-a reference host; the output is one entry per provider the host would
-report through Cyborg: name, resource class, total, traits and attach
-handles.
+Without arguments it runs the drivers enabled in Cyborg's configuration
+(``[agent] enabled_drivers`` of ``--config-file``, default
+``/etc/cyborg/cyborg.conf``) on this machine. With ``--fixture NAME`` or
+``--fixture-file PATH`` the real drivers run over a reference host instead.
+The output is one entry per provider the host would report through Cyborg:
+name, resource class, total, traits and attach handles, grouped by GPU.
 """
 
+import collections
 import json
+import os
 import tempfile
 
 from gpu_partitions import cli
@@ -27,7 +31,12 @@ def register(subparsers):
     parser = subparsers.add_parser(
         'inventory', help='show the providers a GPU host reports',
         description=__doc__.split('\n\n')[0])
-    source = parser.add_mutually_exclusive_group(required=True)
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument('--config-file', metavar='PATH',
+                        default='/etc/cyborg/cyborg.conf',
+                        help='Cyborg configuration naming the enabled '
+                             'drivers and their options (default: '
+                             '%(default)s); used when no fixture is given')
     source.add_argument('--fixture', metavar='NAME',
                         help='a reference host by name')
     source.add_argument('--fixture-file', metavar='PATH',
@@ -66,31 +75,85 @@ def providers(devices):
     return entries
 
 
+def _address(fields):
+    return '%s:%s:%s.%s' % (fields['domain'], fields['bus'],
+                            fields['device'], fields['function'])
+
+
 def format_text(hostname, entries):
-    lines = ['%s: %d providers' % (hostname, len(entries))]
+    """The tree GPU -> providers -> attach handles, for people."""
+    by_gpu = collections.defaultdict(list)
     for entry in entries:
-        lines.append('  %s  %s x%d%s' % (
-            entry['name'], entry['resource_class'], entry['total'],
-            '  (stub)' if entry['stub'] else ''))
-        lines.append('      traits: %s' % ' '.join(entry['traits']))
-        for handle in entry['attach_handles']:
-            address = handle['address']
-            lines.append('      %s %s:%s:%s.%s%s%s' % (
-                handle['type'], address['domain'], address['bus'],
-                address['device'], address['function'],
-                ' ' + address['asked_type'] if 'asked_type' in address
-                else '', ' in use' if handle['in_use'] else ''))
+        by_gpu[_address(entry['gpu'])].append(entry)
+    lines = ['%s: %d GPUs, %d providers' % (hostname, len(by_gpu),
+                                            len(entries))]
+    for gpu, gpu_entries in sorted(by_gpu.items()):
+        lines.append('GPU %s  %s%s' % (
+            gpu, gpu_entries[0]['model'],
+            '  (stub: kept from the last good scan)'
+            if gpu_entries[0]['stub'] else ''))
+        for entry in gpu_entries:
+            used = sum(1 for h in entry['attach_handles'] if h['in_use'])
+            lines.append('  %s  %s total=%d in_use=%d' % (
+                entry['name'], entry['resource_class'], entry['total'],
+                used))
+            lines.append('    traits: %s' % ' '.join(entry['traits']))
+            for handle in entry['attach_handles']:
+                address = handle['address']
+                lines.append('    %s %s%s%s' % (
+                    handle['type'], _address(address),
+                    ' ' + address['asked_type'] if 'asked_type' in address
+                    else '', ' in use' if handle['in_use'] else ''))
     return '\n'.join(lines)
 
 
+def local_devices(config_file, names=None):
+    """Driver devices of the drivers Cyborg would run on this machine."""
+    from oslo_config import cfg
+    from stevedore import driver as stevedore_driver
+
+    import cyborg.conf  # noqa: F401 registers [agent] and [DEFAULT] host
+    from cyborg_gpu_drivers import base
+
+    if not os.path.exists(config_file):
+        raise cli.UsageError('%s does not exist; give --config-file or '
+                             '--fixture' % config_file)
+    cfg.CONF([], project='cyborg', default_config_files=[config_file])
+    enabled = names or cfg.CONF.agent.enabled_drivers
+    devices = []
+    for name in enabled:
+        driver = stevedore_driver.DriverManager(
+            'cyborg.accelerator.driver', name, invoke_on_load=True).driver
+        devices.extend(driver.discover())
+    return base.agent_hostname(), devices
+
+
 def run(args):
-    from gpu_partitions import fixture_drivers
     from gpu_partitions import reference_hosts
 
     if args.list_fixtures:
         for name in reference_hosts.names():
-            print('%-14s %s' % (name, reference_hosts.load(name).description))
+            description = reference_hosts.load(name).description
+            print('%-14s %s' % (name, description.split('. ')[0]))
         return 0
+    if args.fixture or args.fixture_file:
+        hostname, devices = fixture_devices(args)
+    else:
+        hostname, devices = local_devices(args.config_file, args.driver)
+    entries = providers(devices)
+    if args.format == 'json':
+        print(json.dumps({'host': hostname, 'providers': entries},
+                         indent=2, sort_keys=True))
+    else:
+        print(format_text(hostname, entries))
+    return 0
+
+
+def fixture_devices(args):
+    """Driver devices of the real drivers over a reference host."""
+    from gpu_partitions import fixture_drivers
+    from gpu_partitions import reference_hosts
+
     try:
         host = (reference_hosts.load(args.fixture) if args.fixture
                 else reference_hosts.load_file(args.fixture_file))
@@ -103,10 +166,4 @@ def run(args):
             ', '.join(sorted(fixture_drivers.DRIVERS))))
     with tempfile.TemporaryDirectory(prefix='gpu-partitions-') as directory:
         env = host.materialize(directory)
-        entries = providers(fixture_drivers.discover_all(env, args.driver))
-    if args.format == 'json':
-        print(json.dumps({'host': host.hostname, 'providers': entries},
-                         indent=2, sort_keys=True))
-    else:
-        print(format_text(host.hostname, entries))
-    return 0
+        return host.hostname, fixture_drivers.discover_all(env, args.driver)
