@@ -18,6 +18,7 @@ Only the adapters' answers are recorded data.
 """
 
 import os
+import shutil
 
 from cyborg.accelerator.drivers import driver as cyborg_driver
 from oslo_log import log as logging
@@ -48,7 +49,10 @@ class FakeHardwareDriver(cyborg_driver.GenericDriver):
                 'values: %s' % (', '.join(sorted(unknown)),
                                 ', '.join(sorted(fixture_drivers.DRIVERS))))
         host = load_reference_host(group.reference_host)
-        os.makedirs(group.state_path, exist_ok=True)
+        # The tree is rebuilt at every start: it is the recorded host, not
+        # state to keep.
+        shutil.rmtree(group.state_path, ignore_errors=True)
+        os.makedirs(group.state_path)
         env = host.materialize(group.state_path)
         self._drivers = [fixture_drivers.build(name, env)
                          for name in group.drivers]
