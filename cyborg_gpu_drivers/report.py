@@ -77,6 +77,18 @@ def to_deployable(hostname, gpu, slice_, driver_name):
         driver_name=driver_name)
 
 
+def offered_slices(gpu):
+    """The slices that become providers: those with something to offer.
+
+    Placement refuses an inventory of 0, so a slice with nothing to offer
+    (a lost GPU with nothing in use, a profile with no usable VF) has no
+    provider; Cyborg's conductor deletes the provider it had, which
+    Placement allows because nothing is allocated on it.
+    """
+    return [slice_ for slice_ in gpu.slices
+            if inventory.offered_total(gpu, slice_) > 0]
+
+
 def to_driver_device(hostname, gpu, driver_name):
     return driver_device.DriverDevice(
         vendor=gpu.vendor_id,
@@ -93,7 +105,7 @@ def to_driver_device(hostname, gpu, driver_name):
                 _colon_address(gpu.address))),
         deployable_list=[
             to_deployable(hostname, gpu, slice_, driver_name)
-            for slice_ in gpu.slices])
+            for slice_ in offered_slices(gpu)])
 
 
 def to_driver_devices(host_inventory, driver_name):

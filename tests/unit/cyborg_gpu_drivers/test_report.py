@@ -88,6 +88,13 @@ class ReportTest(testtools.TestCase):
         self.assertEqual(2, device.deployable_list[0].num_accelerators)
         self.assertEqual(4, len(device.deployable_list[0].attach_handle_list))
 
+    def test_unhealthy_gpu_with_nothing_in_use_has_no_provider(self):
+        # Placement refuses a total of 0; the provider goes instead.
+        [device] = report.to_driver_devices(
+            inventory.HostInventory('h', [h100(healthy=False, busy=0)]),
+            'TEST')
+        self.assertEqual([], device.deployable_list)
+
     def test_mdev_handle(self):
         handle = inventory.AttachHandle(inventory.MDEV, '0000:41:00.4',
                                         mdev_type='nvidia-472',
