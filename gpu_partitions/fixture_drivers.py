@@ -19,10 +19,18 @@ does is the production code path.
 
 import importlib
 
+from gpu_partitions.reference_hosts import fake_amdsmi
+
 # entry-point name -> (module, class); each class takes the keyword
 # arguments hostname, nvml, sysfs_root, libvirt_uri, amdsmi and ignores
 # the ones its hardware does not use.
 DRIVERS = {
+    'gpu_partitions_nvidia_mig': ('cyborg_gpu_drivers.nvidia_mig',
+                                  'NvidiaMigDriver'),
+    'gpu_partitions_amd_mxgpu': ('cyborg_gpu_drivers.amd_mxgpu',
+                                 'AmdMxgpuDriver'),
+    'gpu_partitions_nvidia_vgpu': ('cyborg_gpu_drivers.nvidia_vgpu',
+                                   'NvidiaVgpuDriver'),
 }
 
 
@@ -31,7 +39,7 @@ def build(name, env):
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls(hostname=env.hostname, nvml=env.nvml,
                sysfs_root=env.sysfs_root, libvirt_uri=env.libvirt_uri,
-               amdsmi=env.amdsmi)
+               amdsmi=fake_amdsmi.module_for(env.amdsmi))
 
 
 def discover_all(env, names=None):

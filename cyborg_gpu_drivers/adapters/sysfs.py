@@ -61,6 +61,13 @@ class Sysfs:
         except ValueError:
             return None
 
+    def list_names(self, address, *names):
+        """Sorted entries of a directory under the device, [] if none."""
+        try:
+            return sorted(os.listdir(self.device_path(address, *names)))
+        except OSError:
+            return []
+
     def write(self, address, name, value):
         """Write an attribute. Callers run this inside a privsep context."""
         with open(self.device_path(address, name), 'w') as attribute:

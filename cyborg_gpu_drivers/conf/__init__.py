@@ -17,11 +17,14 @@ Add a module to ``_MODULES`` to register it and have it in the sample.
 
 from oslo_config import cfg
 
+from cyborg_gpu_drivers.conf import amd
 from cyborg_gpu_drivers.conf import common
+from cyborg_gpu_drivers.conf import mig
+from cyborg_gpu_drivers.conf import vgpu
 
 CONF = cfg.CONF
 
-_MODULES = (common,)
+_MODULES = (common, mig, amd, vgpu,)
 
 
 def register_opts(conf=CONF):

@@ -51,6 +51,11 @@ class HostEnvironment:
     libvirt_uri: str | None
     amdsmi: dict | None
 
+    @property
+    def hostname(self):
+        """The host's name, as the drivers report it."""
+        return self.host.hostname
+
 
 class ReferenceHost:
     """One validated reference host.

@@ -429,6 +429,70 @@ class FakeNvml:
                 return self._handle(gpu_instance, pynvml.c_nvmlGpuInstance_t)
         raise pynvml.NVMLError_NotFound()
 
+    # MIG layout changes (root only on a real host; no permission check).
+
+    @_api
+    def nvmlDeviceCreateGpuInstanceWithPlacement(self, device, profileId,
+                                                 placement):
+        gpu = self._mig_gpu(device)
+        profile = self._profile(gpu, profileId)
+        placement = getattr(placement, '_obj', placement)
+        wanted = [placement.start, placement.size]
+        if wanted not in [list(p) for p in profile['placements']]:
+            raise pynvml.NVMLError_InvalidArgument()
+        slots = set(range(placement.start,
+                          placement.start + placement.size))
+        for existing in gpu.gpu_instances:
+            data = existing.data
+            if slots & set(range(data['start'],
+                                 data['start'] + data['size'])):
+                raise pynvml.NVMLError_InsufficientResources()
+        used = {existing.data['id'] for existing in gpu.gpu_instances}
+        gi_id = min(set(range(len(used) + 1)) - used)
+        gpu_instance = _GpuInstance(gpu, {
+            'id': gi_id, 'profile_id': profileId, 'start': placement.start,
+            'size': placement.size, 'compute_instances': []})
+        self._register(gpu_instance)
+        gpu.gpu_instances.append(gpu_instance)
+        return self._handle(gpu_instance, pynvml.c_nvmlGpuInstance_t)
+
+    @_api
+    def nvmlGpuInstanceCreateComputeInstance(self, gpuInstance, profileId):
+        gpu_instance = self._entity(gpuInstance, _GpuInstance)
+        slices = _CI_PROFILE_SLICES.get(profileId)
+        if slices is None or slices > gpu_instance.profile['slice_count']:
+            raise pynvml.NVMLError_NotSupported()
+        used = {ci.data['id'] for ci in gpu_instance.compute_instances}
+        compute = _ComputeInstance(gpu_instance, {
+            'id': min(set(range(len(used) + 1)) - used),
+            'profile_id': profileId, 'start': 0, 'size': slices,
+            'uuid': 'MIG-fake-%x-%d-%d' % (
+                0xffff & id(gpu_instance.gpu), gpu_instance.data['id'],
+                len(used))})
+        self._register(compute)
+        gpu_instance.compute_instances.append(compute)
+        mig_device = _MigDevice(compute)
+        self._register(mig_device)
+        gpu_instance.gpu.mig_devices.append(mig_device)
+        return self._handle(compute, pynvml.c_nvmlComputeInstance_t)
+
+    @_api
+    def nvmlComputeInstanceDestroy(self, computeInstance):
+        compute = self._entity(computeInstance, _ComputeInstance)
+        compute.gpu_instance.compute_instances.remove(compute)
+        compute.gpu.mig_devices = [
+            mig for mig in compute.gpu.mig_devices
+            if mig.compute_instance is not compute]
+        return pynvml.NVML_SUCCESS
+
+    @_api
+    def nvmlGpuInstanceDestroy(self, gpuInstance):
+        gpu_instance = self._entity(gpuInstance, _GpuInstance)
+        if gpu_instance.compute_instances:
+            raise pynvml.NVMLError_InUse()
+        gpu_instance.gpu.gpu_instances.remove(gpu_instance)
+        return pynvml.NVML_SUCCESS
+
     @_api
     def nvmlGpuInstanceGetInfo(self, gpuInstance):
         gpu_instance = self._entity(gpuInstance, _GpuInstance)

@@ -1,0 +1,132 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""Read PCI devices through libudev (pyudev).
+
+It answers the same questions as :class:`~cyborg_gpu_drivers.adapters.
+sysfs.Sysfs` (the subset the AMD driver asks), so the driver runs on either.
+Enumeration, attributes and the bound driver come from libudev; ``virtfnN``
+and ``physfn`` are symlinks that libudev does not expose as attributes, so
+they are read with ``os.readlink`` under the device's ``sys_path``.
+
+Every read answers None (or []) when the device or attribute is missing:
+a VF that vanishes in the middle of a scan reads as absent.
+"""
+
+import os
+import re
+
+_VIRTFN = re.compile(r'^virtfn(\d+)$')
+
+
+def import_pyudev():
+    """The pyudev module, or None when it (or libudev) is not installed."""
+    try:
+        import pyudev
+    except Exception:  # ImportError, or OSError without libudev.so.1
+        return None
+    return pyudev
+
+
+class UdevPci:
+    """PCI devices as libudev lists them."""
+
+    def __init__(self, pyudev, context=None):
+        self._pyudev = pyudev
+        self._context = context or pyudev.Context()
+
+    def _device(self, address):
+        try:
+            return self._pyudev.Devices.from_name(self._context, 'pci',
+                                                  address)
+        except Exception:  # DeviceNotFoundError and friends
+            return None
+
+    def exists(self, address):
+        return self._device(address) is not None
+
+    def read(self, address, name):
+        """The stripped text of an attribute, or None if it is missing."""
+        device = self._device(address)
+        if device is None:
+            return None
+        try:
+            return device.attributes.asstring(name).strip()
+        except (KeyError, UnicodeDecodeError, OSError):
+            return None
+
+    def read_int(self, address, name, base=10):
+        text = self.read(address, name)
+        if text is None:
+            return None
+        try:
+            return int(text, base)
+        except ValueError:
+            return None
+
+    def vendor(self, address):
+        text = self.read(address, 'vendor')
+        return text.lower().removeprefix('0x') if text else None
+
+    def device_id(self, address):
+        text = self.read(address, 'device')
+        return text.lower().removeprefix('0x') if text else None
+
+    def numa_node(self, address):
+        """NUMA node, or None where the firmware gives none (-1)."""
+        node = self.read_int(address, 'numa_node')
+        return node if node is not None and node >= 0 else None
+
+    def driver(self, address):
+        device = self._device(address)
+        return device.driver if device is not None else None
+
+    def _link_name(self, device, name):
+        try:
+            return os.path.basename(
+                os.readlink(os.path.join(device.sys_path, name)))
+        except OSError:
+            return None
+
+    def physfn(self, address):
+        device = self._device(address)
+        if device is None:
+            return None
+        return self._link_name(device, 'physfn')
+
+    def virtfns(self, address):
+        """``[(vf_index, vf_address)]`` of a PF in VF-index order."""
+        device = self._device(address)
+        if device is None:
+            return []
+        try:
+            names = os.listdir(device.sys_path)
+        except OSError:
+            return []
+        vfs = []
+        for name in names:
+            match = _VIRTFN.match(name)
+            if match:
+                target = self._link_name(device, name)
+                if target:
+                    vfs.append((int(match.group(1)), target))
+        return sorted(vfs)
+
+    def devices_of_vendor(self, vendor_id, physical_functions_only=True):
+        """Addresses of the vendor's devices (PFs only by default)."""
+        found = []
+        devices = self._context.list_devices(subsystem='pci')
+        for device in devices.match_attribute('vendor', '0x' + vendor_id):
+            if (physical_functions_only
+                    and self._link_name(device, 'physfn')):
+                continue
+            found.append(device.sys_name)
+        return sorted(found)

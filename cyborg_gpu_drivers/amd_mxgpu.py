@@ -1,0 +1,459 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""Cyborg driver for AMD MxGPU: SR-IOV VFs of Instinct GPUs run by GIM.
+
+GIM, AMD's host driver, splits each GPU into VFs itself (its ``vf_num``
+module parameter, with the compute and memory partition modes from
+``/etc/gim_config``); this driver reports them and writes nothing. Per
+physical GPU bound to ``gim`` it reports one deployable whose attach
+handles are the GPU's VFs bound to ``vfio-pci``: all VFs of a GPU are the
+same size, fixed by the compute partition mode, so the resource class is
+per (model, compute partition), e.g. ``CUSTOM_GPU_VF_MI300X_CPX``.
+
+In use: vfio-pci enables a VF's PCI device when a user (QEMU) opens it and
+disables it when the user lets go, so the VF's sysfs ``enable`` count is
+non-zero exactly while a guest holds it. That is all the hardware tells:
+an instance that is stopped holds its VF in Placement and Cyborg but not
+in the kernel. The report keeps every VF it can see, so inventory only
+drops when a VF leaves vfio-pci or GIM removes it; a VF that vanishes in
+the middle of a scan keeps its last report, and a GPU whose state cannot
+be read is reported as a stub so Cyborg keeps what it holds for it.
+
+The logic (:func:`build_gpu` and helpers) is plain Python over what the
+adapters read: :mod:`~cyborg_gpu_drivers.adapters.udev` or
+:mod:`~cyborg_gpu_drivers.adapters.sysfs` for PCI, and
+:mod:`~cyborg_gpu_drivers.adapters.amdsmi` for partitions and hives.
+"""
+
+import dataclasses
+import json
+import re
+
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from cyborg_gpu_drivers.adapters import amdsmi as amdsmi_adapter
+from cyborg_gpu_drivers.adapters import sysfs as sysfs_adapter
+from cyborg_gpu_drivers.adapters import udev as udev_adapter
+from cyborg_gpu_drivers import base
+from cyborg_gpu_drivers import conf  # noqa: F401 (registers the options)
+from cyborg_gpu_drivers import inventory
+import placement_traits
+
+LOG = logging.getLogger(__name__)
+CONF = cfg.CONF
+
+AMD_VENDOR_ID = '1002'
+GIM_DRIVER = 'gim'
+VFIO_DRIVER = 'vfio-pci'
+DEFAULT_SYSFS_ROOT = '/sys'
+
+COMPUTE_PARTITIONS = ('SPX', 'DPX', 'TPX', 'QPX', 'CPX')
+MEMORY_PARTITIONS = ('NPS1', 'NPS2', 'NPS4', 'NPS8')
+
+# PF device id -> (model, HBM in MiB; 0 where not recorded). Ids from
+# GIM's libgv/core/amdgv_marketing_name.c.
+KNOWN_MODELS = {
+    '74a1': ('AMD Instinct MI300X', 192 * 1024),
+    '74a2': ('AMD Instinct MI308X', 0),
+    '74a5': ('AMD Instinct MI325X', 256 * 1024),
+    '74a8': ('AMD Instinct MI308X', 0),
+    '74a9': ('AMD Instinct MI300X HF', 192 * 1024),
+}
+
+# GIM writes these under the PF; bare-metal amdgpu has the second names.
+_COMPUTE_FILES = ('spatial_partition_mode', 'current_compute_partition')
+_MEMORY_FILES = ('memory_partition_mode', 'current_memory_partition')
+_HIVE_FILE = 'xgmi_hive_info/xgmi_hive_id'
+_DEVICE_ID = re.compile(r'^(0x)?[0-9a-fA-F]{4}$')
+
+
+class AmdConfigError(ValueError):
+    """An option of the [amd_mxgpu] group has a value the driver refuses."""
+
+
+# --- plain data the adapters fill --------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class VfView:
+    """One ``virtfnN`` link of a PF and what sysfs shows behind it.
+
+    ``present`` is False when the link dangles (the VF vanished during the
+    scan). ``open_count`` is the VF's PCI ``enable`` count.
+    """
+    index: int
+    address: str
+    present: bool
+    driver: str | None = None
+    open_count: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class PfView:
+    """What the scan read for one GIM physical function."""
+    address: str
+    device_id: str
+    numa_node: int | None
+    compute_partition: str | None
+    memory_partition: str | None
+    xgmi_hive_id: int | None
+    market_name: str | None
+    vfs: tuple
+
+
+# --- plain logic ----------------------------------------------------------
+
+
+def parse_memory_partition(text):
+    """The NPS mode out of a memory partition file, or None.
+
+    GIM's ``memory_partition_mode`` has several lines, the mode on the
+    first: ``memory_partition_mode: NPS4`` / ``numa_count: 4`` /
+    ``NUMA0 type=HBM start=... end=...``. Bare-metal amdgpu's
+    ``current_memory_partition`` holds the mode alone (``NPS1``).
+    """
+    if not text:
+        return None
+    for line in text.splitlines():
+        key, colon, value = line.partition(':')
+        if colon and key.strip().lower() == 'memory_partition_mode':
+            return _mode(value, MEMORY_PARTITIONS)
+    return _mode(text, MEMORY_PARTITIONS)
+
+
+def parse_compute_partition(text):
+    """``SPX``..``CPX`` from a compute partition file, or None."""
+    return _mode(text, COMPUTE_PARTITIONS) if text else None
+
+
+def _mode(text, allowed):
+    words = str(text).split()
+    if len(words) == 1 and words[0].upper() in allowed:
+        return words[0].upper()
+    return None
+
+
+def parse_hive_id(text):
+    """A decimal or ``0x`` hive id from sysfs; None for none or 0."""
+    try:
+        value = int(str(text).strip(), 0)
+    except (TypeError, ValueError):
+        return None
+    return value or None
+
+
+def slice_name(model, compute_partition):
+    """The VF kind, ``MI300X-CPX``.
+
+    With the host and the PF address it names the provider, so the name
+    is stable across restarts.
+    """
+    return '%s-%s' % (placement_traits.normalize(
+        placement_traits.model_short_name(model)), compute_partition)
+
+
+def gpu_traits(model, pf):
+    traits = [placement_traits.vendor_trait(AMD_VENDOR_ID),
+              placement_traits.model_trait(model),
+              placement_traits.compute_partition_trait(pf.compute_partition)]
+    if pf.memory_partition:
+        traits.append(placement_traits.memory_partition_trait(
+            pf.memory_partition))
+    numa = placement_traits.numa_node_trait(pf.numa_node)
+    if numa:
+        traits.append(numa)
+    if pf.xgmi_hive_id:
+        traits.append(placement_traits.xgmi_hive_trait(pf.xgmi_hive_id))
+    return traits
+
+
+def vf_handles(pf, previous, note):
+    """The attach handles of a PF's VFs, in VF-index order.
+
+    ``previous`` maps VF addresses to the handles of the last report: a VF
+    that vanished during this scan keeps its handle until the next scan
+    tells (sysfs removes ``virtfnN`` along with a VF that is really gone,
+    so a dangling link is a race, not a new state). ``note(key, message)``
+    logs one line per problem.
+    """
+    handles = []
+    for vf in pf.vfs:
+        where = 'VF %s (virtfn%d of %s)' % (vf.address, vf.index, pf.address)
+        if not vf.present:
+            kept = previous.get(vf.address)
+            note(vf.address, '%s vanished during the scan; %s' % (
+                where, 'its last report is kept until the next scan'
+                if kept else 'not offered'))
+            if kept:
+                handles.append(kept)
+            continue
+        if vf.driver != VFIO_DRIVER:
+            note(vf.address, '%s is bound to %s, not %s: not offered; bind '
+                 'it to %s to offer it' % (
+                     where, vf.driver or 'no driver', VFIO_DRIVER,
+                     VFIO_DRIVER))
+            continue
+        handles.append(inventory.AttachHandle(
+            attach_type=inventory.PCI, address=vf.address,
+            in_use=bool(vf.open_count)))
+    return handles
+
+
+def build_gpu(pf, model, memory_mib, previous, note):
+    """The :class:`inventory.Gpu` of one PF whose compute mode is known."""
+    handles = vf_handles(pf, previous, note)
+    gpu = inventory.Gpu(
+        address=pf.address, vendor_id=AMD_VENDOR_ID, device_id=pf.device_id,
+        model=model, memory_mib=memory_mib, numa_node=pf.numa_node,
+        link_domain=('%x' % pf.xgmi_hive_id) if pf.xgmi_hive_id else None,
+        traits=gpu_traits(model, pf),
+        board_info={key: value for key, value in (
+            ('compute_partition', pf.compute_partition),
+            ('memory_partition', pf.memory_partition),
+            ('market_name', pf.market_name),
+            ('vf_count', len(pf.vfs))) if value is not None})
+    if handles:
+        gpu.slices.append(inventory.Slice(
+            name=slice_name(model, pf.compute_partition),
+            resource_class=placement_traits.vf_resource_class(
+                model, pf.compute_partition),
+            traits=[], handles=handles, total=len(handles)))
+    else:
+        note(pf.address, 'GPU %s (%s) has no VF bound to %s: nothing '
+             'offered; GIM creates the VFs (vf_num), bind them to %s'
+             % (pf.address, model, VFIO_DRIVER, VFIO_DRIVER))
+    return gpu
+
+
+def parse_models(value):
+    """``[amd_mxgpu] models`` checked; raises AmdConfigError naming it."""
+    models = {}
+    for device_id, model in (value or {}).items():
+        if not _DEVICE_ID.match(device_id.strip()):
+            raise AmdConfigError(
+                '[amd_mxgpu] models: %r is not a PCI device id; allowed: 4 '
+                'hex digits such as 74a1' % device_id)
+        try:
+            placement_traits.model_trait(model)
+        except placement_traits.InvalidName:
+            raise AmdConfigError(
+                '[amd_mxgpu] models: %r for %s gives no Placement name; '
+                'allowed: letters, digits, spaces and -' % (model, device_id))
+        models[device_id.strip().lower().removeprefix('0x')] = (
+            model.strip(), 0)
+    return models
+
+
+class _Notes:
+    """Log each problem at WARNING when it appears, DEBUG while it lasts.
+
+    The agent scans every minute; a lasting problem must not fill its log.
+    """
+
+    def __init__(self):
+        self._last = set()
+        self._now = set()
+
+    def __call__(self, key, message):
+        level = LOG.debug if (key, message) in self._last else LOG.warning
+        self._now.add((key, message))
+        level('AMD MxGPU driver: %s', message)
+
+    def end_scan(self):
+        self._last, self._now = self._now, set()
+
+
+# --- the driver ------------------------------------------------------------
+
+
+class AmdMxgpuDriver(base.GpuPartitionDriver):
+    """Reports the VFs of AMD Instinct GPUs bound to GIM."""
+
+    DRIVER_NAME = 'gpu_partitions_amd_mxgpu'
+
+    def __init__(self, hostname=None, nvml=None, sysfs_root=None,
+                 libvirt_uri=None, amdsmi=None):
+        super().__init__(hostname=hostname)
+        options = CONF.amd_mxgpu
+        self._models = dict(KNOWN_MODELS)
+        self._models.update(parse_models(options.models))
+        root = sysfs_root or CONF.gpu_partitions.sysfs_root
+        # oslo.config has already refused a pci_backend not in its choices.
+        self._pci = self._pci_reader(options.pci_backend, root)
+        self._smi = None
+        if amdsmi is not None:
+            self._smi = amdsmi_adapter.AmdSmi(amdsmi)
+        elif options.use_amdsmi and root == DEFAULT_SYSFS_ROOT:
+            # Only beside the real /sys: amdsmi reads the real hardware.
+            module, reason = amdsmi_adapter.import_amdsmi()
+            if module is None:
+                LOG.info('AMD MxGPU driver: amdsmi cannot be imported (%s); '
+                         'partition modes come from sysfs', reason)
+            else:
+                self._smi = amdsmi_adapter.AmdSmi(module)
+        self._notes = _Notes()
+        self._stubs = set()
+        # VF address -> its handle in the last report.
+        self._previous = {}
+        # PFs that offered VFs since the agent started.
+        self._offered = set()
+
+    @staticmethod
+    def _pci_reader(backend, root):
+        if backend == 'sysfs' or root != DEFAULT_SYSFS_ROOT:
+            return sysfs_adapter.Sysfs(root)
+        pyudev = udev_adapter.import_pyudev()
+        if pyudev is None:
+            if backend == 'udev':
+                raise AmdConfigError(
+                    '[amd_mxgpu] pci_backend = udev but pyudev cannot be '
+                    'imported; allowed: auto, udev (with pyudev), sysfs')
+            LOG.info('AMD MxGPU driver: pyudev is not installed; reading '
+                     'PCI devices from %s directly', root)
+            return sysfs_adapter.Sysfs(root)
+        return udev_adapter.UdevPci(pyudev)
+
+    # --- discover ---------------------------------------------------------
+
+    def discover(self):
+        devices = super().discover()
+        for device in devices:
+            info = device.controlpath_id.cpid_info
+            if _cpid_address(info) in self._stubs:
+                # Cyborg's conductor neither adds nor deletes a stub: what
+                # it holds for this GPU stays until the GPU reads again.
+                device.stub = True
+        return devices
+
+    def collect(self):
+        self._stubs = set()
+        try:
+            gpus = self._collect()
+        finally:
+            self._notes.end_scan()
+        self._previous = {
+            handle.address: handle for gpu in gpus for slice_ in gpu.slices
+            for handle in slice_.handles}
+        self._offered = ({gpu.address for gpu in gpus if gpu.slices}
+                         | (self._offered & self._stubs))
+        return inventory.HostInventory(hostname=self.hostname, gpus=gpus)
+
+    def _collect(self):
+        pci = self._pci
+        amd = pci.devices_of_vendor(AMD_VENDOR_ID)
+        gim = [address for address in amd if pci.driver(address) == GIM_DRIVER]
+        gpus = [self._stub(address, 'bound to %s, not %s (GIM not loaded '
+                           'or the GPU not given to it)'
+                           % (pci.driver(address) or 'no driver', GIM_DRIVER))
+                for address in amd
+                if address not in gim and pci.device_id(address)
+                in self._models]
+        if not gim:
+            return gpus
+        states = self._amdsmi_states()
+        for address in gim:
+            pf = self._read_pf(address, states.get(address))
+            if pf is None:
+                gpus.append(self._stub(address, 'vanished during the scan'))
+                continue
+            if pf.compute_partition is None:
+                gpus.append(self._stub(address, 'its compute partition '
+                                       'mode cannot be read (neither '
+                                       'amdsmi nor sysfs)'))
+                continue
+            model, memory_mib = self._model(pf.device_id)
+            gpu = build_gpu(pf, model, memory_mib, self._previous,
+                            self._notes)
+            if not gpu.slices and address in self._offered:
+                # All its VFs left vfio-pci at once: GIM being reloaded,
+                # most likely. Dropping the provider would fail anyway
+                # while an instance holds one of its VFs.
+                gpu = self._stub(address, 'without a VF on vfio-pci after '
+                                 'offering some')
+            gpus.append(gpu)
+        return gpus
+
+    def _stub(self, address, reason):
+        """A GPU we cannot read now: Cyborg keeps what it holds for it."""
+        self._notes(address, 'AMD GPU %s: %s; reported as a stub, so '
+                    'Cyborg keeps what it holds for it and adds nothing'
+                    % (address, reason))
+        self._stubs.add(address)
+        model, memory_mib = self._model(self._pci.device_id(address) or '')
+        return inventory.Gpu(
+            address=address, vendor_id=AMD_VENDOR_ID,
+            device_id=self._pci.device_id(address) or '', model=model,
+            memory_mib=memory_mib, healthy=False)
+
+    def _model(self, device_id):
+        known = self._models.get(device_id)
+        if known:
+            return known
+        self._notes(device_id, 'PCI device id %s is not a known AMD '
+                    'Instinct model; named "AMD %s" (set [amd_mxgpu] models '
+                    'to name it)' % (device_id, device_id))
+        return 'AMD %s' % device_id, 0
+
+    def _amdsmi_states(self):
+        if self._smi is None:
+            return {}
+        try:
+            return self._smi.read()
+        except amdsmi_adapter.AmdSmiUnavailable as error:
+            self._notes('amdsmi', 'amdsmi is failing (%s); partition modes '
+                        'come from sysfs and the xGMI hive from '
+                        '%s where present' % (error, _HIVE_FILE))
+            return {}
+
+    def _read_pf(self, address, state):
+        """A :class:`PfView`, or None when the PF vanished."""
+        pci = self._pci
+        device_id = pci.device_id(address)
+        if device_id is None:
+            return None
+        if state is not None and state.failed:
+            self._notes(address + ' amdsmi', 'amdsmi failed %s for GPU %s; '
+                        'those values come from sysfs'
+                        % (', '.join(state.failed), address))
+        state = state or amdsmi_adapter.GpuState(address=address)
+        compute = (parse_compute_partition(state.compute_partition)
+                   or _first(parse_compute_partition(pci.read(address, name))
+                             for name in _COMPUTE_FILES))
+        memory = (parse_memory_partition(state.memory_partition)
+                  or _first(parse_memory_partition(pci.read(address, name))
+                            for name in _MEMORY_FILES))
+        hive = state.xgmi_hive_id or parse_hive_id(pci.read(address,
+                                                            _HIVE_FILE))
+        vfs = []
+        for index, vf_address in pci.virtfns(address):
+            present = pci.exists(vf_address)
+            vfs.append(VfView(
+                index=index, address=vf_address, present=present,
+                driver=pci.driver(vf_address) if present else None,
+                open_count=pci.read_int(vf_address, 'enable')
+                if present else None))
+        return PfView(address=address, device_id=device_id,
+                      numa_node=pci.numa_node(address),
+                      compute_partition=compute, memory_partition=memory,
+                      xgmi_hive_id=hive, market_name=state.market_name,
+                      vfs=tuple(vfs))
+
+
+def _first(values):
+    return next((value for value in values if value), None)
+
+
+def _cpid_address(cpid_info):
+    info = json.loads(cpid_info)
+    return placement_traits.pci_address(
+        '%(domain)s:%(bus)s:%(device)s.%(function)s' % info)

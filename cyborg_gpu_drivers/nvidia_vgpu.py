@@ -1,0 +1,562 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""Cyborg driver for NVIDIA time-sliced vGPU: ``gpu_partitions_nvidia_vgpu``.
+
+Reports every NVIDIA GPU with MIG disabled or unsupported that runs vGPU,
+with one deployable (one Placement provider) per vGPU type on that GPU.
+The host framework is told apart per GPU:
+
+* vendor VFIO (vGPU 17 and later, Ada/Hopper/Blackwell): the GPU's VFs
+  have ``nvidia/current_vgpu_type``; one ``PCI`` attach handle per VF that
+  holds the type, in use when NVML runs a vGPU on it. Declared types are
+  given to free VFs at start-up through privsep.
+* mdev (pre-Ada, and Ampere in SR-IOV mode where every VF is an mdev
+  parent): types, available instances and created mdevs from libvirt
+  node devices; one ``MDEV`` attach handle per created or creatable
+  instance, at most as many as NVML says the GPU holds of the type.
+
+Without a declaration a GPU is reported with the types it already hosts
+and nothing is changed on it. GPUs with MIG enabled belong to the MIG
+driver and are never reported here.
+"""
+
+import dataclasses
+import json
+
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from cyborg_gpu_drivers.adapters import libvirt_nodedev
+from cyborg_gpu_drivers.adapters import nvml as nvml_adapter
+from cyborg_gpu_drivers.adapters import sysfs as sysfs_adapter
+from cyborg_gpu_drivers import base
+from cyborg_gpu_drivers import conf  # noqa: F401  (registers the options)
+from cyborg_gpu_drivers import inventory
+from cyborg_gpu_drivers import nvidia_mig
+from cyborg_gpu_drivers import nvidia_vfio
+from cyborg_gpu_drivers import privsep
+from cyborg_gpu_drivers import vgpu_types
+import placement_traits
+
+LOG = logging.getLogger(__name__)
+CONF = cfg.CONF
+
+NVIDIA_VENDOR_ID = '10de'
+VENDOR_VFIO = 'vendor-vfio'
+MDEV = 'mdev'
+
+
+@dataclasses.dataclass(frozen=True)
+class TypeFacts:
+    """A vGPU type as the driver reports it."""
+    name: vgpu_types.TypeName
+    framebuffer_mib: int | None
+    max_instances: int | None
+
+
+# --- plain logic ------------------------------------------------------------
+
+def vgpu_slice(facts, handles, mixed_size):
+    """One provider: a vGPU type on one physical GPU."""
+    name = facts.name
+    traits = set()
+    if name.series:
+        traits.add(placement_traits.vgpu_series_trait(name.series))
+    framebuffer = facts.framebuffer_mib
+    if framebuffer is None and name.framebuffer_gb is not None:
+        framebuffer = name.framebuffer_gb * 1024
+    if framebuffer is not None:
+        traits.add(placement_traits.framebuffer_trait(framebuffer))
+    if mixed_size:
+        traits.add(placement_traits.TRAIT_VGPU_HETEROGENEOUS)
+    handles = sorted(handles, key=lambda h: (h.address, h.mark or ''))
+    return inventory.Slice(
+        name=name.short,
+        resource_class=placement_traits.vgpu_resource_class(name.full),
+        traits=sorted(traits), handles=handles, total=len(handles))
+
+
+def vf_handles(vfs, type_id, busy_addresses):
+    """PCI handles of the VFs holding ``type_id``; in use when busy."""
+    return [inventory.AttachHandle(inventory.PCI, vf.address,
+                                   in_use=vf.address in busy_addresses)
+            for vf in vfs if vf.current_type == type_id]
+
+
+def mdev_handles(parents, mdevs_on, type_name, limit):
+    """MDEV handles of one type over a GPU's mdev parents.
+
+    Each created mdev of the type is a unit in use, each available
+    instance a free one; marks are ``<mdev type>_<n>``, unique per parent
+    as Cyborg's in-tree driver numbers them. Free units beyond ``limit``
+    (NVML's maximum of the type per GPU) are not offered: on an SR-IOV
+    GPU every VF reports an instance available until the GPU is full.
+    """
+    in_use, free = [], []
+    for parent in sorted(parents, key=lambda p: p.address):
+        mdev_type = next((t for t in parent.types
+                          if vgpu_types.same_type(t.name, type_name)), None)
+        if mdev_type is None:
+            continue
+        created = [m for m in mdevs_on(parent) if m.type_id == mdev_type.id]
+        for number in range(len(created) + mdev_type.available_instances):
+            (in_use if number < len(created) else free).append(
+                inventory.AttachHandle(
+                    inventory.MDEV, parent.address, mdev_type=mdev_type.id,
+                    mark='%s_%d' % (mdev_type.id, number),
+                    in_use=number < len(created)))
+    return in_use + vgpu_types.capped(len(in_use), free, limit)
+
+
+def hosted_mdev_types(parents, mdevs_on):
+    """Names of the types of the mdevs created on a GPU's parents."""
+    names = set()
+    for parent in parents:
+        by_id = {t.id: t.name for t in parent.types}
+        for mdev in mdevs_on(parent):
+            names.add(by_id.get(mdev.type_id, mdev.type_id))
+    return sorted(names)
+
+
+def mdev_type_number(type_id):
+    """``nvidia-476`` gives 476 (NVML's id); None for other names."""
+    prefix, _, number = str(type_id).rpartition('-')
+    return int(number) if prefix == 'nvidia' and number.isdigit() else None
+
+
+# --- the driver --------------------------------------------------------------
+
+class NvidiaVgpuDriver(base.GpuPartitionDriver):
+    """Reports time-sliced vGPU types of NVIDIA GPUs without MIG."""
+
+    DRIVER_NAME = 'gpu_partitions_nvidia_vgpu'
+
+    def __init__(self, hostname=None, nvml=None, sysfs_root=None,
+                 libvirt_uri=None, amdsmi=None, write_vgpu_type=None):
+        super().__init__(hostname)
+        self._nvml = nvml_adapter.Nvml(nvml)
+        self._sysfs = sysfs_adapter.Sysfs(
+            sysfs_root or CONF.gpu_partitions.sysfs_root)
+        self._nodedevs = libvirt_nodedev.NodeDevices(
+            libvirt_uri or CONF.nvidia_vgpu.libvirt_uri)
+        # Tests inject the writer; production goes through privsep.
+        self._write_vgpu_type = (write_vgpu_type or
+                                 privsep.privileged_write_vgpu_type)
+        self._declarations = vgpu_types.parse_declarations(
+            CONF.nvidia_vgpu.vgpu_type)
+        self._assign_pending = bool(self._declarations)
+        # address -> the Gpu last reported, to keep a GPU that stops
+        # answering reported with what it had in use.
+        self._known = {}
+        self._stubs = set()
+        self._problems_before = self._problems_now = set()
+        self._last_error = None
+        if self._declarations:
+            self._check_declarations()
+
+    # --- start-up -------------------------------------------------------
+
+    def _check_declarations(self):
+        """Refuse declared types no matching GPU supports.
+
+        Raises :class:`vgpu_types.DeclarationError` naming the option and
+        the types the GPU supports. Skipped when NVML cannot be read now.
+        """
+        try:
+            with self._nvml.session() as session:
+                for device in session.devices():
+                    if device.lost or device.mig_enabled:
+                        continue
+                    declaration = vgpu_types.declaration_for(
+                        self._declarations, device.address, device.name)
+                    if declaration is None:
+                        continue
+                    supported = [
+                        t.name for t in session.supported_vgpu_types(device)
+                        if not t.mig_backed]
+                    for name in declaration.types:
+                        if not any(vgpu_types.same_type(name, s)
+                                   for s in supported):
+                            raise vgpu_types.DeclarationError(
+                                '%s: GPU %s (%s) does not support vGPU type '
+                                '%r declared in %r; allowed: %s' % (
+                                    vgpu_types.OPTION, device.address,
+                                    device.name, name, declaration.text,
+                                    ', '.join(placement_traits.
+                                              vgpu_short_name(s)
+                                              for s in supported)
+                                    or 'none (vGPU not enabled)'))
+        except nvml_adapter.NvmlError as error:
+            LOG.warning('%s is set but NVML cannot be read now (%s); the '
+                        'declared types are checked when they are applied',
+                        vgpu_types.OPTION, error)
+
+    # --- discover ---------------------------------------------------------
+
+    def discover(self):
+        devices = super().discover()
+        for device in devices:
+            if _cpid_address(device) in self._stubs:
+                # Cyborg's conductor neither adds nor deletes a stub.
+                device.stub = True
+        return devices
+
+    def collect(self):
+        self._stubs = set()
+        self._problems_now = set()
+        try:
+            with self._nvml.session() as session:
+                gpus = self._collect(session)
+            self._last_error = None
+        except nvml_adapter.NvmlUnavailable as error:
+            if str(error) != self._last_error:
+                LOG.error('NVIDIA vGPU driver: NVML unavailable (%s); '
+                          'reporting no vGPU GPU', error)
+                self._last_error = str(error)
+            if self._known:
+                # Transient: the base re-sends the last good report as
+                # stubs, so nothing is removed from Placement.
+                raise
+            # At start-up: GPUs the nvidia driver holds may have providers
+            # (and guests) from before; keep them untouched, add nothing.
+            gpus = [self._stub(address) for address in self._nvidia_gpus()]
+        finally:
+            self._problems_before = self._problems_now
+        known = {gpu.address: gpu for gpu in gpus
+                 if gpu.address not in self._stubs}
+        # A GPU sent again as a stub stays known with what it had.
+        known.update((address, self._known[address])
+                     for address in self._stubs if address in self._known)
+        self._known = known
+        return inventory.HostInventory(hostname=self.hostname, gpus=gpus)
+
+    def _note(self, message, log=LOG.warning):
+        """Log a problem once while it lasts, not at every scan."""
+        self._problems_now.add(message)
+        if message not in self._problems_before:
+            log(message)
+
+    def _collect(self, session):
+        devices = session.devices()
+        readable = [device for device in devices if not device.lost]
+        # Over every GPU with NVLink, as the MIG driver numbers them, so
+        # both drivers give one clique the same trait.
+        cliques = nvidia_mig.nvlink_cliques(
+            [device for device in readable if session.has_nvlink(device)],
+            session.nvlink_peers)
+        mdev_scan = _Lazy(self._scan_mdevs)
+        gpus = []
+        for device in sorted(readable, key=lambda d: d.address):
+            if device.mig_enabled:
+                continue
+            try:
+                gpu = self._gpu(session, device, cliques.get(device.address),
+                                mdev_scan)
+            except nvml_adapter.NvmlError as error:
+                gpu = self._unreadable(device.address, error)
+            if gpu is not None:
+                gpus.append(gpu)
+        seen = {device.address for device in readable}
+        for address in sorted(set(self._known) - seen):
+            gpus.append(self._unreadable(address, 'the GPU is lost'))
+        if len(readable) < len(devices):
+            # NVML names no address for a lost GPU: it is an nvidia-held
+            # GPU that sysfs shows and NVML does not.
+            for address in self._nvidia_gpus():
+                if address not in seen and address not in self._known:
+                    gpus.append(self._lost_at_start(session, address))
+        self._assign_pending = False
+        return [gpu for gpu in gpus if gpu is not None]
+
+    def _unreadable(self, address, reason):
+        """A GPU reported before that NVML cannot read any more: its units
+        in use stay in Placement, nothing new is offered on it.
+        """
+        known = self._known.get(address)
+        if known is None:
+            self._note('GPU %s does not answer NVML (%s); not reporting it'
+                       % (address, reason))
+            return None
+        self._note('GPU %s stopped answering NVML (%s): no longer offered; '
+                   'its vGPUs in use stay reported' % (address, reason),
+                   LOG.error)
+        return dataclasses.replace(known, healthy=False)
+
+    def _lost_at_start(self, session, address):
+        """A lost GPU not reported before (the agent restarted).
+
+        If its VFs hold time-sliced types, guests may use them: a stub, so
+        Cyborg keeps what it holds for it. Otherwise it is left out.
+        """
+        for vf in nvidia_vfio.list_vfs(self._sysfs, address):
+            if not vf.current_type:
+                continue
+            try:
+                time_sliced = not session.vgpu_type(
+                    vf.current_type).mig_backed
+            except nvml_adapter.NvmlError:
+                continue
+            if time_sliced:
+                self._note('GPU %s is lost and its VFs hold vGPU types: '
+                           'reported as a stub so Cyborg keeps what it holds '
+                           'for it' % address, LOG.error)
+                return self._stub(address)
+        self._note('GPU %s is lost and holds no time-sliced vGPU type; not '
+                   'reporting it' % address)
+        return None
+
+    def _stub(self, address):
+        """A GPU sent as a stub: Cyborg's conductor leaves it as it is."""
+        self._stubs.add(address)
+        device_id = self._sysfs.device_id(address) or ''
+        return inventory.Gpu(address=address, vendor_id=NVIDIA_VENDOR_ID,
+                             device_id=device_id,
+                             model='NVIDIA %s' % device_id, memory_mib=0,
+                             healthy=False)
+
+    def _nvidia_gpus(self):
+        """PCI addresses of the GPUs (PFs) the nvidia driver holds."""
+        return [address for address in self._sysfs.devices_of_vendor(
+                    NVIDIA_VENDOR_ID)
+                if (self._sysfs.read(address, 'class') or '').startswith(
+                    nvidia_mig.GPU_CLASSES)
+                and self._sysfs.driver(address) == 'nvidia']
+
+    def _scan_mdevs(self):
+        try:
+            return self._nodedevs.scan()
+        except libvirt_nodedev.LibvirtUnavailable as error:
+            self._note('NVIDIA vGPU driver: libvirt unavailable (%s); mdev '
+                       'GPUs reported before are kept unchanged, no new '
+                       'one is reported' % error, LOG.error)
+            return None
+
+    def _gpu(self, session, device, clique, mdev_scan):
+        address = device.address
+        mixed_size = session.vgpu_mixed_size(device)
+        if self._has_vendor_vfio(address):
+            framework = VENDOR_VFIO
+            slices = self._vfio_slices(
+                session, device, nvidia_vfio.list_vfs(self._sysfs, address),
+                mixed_size)
+        else:
+            scan = mdev_scan.get()
+            if scan is None:
+                return self._keep_as_stub(address)
+            parents = [p for p in scan.parents if p.physical_gpu == address]
+            if not parents:
+                self._note('GPU %s (%s) has neither vendor-VFIO VFs nor mdev '
+                           'parents: it runs no vGPU; not reporting it'
+                           % (address, device.name), LOG.info)
+                return None
+            framework = MDEV
+            slices = self._mdev_slices(session, device, parents,
+                                       scan.mdevs_on, mixed_size)
+        if not slices:
+            self._note('GPU %s (%s) hosts no vGPU type and none of the '
+                       'declared ones can be offered (%s); not reporting it'
+                       % (address, device.name, vgpu_types.OPTION), LOG.info)
+            return None
+        numa_node = self._sysfs.numa_node(address)
+        return inventory.Gpu(
+            address=address, vendor_id=NVIDIA_VENDOR_ID,
+            device_id=device.device_id, model=device.name,
+            memory_mib=device.memory_mib, numa_node=numa_node,
+            link_domain=None if clique is None else str(clique),
+            traits=nvidia_mig.gpu_traits(device, numa_node, clique),
+            slices=slices,
+            board_info={'uuid': device.uuid, 'vgpu_framework': framework,
+                        'mixed_size': mixed_size})
+
+    def _has_vendor_vfio(self, address):
+        # Asked before listing the VFs, so that the VFs of an mdev GPU are
+        # not each logged as lacking the vendor interface.
+        return any(nvidia_vfio.has_vendor_vfio(self._sysfs, vf)
+                   for _, vf in self._sysfs.virtfns(address))
+
+    def _keep_as_stub(self, address):
+        known = self._known.get(address)
+        if known is None:
+            return None
+        self._stubs.add(address)
+        return known
+
+    def _type_facts(self, session, device, type_id, name=None):
+        """Facts of a type from NVML; None (logged) if NVML does not know
+        the id and no name is given.
+        """
+        try:
+            vgpu_type = session.vgpu_type(type_id)
+            name = vgpu_type.name
+            framebuffer = session.vgpu_type_framebuffer_mib(type_id)
+            limit = session.vgpu_type_max_instances(device, type_id)
+        except nvml_adapter.GpuLost:
+            raise
+        except nvml_adapter.NvmlError as error:
+            if name is None:
+                self._note('GPU %s: vGPU type id %s is unknown to NVML (%s); '
+                           'leaving its units out' % (device.address,
+                                                      type_id, error))
+                return None
+            framebuffer = limit = None
+        return TypeFacts(vgpu_types.parse_type_name(name), framebuffer, limit)
+
+    def _choice(self, device, hosted, mixed_size):
+        declaration = vgpu_types.declaration_for(
+            self._declarations, device.address, device.name)
+        choice = vgpu_types.types_for_gpu(
+            device.address, declaration.types if declaration else (),
+            hosted, mixed_size)
+        for problem in choice.problems:
+            self._note(problem)
+        return choice.types
+
+    # --- vendor VFIO --------------------------------------------------------
+
+    def _vfio_slices(self, session, device, vfs, mixed_size):
+        address = device.address
+        busy = {vgpu.address for vgpu in session.active_vgpus(device)}
+        facts = self._held_types(session, device, vfs)
+        declared = self._choice(device, [f.name.short for f in
+                                         facts.values()], mixed_size)
+        if self._assign_pending and declared:
+            if self._assign_declared(session, device, vfs, declared, busy):
+                vfs = nvidia_vfio.list_vfs(self._sysfs, address)
+                facts = self._held_types(session, device, vfs)
+        for vf in vfs:
+            if vf.current_type is None:
+                self._note('VF %s of GPU %s: current_vgpu_type unreadable; '
+                           'leaving it out' % (vf.address, address))
+        slices = []
+        for type_id, type_facts in sorted(facts.items()):
+            if type_facts.name.mig_backed:
+                self._note('GPU %s has MIG off but VFs hold the MIG-backed '
+                           'type %s; leaving them out'
+                           % (address, type_facts.name.short))
+                continue
+            slices.append(vgpu_slice(type_facts,
+                                     vf_handles(vfs, type_id, busy),
+                                     mixed_size))
+        return slices
+
+    def _held_types(self, session, device, vfs):
+        """``{type id: TypeFacts}`` of the types the VFs hold."""
+        facts = {}
+        for type_id in sorted({vf.current_type for vf in vfs
+                               if vf.current_type}):
+            found = self._type_facts(session, device, type_id)
+            if found is not None:
+                facts[type_id] = found
+        return facts
+
+    def _assign_declared(self, session, device, vfs, declared, busy):
+        """Give declared types to free VFs; True if any VF changed."""
+        supported = {t.id: t for t in session.supported_vgpu_types(device)
+                     if not t.mig_backed}
+        changed = False
+        for name in declared:
+            vgpu_type = next((t for t in supported.values()
+                              if vgpu_types.same_type(t.name, name)), None)
+            if vgpu_type is None:
+                self._note('GPU %s (%s) does not support the declared vGPU '
+                           'type %s (%s)' % (device.address, device.name,
+                                             name, vgpu_types.OPTION),
+                           LOG.error)
+                continue
+            limit = session.vgpu_type_max_instances(device, vgpu_type.id)
+            changed |= self._fill_vfs(device.address, vfs, vgpu_type.id,
+                                      limit, busy)
+        return changed
+
+    def _fill_vfs(self, address, vfs, type_id, limit, busy):
+        """Assign ``type_id`` to free VFs until the GPU holds ``limit``."""
+        holders = sum(1 for vf in vfs if vf.current_type == type_id)
+        changed = False
+        for vf in vfs:
+            if limit is not None and holders >= limit:
+                break
+            if not vf.is_free or vf.address in busy:
+                continue
+            # Re-read: the VF's offer shrinks as its siblings take types.
+            fresh = nvidia_vfio.read_vf(self._sysfs, vf.address, vf.index)
+            if fresh is None or not fresh.is_free:
+                continue
+            if not fresh.offers(type_id):
+                break
+            try:
+                nvidia_vfio.assign_type(self._sysfs, vf.address, type_id,
+                                        in_use_addresses=busy,
+                                        writer=self._write_vgpu_type)
+            except (nvidia_vfio.VfioError,
+                    privsep.InvalidPrivilegedRequest, OSError) as error:
+                self._note('GPU %s: cannot assign vGPU type %d to VF %s: %s'
+                           % (address, type_id, vf.address, error), LOG.error)
+                continue
+            holders += 1
+            changed = True
+        return changed
+
+    # --- mdev ---------------------------------------------------------------
+
+    def _mdev_slices(self, session, device, parents, mdevs_on, mixed_size):
+        hosted = hosted_mdev_types(parents, mdevs_on)
+        wanted = list(hosted)
+        for name in self._choice(
+                device, [placement_traits.vgpu_short_name(n)
+                         for n in hosted], mixed_size):
+            if not any(vgpu_types.same_type(name, h) for h in wanted):
+                wanted.append(name)
+        slices = []
+        for name in wanted:
+            type_id = next((t.id for p in parents for t in p.types
+                            if vgpu_types.same_type(t.name, name)), None)
+            number = mdev_type_number(type_id)
+            if type_id is None or number is None:
+                # Also an mdev whose type its parent does not list: its
+                # guest keeps running, but it cannot be reported.
+                self._note('GPU %s: no mdev parent offers vGPU type %s; '
+                           'leaving it out' % (device.address, name))
+                continue
+            facts = self._type_facts(session, device, number, name)
+            if facts.name.mig_backed:
+                continue
+            handles = mdev_handles(parents, mdevs_on, name,
+                                   facts.max_instances)
+            if handles:
+                slices.append(vgpu_slice(facts, handles, mixed_size))
+            else:
+                self._note('GPU %s: vGPU type %s has no instance available'
+                           % (device.address, facts.name.short), LOG.info)
+        return slices
+
+
+class _Lazy:
+    """A value computed on first use: libvirt is asked only when a GPU
+    without vendor-VFIO VFs needs it.
+    """
+
+    _UNSET = object()
+
+    def __init__(self, compute):
+        self._compute = compute
+        self._value = self._UNSET
+
+    def get(self):
+        if self._value is self._UNSET:
+            self._value = self._compute()
+        return self._value
+
+
+def _cpid_address(device):
+    cpid = json.loads(device.controlpath_id.cpid_info)
+    return placement_traits.pci_address(
+        '%(domain)s:%(bus)s:%(device)s.%(function)s' % cpid)

@@ -1,0 +1,498 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""The AMD MxGPU driver over the reference hosts and small data."""
+
+import copy
+import io
+import os
+import shutil
+import sys
+import tempfile
+from unittest import mock
+
+import fixtures
+from oslo_config import cfg
+from oslo_config import fixture as config_fixture
+import testtools
+
+from cyborg_gpu_drivers.adapters import amdsmi as amdsmi_adapter
+from cyborg_gpu_drivers.adapters import sysfs as sysfs_adapter
+from cyborg_gpu_drivers import amd_mxgpu
+from cyborg_gpu_drivers import inventory
+from cyborg_gpu_drivers import report
+from gpu_partitions import reference_hosts
+from gpu_partitions.reference_hosts import fake_amdsmi
+import placement_traits
+
+CONF = cfg.CONF
+GIM_MEMORY_MODE = ('memory_partition_mode: NPS4\nnuma_count: 4\n'
+                   'NUMA0 type=HBM start=0x0 end=0xbffffffff\n'
+                   'NUMA1 type=HBM start=0xc00000000 end=0x17ffffffff\n')
+PF = '0000:05:00.0'
+HIVE = 7728127076612325457
+HIVE_TRAIT = placement_traits.xgmi_hive_trait(HIVE)
+
+
+def host_data(name):
+    return copy.deepcopy(reference_hosts.load(name).data)
+
+
+def one_cpx_gpu():
+    """The first GPU of mi300x-cpx alone: 8 VFs, quick to materialize."""
+    data = host_data('mi300x-cpx')
+    data['pci_devices'] = data['pci_devices'][:1]
+    data['amdsmi']['gpus'] = data['amdsmi']['gpus'][:1]
+    return data
+
+
+class ParseTest(testtools.TestCase):
+
+    def test_gim_memory_partition_file(self):
+        self.assertEqual('NPS4',
+                         amd_mxgpu.parse_memory_partition(GIM_MEMORY_MODE))
+        self.assertEqual('NPS1', amd_mxgpu.parse_memory_partition(
+            'memory_partition_mode: NPS1\nnuma_count: 1\n'
+            'NUMA0 type=HBM start=0x0 end=0x2fffffffff\n'))
+
+    def test_amdgpu_memory_partition_file(self):
+        self.assertEqual('NPS1', amd_mxgpu.parse_memory_partition('NPS1\n'))
+
+    def test_memory_partition_garbage(self):
+        for text in (None, '', 'NPS3\n', 'memory_partition_mode: huh\n',
+                     'numa_count: 4\n'):
+            self.assertIsNone(amd_mxgpu.parse_memory_partition(text), text)
+
+    def test_compute_partition(self):
+        self.assertEqual('CPX', amd_mxgpu.parse_compute_partition('CPX\n'))
+        self.assertEqual('SPX', amd_mxgpu.parse_compute_partition('spx'))
+        self.assertIsNone(amd_mxgpu.parse_compute_partition('XPX'))
+        self.assertIsNone(amd_mxgpu.parse_compute_partition(None))
+
+    def test_hive_id(self):
+        self.assertEqual(HIVE, amd_mxgpu.parse_hive_id('%d\n' % HIVE))
+        self.assertEqual(0x1f, amd_mxgpu.parse_hive_id('0x1f'))
+        self.assertIsNone(amd_mxgpu.parse_hive_id('0'))
+        self.assertIsNone(amd_mxgpu.parse_hive_id(None))
+
+    def test_slice_name(self):
+        self.assertEqual('MI300X-CPX', amd_mxgpu.slice_name(
+            'AMD Instinct MI300X', 'CPX'))
+        self.assertEqual('MI300X_HF-SPX', amd_mxgpu.slice_name(
+            'AMD Instinct MI300X HF', 'SPX'))
+
+    def test_models_option(self):
+        self.assertEqual(
+            {'75a3': ('AMD Instinct MI355X', 0)},
+            amd_mxgpu.parse_models({'0x75A3': 'AMD Instinct MI355X'}))
+        error = self.assertRaises(amd_mxgpu.AmdConfigError,
+                                  amd_mxgpu.parse_models, {'mi355': 'x'})
+        self.assertIn('[amd_mxgpu] models', str(error))
+        self.assertIn('4 hex digits', str(error))
+        error = self.assertRaises(amd_mxgpu.AmdConfigError,
+                                  amd_mxgpu.parse_models, {'75a3': '...'})
+        self.assertIn('[amd_mxgpu] models', str(error))
+
+
+class VfHandlesTest(testtools.TestCase):
+    """The per-VF rules, as plain data."""
+
+    def setUp(self):
+        super().setUp()
+        self.notes = []
+
+    def note(self, key, message):
+        self.notes.append(message)
+
+    def pf(self, *vfs):
+        return amd_mxgpu.PfView(
+            address=PF, device_id='74a1', numa_node=0,
+            compute_partition='CPX', memory_partition='NPS4',
+            xgmi_hive_id=HIVE, market_name=None, vfs=vfs)
+
+    def test_vfio_vfs_offered_and_open_ones_in_use(self):
+        handles = amd_mxgpu.vf_handles(self.pf(
+            amd_mxgpu.VfView(0, '0000:05:02.0', True, 'vfio-pci', 0),
+            amd_mxgpu.VfView(1, '0000:05:02.1', True, 'vfio-pci', 1)),
+            {}, self.note)
+        self.assertEqual(
+            [inventory.AttachHandle(inventory.PCI, '0000:05:02.0'),
+             inventory.AttachHandle(inventory.PCI, '0000:05:02.1',
+                                    in_use=True)], handles)
+        self.assertEqual([], self.notes)
+
+    def test_vf_not_on_vfio_not_offered(self):
+        handles = amd_mxgpu.vf_handles(self.pf(
+            amd_mxgpu.VfView(0, '0000:05:02.0', True, 'amdgpu', None),
+            amd_mxgpu.VfView(1, '0000:05:02.1', True, None, None)),
+            {}, self.note)
+        self.assertEqual([], handles)
+        self.assertEqual(
+            ['VF 0000:05:02.0 (virtfn0 of 0000:05:00.0) is bound to amdgpu, '
+             'not vfio-pci: not offered; bind it to vfio-pci to offer it',
+             'VF 0000:05:02.1 (virtfn1 of 0000:05:00.0) is bound to no '
+             'driver, not vfio-pci: not offered; bind it to vfio-pci to '
+             'offer it'], self.notes)
+
+    def test_vanished_vf_keeps_its_last_report(self):
+        last = inventory.AttachHandle(inventory.PCI, '0000:05:02.1',
+                                      in_use=True)
+        handles = amd_mxgpu.vf_handles(self.pf(
+            amd_mxgpu.VfView(1, '0000:05:02.1', False),
+            amd_mxgpu.VfView(2, '0000:05:02.2', False)),
+            {'0000:05:02.1': last}, self.note)
+        self.assertEqual([last], handles)
+        self.assertEqual(2, len(self.notes))
+        self.assertIn('kept', self.notes[0])
+        self.assertIn('not offered', self.notes[1])
+
+    def test_gpu_without_usable_vf_has_no_provider(self):
+        gpu = amd_mxgpu.build_gpu(self.pf(
+            amd_mxgpu.VfView(0, '0000:05:02.0', True, 'amdgpu')),
+            'AMD Instinct MI300X', 196608, {}, self.note)
+        self.assertEqual([], gpu.slices)
+        self.assertIn('no VF bound to vfio-pci', self.notes[-1])
+
+
+class DriverTestCase(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.conf = self.useFixture(config_fixture.Config(CONF))
+        self.log = self.useFixture(fixtures.FakeLogger(
+            name='cyborg_gpu_drivers'))
+
+    def env(self, data):
+        host = reference_hosts.ReferenceHost(data, data['name'])
+        return host.materialize(self.useFixture(fixtures.TempDir()).path)
+
+    def driver(self, env, amdsmi='host'):
+        if amdsmi == 'host':
+            amdsmi = fake_amdsmi.module_for(env.amdsmi)
+        return amd_mxgpu.AmdMxgpuDriver(
+            hostname=env.hostname, sysfs_root=env.sysfs_root, amdsmi=amdsmi)
+
+    @staticmethod
+    def by_address(host_inventory):
+        return {gpu.address: gpu for gpu in host_inventory.gpus}
+
+    @staticmethod
+    def vf_dir(env, address):
+        return os.path.realpath(os.path.join(
+            env.sysfs_root, 'bus', 'pci', 'devices', address))
+
+
+class ReferenceHostTest(DriverTestCase):
+    """Read-only scans of the full hosts, materialized once."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        directory = tempfile.mkdtemp()
+        cls.addClassCleanup(shutil.rmtree, directory)
+        cls.envs = {}
+        for name in ('mi300x-spx', 'mi300x-cpx', 'awkward'):
+            os.mkdir(os.path.join(directory, name))
+            cls.envs[name] = reference_hosts.load(name).materialize(
+                os.path.join(directory, name))
+
+    def assertHost(self, name, partition, memory, vfs_per_gpu):
+        env = self.envs[name]
+        gpus = self.driver(env).collect().gpus
+        self.assertEqual(8, len(gpus))
+        resource_class = 'CUSTOM_GPU_VF_MI300X_%s' % partition
+        for number, gpu in enumerate(sorted(gpus, key=lambda g: g.address)):
+            numa = 0 if number < 4 else 1
+            self.assertTrue(gpu.healthy)
+            self.assertEqual('AMD Instinct MI300X', gpu.model)
+            self.assertEqual('74a1', gpu.device_id)
+            self.assertEqual(numa, gpu.numa_node)
+            self.assertEqual('%x' % HIVE, gpu.link_domain)
+            self.assertEqual(
+                sorted(['CUSTOM_GPU_VENDOR_AMD', 'CUSTOM_GPU_MODEL_MI300X',
+                        'CUSTOM_GPU_COMPUTE_PARTITION_' + partition,
+                        'CUSTOM_GPU_MEMORY_PARTITION_' + memory,
+                        'CUSTOM_GPU_NUMA_NODE_%d' % numa, HIVE_TRAIT]),
+                sorted(gpu.traits))
+            [slice_] = gpu.slices
+            self.assertEqual('MI300X-' + partition, slice_.name)
+            self.assertEqual(resource_class, slice_.resource_class)
+            self.assertEqual(vfs_per_gpu, slice_.total)
+            bus = gpu.address.split(':')[1]
+            self.assertEqual(
+                ['0000:%s:02.%d' % (bus, vf) for vf in range(vfs_per_gpu)],
+                [handle.address for handle in slice_.handles])
+            self.assertTrue(all(handle.attach_type == inventory.PCI
+                                and not handle.in_use
+                                for handle in slice_.handles))
+        self.assertEqual([], self.log.output.splitlines())
+        return env
+
+    def test_mi300x_spx_one_vf_per_gpu(self):
+        self.assertHost('mi300x-spx', 'SPX', 'NPS1', 1)
+
+    def test_mi300x_cpx_eight_vfs_per_gpu(self):
+        self.assertHost('mi300x-cpx', 'CPX', 'NPS4', 8)
+
+    def test_report_shape_and_stable_names(self):
+        env = self.envs['mi300x-cpx']
+        devices = self.driver(env).discover()
+        again = self.driver(env).discover()
+        self.assertEqual(8, len(devices))
+        first = devices[0]
+        self.assertFalse(first.stub)
+        self.assertEqual('1002', first.vendor)
+        [deployable] = first.deployable_list
+        self.assertEqual('mi300x-01_0000_05_00_0_MI300X-CPX',
+                         deployable.name)
+        self.assertEqual(8, deployable.num_accelerators)
+        self.assertEqual('gpu_partitions_amd_mxgpu', deployable.driver_name)
+        attributes = {a.key: a.value for a in deployable.attribute_list}
+        self.assertEqual('CUSTOM_GPU_VF_MI300X_CPX', attributes['rc'])
+        self.assertIn(placement_traits.physical_gpu_trait(PF),
+                      attributes.values())
+        self.assertEqual(
+            [report.attach_info(inventory.AttachHandle(
+                inventory.PCI, '0000:05:02.%d' % vf)) for vf in range(8)],
+            [h.attach_info for h in deployable.attach_handle_list])
+        # A restart (new driver instance) names everything the same.
+        self.assertEqual(
+            [(d.deployable_list[0].name, d.controlpath_id.cpid_info)
+             for d in devices],
+            [(d.deployable_list[0].name, d.controlpath_id.cpid_info)
+             for d in again])
+
+    def test_awkward_host_has_no_amd_gpu(self):
+        env = self.envs['awkward']
+        self.assertEqual([], self.driver(env).discover())
+        self.assertEqual([], self.log.output.splitlines())
+
+    def test_inventory_never_dips_for_open_vfs(self):
+        env = self.env(one_cpx_gpu())
+        with open(os.path.join(self.vf_dir(env, '0000:05:02.3'),
+                               'enable'), 'w') as enable:
+            enable.write('1\n')
+        gpu = self.by_address(self.driver(env).collect())[PF]
+        [slice_] = gpu.slices
+        self.assertEqual(['0000:05:02.3'], [
+            h.address for h in slice_.handles if h.in_use])
+        self.assertEqual(8, slice_.total)
+
+
+class AmdsmiTest(DriverTestCase):
+
+    def test_without_amdsmi_modes_come_from_sysfs(self):
+        env = self.env(one_cpx_gpu())
+        gpu = self.by_address(self.driver(env, amdsmi=None).collect())[PF]
+        self.assertIn('CUSTOM_GPU_COMPUTE_PARTITION_CPX', gpu.traits)
+        self.assertIn('CUSTOM_GPU_MEMORY_PARTITION_NPS4', gpu.traits)
+        # GIM has no sysfs file for the hive: no hive trait, no guess.
+        self.assertNotIn(HIVE_TRAIT, gpu.traits)
+        self.assertIsNone(gpu.link_domain)
+        self.assertEqual(8, gpu.slices[0].total)
+
+    def test_hive_from_sysfs_where_the_kernel_has_it(self):
+        data = host_data('mi300x-spx')
+        data['amdsmi'] = None
+        for pf in data['pci_devices']:
+            pf['files']['xgmi_hive_info/xgmi_hive_id'] = '%d\n' % HIVE
+        env = self.env(data)
+        gpus = self.driver(env).collect().gpus
+        self.assertEqual(8, len([g for g in gpus if HIVE_TRAIT in g.traits]))
+
+    def test_amdsmi_failing_to_start(self):
+        env = self.env(one_cpx_gpu())
+        amdsmi = fake_amdsmi.module_for(env.amdsmi)
+        amdsmi.fail['amdsmi_init'] = 'AMDSMI_STATUS_DRIVER_NOT_LOADED'
+        driver = self.driver(env, amdsmi=amdsmi)
+        [gpu] = driver.collect().gpus
+        self.assertEqual(8, gpu.slices[0].total)
+        self.assertIn('CUSTOM_GPU_COMPUTE_PARTITION_CPX', gpu.traits)
+        [line] = self.log.output.splitlines()
+        self.assertIn('amdsmi is failing', line)
+        self.assertIn('AMDSMI_STATUS_DRIVER_NOT_LOADED', line)
+        # The same trouble on the next scan is not logged again at WARNING.
+        driver.collect()
+        self.assertEqual([line], self.log.output.splitlines())
+
+    def test_one_failing_call_costs_only_its_value(self):
+        env = self.env(one_cpx_gpu())
+        amdsmi = fake_amdsmi.module_for(env.amdsmi)
+        amdsmi.fail['amdsmi_get_gpu_compute_partition'] = 'busy'
+        [gpu] = self.driver(env, amdsmi=amdsmi).collect().gpus
+        self.assertIn(HIVE_TRAIT, gpu.traits)
+        self.assertIn('CUSTOM_GPU_COMPUTE_PARTITION_CPX', gpu.traits)
+        [line] = self.log.output.splitlines()
+        self.assertIn('amdsmi failed amdsmi_get_gpu_compute_partition for '
+                      'GPU 0000:05:00.0', line)
+
+    def test_amdsmi_wins_over_sysfs(self):
+        data = host_data('mi300x-spx')
+        data['amdsmi']['gpus'][0]['compute_partition'] = 'DPX'
+        env = self.env(data)
+        gpu = self.by_address(self.driver(env).collect())[PF]
+        self.assertEqual('CUSTOM_GPU_VF_MI300X_DPX',
+                         gpu.slices[0].resource_class)
+
+    def test_import_guard_swallows_keyerror_and_stdout(self):
+        package = self.useFixture(fixtures.TempDir()).path
+        os.mkdir(os.path.join(package, 'amdsmi'))
+        with open(os.path.join(package, 'amdsmi', '__init__.py'), 'w') as f:
+            # What ROCm's amdsmi does without libamd_smi.so.
+            f.write("print('Unable to find libamd_smi.so')\n"
+                    "raise KeyError('libamd_smi.so')\n")
+        self.useFixture(fixtures.MonkeyPatch('sys.path',
+                                             [package] + sys.path))
+        self.addCleanup(sys.modules.pop, 'amdsmi', None)
+        stdout = self.useFixture(fixtures.MonkeyPatch('sys.stdout',
+                                                      io.StringIO())).new_value
+        module, reason = amdsmi_adapter.import_amdsmi()
+        self.assertIsNone(module)
+        self.assertEqual("KeyError: 'libamd_smi.so'", reason)
+        self.assertEqual('', stdout.getvalue())
+
+
+class BadHardwareTest(DriverTestCase):
+
+    def test_vf_not_on_vfio_is_not_offered(self):
+        data = one_cpx_gpu()
+        data['pci_devices'][0]['virtfns'][5]['driver'] = 'amdgpu'
+        env = self.env(data)
+        gpu = self.by_address(self.driver(env).collect())[PF]
+        self.assertEqual(7, gpu.slices[0].total)
+        self.assertNotIn('0000:05:02.5',
+                         [h.address for h in gpu.slices[0].handles])
+        [line] = self.log.output.splitlines()
+        self.assertIn('VF 0000:05:02.5 (virtfn5 of 0000:05:00.0) is bound '
+                      'to amdgpu, not vfio-pci: not offered', line)
+
+    def test_vf_vanishing_mid_scan(self):
+        data = one_cpx_gpu()
+        data['pci_devices'][0]['virtfns'][2]['missing'] = True
+        env = self.env(data)
+        driver = self.driver(env)
+        gpu = self.by_address(driver.collect())[PF]
+        self.assertEqual(7, gpu.slices[0].total)
+        [line] = self.log.output.splitlines()
+        self.assertIn('VF 0000:05:02.2 (virtfn2 of 0000:05:00.0) vanished '
+                      'during the scan; not offered', line)
+
+    def test_reported_vf_vanishing_keeps_its_report(self):
+        env = self.env(one_cpx_gpu())
+        driver = self.driver(env)
+        self.assertEqual(8, self.by_address(driver.collect())[PF]
+                         .slices[0].total)
+        # The VF goes between listing the PF's virtfn links and reading it.
+        os.unlink(os.path.join(env.sysfs_root, 'bus', 'pci', 'devices',
+                               '0000:05:02.4'))
+        gpu = self.by_address(driver.collect())[PF]
+        self.assertEqual(8, gpu.slices[0].total)
+        self.assertIn('its last report is kept', self.log.output)
+        # Really gone: GIM removed the link too.
+        pf_dir = self.vf_dir(env, PF)
+        os.unlink(os.path.join(pf_dir, 'virtfn4'))
+        gpu = self.by_address(driver.collect())[PF]
+        self.assertEqual(7, gpu.slices[0].total)
+
+    def test_all_vfs_leaving_vfio_after_a_report_gives_a_stub(self):
+        env = self.env(one_cpx_gpu())
+        driver = self.driver(env)
+        self.assertEqual(8, driver.discover()[0].deployable_list[0]
+                         .num_accelerators)
+        pf_dir = self.vf_dir(env, PF)
+        for name in os.listdir(pf_dir):
+            if name.startswith('virtfn'):
+                os.unlink(os.path.join(pf_dir, name))
+        for scan in range(2):
+            [device] = driver.discover()
+            self.assertTrue(device.stub)
+        self.assertIn('AMD GPU 0000:05:00.0: without a VF on vfio-pci after '
+                      'offering some; reported as a stub', self.log.output)
+        # A new agent never saw it offer: a device without provider.
+        [device] = self.driver(env).discover()
+        self.assertFalse(device.stub)
+        self.assertEqual([], device.deployable_list)
+
+    def test_gim_not_loaded_reports_stubs(self):
+        data = host_data('mi300x-spx')
+        for pf in data['pci_devices']:
+            pf['driver'] = None
+            del pf['virtfns']
+        data['amdsmi'] = None
+        env = self.env(data)
+        devices = self.driver(env).discover()
+        self.assertEqual(8, len(devices))
+        self.assertTrue(all(d.stub and d.deployable_list == []
+                            for d in devices))
+        lines = self.log.output.splitlines()
+        self.assertEqual(8, len(lines))
+        self.assertIn('AMD GPU 0000:05:00.0: bound to no driver, not gim '
+                      '(GIM not loaded or the GPU not given to it); '
+                      'reported as a stub', lines[0])
+
+    def test_unreadable_partition_mode_reports_a_stub(self):
+        data = host_data('mi300x-spx')
+        del data['pci_devices'][1]['files']['spatial_partition_mode']
+        data['amdsmi'] = None
+        env = self.env(data)
+        devices = self.driver(env).discover()
+        stubs = [d for d in devices if d.stub]
+        self.assertEqual(1, len(stubs))
+        self.assertEqual(7, len([d for d in devices if d.deployable_list]))
+        self.assertIn('AMD GPU 0000:26:00.0: its compute partition mode '
+                      'cannot be read', self.log.output)
+
+    def test_unknown_device_named_by_option(self):
+        data = host_data('mi300x-spx')
+        data['pci_devices'][0]['device'] = '0x75a3'
+        data['amdsmi'] = None
+        env = self.env(data)
+        self.conf.config(group='amd_mxgpu',
+                         models={'75a3': 'AMD Instinct MI355X'})
+        gpu = self.by_address(self.driver(env).collect())[PF]
+        self.assertEqual('CUSTOM_GPU_VF_MI355X_SPX',
+                         gpu.slices[0].resource_class)
+        self.assertEqual([], self.log.output.splitlines())
+
+    def test_scan_failure_never_raises(self):
+        env = self.env(one_cpx_gpu())
+        driver = self.driver(env)
+        good = driver.discover()
+        with mock.patch.object(driver._pci, 'devices_of_vendor',
+                               side_effect=OSError('sysfs gone')):
+            again = driver.discover()
+        self.assertEqual(len(good), len(again))
+        self.assertTrue(all(device.stub for device in again))
+
+
+class ConfigTest(DriverTestCase):
+
+    def test_udev_backend_without_pyudev_refused(self):
+        self.conf.config(group='amd_mxgpu', pci_backend='udev')
+        self.useFixture(fixtures.MockPatch(
+            'cyborg_gpu_drivers.adapters.udev.import_pyudev',
+            return_value=None))
+        error = self.assertRaises(amd_mxgpu.AmdConfigError,
+                                  amd_mxgpu.AmdMxgpuDriver, hostname='h')
+        self.assertIn('[amd_mxgpu] pci_backend', str(error))
+        self.assertIn('allowed: auto, udev (with pyudev), sysfs', str(error))
+
+    def test_injected_root_reads_plain_sysfs(self):
+        env = self.env(host_data('mi300x-spx'))
+        driver = self.driver(env)
+        self.assertIsInstance(driver._pci, sysfs_adapter.Sysfs)
+
+    def test_bad_models_refused_at_start(self):
+        self.conf.config(group='amd_mxgpu', models={'zz': 'MI355X'})
+        error = self.assertRaises(amd_mxgpu.AmdConfigError,
+                                  amd_mxgpu.AmdMxgpuDriver, hostname='h',
+                                  sysfs_root='/nonexistent')
+        self.assertIn('[amd_mxgpu] models', str(error))

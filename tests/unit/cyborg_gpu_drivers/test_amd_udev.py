@@ -1,0 +1,168 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""The AMD driver's pyudev path over a umockdev testbed.
+
+umockdev fakes /sys for libudev and for plain file calls through an
+LD_PRELOAD library, so the whole test process must start under it::
+
+    umockdev-wrapper python -m stestr --test-path tests/unit run test_amd_udev
+
+(tox: ``tox -e umockdev``). Outside such a process every test here is
+skipped. Needs Debian's umockdev, libumockdev0 and gir1.2-umockdev-1.0,
+PyGObject importable by the test Python, and pyudev.
+"""
+
+import os
+
+import fixtures
+from oslo_config import cfg
+from oslo_config import fixture as config_fixture
+import testtools
+
+from cyborg_gpu_drivers.adapters import udev
+from cyborg_gpu_drivers import amd_mxgpu
+from cyborg_gpu_drivers import inventory
+
+CONF = cfg.CONF
+GIM_PF = '0000:05:00.0'
+FREE_VF = '0000:05:02.0'
+OPEN_VF = '0000:05:02.1'
+AMDGPU_VF = '0000:05:02.2'
+GONE_VF = '0000:05:02.3'
+AMDGPU_PF = '0000:26:00.0'
+NVIDIA_PF = '0000:1b:00.0'
+
+
+def _umockdev():
+    """The UMockdev GI module, or None when not in a mock environment."""
+    if 'libumockdev-preload' not in os.environ.get('LD_PRELOAD', ''):
+        return None
+    try:
+        import gi
+        gi.require_version('UMockdev', '1.0')
+        from gi.repository import UMockdev
+    except (ImportError, ValueError):
+        return None
+    return UMockdev
+
+
+UMOCKDEV = _umockdev()
+PYUDEV = udev.import_pyudev()
+
+
+@testtools.skipIf(UMOCKDEV is None or PYUDEV is None,
+                  'not under umockdev-wrapper with PyGObject and pyudev')
+class UdevPathTest(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.conf = self.useFixture(config_fixture.Config(CONF))
+        self.conf.config(group='amd_mxgpu', use_amdsmi=False)
+        self.log = self.useFixture(fixtures.FakeLogger(
+            name='cyborg_gpu_drivers'))
+        self.bed = UMOCKDEV.Testbed.new()
+        self.addCleanup(self._drop_bed)
+        self.root = self.bed.get_root_dir()
+        self.paths = {}
+        self.pci(GIM_PF, '0x74a1', 'gim', numa_node='1', files={
+            'spatial_partition_mode': 'CPX\n',
+            'memory_partition_mode': (
+                'memory_partition_mode: NPS4\nnuma_count: 4\n'
+                'NUMA0 type=HBM start=0x0 end=0xbffffffff\n'),
+            'xgmi_hive_info/xgmi_hive_id': '4660\n'})
+        self.pci(FREE_VF, '0x74b5', 'vfio-pci', files={'enable': '0\n'})
+        self.pci(OPEN_VF, '0x74b5', 'vfio-pci', files={'enable': '1\n'})
+        self.pci(AMDGPU_VF, '0x74b5', 'amdgpu')
+        for index, vf in enumerate((FREE_VF, OPEN_VF, AMDGPU_VF, GONE_VF)):
+            self.link(GIM_PF, 'virtfn%d' % index, '../' + vf)
+            if vf != GONE_VF:
+                self.link(vf, 'physfn', '../' + GIM_PF)
+        self.pci(AMDGPU_PF, '0x74a1', 'amdgpu')
+        self.pci(NVIDIA_PF, '0x2330', 'nvidia', vendor='0x10de')
+
+    def _drop_bed(self):
+        for device in list(self.paths.values()):
+            self.bed.remove_device(device)
+        self.bed = None
+
+    def pci(self, address, device, driver, vendor='0x1002', numa_node='0',
+            files=None):
+        attributes = ['vendor', vendor, 'device', device,
+                      'class', '0x120000', 'numa_node', numa_node]
+        path = self.bed.add_device(
+            'pci', address, None, attributes,
+            ['PCI_SLOT_NAME', address,
+             'PCI_ID', '%s:%s' % (vendor[2:].upper(), device[2:].upper())])
+        self.paths[address] = path
+        for name, content in (files or {}).items():
+            self.bed.set_attribute(path, name, content)
+        drivers = os.path.join(self.root, 'sys', 'bus', 'pci', 'drivers',
+                               driver)
+        os.makedirs(drivers, exist_ok=True)
+        os.symlink(os.path.relpath(drivers, self.root + path),
+                   os.path.join(self.root + path, 'driver'))
+
+    def link(self, address, name, target):
+        os.symlink(target, os.path.join(self.root + self.paths[address],
+                                        name))
+
+    def test_adapter_reads_through_libudev(self):
+        pci = udev.UdevPci(PYUDEV)
+        self.assertEqual([GIM_PF, AMDGPU_PF], pci.devices_of_vendor('1002'))
+        self.assertEqual('gim', pci.driver(GIM_PF))
+        self.assertEqual(1, pci.numa_node(GIM_PF))
+        self.assertEqual('74a1', pci.device_id(GIM_PF))
+        self.assertEqual(
+            [(0, FREE_VF), (1, OPEN_VF), (2, AMDGPU_VF), (3, GONE_VF)],
+            pci.virtfns(GIM_PF))
+        self.assertEqual(GIM_PF, pci.physfn(OPEN_VF))
+        self.assertFalse(pci.exists(GONE_VF))
+        self.assertIsNone(pci.read(GONE_VF, 'vendor'))
+        self.assertIsNone(pci.read(GIM_PF, 'no_such_attribute'))
+
+    def test_driver_over_udev(self):
+        driver = amd_mxgpu.AmdMxgpuDriver(hostname='mi300x-udev')
+        self.assertIsInstance(driver._pci, udev.UdevPci)
+        devices = {device.controlpath_id.cpid_info: device
+                   for device in driver.discover()}
+        self.assertEqual(2, len(devices))
+        gpu = [d for d in devices.values() if not d.stub]
+        stub = [d for d in devices.values() if d.stub]
+        self.assertEqual(1, len(gpu))
+        self.assertEqual(1, len(stub))
+        self.assertEqual([], stub[0].deployable_list)
+        [deployable] = gpu[0].deployable_list
+        self.assertEqual('mi300x-udev_0000_05_00_0_MI300X-CPX',
+                         deployable.name)
+        self.assertEqual(2, deployable.num_accelerators)
+        attributes = sorted(a.value for a in deployable.attribute_list)
+        for name in ('CUSTOM_GPU_VF_MI300X_CPX',
+                     'CUSTOM_GPU_COMPUTE_PARTITION_CPX',
+                     'CUSTOM_GPU_MEMORY_PARTITION_NPS4',
+                     'CUSTOM_GPU_NUMA_NODE_1', 'CUSTOM_GPU_XGMI_HIVE_1234'):
+            self.assertIn(name, attributes)
+        handles = {h.attach_info: h.in_use
+                   for h in deployable.attach_handle_list}
+        self.assertEqual(2, len(handles))
+        inventory_handles = driver.collect().gpus
+        by_address = {g.address: g for g in inventory_handles}
+        self.assertEqual(
+            [inventory.AttachHandle(inventory.PCI, FREE_VF),
+             inventory.AttachHandle(inventory.PCI, OPEN_VF, in_use=True)],
+            by_address[GIM_PF].slices[0].handles)
+        output = self.log.output
+        self.assertIn('VF %s (virtfn2 of %s) is bound to amdgpu' % (
+            AMDGPU_VF, GIM_PF), output)
+        self.assertIn('VF %s (virtfn3 of %s) vanished during the scan' % (
+            GONE_VF, GIM_PF), output)
+        self.assertIn('AMD GPU %s: bound to amdgpu, not gim' % AMDGPU_PF,
+                      output)

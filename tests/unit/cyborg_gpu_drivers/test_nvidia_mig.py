@@ -1,0 +1,463 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""The NVIDIA MIG driver over the reference hosts (fake NVML + sysfs)."""
+
+import atexit
+import collections
+import copy
+import shutil
+import tempfile
+
+import fixtures
+from oslo_config import cfg
+from oslo_config import fixture as config_fixture
+import testtools
+
+from cyborg_gpu_drivers.adapters import nvml as nvml_adapter
+from cyborg_gpu_drivers import inventory
+from cyborg_gpu_drivers import mig_layouts
+from cyborg_gpu_drivers import nvidia_mig
+from cyborg_gpu_drivers import privsep
+from gpu_partitions import reference_hosts
+from gpu_partitions.reference_hosts import fake_nvml
+import placement_traits as names
+
+CONF = cfg.CONF
+
+
+def host_data(name):
+    """A private copy of a reference host's data, free to edit."""
+    return copy.deepcopy(reference_hosts.load(name).data)
+
+
+_SHARED = {}
+
+
+def shared_env(name):
+    """A host materialized once per test process; tests only read it.
+
+    Materializing an HGX host writes thousands of files, so tests that
+    change only NVML answers pair this sysfs tree with a fresh fake.
+    """
+    if name not in _SHARED:
+        directory = tempfile.mkdtemp(prefix='mig-%s-' % name)
+        atexit.register(shutil.rmtree, directory, True)
+        _SHARED[name] = reference_hosts.load(name).materialize(directory)
+    return _SHARED[name]
+
+
+class DriverTestCase(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.conf = self.useFixture(config_fixture.Config(CONF))
+        self.log = self.useFixture(fixtures.FakeLogger(
+            name='cyborg_gpu_drivers'))
+        self.tmp = self.useFixture(fixtures.TempDir()).path
+
+    def env(self, data):
+        host = reference_hosts.ReferenceHost(data, data['name'])
+        return host.materialize(self.useFixture(fixtures.TempDir()).path)
+
+    def driver(self, env, nvml=None, **kwargs):
+        """The driver over ``env``'s sysfs and a fresh fake NVML."""
+        if nvml is None:
+            nvml = fake_nvml.FakeNvml(env.host.data['nvml'])
+        elif isinstance(nvml, dict):
+            nvml = fake_nvml.FakeNvml(nvml)
+        return nvidia_mig.NvidiaMigDriver(
+            hostname=env.hostname, nvml=nvml, sysfs_root=env.sysfs_root,
+            **kwargs)
+
+    @staticmethod
+    def by_address(host_inventory):
+        return {gpu.address: gpu for gpu in host_inventory.gpus}
+
+    @staticmethod
+    def expected_slices(data, device):
+        """Profile -> (GPU instance count, VFs holding one of its types).
+
+        Computed from the host file, the way its description states it.
+        """
+        model = data['nvml']['models'][device['model']]
+        profile_name = {p['id']: p['name'].removeprefix('MIG ')
+                        for p in model['gpu_instance_profiles']}
+        type_profile = {t['id']: t['gpu_instance_profile_id']
+                        for t in model['vgpu_types']}
+        address = names.pci_address(device['pci_bus_id'])
+        [pci] = [p for p in data['pci_devices'] if p['address'] == address]
+        counts = collections.Counter(
+            profile_name[gi['profile_id']]
+            for gi in device['gpu_instances'] if gi['compute_instances'])
+        holders = collections.defaultdict(list)
+        for vf in pci.get('virtfns', ()):
+            current = int(vf.get('files', {}).get(
+                'nvidia/current_vgpu_type', '0'))
+            if type_profile.get(current) is not None:
+                holders[profile_name[type_profile[current]]].append(
+                    vf['address'])
+        return {profile: (counts[profile], sorted(holders[profile]))
+                for profile in counts}
+
+
+class HgxH100Test(DriverTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.data = host_data('hgx-h100')
+        self.env_ = shared_env('hgx-h100')
+        self.inventory = self.driver(self.env_).collect()
+
+    def test_every_mig_gpu_with_one_slice_per_profile(self):
+        gpus = self.by_address(self.inventory)
+        self.assertEqual(8, len(gpus))
+        for device in self.data['nvml']['devices']:
+            gpu = gpus[names.pci_address(device['pci_bus_id'])]
+            expected = self.expected_slices(self.data, device)
+            self.assertEqual(
+                {profile: count for profile, (count, _) in expected.items()},
+                {s.name: s.total for s in gpu.slices}, gpu.address)
+            for slice_ in gpu.slices:
+                self.assertEqual(expected[slice_.name][1],
+                                 [h.address for h in slice_.handles])
+                self.assertEqual(
+                    {inventory.PCI}, {h.attach_type for h in slice_.handles})
+                self.assertFalse(any(h.in_use for h in slice_.handles))
+                self.assertEqual(names.mig_resource_class(slice_.name),
+                                 slice_.resource_class)
+                self.assertIn(names.mig_profile_trait(slice_.name),
+                              slice_.traits)
+        self.assertEqual(15, sum(len(g.slices) for g in gpus.values()))
+
+    def test_topology_traits(self):
+        gpus = self.by_address(self.inventory)
+        for address, node in (('0000:1b:00.0', 0), ('0000:61:00.0', 0),
+                              ('0000:9d:00.0', 1), ('0000:df:00.0', 1)):
+            gpu = gpus[address]
+            self.assertEqual(node, gpu.numa_node)
+            self.assertIn(names.numa_node_trait(node), gpu.traits)
+            self.assertIn(names.nvlink_clique_trait(0), gpu.traits)
+            self.assertIn(names.vendor_trait('10de'), gpu.traits)
+            self.assertIn(names.model_trait('NVIDIA H100 80GB HBM3'),
+                          gpu.traits)
+            self.assertEqual('0', gpu.link_domain)
+
+    def test_discover_names_and_is_deterministic(self):
+        driver = self.driver(self.env_)
+        first = driver.discover()
+        second = driver.discover()
+        self.assertEqual([d.obj_to_primitive() for d in first],
+                         [d.obj_to_primitive() for d in second])
+        deployables = [dep.name for dev in first
+                       for dep in dev.deployable_list]
+        self.assertIn('hgx-h100-01_0000_df_00_0_1g_10gb_me', deployables)
+        self.assertEqual(15, len(deployables))
+        self.assertFalse(any(dev.stub for dev in first))
+
+    def test_reordered_nvml_indices_keep_every_name(self):
+        data = copy.deepcopy(self.data)
+        devices = data['nvml']['devices']
+        order = [5, 2, 7, 0, 3, 6, 1, 4]
+        old_to_new = {old: new for new, old in enumerate(order)}
+        data['nvml']['devices'] = [dict(devices[old], index=new)
+                                   for new, old in enumerate(order)]
+        data['nvml']['nvlink_cliques'] = [
+            sorted(old_to_new[i] for i in clique)
+            for clique in data['nvml']['nvlink_cliques']]
+        before = self.driver(self.env_).discover()
+        after = self.driver(self.env_, nvml=data['nvml']).discover()
+        self.assertEqual([d.obj_to_primitive() for d in before],
+                         [d.obj_to_primitive() for d in after])
+
+
+class HgxH200Test(DriverTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.data = host_data('hgx-h200')
+
+    def test_units_in_use_are_the_active_vgpus(self):
+        inventory_ = self.driver(shared_env('hgx-h200')).collect()
+        in_use = sorted(h.address for gpu in inventory_.gpus
+                        for s in gpu.slices for h in s.handles if h.in_use)
+        active = sorted(
+            names.pci_address(vgpu['vf_pci_bus_id'])
+            for device in self.data['nvml']['devices']
+            for vgpu in device['active_vgpus'])
+        self.assertEqual(8, len(active))
+        self.assertEqual(active, in_use)
+
+    def _lose(self, data, bus_id):
+        for device in data['nvml']['devices']:
+            if device['pci_bus_id'] == bus_id:
+                device['lost'] = True
+
+    def test_gpu_lost_while_running_keeps_only_units_in_use(self):
+        driver = self.driver(shared_env('hgx-h200'))
+        before = {dep.name: dep.num_accelerators
+                  for dev in driver.discover()
+                  for dep in dev.deployable_list}
+        # The GPU at c3 falls off the bus: same driver, next scan.
+        self._lose(self.data, '00000000:C3:00.0')
+        driver._nvml = nvml_adapter.Nvml(
+            fake_nvml.FakeNvml(self.data['nvml']))
+        after_devices = driver.discover()
+        after = {dep.name: dep.num_accelerators
+                 for dev in after_devices for dep in dev.deployable_list}
+        self.assertEqual(sorted(before), sorted(after))
+        lost = 'hgx-h200-01_0000_c3_00_0_1g_18gb'
+        self.assertEqual(7, before[lost])
+        self.assertEqual(3, after[lost])
+        self.assertEqual({k: v for k, v in before.items() if k != lost},
+                         {k: v for k, v in after.items() if k != lost})
+        self.assertFalse(any(dev.stub for dev in after_devices))
+        self.assertIn('0000:c3:00.0 stopped answering NVML', self.log.output)
+
+    def test_gpu_lost_at_start_up_is_a_stub(self):
+        self._lose(self.data, '00000000:C3:00.0')
+        devices = self.driver(shared_env('hgx-h200'),
+                              nvml=self.data['nvml']).discover()
+        stubs = [dev for dev in devices if dev.stub]
+        self.assertEqual(1, len(stubs))
+        self.assertIn('"bus": "c3"', stubs[0].controlpath_id.cpid_info)
+        self.assertEqual(8, len(devices))
+        self.assertIn('reported as a stub', self.log.output)
+
+    def test_not_supported_degrades_to_fewer_traits(self):
+        env = shared_env('hgx-h200')
+
+        class NoP2P(fake_nvml.FakeNvml):
+            def nvmlDeviceGetP2PStatus(self, *args):
+                self.calls['nvmlDeviceGetP2PStatus'] += 1
+                raise fake_nvml.pynvml.NVMLError_NotSupported()
+
+            def nvmlDeviceGetCudaComputeCapability(self, handle):
+                raise fake_nvml.pynvml.NVMLError_NotSupported()
+
+        inventory_ = self.driver(
+            env, nvml=NoP2P(self.data['nvml'])).collect()
+        self.assertEqual(8, len(inventory_.gpus))
+        for gpu in inventory_.gpus:
+            self.assertIsNone(gpu.link_domain)
+            self.assertFalse(any(t.startswith(names.TRAIT_NVLINK_CLIQUE)
+                                 for t in gpu.traits))
+            self.assertIn(names.numa_node_trait(gpu.numa_node), gpu.traits)
+
+
+class AwkwardTest(DriverTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.driver_ = self.driver(shared_env('awkward'))
+
+    def test_only_the_mig_gpu_is_reported(self):
+        inventory_ = self.driver_.collect()
+        [gpu] = inventory_.gpus
+        self.assertEqual('0000:01:00.0', gpu.address)
+        self.assertIsNone(gpu.numa_node)
+        self.assertFalse(any(t.startswith(names.TRAIT_NUMA_NODE)
+                             for t in gpu.traits))
+        self.assertIsNone(gpu.link_domain)
+        # The half-created 1g.10gb instance is skipped; without VFs
+        # nothing reaches a guest.
+        self.assertEqual(['3g.40gb@0+4'], gpu.board_info['gpu_instances'])
+        self.assertEqual([], gpu.slices)
+        self.assertIn('GPU instance 11 (profile id 19 at 4) has no compute '
+                      'instance (half-created)', self.log.output)
+        self.assertIn('0000:02:00.0 does not answer NVML (the GPU is lost) '
+                      'and shows no MIG-backed vGPU type', self.log.output)
+
+    def test_discover_never_raises_and_logs_a_problem_once(self):
+        for _ in range(3):
+            devices = self.driver_.discover()
+            self.assertEqual(1, len(devices))
+        self.assertEqual(1, self.log.output.count('half-created'))
+
+
+class NvmlUnavailableTest(DriverTestCase):
+
+    def test_start_up_stubs_the_nvidia_gpus_and_adds_nothing(self):
+        env = shared_env('hgx-h100')
+        driver = self.driver(env, nvml=fake_nvml.FakeNvml(None))
+        for _ in range(2):
+            devices = driver.discover()
+            self.assertEqual(8, len(devices))
+            self.assertTrue(all(dev.stub for dev in devices))
+            self.assertEqual([], [dep for dev in devices
+                                  for dep in dev.deployable_list])
+        self.assertEqual(1, self.log.output.count('NVML unavailable'))
+
+    def test_host_without_nvidia_gpu_reports_nothing(self):
+        env = shared_env('mi300x-spx')
+        driver = self.driver(env)
+        self.assertEqual([], driver.discover())
+        self.assertIn('NVML unavailable', self.log.output)
+
+    def test_transient_failure_resends_last_good_as_stubs(self):
+        driver = self.driver(shared_env('hgx-h100'))
+        good = driver.discover()
+        self.assertFalse(any(dev.stub for dev in good))
+        driver._nvml = nvml_adapter.Nvml(fake_nvml.FakeNvml(None))
+        again = driver.discover()
+        self.assertEqual(len(good), len(again))
+        self.assertTrue(all(dev.stub for dev in again))
+        self.assertEqual(15, sum(len(dev.deployable_list) for dev in again))
+
+
+class LayoutTest(DriverTestCase):
+
+    def set_layouts(self, *values):
+        self.conf.config(layout=list(values), group='nvidia_mig')
+
+    def test_invalid_syntax_refused_at_start_up(self):
+        self.set_layouts('0000:1b:00.0=all')
+        env = shared_env('hgx-h100')
+        error = self.assertRaises(mig_layouts.LayoutError, self.driver, env)
+        self.assertIn('[nvidia_mig] layout', str(error))
+        self.assertIn('all-<profile>', str(error))
+
+    def test_profile_unknown_to_the_gpu_refused_at_start_up(self):
+        self.set_layouts('NVIDIA H100 80GB HBM3=all-1g.18gb')
+        env = shared_env('hgx-h100')
+        error = self.assertRaises(mig_layouts.LayoutError, self.driver, env)
+        self.assertIn('[nvidia_mig] layout', str(error))
+        self.assertIn('allowed: 1g.10gb, 1g.10gb+me, 1g.20gb, 2g.20gb, '
+                      '3g.40gb, 4g.40gb, 7g.80gb', str(error))
+
+    def test_busy_gpu_is_left_alone(self):
+        self.set_layouts('0000:43:00.0=all-1g.10gb')
+        env = shared_env('hgx-h100')
+        applied = []
+        driver = self.driver(
+            env, apply_layout=lambda *args: applied.append(args))
+        gpu = self.by_address(driver.collect())['0000:43:00.0']
+        self.assertEqual([], applied)
+        self.assertEqual([('3g.40gb', 2)],
+                         [(s.name, s.total) for s in gpu.slices])
+        self.assertIn('not applying [nvidia_mig] layout all-1g.10gb because '
+                      'VFs 0000:43:00.4, 0000:43:00.5 hold a vGPU type',
+                      self.log.output)
+
+    def test_layout_already_there_is_not_reapplied(self):
+        self.set_layouts('0000:43:00.0=all-3g.40gb')
+        applied = []
+        self.driver(shared_env('hgx-h100'),
+                    apply_layout=lambda *args: applied.append(args)).collect()
+        self.assertEqual([], applied)
+
+    def test_idle_gpu_gets_the_layout_and_its_vfs_the_types(self):
+        # Only the GPU at df, made idle: a small tree to materialize.
+        data = host_data('hgx-h100')
+        [pci] = [p for p in data['pci_devices']
+                 if p['address'] == '0000:df:00.0']
+        [device] = [d for d in data['nvml']['devices']
+                    if d['pci_bus_id'] == '00000000:DF:00.0']
+        data['pci_devices'] = [pci]
+        data['nvml']['devices'] = [dict(device, index=0)]
+        data['nvml']['nvlink_cliques'] = []
+        for vf in pci['virtfns']:
+            vf.pop('files', None)
+        pci['vf_defaults']['files']['nvidia/creatable_vgpu_types'] = (
+            'ID    : vGPU Name\n1134 : NVIDIA H100XM-3-40C\n'
+            '1130 : NVIDIA H100XM-1-10C\n')
+        env = self.env(data)
+        self.set_layouts('0000:df:00.0=3g.40gb:1,1g.10gb:4')
+
+        def apply_layout(address, planned):
+            # What the privsep daemon runs, on the host's fake NVML.
+            with nvml_adapter.Nvml(env.nvml).session() as session:
+                session.replace_gpu_instances(address, planned)
+
+        driver = self.driver(env, nvml=env.nvml, apply_layout=apply_layout,
+                             write_vgpu_type=privsep.write_vgpu_type)
+        gpu = self.by_address(driver.collect())['0000:df:00.0']
+        self.assertEqual(
+            ['1g.10gb@0+1', '1g.10gb@1+1', '1g.10gb@2+1', '1g.10gb@3+1',
+             '3g.40gb@4+4'], gpu.board_info['gpu_instances'])
+        self.assertEqual({'3g.40gb': 1, '1g.10gb': 4},
+                         {s.name: s.total for s in gpu.slices})
+        self.assertEqual(['0000:df:00.4'], [
+            h.address for s in gpu.slices if s.name == '3g.40gb'
+            for h in s.handles])
+        # Applied once: the next scan reports without writing.
+        driver._apply_layout = self.fail
+        self.assertEqual(5, sum(
+            s.total for s in self.by_address(
+                driver.collect())['0000:df:00.0'].slices))
+
+
+class PlainLogicTest(testtools.TestCase):
+
+    def test_cliques_are_numbered_by_lowest_address(self):
+        Dev = collections.namedtuple('Dev', 'address')
+        devices = [Dev('0000:c3:00.0'), Dev('0000:1b:00.0'),
+                   Dev('0000:9d:00.0'), Dev('0000:43:00.0'),
+                   Dev('0000:05:00.0')]
+        pairs = {('0000:1b:00.0', '0000:9d:00.0'),
+                 ('0000:43:00.0', '0000:c3:00.0')}
+        asked = []
+
+        def peers(a, b):
+            asked.append((a.address, b.address))
+            return (a.address, b.address) in pairs
+
+        self.assertEqual({'0000:1b:00.0': 0, '0000:9d:00.0': 0,
+                          '0000:43:00.0': 1, '0000:c3:00.0': 1},
+                         nvidia_mig.nvlink_cliques(devices, peers))
+        self.assertEqual(len(set(asked)), len(asked))
+
+    def test_vgpu_series(self):
+        self.assertEqual('C', nvidia_mig.vgpu_series('NVIDIA H100XM-3-40C'))
+        self.assertEqual('C', nvidia_mig.vgpu_series('NVIDIA H100-1-10CME'))
+        self.assertEqual('Q', nvidia_mig.vgpu_series(
+            'NVIDIA RTX Pro 6000 Blackwell DC-1-24Q'))
+
+    def test_mdev_slices_one_handle_per_parent(self):
+        profile = nvml_adapter.GpuInstanceProfile(
+            19, '1g.10gb', 1, 7, 9728, ((0, 1),))
+        complete = [nvml_adapter.GpuInstance(i, 19, i, 1, True)
+                    for i in range(3)]
+        parents = [
+            nvidia_mig.MdevParent('0000:01:00.4', {'nvidia-700': 0},
+                                  ('nvidia-700',)),
+            nvidia_mig.MdevParent('0000:01:00.5', {'nvidia-700': 1}, ()),
+            nvidia_mig.MdevParent('0000:01:00.6', {'nvidia-700': 1}, ()),
+            nvidia_mig.MdevParent('0000:01:00.7', {'nvidia-700': 1}, ()),
+        ]
+        notes = []
+        [slice_] = nvidia_mig.mdev_slices(
+            '0000:01:00.0', [profile], complete, {19: [700]}, parents,
+            notes.append)
+        self.assertEqual(3, slice_.total)
+        self.assertEqual(
+            [('0000:01:00.4', True), ('0000:01:00.5', False),
+             ('0000:01:00.6', False)],
+            [(h.address, h.in_use) for h in slice_.handles])
+        self.assertEqual({inventory.MDEV}, {h.attach_type
+                                            for h in slice_.handles})
+        self.assertEqual('nvidia-700_0', slice_.handles[1].mark)
+        self.assertEqual(1, len(notes))
+
+
+class PcieA100Test(DriverTestCase):
+
+    def test_mig_disabled_gpus_are_left_to_the_vgpu_driver(self):
+        driver = self.driver(shared_env('pcie-a100'))
+        self.assertEqual([], driver.discover())
+        # Its mdev parents are still read right (for the busy check).
+        parents = driver._mdev_parents('0000:01:00.0')
+        self.assertEqual(20, len(parents))
+        self.assertEqual(('nvidia-476',), parents[0].created)
+        self.assertEqual(0, parents[0].available['nvidia-476'])
+        self.assertEqual(1, parents[2].available['nvidia-476'])
+        self.assertEqual('mdevs exist on 0000:01:00.4, 0000:01:00.5',
+                         nvidia_mig.is_busy([], [], parents))

@@ -1,0 +1,178 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""Vendor-VFIO VF parsing and validated writes over a real temporary tree."""
+
+import os
+
+import fixtures
+import testtools
+
+from cyborg_gpu_drivers.adapters import sysfs
+from cyborg_gpu_drivers import nvidia_vfio
+from cyborg_gpu_drivers import privsep
+
+PF = '0000:1b:00.0'
+FREE_VF = '0000:1b:00.4'
+BUSY_VF = '0000:1b:00.5'
+GONE_VF = '0000:1b:00.6'
+CREATABLE = ('ID    : vGPU Name\n'
+             '1134 : NVIDIA H100XM-3-40C\n'
+             '1428   NVIDIA RTX Pro 6000 Blackwell DC-1-24Q\n'
+             'warning: something odd\n')
+
+
+class ParseTest(testtools.TestCase):
+
+    def test_creatable_types_lenient(self):
+        self.assertEqual(
+            [nvidia_vfio.VgpuType(1134, 'NVIDIA H100XM-3-40C'),
+             nvidia_vfio.VgpuType(
+                 1428, 'NVIDIA RTX Pro 6000 Blackwell DC-1-24Q')],
+            nvidia_vfio.parse_creatable_types(CREATABLE))
+
+    def test_header_only_or_empty(self):
+        self.assertEqual(
+            [], nvidia_vfio.parse_creatable_types('ID    : vGPU Name\n'))
+        self.assertEqual([], nvidia_vfio.parse_creatable_types(None))
+
+    def test_current_type(self):
+        self.assertEqual(0, nvidia_vfio.parse_current_type('0\n'))
+        self.assertEqual(1134, nvidia_vfio.parse_current_type('1134\n'))
+        self.assertEqual(0x46e, nvidia_vfio.parse_current_type('0x46e'))
+        self.assertIsNone(nvidia_vfio.parse_current_type('busy'))
+
+
+class VfTreeTest(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.root = self.useFixture(fixtures.TempDir()).path
+        self.devices = os.path.join(self.root, 'bus', 'pci', 'devices')
+        os.makedirs(os.path.join(self.devices, PF))
+        self.vf(FREE_VF, '0', CREATABLE, index=0)
+        self.vf(BUSY_VF, '1134', 'ID    : vGPU Name\n', index=1)
+        # virtfn2 dangles: the VF vanished during the scan.
+        os.symlink('../' + GONE_VF,
+                   os.path.join(self.devices, PF, 'virtfn2'))
+        self.sysfs = sysfs.Sysfs(self.root)
+        self.writes = []
+
+    def vf(self, address, current, creatable, index):
+        nvidia = os.path.join(self.devices, address, 'nvidia')
+        os.makedirs(nvidia)
+        for name, text in (('current_vgpu_type', current + '\n'),
+                           ('creatable_vgpu_types', creatable)):
+            with open(os.path.join(nvidia, name), 'w') as f:
+                f.write(text)
+        os.symlink('../' + address,
+                   os.path.join(self.devices, PF, 'virtfn%d' % index))
+
+    def writer(self, root, address, type_id):
+        self.writes.append((address, type_id))
+        # The real write, without privsep.
+        privsep.write_vgpu_type(root, address, type_id)
+
+    def current(self, address):
+        return nvidia_vfio.read_current_type(self.sysfs, address)
+
+    def test_list_vfs_skips_vanished(self):
+        vfs = nvidia_vfio.list_vfs(self.sysfs, PF)
+        self.assertEqual([FREE_VF, BUSY_VF], [vf.address for vf in vfs])
+        self.assertTrue(vfs[0].is_free)
+        self.assertTrue(vfs[0].offers(1134))
+        self.assertEqual(1134, vfs[1].current_type)
+        self.assertEqual((), vfs[1].creatable)
+
+    def test_assign_free_vf(self):
+        self.assertTrue(nvidia_vfio.assign_type(
+            self.sysfs, FREE_VF, 1134, in_use_addresses=[BUSY_VF],
+            writer=self.writer))
+        self.assertEqual(1134, self.current(FREE_VF))
+        self.assertEqual([(FREE_VF, 1134)], self.writes)
+
+    def test_assign_same_type_is_noop(self):
+        self.assertFalse(nvidia_vfio.assign_type(
+            self.sysfs, BUSY_VF, 1134, writer=self.writer))
+        self.assertEqual([], self.writes)
+
+    def test_assign_refusals_write_nothing(self):
+        cases = [
+            (FREE_VF, 9999, 'cannot take vGPU type 9999'),
+            (FREE_VF, '1134', 'positive integer'),
+            (FREE_VF, 0, 'positive integer'),
+            (FREE_VF, True, 'positive integer'),
+            (BUSY_VF, 1428, 'already holds vGPU type 1134'),
+            (GONE_VF, 1134, 'does not exist'),
+        ]
+        for address, type_id, message in cases:
+            error = self.assertRaises(
+                nvidia_vfio.VfioError, nvidia_vfio.assign_type,
+                self.sysfs, address, type_id, writer=self.writer)
+            self.assertIn(message, str(error))
+        self.assertEqual([], self.writes)
+
+    def test_never_touches_vf_in_use(self):
+        for call in (
+                lambda: nvidia_vfio.assign_type(
+                    self.sysfs, FREE_VF, 1134, in_use_addresses={FREE_VF},
+                    writer=self.writer),
+                lambda: nvidia_vfio.release_type(
+                    self.sysfs, BUSY_VF, in_use_addresses=[BUSY_VF],
+                    writer=self.writer)):
+            self.assertRaisesRegex(nvidia_vfio.VfioError, 'in use', call)
+        self.assertEqual([], self.writes)
+        self.assertEqual(1134, self.current(BUSY_VF))
+
+    def test_privsep_entrypoint_writes_through_the_checked_path(self):
+        # Out of client mode the entrypoint runs in this process, as it
+        # runs inside the privsep daemon.
+        privsep.sys_admin_pctxt.set_client_mode(False)
+        self.addCleanup(privsep.sys_admin_pctxt.set_client_mode, True)
+        self.assertEqual('cyborg_gpu_drivers',
+                         privsep.sys_admin_pctxt.prefix)
+        self.assertTrue(nvidia_vfio.assign_type(self.sysfs, FREE_VF, 1134))
+        self.assertEqual(1134, self.current(FREE_VF))
+        self.assertRaises(privsep.InvalidPrivilegedRequest,
+                          privsep.privileged_write_vgpu_type, self.root,
+                          GONE_VF, 1134)
+
+    def test_release(self):
+        self.assertTrue(nvidia_vfio.release_type(
+            self.sysfs, BUSY_VF, writer=self.writer))
+        self.assertEqual(nvidia_vfio.NO_TYPE, self.current(BUSY_VF))
+        self.assertFalse(nvidia_vfio.release_type(
+            self.sysfs, FREE_VF, writer=self.writer))
+        self.assertEqual([(BUSY_VF, 0)], self.writes)
+
+
+class PrivsepValidationTest(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.root = self.useFixture(fixtures.TempDir()).path
+
+    def test_write_refuses_bad_arguments(self):
+        for address, type_id in (('../../etc', 1), ('0000:1b:00.4', -1),
+                                 ('0000:1b:00.4', 'x'),
+                                 ('0000:1b:00.4', 1)):
+            self.assertRaises(privsep.InvalidPrivilegedRequest,
+                              privsep.write_vgpu_type, self.root, address,
+                              type_id)
+
+    def test_mig_layout_check(self):
+        self.assertEqual([(9, 0), (19, 4)], privsep.check_mig_layout(
+            '0000:1b:00.0', [(9, 0), [19, 4]]))
+        for bad in ([], [(9,)], [(9, -1)], [('9', 0)]):
+            self.assertRaises(privsep.InvalidPrivilegedRequest,
+                              privsep.check_mig_layout, '0000:1b:00.0', bad)
+        self.assertRaises(privsep.InvalidPrivilegedRequest,
+                          privsep.check_mig_layout, '1b:00.0', [(9, 0)])
