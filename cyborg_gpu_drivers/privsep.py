@@ -28,9 +28,11 @@ import re
 from oslo_privsep import capabilities
 from oslo_privsep import priv_context
 
+from cyborg_gpu_drivers import conf
+
 sys_admin_pctxt = priv_context.PrivContext(
     'cyborg_gpu_drivers',
-    cfg_section='cyborg_gpu_drivers_privsep',
+    cfg_section=conf.PRIVSEP_GROUP,
     pypath=__name__ + '.sys_admin_pctxt',
     capabilities=[capabilities.CAP_DAC_OVERRIDE,
                   capabilities.CAP_DAC_READ_SEARCH,

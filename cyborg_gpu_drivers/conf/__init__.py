@@ -16,6 +16,7 @@ Add a module to ``_MODULES`` to register it and have it in the sample.
 """
 
 from oslo_config import cfg
+from oslo_privsep import priv_context
 
 from cyborg_gpu_drivers.conf import amd
 from cyborg_gpu_drivers.conf import common
@@ -33,9 +34,15 @@ def register_opts(conf=CONF):
         conf.register_opts(module.OPTS, group=module.GROUP)
 
 
+# Section of the privsep daemon's own options (user, capabilities, ...);
+# oslo.privsep registers them when the context is created.
+PRIVSEP_GROUP = 'cyborg_gpu_drivers_privsep'
+
+
 def list_opts():
     """For oslo-config-generator (entry point ``oslo.config.opts``)."""
-    return [(module.GROUP, module.OPTS) for module in _MODULES]
+    return [(module.GROUP, module.OPTS) for module in _MODULES] + [
+        (PRIVSEP_GROUP, priv_context.OPTS)]
 
 
 register_opts()
