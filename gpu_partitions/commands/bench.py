@@ -1,0 +1,410 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""``gpu-partitions bench``: benchmark an OpenAI-compatible endpoint.
+
+``bench`` (or ``bench run``) measures one endpoint, flags named as in
+``vllm bench serve``; ``bench compare`` lays results side by side per
+slice; ``bench qualify`` boots a guest per flavor and benchmarks each.
+"""
+
+import math
+import os
+
+from gpu_partitions import cli
+
+ACTIONS = ('run', 'compare', 'qualify', 'cloud-init')
+BACKEND_ENDPOINTS = {'openai': '/v1/completions',
+                     'vllm': '/v1/completions',
+                     'openai-chat': '/v1/chat/completions'}
+
+
+def _rate(text):
+    value = float(text)
+    if value <= 0:
+        raise ValueError(text)
+    return value
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def register(subparsers):
+    parser = subparsers.add_parser(
+        'bench', help='benchmark an OpenAI-compatible endpoint',
+        description='Benchmark an OpenAI-compatible endpoint (streaming), '
+                    'with metrics defined as vLLM\'s `vllm bench serve`. '
+                    'ACTION: run (default), compare RESULT..., qualify, '
+                    'cloud-init (user-data for a benchmark guest).')
+    parser.add_argument('action', nargs='?', choices=ACTIONS, default='run')
+    parser.add_argument('inputs', nargs='*', metavar='RESULT',
+                        help='compare: result JSON files')
+    run = parser.add_argument_group('run (also used by qualify)')
+    run.add_argument('--base-url', default='http://127.0.0.1:8000',
+                     help='server URL without /v1 (default %(default)s)')
+    run.add_argument('--backend', choices=sorted(BACKEND_ENDPOINTS),
+                     default='openai',
+                     help='openai/vllm: completions; openai-chat: chat')
+    run.add_argument('--endpoint', default=None,
+                     help='API path (default from --backend: '
+                          '/v1/completions or /v1/chat/completions)')
+    run.add_argument('--model', default=None,
+                     help='model name (default: first of /v1/models)')
+    run.add_argument('--num-prompts', type=_positive_int, default=1000)
+    run.add_argument('--request-rate', type=_rate, nargs='+',
+                     default=[math.inf],
+                     help='requests/s, Poisson/gamma arrivals; several '
+                          'values sweep; inf (default) sends all at once')
+    run.add_argument('--burstiness', type=_rate, default=1.0,
+                     help='gamma shape: 1 Poisson, <1 burstier, >1 more '
+                          'regular, inf evenly spaced')
+    run.add_argument('--max-concurrency', type=_positive_int, nargs='+',
+                     default=None,
+                     help='requests in flight at most; several values '
+                          'sweep')
+    run.add_argument('--random-input-len', type=_positive_int, default=1024)
+    run.add_argument('--random-output-len', type=_positive_int, default=128)
+    run.add_argument('--random-range-ratio', type=float, default=0.0)
+    run.add_argument('--seed', type=int, default=0)
+    run.add_argument('--num-warmups', type=int, default=0)
+    run.add_argument('--no-ignore-eos', dest='ignore_eos',
+                     action='store_false',
+                     help='let the model stop early (default sends '
+                          'ignore_eos like vllm bench serve)')
+    run.add_argument('--goodput', nargs='+', default=None,
+                     metavar='KEY:MS', help='SLOs: ttft, tpot, e2el in ms')
+    run.add_argument('--metric-percentiles', default='90,99')
+    run.add_argument('--request-timeout', type=_rate, default=6 * 3600.0,
+                     help='seconds per request in all')
+    run.add_argument('--stall-timeout', type=_rate, default=300.0,
+                     help='seconds without a byte before a request fails')
+    run.add_argument('--result-file', default='bench-result.json',
+                     help='JSON result; the .md report and plots go '
+                          'beside it')
+    run.add_argument('--label', default=None)
+    run.add_argument('--metadata', nargs='+', default=[], metavar='KEY=VALUE')
+    run.add_argument('--no-plots', dest='plots', action='store_false')
+    run.add_argument('--no-gpu-probe', dest='gpu_probe',
+                     action='store_false',
+                     help='do not look for a local GPU (client outside '
+                          'the guest)')
+    compare = parser.add_argument_group('compare')
+    compare.add_argument('--memory-gib', nargs='+', default=[],
+                         metavar='LABEL=GIB',
+                         help='GPU memory of a slice, where the result '
+                              'does not say')
+    compare.add_argument('--compute-share', nargs='+', default=[],
+                         metavar='LABEL=FRACTION',
+                         help='share of the GPU\'s compute, where the '
+                              'profile does not say (time-sliced vGPU)')
+    compare.add_argument('--output-dir', default=None,
+                         help='compare/qualify: where to write files')
+    qualify = parser.add_argument_group('qualify')
+    qualify.add_argument('--os-cloud', default=os.environ.get('OS_CLOUD'),
+                         help='cloud name in clouds.yaml (default $OS_CLOUD)')
+    qualify.add_argument('--flavor', action='append', default=[],
+                         help='flavor to qualify (repeat)')
+    qualify.add_argument('--image', help='benchmark image name or ID')
+    qualify.add_argument('--network', help='network name or ID')
+    qualify.add_argument('--port', type=int, default=8000)
+    qualify.add_argument('--key-name', default=None)
+    qualify.add_argument('--user-data', default=None,
+                         help='cloud-config file for the guests')
+    qualify.add_argument('--endpoint-timeout', type=_rate, default=3600.0,
+                         help='seconds to wait for vLLM to serve')
+    guest = parser.add_argument_group('cloud-init (guest settings)')
+    guest.add_argument('--max-num-seqs', type=_positive_int, default=256)
+    guest.add_argument('--max-num-batched-tokens', type=_positive_int,
+                       default=2048)
+    guest.add_argument('--max-model-len', type=_positive_int, default=4096)
+    guest.add_argument('--kv-cache-memory-bytes', type=_positive_int,
+                       default=None,
+                       help='fixed KV cache, the same on every slice '
+                            '(else --gpu-memory-utilization)')
+    guest.add_argument('--gpu-memory-utilization', type=float, default=0.9)
+    guest.add_argument('--served-model-name', default=None)
+    guest.add_argument('--licence-token-file', default=None,
+                       help='NVIDIA vGPU client configuration token')
+    guest.add_argument('--stock-image', action='store_true',
+                       help='user-data that also installs driver and vLLM '
+                            'on a stock Ubuntu cloud image')
+    guest.add_argument('--driver-url', default=None,
+                       help='--stock-image: NVIDIA guest driver .deb/.run')
+    guest.add_argument('--vllm-version', default=None)
+    guest.add_argument('--output', default=None,
+                       help='write the user-data here (default stdout)')
+    parser.set_defaults(func=run_command)
+
+
+def _pairs(items, option, convert=str):
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition('=')
+        if not sep or not key:
+            raise cli.UsageError('%s %r: expected KEY=VALUE' % (option, item))
+        try:
+            pairs[key] = convert(value)
+        except ValueError:
+            raise cli.UsageError('%s %r: bad value %r' % (option, item,
+                                                          value)) from None
+    return pairs
+
+
+def run_config(args, base_url, model):
+    """The :class:`RunConfig` the flags describe, for one endpoint."""
+    from gpu_partitions.bench import loadgen
+    from gpu_partitions.bench import metrics
+
+    try:
+        goodput = metrics.parse_goodput(args.goodput)
+        percentiles = tuple(float(p) for p in
+                            args.metric_percentiles.split(','))
+    except ValueError as error:
+        raise cli.UsageError(str(error)) from None
+    if any(not 0 < p <= 100 for p in percentiles):
+        raise cli.UsageError('--metric-percentiles: values in (0, 100]')
+    return loadgen.RunConfig(
+        base_url=base_url, model=model,
+        endpoint=args.endpoint or BACKEND_ENDPOINTS[args.backend],
+        num_prompts=args.num_prompts, request_rate=args.request_rate[0],
+        burstiness=args.burstiness,
+        max_concurrency=(args.max_concurrency or [None])[0],
+        random_input_len=args.random_input_len,
+        random_output_len=args.random_output_len,
+        random_range_ratio=args.random_range_ratio, seed=args.seed,
+        ignore_eos=args.ignore_eos, num_warmups=args.num_warmups,
+        percentiles=percentiles, goodput=goodput or None,
+        request_timeout=args.request_timeout,
+        stall_timeout=args.stall_timeout)
+
+
+def _sweep_values(args):
+    rates = args.request_rate if len(args.request_rate) > 1 else None
+    limits = (args.max_concurrency
+              if args.max_concurrency and len(args.max_concurrency) > 1
+              else None)
+    if rates and limits:
+        raise cli.UsageError('sweep --request-rate or --max-concurrency, '
+                             'not both')
+    return rates, limits
+
+
+def benchmark_endpoint(args, base_url, gpu_probe, label=None,
+                       metadata=None):
+    """Pre-flight, run (or sweep) and return the result dict."""
+    import asyncio
+
+    from gpu_partitions.bench import loadgen
+    from gpu_partitions.bench import preflight
+    from gpu_partitions.bench import results
+
+    rates, limits = _sweep_values(args)
+    endpoint = asyncio.run(preflight.check_endpoint(base_url, args.model))
+    if not endpoint['ready']:
+        raise cli.UsageError('endpoint %s not ready: health %s, models %s%s'
+                             % (base_url, endpoint['health'],
+                                endpoint['models'],
+                                ', ' + endpoint['error']
+                                if endpoint.get('error') else ''))
+    config = run_config(args, base_url, endpoint['model'])
+    checks = {'endpoint': endpoint, 'client': preflight.describe_client(),
+              'gpu': (preflight.describe_gpus() if gpu_probe else
+                      {'present': False, 'reason': 'not probed'})}
+    runs = asyncio.run(loadgen.sweep(config, rates, limits))
+    return results.build(checks, runs, label, metadata)
+
+
+def _print_summary(result):
+    for run in result['runs']:
+        summary = run['summary']
+        config = run['config']
+        print('=' * 18 + ' Serving Benchmark Result ' + '=' * 18)
+        rows = [('Successful requests:', summary['completed']),
+                ('Failed requests:', summary['failed']),
+                ('Maximum request concurrency:', config['max_concurrency']),
+                ('Request rate configured (RPS):', config['request_rate']),
+                ('Benchmark duration (s):', summary['duration']),
+                ('Total input tokens:', summary['total_input_tokens']),
+                ('Total generated tokens:', summary['total_output_tokens']),
+                ('Request throughput (req/s):',
+                 summary['request_throughput']),
+                ('Request goodput (req/s):', summary['request_goodput']),
+                ('Output token throughput (tok/s):',
+                 summary['output_throughput']),
+                ('Total token throughput (tok/s):',
+                 summary['total_token_throughput'])]
+        for name in ('ttft', 'tpot', 'itl', 'e2el'):
+            for key in sorted(k for k in summary
+                              if k.endswith('_%s_ms' % name)):
+                rows.append((key + ':', summary[key]))
+        if summary['requests_without_usage']:
+            rows.append(('Requests without usage (tokens = chunks):',
+                         summary['requests_without_usage']))
+        for title, value in rows:
+            if isinstance(value, float):
+                value = '%.2f' % value
+            elif value is None:
+                value = 'n/a'
+            print('%-40s %s' % (title, value))
+        if summary['errors']:
+            print('%-40s %s' % ('Errors:', summary['errors']))
+
+
+def write_outputs(result, json_path, plots=True):
+    from gpu_partitions.bench import results
+
+    results.write_json(result, json_path)
+    stem = os.path.splitext(json_path)[0]
+    with open(stem + '.md', 'w') as stream:
+        stream.write(results.markdown(result))
+    paths = [json_path, stem + '.md']
+    if plots:
+        paths += results.plot(result, stem + '-plots')
+    return paths
+
+
+def do_run(args):
+    metadata = _pairs(args.metadata, '--metadata')
+    result = benchmark_endpoint(args, args.base_url, args.gpu_probe,
+                                args.label, metadata)
+    _print_summary(result)
+    for path in write_outputs(result, args.result_file, args.plots):
+        print('wrote', path)
+    return 0 if all(run['summary']['completed'] for run in result['runs']) \
+        else 1
+
+
+def do_compare(args):
+    from gpu_partitions.bench import compare
+    from gpu_partitions.bench import results
+
+    if len(args.inputs) < 1:
+        raise cli.UsageError('compare needs result files')
+    labelled = []
+    for path in args.inputs:
+        try:
+            result = results.load(path)
+        except (OSError, ValueError) as error:
+            raise cli.UsageError(str(error)) from None
+        label = result.get('label') or os.path.splitext(
+            os.path.basename(path))[0]
+        labelled.append((label, result))
+    table = compare.rows(labelled,
+                         _pairs(args.memory_gib, '--memory-gib', float),
+                         _pairs(args.compute_share, '--compute-share',
+                                float))
+    text = compare.markdown(table)
+    print(text, end='')
+    if args.output_dir:
+        import json
+        os.makedirs(args.output_dir, exist_ok=True)
+        with open(os.path.join(args.output_dir, 'compare.md'), 'w') as out:
+            out.write(text)
+        with open(os.path.join(args.output_dir, 'compare.json'), 'w') as out:
+            json.dump(table, out, indent=2)
+        compare.plot(table, os.path.join(args.output_dir, 'compare.png'))
+    return 0
+
+
+def do_qualify(args, connect=None):
+    import json
+
+    from gpu_partitions.bench import qualify
+
+    missing = [option for option, value in (('--image', args.image),
+                                            ('--network', args.network),
+                                            ('--flavor', args.flavor))
+               if not value]
+    if missing:
+        raise cli.UsageError('qualify needs %s' % ', '.join(missing))
+    user_data = None
+    if args.user_data:
+        with open(args.user_data) as stream:
+            user_data = stream.read()
+    plan = qualify.Plan(args.image, args.network, args.flavor, args.port,
+                        args.key_name, user_data,
+                        endpoint_timeout=args.endpoint_timeout)
+    output_dir = args.output_dir or 'qualify-results'
+    os.makedirs(output_dir, exist_ok=True)
+
+    def benchmark(base_url, flavor, details):
+        metadata = {'flavor': flavor, 'vcpus': details['vcpus'],
+                    'ram_mib': details['ram']}
+        metadata.update(('extra_spec ' + key, value)
+                        for key, value in details['extra_specs'].items())
+        result = benchmark_endpoint(args, base_url, False, flavor, metadata)
+        write_outputs(result, os.path.join(output_dir, flavor + '.json'),
+                      args.plots)
+        return result
+
+    if connect is None:
+        import openstack
+        connect = openstack.connect
+    conn = connect(cloud=args.os_cloud)
+    records = qualify.qualify(conn, plan, benchmark, log=print)
+    with open(os.path.join(output_dir, 'qualify.json'), 'w') as stream:
+        json.dump(records, stream, indent=2)
+    for record in records:
+        print('%-30s %-7s deleted=%s %s' % (
+            record['flavor'], record['status'], record['deleted'],
+            record['error'] or ''))
+    return 0 if all(r['status'] == 'ok' and r['deleted'] is not False
+                    for r in records) else 1
+
+
+def do_cloud_init(args):
+    from gpu_partitions.bench import cloudinit
+
+    if not args.model:
+        raise cli.UsageError('cloud-init needs --model (path or name of '
+                             'the model in the guest)')
+    settings = {'VLLM_MODEL': args.model, 'VLLM_PORT': args.port,
+                'VLLM_MAX_NUM_SEQS': args.max_num_seqs,
+                'VLLM_MAX_NUM_BATCHED_TOKENS': args.max_num_batched_tokens,
+                'VLLM_MAX_MODEL_LEN': args.max_model_len,
+                'VLLM_GPU_MEMORY_UTILIZATION': args.gpu_memory_utilization}
+    if args.kv_cache_memory_bytes:
+        settings['VLLM_KV_CACHE_MEMORY_BYTES'] = args.kv_cache_memory_bytes
+    if args.served_model_name:
+        settings['VLLM_SERVED_MODEL_NAME'] = args.served_model_name
+    token = None
+    if args.licence_token_file:
+        with open(args.licence_token_file) as stream:
+            token = stream.read()
+    try:
+        text = cloudinit.render(
+            settings, args.stock_image, token, args.driver_url,
+            args.vllm_version or cloudinit.DEFAULT_VLLM_VERSION)
+    except ValueError as error:
+        raise cli.UsageError(str(error)) from None
+    if args.output:
+        with open(args.output, 'w') as stream:
+            stream.write(text)
+    else:
+        print(text, end='')
+    return 0
+
+
+def run_command(args):
+    if args.action != 'compare' and args.inputs:
+        raise cli.UsageError('unexpected arguments %s (did you mean '
+                             '"bench compare"?)' % ' '.join(args.inputs))
+    if args.action == 'compare':
+        return do_compare(args)
+    if args.action == 'qualify':
+        return do_qualify(args)
+    if args.action == 'cloud-init':
+        return do_cloud_init(args)
+    return do_run(args)
