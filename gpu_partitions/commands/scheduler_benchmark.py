@@ -1,0 +1,340 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""``gpu-partitions benchmark scheduler``: cost of the GPU scheduler plugins.
+
+Runs Nova's real ``SchedulerManager.select_destinations`` (request filters,
+the ResourceRequest, the allocation-candidate bookkeeping, the filter and
+weigher handlers, the claim loop) for one request, in three arms that take
+turns on the same hosts in one process:
+
+* ``baseline``: Nova's default ``enabled_filters`` and ``all_weighers``;
+* ``plugins``: the same plus ``GpuPartitionFilter`` (last) and
+  ``GpuPartitionWeigher``, default options (the view reuses the
+  scheduler's own allocation-candidates answer);
+* ``plugins_extra_request``: the same with ``reuse_scheduler_query =
+  False`` (the plugins ask Placement once more per request).
+
+The hosts are HGX-style: 8 H100 GPUs, each with a ``3g.40gb + 2g.20gb +
+2 x 1g.10gb`` MIG layout (three providers per GPU, 25 per host), two NVLink
+cliques, two NUMA nodes, some GPUs partly used. The request asks one
+``1g.10gb`` slice, so every host has up to 8 candidates and, as Placement
+is answered without a ``limit``, the scheduler sees every host.
+
+What is *not* measured, in any arm: Placement's own time to compute an
+answer, and the cell database reads that build HostState objects (HostStates
+are built before the timer from the same data; the one DB read of the
+request filters, the minimum compute version, is answered as current).
+Placement is a stand-in that counts ``GET /allocation_candidates`` requests
+and decodes, on each, the JSON text a real Placement would send for this
+request, so each answer costs the scheduler its real decode time. The
+extra request of ``plugins_extra_request`` therefore shows here as its
+decode and as a count, not as Placement's server time. Times are medians;
+round 0 of each size is a warm-up and is not counted.
+"""
+
+import gc
+import json
+import statistics
+import time
+import uuid
+
+GPUS_PER_HOST = 8
+CELL_UUID = str(uuid.uuid5(uuid.NAMESPACE_DNS, 'bench-cell'))
+LAYOUT = (('3g.40gb', 1), ('2g.20gb', 1), ('1g.10gb', 2))
+NOVA_DEFAULT_FILTERS = [
+    'ComputeFilter', 'ComputeCapabilitiesFilter', 'ImagePropertiesFilter',
+    'ServerGroupAntiAffinityFilter', 'ServerGroupAffinityFilter']
+OUR_FILTER = 'nova_filters.gpu_filter.GpuPartitionFilter'
+OUR_WEIGHER = 'nova_filters.gpu_weigher.GpuPartitionWeigher'
+
+
+def build_fleet(num_hosts):
+    """``(hosts, answer_json)``: host rows and Placement's answer text."""
+    import placement_traits
+
+    rc_1g = placement_traits.mig_resource_class('1g.10gb')
+    summaries = {}
+    allocation_requests = []
+    hosts = []
+    for h in range(num_hosts):
+        name = 'hgx-%05d' % h
+        root = str(uuid.uuid5(uuid.NAMESPACE_DNS, name))
+        hosts.append((name, root))
+        summaries[root] = {
+            'resources': {'VCPU': {'capacity': 224, 'used': 8},
+                          'MEMORY_MB': {'capacity': 2 ** 21, 'used': 8192},
+                          'DISK_GB': {'capacity': 7000, 'used': 40}},
+            'traits': ['COMPUTE_ACCELERATORS', 'COMPUTE_NODE'],
+            'parent_provider_uuid': None, 'root_provider_uuid': root}
+        for g in range(GPUS_PER_HOST):
+            address = '0000:%02x:00.0' % (0x18 + g * 0x10)
+            traits = [placement_traits.OWNER_CYBORG,
+                      placement_traits.physical_gpu_trait(address),
+                      placement_traits.model_trait('H100 80GB HBM3'),
+                      placement_traits.vendor_trait('10de'),
+                      placement_traits.numa_node_trait(g // 4),
+                      placement_traits.nvlink_clique_trait('c%d' % (g // 4)),
+                      placement_traits.TRAIT_MIG_BACKED]
+            for profile, count in LAYOUT:
+                rc = placement_traits.mig_resource_class(profile)
+                rp = str(uuid.uuid5(uuid.NAMESPACE_DNS,
+                                    '%s/%s/%s' % (name, address, profile)))
+                used = (h + g) % (count + 1) if profile == '1g.10gb' else 0
+                summaries[rp] = {
+                    'resources': {rc: {'capacity': count, 'used': used}},
+                    'traits': sorted(
+                        traits + [placement_traits.mig_profile_trait(
+                            profile)]),
+                    'parent_provider_uuid': root,
+                    'root_provider_uuid': root}
+                if rc == rc_1g and used < count:
+                    allocation_requests.append({
+                        'allocations': {
+                            root: {'resources': {'VCPU': 4,
+                                                 'MEMORY_MB': 4096,
+                                                 'DISK_GB': 20}},
+                            rp: {'resources': {rc: 1}}},
+                        'mappings': {'': [root], '1': [rp]}})
+    answer = json.dumps({'allocation_requests': allocation_requests,
+                         'provider_summaries': summaries})
+    return hosts, answer
+
+
+class CountingPlacement:
+    """Stands in for Nova's report client: counts candidate queries and
+    decodes the recorded answer each time, as the real client would.
+    """
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.queries = 0
+
+    def get_allocation_candidates(self, context, resources):
+        self.queries += 1
+        data = json.loads(self.answer)
+        return (data['allocation_requests'], data['provider_summaries'],
+                '1.36')
+
+    def claim_resources(self, *args, **kwargs):
+        return True
+
+
+class _NullNotifier:
+    """Notifications are off in both arms."""
+
+    def info(self, *args, **kwargs):
+        pass
+
+    def is_enabled(self):
+        return False
+
+
+def _host_states(hosts):
+    from oslo_utils import timeutils
+
+    from nova.scheduler import host_manager
+
+    now = timeutils.utcnow()
+    states = []
+    for name, root in hosts:
+        state = host_manager.HostState(name, name, CELL_UUID)
+        state.uuid = root
+        state.free_ram_mb = 2 ** 21 - 8192
+        state.total_usable_ram_mb = 2 ** 21
+        state.free_disk_mb = 7000 * 1024
+        state.total_usable_disk_gb = 7000
+        state.vcpus_total = 224
+        state.vcpus_used = 8
+        state.cpu_allocation_ratio = 1.0
+        state.ram_allocation_ratio = 1.0
+        state.disk_allocation_ratio = 1.0
+        state.hypervisor_type = 'QEMU'
+        state.hypervisor_version = 9002000
+        state.supported_instances = [('x86_64', 'kvm', 'hvm')]
+        state.service = {'disabled': False, 'forced_down': False,
+                         'host': name, 'created_at': now,
+                         'updated_at': now, 'last_seen_up': now}
+        state.updated = None
+        state.num_instances = 1
+        state.num_io_ops = 0
+        state.stats = {}
+        states.append(state)
+    return states
+
+
+def _scheduler(host_states_for_request):
+    from nova.scheduler import host_manager
+    from nova.scheduler import manager
+
+    class BenchHostManager(host_manager.HostManager):
+        # No cell database: hosts come from the benchmark.
+        def refresh_cells_caches(self):
+            self.cells = {}
+            self.enabled_cells = []
+
+        def _init_aggregates(self):
+            pass
+
+    class BenchScheduler(manager.SchedulerManager):
+        # placement_client is Nova's report_client_singleton(), which
+        # measure() points at the stand-in.
+        def __init__(self):
+            self.host_manager = BenchHostManager()
+            self.notifier = _NullNotifier()
+
+        def _get_all_host_states(self, context, spec_obj, summaries):
+            return iter(host_states_for_request())
+
+    return BenchScheduler()
+
+
+def _request_spec():
+    from nova import objects
+    import placement_traits
+
+    flavor = objects.Flavor(
+        id=1, flavorid='gpu.1g', name='gpu.1g', vcpus=4, memory_mb=4096,
+        root_gb=20, ephemeral_gb=0, swap=0, disabled=False,
+        is_public=True, rxtx_factor=1.0, vcpu_weight=0, description=None,
+        extra_specs={'resources1:%s' % placement_traits.mig_resource_class(
+            '1g.10gb'): '1'})
+    return objects.RequestSpec(
+        flavor=flavor, num_instances=1, image=objects.ImageMeta(
+            properties=objects.ImageMetaProps()),
+        instance_uuid=str(uuid.uuid4()), project_id='bench',
+        user_id='bench', scheduler_hints={}, is_bfv=False,
+        ignore_hosts=None, force_hosts=None, force_nodes=None,
+        requested_destination=None, instance_group=None,
+        numa_topology=None, pci_requests=objects.InstancePCIRequests(
+            requests=[]), requested_resources=[], retry=None,
+        availability_zone=None,
+        security_groups=objects.SecurityGroupList(objects=[]),
+        requested_networks=objects.NetworkRequestList(objects=[]),
+        network_metadata=objects.NetworkMetadata(physnets=set(),
+                                                 tunneled=False),
+        request_level_params=objects.RequestLevelParams())
+
+
+ARMS = ('baseline', 'plugins', 'plugins_extra_request')
+
+
+def _configure(arm):
+    from nova import conf as nova_conf
+
+    from nova_filters import conf as our_conf
+
+    conf = nova_conf.CONF
+    filters = list(NOVA_DEFAULT_FILTERS)
+    weights = ['nova.scheduler.weights.all_weighers']
+    available = ['nova.scheduler.filters.all_filters']
+    if arm != 'baseline':
+        filters.append('GpuPartitionFilter')
+        weights.append(OUR_WEIGHER)
+        available.append(OUR_FILTER)
+    conf.set_override('enabled_filters', filters, 'filter_scheduler')
+    conf.set_override('weight_classes', weights, 'filter_scheduler')
+    conf.set_override('available_filters', available, 'filter_scheduler')
+    conf.set_override('track_instance_changes', False, 'filter_scheduler')
+    conf.set_override('max_placement_results', 10 ** 6, 'scheduler')
+    conf.set_override('reuse_scheduler_query', arm == 'plugins',
+                      our_conf.GROUP.name)
+
+
+def measure(num_hosts, rounds):
+    """Seconds per request for each arm, and Placement requests each."""
+    from unittest import mock
+
+    from nova import context as nova_context
+    from nova.scheduler.client import report
+
+    hosts, answer = build_fleet(num_hosts)
+    placement = CountingPlacement(answer)
+    prepared = []
+
+    def host_states_for_request():
+        return prepared.pop()
+
+    schedulers = {}
+    for arm in ARMS:
+        _configure(arm)
+        schedulers[arm] = _scheduler(host_states_for_request)
+    ctx = nova_context.get_admin_context()
+    times = {arm: [] for arm in ARMS}
+    queries = {arm: 0 for arm in ARMS}
+    from nova.objects import service as service_obj
+    from nova import rpc
+
+    # The one cell-database read of the request filters (the minimum
+    # nova-compute version, for owner_nova_filter) answered as current.
+    with mock.patch.object(report, 'report_client_singleton',
+                           return_value=placement), \
+            mock.patch.object(service_obj, 'get_minimum_version_all_cells',
+                              return_value=service_obj.SERVICE_VERSION), \
+            mock.patch.object(rpc, 'NOTIFIER', _NullNotifier()):
+        for index in range(rounds + 1):
+            # Round 0 warms caches up; the arms take turns going first.
+            shift = index % len(ARMS)
+            for arm in ARMS[shift:] + ARMS[:shift]:
+                _configure(arm)
+                prepared.append(_host_states(hosts))
+                spec = _request_spec()
+                gc.collect()
+                before = placement.queries
+                start = time.perf_counter()
+                selections = schedulers[arm].select_destinations(
+                    ctx, spec_obj=spec, instance_uuids=[spec.instance_uuid],
+                    return_objects=True)
+                elapsed = time.perf_counter() - start
+                if not selections or not selections[0]:
+                    raise RuntimeError('%s arm selected no host' % arm)
+                if index:
+                    times[arm].append(elapsed)
+                    queries[arm] += placement.queries - before
+                del spec, selections
+    return {arm: {'seconds': statistics.median(values),
+                  'placement_requests': queries[arm] / rounds}
+            for arm, values in times.items()}
+
+
+def scheduler(args):
+    """The ``scheduler`` target of ``gpu-partitions benchmark``."""
+    from nova import config
+    from nova import objects
+
+    config.parse_args([], configure_db=False, init_rpc=False)
+    objects.register_all()
+
+    rounds = 2 if args.quick else 5
+    result = {}
+    extra = {}
+    for size in (1000, 5000):
+        figures = measure(size, rounds)
+        base = figures['baseline']
+        print('%5d hosts x %d GPUs, median of %d requests: Nova defaults '
+              '%.3f s per request, %g Placement request(s)'
+              % (size, GPUS_PER_HOST, rounds, base['seconds'],
+                 base['placement_requests']))
+        for arm, suffix in (('plugins', ''),
+                            ('plugins_extra_request', '_extra_request')):
+            ours = figures[arm]
+            ratio = ours['seconds'] / base['seconds']
+            print('      %-22s %.3f s per request (ratio %.2f), %g '
+                  'Placement request(s)'
+                  % (arm, ours['seconds'], ratio, ours['placement_requests']))
+            result['ratio_%d_hosts%s' % (size, suffix)] = round(ratio, 3)
+            extra.setdefault(arm, []).append(
+                ours['placement_requests'] - base['placement_requests'])
+    result['extra_placement_requests_per_request'] = max(extra['plugins'])
+    result['extra_placement_requests_per_request_extra_request'] = max(
+        extra['plugins_extra_request'])
+    print(json.dumps(result))
+    return 0

@@ -1,0 +1,120 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""Options of the Nova scheduler plugins, registered in this one place.
+
+They are the first of three policy levels; per-aggregate metadata and
+per-flavor extra specs override them (see :mod:`nova_filters.policy`).
+"""
+
+from oslo_config import cfg
+
+CONF = cfg.CONF
+
+PACK = 'pack'
+SPREAD = 'spread'
+PLACEMENT_POLICIES = (PACK, SPREAD)
+
+REQUIRED = 'required'
+PREFERRED = 'preferred'
+NONE = 'none'
+AFFINITY_POLICIES = (REQUIRED, PREFERRED, NONE)
+
+GROUP = cfg.OptGroup(
+    'gpu_partitions_scheduler',
+    title='GPU partition scheduling',
+    help='Options of the openstack-gpu-partitions Nova scheduler filter '
+         '(GpuPartitionFilter) and weigher (GpuPartitionWeigher). policy, '
+         'link_affinity and numa_affinity can be overridden per host '
+         'aggregate (metadata key "gpu_partitions_<option>") and per '
+         'flavor (extra spec "gpu_partitions:<option>"); '
+         'weight_multiplier per host aggregate '
+         '("gpu_partitions_weight_multiplier").')
+
+OPTS = [
+    cfg.StrOpt(
+        'policy',
+        default=PACK,
+        choices=[
+            (PACK, 'Fill the fullest GPU that fits, keeping whole GPUs, '
+                   'whole MIG layouts and whole NVLink cliques free.'),
+            (SPREAD, 'Put each slice on the emptiest GPU of the emptiest '
+                     'host.'),
+        ],
+        help='Where GPU slices go, across hosts and inside a host.'),
+    cfg.StrOpt(
+        'link_affinity',
+        default=PREFERRED,
+        choices=[
+            (REQUIRED, 'A request spanning several physical GPUs only '
+                       'lands on GPUs of one NVLink clique or xGMI hive.'),
+            (PREFERRED, 'Such GPUs come first; others are used when no '
+                        'clique fits.'),
+            (NONE, 'Links are ignored.'),
+        ],
+        help='NVLink clique / xGMI hive affinity of requests that span '
+             'several physical GPUs.'),
+    cfg.StrOpt(
+        'numa_affinity',
+        default=PREFERRED,
+        choices=[
+            (REQUIRED, 'The GPUs of an instance with a NUMA topology sit on '
+                       'at most as many host NUMA nodes as it has cells.'),
+            (PREFERRED, 'Such GPUs come first.'),
+            (NONE, 'NUMA placement of the GPUs is ignored.'),
+        ],
+        help='NUMA affinity of the GPUs of instances that have a NUMA '
+             'topology (hw:numa_nodes or CPU pinning).'),
+    cfg.FloatOpt(
+        'weight_multiplier',
+        default=1.0,
+        help='Multiplier of GpuPartitionWeigher. The pack or spread '
+             'direction comes from the policy option, so a negative value '
+             'inverts it; 0 turns the host weighing off (the candidates '
+             'inside a host are still ordered).'),
+    cfg.BoolOpt(
+        'reuse_scheduler_query',
+        default=True,
+        help='Read GPU usage from the allocation candidates the scheduler '
+             'already fetched for the request (the plugins wrap the '
+             'scheduler\'s Placement client to keep the provider '
+             'summaries Nova drops), instead of asking Placement once '
+             'more. When that answer is not available the plugins fall '
+             'back to one extra GET /allocation_candidates per request.'),
+    cfg.IntOpt(
+        'request_view_ttl',
+        default=30,
+        min=1,
+        help='Seconds the GPU view of one scheduling request is kept for '
+             'the filter and weigher of that request (and the later '
+             'instances of a multi-create). A request still running after '
+             'that builds a new view.'),
+    cfg.IntOpt(
+        'topology_cache_ttl',
+        default=600,
+        min=0,
+        help='Seconds the traits and tree shape of GPU providers are '
+             'remembered; used to keep enforcing link and NUMA affinity '
+             'when Placement cannot be read. 0 disables the cache.'),
+]
+
+
+def register_opts(conf=CONF):
+    conf.register_group(GROUP)
+    conf.register_opts(OPTS, group=GROUP)
+
+
+def list_opts():
+    """For oslo-config-generator (entry point ``oslo.config.opts``)."""
+    return [(GROUP, OPTS)]
+
+
+register_opts()

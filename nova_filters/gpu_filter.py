@@ -1,0 +1,106 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""GpuPartitionFilter: NVLink/xGMI and NUMA affinity of GPU requests.
+
+Enable it in nova.conf::
+
+    [filter_scheduler]
+    available_filters = nova.scheduler.filters.all_filters
+    available_filters = nova_filters.gpu_filter.GpuPartitionFilter
+    enabled_filters = ...,GpuPartitionFilter
+
+For a request whose candidate spans several physical GPUs (several request
+groups, or several units), ``link_affinity=required`` keeps only the
+candidates whose GPUs share one NVLink clique or xGMI hive, and
+``numa_affinity=required`` (instances with a NUMA topology) those whose GPUs
+sit on no more host NUMA nodes than the instance has cells. A host with no
+candidate left fails. ``preferred`` keeps every candidate and only orders
+them; ``none`` ignores the topology.
+
+It also orders the candidates (pack or spread, see
+:mod:`nova_filters.ordering`) when the weigher will not: when a single host
+is left (Nova then runs no weigher) or GpuPartitionWeigher is not enabled.
+List it last in ``enabled_filters``, so no later filter leaves a single
+host unordered. Rebuilds (no allocation candidates) pass untouched.
+"""
+
+from oslo_log import log as logging
+
+import nova.conf
+from nova.scheduler import filters
+from nova.scheduler import utils as scheduler_utils
+
+from nova_filters import ordering
+from nova_filters import request_view
+from nova_filters import scoring
+
+CONF = nova.conf.CONF
+LOG = logging.getLogger(__name__)
+
+
+def weigher_enabled():
+    """Whether GpuPartitionWeigher is among Nova's weight classes."""
+    return any(path.endswith('GpuPartitionWeigher')
+               for path in CONF.filter_scheduler.weight_classes)
+
+
+class GpuPartitionFilter(filters.BaseHostFilter):
+    """Keep GPU candidates that honour required link and NUMA affinity."""
+
+    RUN_ON_REBUILD = False
+
+    def __init__(self, views=None):
+        self._views = views or request_view.VIEWS
+
+    def filter_all(self, filter_obj_list, spec_obj):
+        hosts = list(filter_obj_list)
+        if scheduler_utils.request_is_rebuild(spec_obj):
+            return hosts
+        view = self._views.view_for(spec_obj, hosts)
+        if view is None:
+            return hosts
+        # Ordering is the weigher's job, except when it will not run:
+        # Nova weighs only when two hosts or more are left.
+        reorder = len(hosts) == 1 or not weigher_enabled()
+        if not reorder and request_view.gpu_units(hosts) < 2:
+            # One GPU unit cannot span GPUs: no affinity to enforce.
+            return hosts
+        workloads = scoring.default_workloads(view)
+        return [host for host in hosts
+                if self._keep(host, spec_obj, view, workloads, reorder)]
+
+    def host_passes(self, host_state, spec_obj):
+        # Nova calls filter_all; this serves callers of the per-host API.
+        return bool(self.filter_all([host_state], spec_obj))
+
+    def _keep(self, host_state, spec_obj, view, workloads, reorder):
+        if not host_state.allocation_candidates:
+            return True
+        try:
+            arranged = ordering.arrange(
+                host_state, spec_obj, view, workloads, prune=True,
+                reorder=reorder,
+                in_flight=self._views.in_flight(
+                    spec_obj, view.host(host_state.uuid)) if reorder
+                else None)
+        except Exception:
+            # Odd data must not break scheduling: keep the host as it is.
+            LOG.exception('GpuPartitionFilter could not judge host %s; '
+                          'letting it pass.', host_state.host)
+            return True
+        if not host_state.allocation_candidates:
+            LOG.debug('GpuPartitionFilter: no candidate of host %s honours '
+                      'the required GPU affinity.', host_state.host)
+            return False
+        if arranged.best is not None:
+            self._views.note_first(spec_obj, host_state)
+        return True

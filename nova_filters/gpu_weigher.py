@@ -1,0 +1,123 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""GpuPartitionWeigher: pack or spread GPU slices across and inside hosts.
+
+Enable it in nova.conf::
+
+    [filter_scheduler]
+    weight_classes = nova.scheduler.weights.all_weighers,
+        nova_filters.gpu_weigher.GpuPartitionWeigher
+
+Each host is weighed by the best placement of the request on it
+(:func:`nova_filters.scoring.host_score`): ``pack`` prefers the fullest host
+whose placement fragments least, ``spread`` the emptiest host. The host's
+``allocation_candidates`` are reordered so that the candidate Nova claims
+is that best placement: the fullest GPU that fits (pack) or the emptiest
+(spread). Hosts and requests without GPU get weight 0.
+
+The multiplier is ``[gpu_partitions_scheduler] weight_multiplier``,
+overridable by the aggregate metadata key
+``gpu_partitions_weight_multiplier``.
+"""
+
+from oslo_log import log as logging
+
+from nova.scheduler import weights
+
+from nova_filters import ordering
+from nova_filters import policy
+from nova_filters import request_view
+from nova_filters import scoring
+
+LOG = logging.getLogger(__name__)
+
+# Hosts whose candidates are scored in full for a single-GPU request.
+FULLY_SCORED_HOSTS = 10
+# Puts the other hosts below any fully scored one (host_score is at least
+# -AFFINITY_BONUS - 2).
+_BELOW_SCORED = 4 * scoring.AFFINITY_BONUS
+
+
+class GpuPartitionWeigher(weights.BaseHostWeigher):
+
+    def __init__(self, views=None):
+        self._views = views or request_view.VIEWS
+
+    def weight_multiplier(self, host_state):
+        return policy.weight_multiplier(host_state)
+
+    def _weigh_object(self, host_state, weight_properties):
+        # Weights need the whole request's view: see weigh_objects.
+        return 0.0
+
+    def weigh_objects(self, weighed_obj_list, weight_properties):
+        hosts = [weighed.obj for weighed in weighed_obj_list]
+        spec_obj = weight_properties
+        try:
+            view = self._views.view_for(spec_obj, hosts)
+        except Exception:
+            LOG.exception('GpuPartitionWeigher: no GPU view; neutral '
+                          'weights.')
+            view = None
+        if view is None or not view.usage_known:
+            return [0.0] * len(hosts)
+        try:
+            return self._weigh_all(hosts, spec_obj, view)
+        except Exception:
+            LOG.exception('GpuPartitionWeigher: neutral weights.')
+            return [0.0] * len(hosts)
+
+    def _weigh_all(self, hosts, spec_obj, view):
+        # Every host gets a cheap weight from its fullness; the best
+        # FULLY_SCORED_HOSTS of them (all hosts for a request that can
+        # span GPUs, where affinity decides) are scored in full and get
+        # their candidates ordered. Nova claims on the first host, or on
+        # the next ones when a claim fails.
+        rough = []
+        for host in hosts:
+            fill = view.fill(host.uuid)
+            if fill is None:
+                rough.append(None)
+                continue
+            placement = policy.resolve(policy.POLICY, host, spec_obj)
+            rough.append(fill if placement == scoring.PACK else -fill)
+        known = [i for i, value in enumerate(rough) if value is not None]
+        if request_view.gpu_units(hosts) < 2:
+            known.sort(key=lambda i: rough[i] * self.weight_multiplier(
+                hosts[i]), reverse=True)
+            known = known[:FULLY_SCORED_HOSTS]
+        workloads = scoring.default_workloads(view)
+        weights = [0.0 if value is None else value - _BELOW_SCORED
+                   for value in rough]
+        for i in known:
+            weights[i] = self._weigh(hosts[i], spec_obj, view, workloads)
+        if known:
+            best = max(known, key=lambda i: (
+                weights[i] * self.weight_multiplier(hosts[i])))
+            self._views.note_best_host(spec_obj, hosts[best].uuid)
+        return weights
+
+    def _weigh(self, host_state, spec_obj, view, workloads):
+        try:
+            arranged = ordering.arrange(
+                host_state, spec_obj, view, workloads, prune=False,
+                in_flight=self._views.in_flight(
+                    spec_obj, view.host(host_state.uuid)))
+        except Exception:
+            LOG.exception('GpuPartitionWeigher could not weigh host %s; '
+                          'neutral weight.', host_state.host)
+            return 0.0
+        if arranged.best is None:
+            return 0.0
+        self._views.note_first(spec_obj, host_state)
+        return scoring.host_score(arranged.host, arranged.best,
+                                  arranged.policy)

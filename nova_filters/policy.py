@@ -1,0 +1,116 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""Which policy applies to one host for one request.
+
+Three levels, each overriding the one before:
+
+1. the ``[gpu_partitions_scheduler]`` options (:mod:`nova_filters.conf`);
+2. the metadata of the host's aggregates, key ``gpu_partitions_<name>``
+   (for example ``gpu_partitions_policy=spread``). When the host's
+   aggregates disagree, the strictest affinity wins (required, then
+   preferred, then none) and a pack/spread conflict keeps level 1;
+3. the flavor's extra spec ``gpu_partitions:<name>`` (validated at
+   nova-api by :mod:`nova_filters.extra_specs`).
+
+The weight multiplier follows Nova's own pattern
+(``nova.scheduler.utils.get_weight_multiplier``): aggregate key
+``gpu_partitions_weight_multiplier``, smallest value when several.
+"""
+
+from oslo_log import log as logging
+
+from nova.scheduler.filters import utils as filters_utils
+from nova.scheduler import utils as scheduler_utils
+
+from nova_filters import conf
+
+LOG = logging.getLogger(__name__)
+
+FLAVOR_NAMESPACE = 'gpu_partitions'
+AGGREGATE_PREFIX = 'gpu_partitions_'
+
+POLICY = 'policy'
+LINK_AFFINITY = 'link_affinity'
+NUMA_AFFINITY = 'numa_affinity'
+
+ALLOWED = {
+    POLICY: conf.PLACEMENT_POLICIES,
+    LINK_AFFINITY: conf.AFFINITY_POLICIES,
+    NUMA_AFFINITY: conf.AFFINITY_POLICIES,
+}
+_STRICTNESS = {conf.REQUIRED: 2, conf.PREFERRED: 1, conf.NONE: 0}
+
+
+def flavor_key(name):
+    return '%s:%s' % (FLAVOR_NAMESPACE, name)
+
+
+def aggregate_key(name):
+    return AGGREGATE_PREFIX + name
+
+
+def resolve(name, host_state, spec_obj):
+    """The value of policy ``name`` for ``host_state`` and ``spec_obj``."""
+    allowed = ALLOWED[name]
+    value = getattr(conf.CONF.gpu_partitions_scheduler, name)
+    value = _from_aggregates(name, host_state, allowed, value)
+    flavor_value = flavor_extra_specs(spec_obj).get(flavor_key(name))
+    if flavor_value in allowed:
+        value = flavor_value
+    return value
+
+
+def weight_multiplier(host_state):
+    return scheduler_utils.get_weight_multiplier(
+        host_state, aggregate_key('weight_multiplier'),
+        conf.CONF.gpu_partitions_scheduler.weight_multiplier)
+
+
+def flavor_extra_specs(spec_obj):
+    try:
+        return spec_obj.flavor.extra_specs or {}
+    except (AttributeError, NotImplementedError, ValueError):
+        # No flavor on the spec (old callers, some move operations).
+        return {}
+
+
+def max_numa_nodes(spec_obj):
+    """Number of NUMA cells the instance has, or None without topology."""
+    try:
+        topology = spec_obj.numa_topology
+    except (AttributeError, NotImplementedError, ValueError):
+        return None
+    if topology is None or not topology.cells:
+        return None
+    return len(topology.cells)
+
+
+def _from_aggregates(name, host_state, allowed, default):
+    key = aggregate_key(name)
+    try:
+        values = filters_utils.aggregate_values_from_key(host_state, key)
+    except (AttributeError, TypeError):
+        return default
+    valid = {v.strip() for v in values} & set(allowed)
+    if valid != {v.strip() for v in values}:
+        LOG.warning('Ignoring aggregate metadata %(key)s=%(values)s of host '
+                    '%(host)s: allowed values are %(allowed)s.',
+                    {'key': key, 'values': sorted(values),
+                     'host': getattr(host_state, 'host', '?'),
+                     'allowed': ', '.join(allowed)})
+    if not valid:
+        return default
+    if len(valid) == 1:
+        return valid.pop()
+    if name == POLICY:
+        return default
+    return max(valid, key=_STRICTNESS.get)

@@ -1,0 +1,30 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""``gpu-partitions benchmark scheduler`` on a small fleet."""
+
+from nova import test
+
+from gpu_partitions.commands import scheduler_benchmark
+
+
+class SchedulerBenchmarkTest(test.NoDBTestCase):
+
+    def test_counts_placement_requests_of_each_arm(self):
+        figures = scheduler_benchmark.measure(30, rounds=1)
+        self.assertEqual(set(scheduler_benchmark.ARMS), set(figures))
+        # Nova's own query; the plugins reuse it or ask once more.
+        self.assertEqual(1, figures['baseline']['placement_requests'])
+        self.assertEqual(1, figures['plugins']['placement_requests'])
+        self.assertEqual(
+            2, figures['plugins_extra_request']['placement_requests'])
+        for arm in figures.values():
+            self.assertGreater(arm['seconds'], 0)

@@ -1,0 +1,204 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""The GPU view and the pure scores, over an HGX H100 host."""
+
+import testtools
+
+from nova_filters import gpu_view
+from nova_filters import scoring
+import placement_traits
+from tests.unit.nova_filters import fakes
+
+MIG_1G = fakes.mig('1g.10gb')
+MIG_3G = fakes.mig('3g.40gb')
+
+
+def _view(placement):
+    return gpu_view.from_provider_summaries(placement.summaries)
+
+
+class GpuViewTest(testtools.TestCase):
+
+    def test_mig_units_weigh_their_compute_slices(self):
+        placement = fakes.FakePlacement()
+        root = placement.add_host('h', fakes.hgx_gpus('mixed'))
+        address = fakes.gpu_address(0)
+        placement.claim({'allocations': {
+            placement.provider(root, address, MIG_3G):
+                {'resources': {MIG_3G: 1}}}})
+        gpu = _view(placement).host(root).gpus[address]
+        # Layout 3g + 2g + 2 x 1g = 7 slices; the 3g takes 3 of them.
+        self.assertAlmostEqual(3 / 7, gpu.used_share)
+        self.assertEqual(3, len(gpu.providers))
+        self.assertFalse(gpu.is_idle)
+
+    def test_vf_units_are_one_over_capacity(self):
+        placement = fakes.FakePlacement()
+        rc = placement_traits.vf_resource_class('MI300X', 'CPX')
+        root = placement.add_host('amd', [
+            {'layout': (rc, 8), 'clique': None, 'numa': 0}])
+        rp = placement.provider(root, fakes.gpu_address(0), rc)
+        placement.claim({'allocations': {rp: {'resources': {rc: 2}}}})
+        gpu = _view(placement).host(root).gpus[fakes.gpu_address(0)]
+        self.assertAlmostEqual(0.25, gpu.used_share)
+
+    def test_topology_read_from_traits(self):
+        placement = fakes.FakePlacement()
+        root = placement.add_host('h', fakes.hgx_gpus(
+            cliques=(1, 1, 1, 1, 2, 2, 2, 2)))
+        host = _view(placement).host(root)
+        self.assertEqual(8, len(host.gpus))
+        gpu = host.gpus[fakes.gpu_address(5)]
+        self.assertEqual(1, gpu.numa_node)
+        self.assertEqual(placement_traits.nvlink_clique_trait(2),
+                         gpu.link_domain)
+        self.assertEqual(2, len(host.link_domains()))
+
+    def test_odd_summaries_are_skipped(self):
+        placement = fakes.FakePlacement()
+        root = placement.add_host('h', fakes.hgx_gpus())
+        summaries = dict(placement.summaries)
+        summaries['junk'] = {'resources': {MIG_1G: {'capacity': 'x'}}}
+        summaries['none'] = None
+        view = gpu_view.from_provider_summaries(summaries)
+        self.assertEqual(8, len(view.host(root).gpus))
+        self.assertNotIn('junk', view.providers)
+
+    def test_candidate_to_allocation_and_back(self):
+        placement = fakes.FakePlacement()
+        root = placement.add_host('h', fakes.hgx_gpus())
+        view = _view(placement)
+        candidate = placement.candidates(root, [('', MIG_1G, 2)])[3]
+        allocation = gpu_view.gpu_allocation(view, candidate)
+        self.assertEqual([2], list(allocation.values()))
+        after = gpu_view.with_allocation(view, allocation)
+        (uuid,) = allocation
+        self.assertEqual(2, after.providers[uuid].used)
+        self.assertEqual(0, view.providers[uuid].used)
+
+    def test_topology_cache_rebuilds_a_view_without_usage(self):
+        placement = fakes.FakePlacement()
+        root = placement.add_host('h', fakes.hgx_gpus())
+        now = [0.0]
+        cache = gpu_view.TopologyCache(60, clock=lambda: now[0])
+        gpu_view.from_provider_summaries(placement.summaries,
+                                         topology=cache)
+        remembered = cache.view_of({root})
+        self.assertFalse(remembered.usage_known)
+        self.assertEqual(8, len(remembered.host(root).gpus))
+        now[0] = 61.0
+        self.assertEqual({}, cache.view_of({root}).hosts)
+
+
+class ScoringTest(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.placement = fakes.FakePlacement()
+
+    def _host(self, **kwargs):
+        root = self.placement.add_host('h', fakes.hgx_gpus(**kwargs))
+        return root
+
+    def _use(self, root, gpu_index, rc, units):
+        rp = self.placement.provider(root, fakes.gpu_address(gpu_index), rc)
+        self.placement.claim({'allocations': {rp: {'resources': {rc: units}}}})
+        return rp
+
+    def _scores(self, root, policy):
+        view = _view(self.placement)
+        host = view.host(root)
+        workloads = scoring.default_workloads(view)
+        result = {}
+        for candidate in self.placement.candidates(root, [('', MIG_1G, 1)]):
+            allocation = gpu_view.gpu_allocation(view, candidate)
+            (gpu,) = scoring.gpus_of(host, allocation)
+            result[gpu.address] = scoring.candidate_score(
+                host, allocation, policy, workloads)
+        return result
+
+    def test_pack_prefers_the_gpu_already_in_use(self):
+        root = self._host()
+        self._use(root, 3, MIG_1G, 2)
+        scores = self._scores(root, scoring.PACK)
+        self.assertEqual(fakes.gpu_address(3), max(scores, key=scores.get))
+
+    def test_pack_takes_the_fullest_gpu_that_fits(self):
+        root = self._host()
+        self._use(root, 1, MIG_1G, 2)
+        self._use(root, 5, MIG_1G, 5)
+        self._use(root, 6, MIG_1G, 7)  # full: not a candidate
+        scores = self._scores(root, scoring.PACK)
+        self.assertNotIn(fakes.gpu_address(6), scores)
+        self.assertEqual(fakes.gpu_address(5), max(scores, key=scores.get))
+
+    def test_spread_takes_the_emptiest_gpu(self):
+        root = self._host()
+        for index in range(7):
+            self._use(root, index, MIG_1G, 1 + index % 3)
+        scores = self._scores(root, scoring.SPREAD)
+        self.assertEqual(fakes.gpu_address(7), max(scores, key=scores.get))
+
+    def test_pack_keeps_an_intact_clique_whole(self):
+        # Two cliques of four. GPU 0 is full, so clique 1 is already
+        # broken: the next slice opens an idle GPU of clique 1, never one
+        # of the intact clique 2.
+        root = self._host(cliques=(1, 1, 1, 1, 2, 2, 2, 2))
+        self._use(root, 0, MIG_1G, 7)
+        scores = self._scores(root, scoring.PACK)
+        best = max(scores, key=scores.get)
+        self.assertIn(best, [fakes.gpu_address(i) for i in (1, 2, 3)])
+
+    def test_fragmentation_counts_unusable_free_capacity(self):
+        root = self._host()
+        view = _view(self.placement)
+        workloads = scoring.default_workloads(view)
+        self.assertEqual(0.0, scoring.fragmentation(view.host(root),
+                                                    workloads))
+        self._use(root, 0, MIG_1G, 3)
+        view = _view(self.placement)
+        # GPU 0 has 4/7 free that a whole-GPU or whole-clique request can
+        # no longer use; 1g requests still can.
+        whole = sum(w.weight for w in workloads if w.kind != scoring.SLICE)
+        self.assertAlmostEqual(
+            4 / 7 * whole + 7 * 1.0 * [w.weight for w in workloads
+                                       if w.kind ==
+                                       scoring.WHOLE_LINK_DOMAIN][0],
+            scoring.fragmentation(view.host(root), workloads))
+
+    def test_link_and_numa_fit(self):
+        root = self._host(cliques=(1, 1, 1, 1, 2, 2, 2, 2))
+        view = _view(self.placement)
+        host = view.host(root)
+
+        def allocation(*indexes):
+            return {self.placement.provider(root, fakes.gpu_address(i),
+                                            MIG_1G): 1 for i in indexes}
+
+        self.assertTrue(scoring.link_fit(host, allocation(0, 1, 2, 3)))
+        self.assertFalse(scoring.link_fit(host, allocation(3, 4)))
+        self.assertTrue(scoring.link_fit(host, allocation(6)))
+        self.assertTrue(scoring.numa_fit(host, allocation(0, 3), 1))
+        self.assertFalse(scoring.numa_fit(host, allocation(3, 4), 1))
+        self.assertTrue(scoring.numa_fit(host, allocation(3, 4), 2))
+        self.assertTrue(scoring.numa_fit(host, allocation(3, 4), None))
+
+    def test_gpu_without_link_domain_never_fits_a_multi_gpu_request(self):
+        root = self._host(cliques=(None,) * 8)
+        view = _view(self.placement)
+        host = view.host(root)
+        two = {self.placement.provider(root, fakes.gpu_address(i),
+                                       MIG_1G): 1 for i in (0, 1)}
+        self.assertFalse(scoring.link_fit(host, two))
+        self.assertEqual(
+            [scoring.SLICE, scoring.WHOLE_GPU],
+            [w.kind for w in scoring.default_workloads(view)])
