@@ -140,6 +140,9 @@ class CloudTestCase(integrated_helpers.ProviderUsageBaseTestCase):
         # cleared by Nova's ConfFixture at clean-up.
         self._configure_scheduler()
         self.flags(api_paste_config=api_paste_config(), group='wsgi')
+        # A GPU host holds more slices than Nova's default quota of ten
+        # instances; the cloud measures scheduling, not quotas.
+        self.flags(instances=-1, cores=-1, ram=-1, group='quota')
         super().setUp()
         placement = self.placement.fixture
         self.cyborg = self.useFixture(cyborg_side.CyborgConductor(
