@@ -13,9 +13,7 @@
 
 project = 'openstack-gpu-partitions'
 copyright = 'openstack-gpu-partitions developers'
-extensions = [
-    'oslo_config.sphinxext',
-]
+extensions = []
 source_suffix = '.rst'
 master_doc = 'index'
 exclude_patterns = ['_build']
