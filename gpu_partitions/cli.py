@@ -24,6 +24,10 @@ import sys
 # Subcommand modules, in the order ``--help`` lists them.
 COMMANDS = (
     'inventory',
+    'demo',
+    'simulate',
+    'bench',
+    'benchmark',
 )
 
 

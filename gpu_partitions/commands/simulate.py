@@ -1,0 +1,144 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""``gpu-partitions simulate``: replay a task trace on a simulated fleet
+through Nova's real filter and weigher classes, per policy.
+"""
+
+import random
+
+DEFAULT_SCALE = 0.1
+
+
+def register(subparsers):
+    parser = subparsers.add_parser(
+        'simulate', help='replay a GPU task trace through the scheduler '
+                         'policies on a simulated fleet',
+        description='Build a fleet (from an openb node file or --fleet), '
+                    'replay an openb pod file through Nova\'s filter and '
+                    'weigher handlers over an in-memory Placement, once '
+                    'per policy with the same seed, and print the '
+                    'unallocated GPU share of each (and of the offline '
+                    'bound). See doc/source/simulator.rst.')
+    parser.add_argument('--trace', default='default',
+                        help='openb pod file, or a name of the trace '
+                             'directory (default, gpushare100, '
+                             'multigpu50, ...); default: %(default)s')
+    parser.add_argument('--trace-dir', default=None,
+                        help='directory of the openb files (default '
+                             '$GPU_PARTITIONS_TRACE_DIR or '
+                             '../shared/traces/alibaba-openb-2023 beside '
+                             'the repository)')
+    parser.add_argument('--nodes', default=None,
+                        help='openb node file (default: '
+                             'openb_node_list_gpu_node.csv of the trace '
+                             'directory)')
+    parser.add_argument('--fleet', default=None,
+                        help='instead of --nodes: KIND:LAYOUT:GPUS:HOSTS'
+                             '[,...], e.g. a100-80gb-mig:mixed:8:10')
+    parser.add_argument('--scale', type=float, default=DEFAULT_SCALE,
+                        help='share of the node file\'s nodes to keep, '
+                             'per (model, GPUs) group, and for replay of '
+                             'the tasks (default %(default)s: minutes on '
+                             '2 cores; 1 is the full 1,213 nodes, hours)')
+    parser.add_argument('--protocol', choices=('arrivals', 'replay'),
+                        default='arrivals',
+                        help='arrivals: FGD\'s protocol (no departures); '
+                             'replay: creation and deletion times')
+    parser.add_argument('--target', type=float, default=1.0,
+                        help='arrivals: stop when the arrived workload '
+                             'reaches this share of the fleet\'s GPUs')
+    parser.add_argument('--speedup', type=float, default=1.0,
+                        help='replay: divide the gaps between creations '
+                             'by this factor, keeping lifetimes (the trace '
+                             'alone runs at most 66 GPUs at once)')
+    parser.add_argument('--policies', default=None,
+                        help='comma-separated policies (default: all): '
+                             '%s' % ', '.join(_policy_names()))
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--jobs', type=int, default=2,
+                        help='policies run in parallel processes')
+    parser.add_argument('--json', default=None, metavar='PATH',
+                        help='write the whole result as JSON')
+    parser.add_argument('--plots', default=None, metavar='PREFIX',
+                        help='write PREFIX-unallocated.png and '
+                             'PREFIX-free.png')
+    parser.add_argument('--no-progress', action='store_true')
+    parser.set_defaults(func=run)
+
+
+def _policy_names():
+    # The policy list needs Nova; --help must not import it.
+    return ('nova-default', 'random', 'hami-binpack', 'hami-spread',
+            'best-fit', 'gpu-packing', 'fgd', 'ours-pack', 'ours-spread',
+            'ours-pack+nova')
+
+
+def load_inputs(args):
+    """Fleet and tasks of the command line; UsageError on bad input."""
+    from gpu_partitions.cli import UsageError
+    from gpu_partitions.simulator import fleet as fleet_mod
+    from gpu_partitions.simulator import trace
+
+    if not 0 < args.scale <= 1:
+        raise UsageError('--scale must be in (0, 1], not %s' % args.scale)
+    if args.speedup <= 0:
+        raise UsageError('--speedup must be above 0, not %s'
+                         % args.speedup)
+    trace_path = trace.pod_file(args.trace, args.trace_dir)
+    try:
+        tasks = trace.read_tasks(trace_path, fleet_mod.TRACE_MODELS)
+        if args.fleet:
+            fleet = fleet_mod.parse_fleet_spec(args.fleet)
+        else:
+            nodes = trace.read_nodes(
+                args.nodes or trace.default_node_file(args.trace_dir),
+                fleet_mod.TRACE_MODELS)
+            fleet = fleet_mod.build_from_nodes(
+                nodes, tasks, scale=args.scale, seed=args.seed)
+    except (trace.TraceError, fleet_mod.LayoutError) as error:
+        raise UsageError(str(error))
+    if args.protocol == 'replay' and args.scale < 1 and not args.fleet:
+        # The replay keeps the trace's own load per GPU: the same share
+        # of the tasks as of the nodes.
+        rng = random.Random(args.seed)
+        tasks = [task for task in tasks if rng.random() < args.scale]
+    return fleet, tasks, trace_path
+
+
+def run(args):
+    from gpu_partitions.cli import UsageError
+    from gpu_partitions.simulator import report
+    from gpu_partitions.simulator import run as run_mod
+
+    fleet, tasks, trace_path = load_inputs(args)
+    names = (args.policies.split(',') if args.policies
+             else list(_policy_names()))
+    if args.protocol == 'replay' and not any(
+            t.creation_time is not None for t in tasks):
+        raise UsageError('%s has no creation times; use --protocol '
+                         'arrivals' % trace_path)
+    try:
+        result = run_mod.simulate(
+            fleet, tasks, names, protocol=args.protocol, seed=args.seed,
+            target=args.target, jobs=args.jobs,
+            show_progress=not args.no_progress, trace_path=trace_path,
+            scale=1.0 if args.fleet else args.scale,
+            speedup=args.speedup)
+    except ValueError as error:
+        raise UsageError(str(error))
+    print(report.table(result))
+    if args.json:
+        report.write_json(result, args.json)
+    if args.plots:
+        for path in report.write_plots(result, args.plots):
+            print('wrote %s' % path)
+    return 0

@@ -1,0 +1,430 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""Host kinds, GPU layouts and the mapping of trace requests onto them.
+
+Trace GPU models map onto our host kinds (:data:`TRACE_MODELS`):
+
+========  ==================  =========================================
+trace     kind                partitioning, links
+========  ==================  =========================================
+G2        ``a100-80gb-mig``   MIG, 7 compute slices / 8 memory slots;
+                              the GPUs of a host form one NVLink clique
+G3        ``h100-80gb-mig``   same geometry (H100 SXM)
+V100M32   ``v100-32gb-vgpu``  time-sliced vGPU, one type per GPU;
+                              cliques of 4 GPUs (hybrid cube-mesh halves)
+V100M16   ``v100-16gb-vgpu``  same
+T4        ``t4-vgpu``         time-sliced vGPU, PCIe only (no clique)
+P100      ``p100-vgpu``       same
+A10       ``a10-vgpu``        same
+========  ==================  =========================================
+
+A task's ``gpu_milli`` of one GPU maps onto the smallest slice of the kind
+that holds it: on MIG kinds ``ceil(7 * gpu_milli / 1000)`` compute slices
+rounded up to a profile (1g, 2g, 3g, 4g, else 7g); on vGPU kinds the
+smallest type of 1/8, 1/4, 1/2 or the whole framebuffer. ``num_gpu`` > 1
+asks for that many whole GPUs (7g instances, full-size vGPU types), one
+request group each, which must share an NVLink clique.
+
+MIG layouts are fixed per GPU, as the MIG driver reports the instances
+that exist; each one is checked against the placement start/size rules
+of the A100/H100 geometry. The layout of each GPU (and the vGPU type of
+each time-sliced GPU) is chosen when the fleet is built, in proportion to
+the demand of the trace, as an operator would size them
+(:func:`plan_layouts`).
+"""
+
+import collections
+import dataclasses
+import math
+import random
+
+import placement_traits
+
+MIG = 'mig'
+VGPU = 'vgpu'
+
+# A100/H100 family: profile -> (compute slices, memory-slot size, starts).
+MIG_GEOMETRY = {
+    '1g.10gb': (1, 1, (0, 1, 2, 3, 4, 5, 6)),
+    '2g.20gb': (2, 2, (0, 2, 4)),
+    '3g.40gb': (3, 4, (0, 4)),
+    '4g.40gb': (4, 4, (0,)),
+    '7g.80gb': (7, 8, (0,)),
+}
+MIG_SLOTS = 8
+MIG_SLICES = 7
+
+# Named layouts: ((profile, start), ...), largest instances first.
+MIG_LAYOUTS = {
+    'whole': (('7g.80gb', 0),),
+    '4g-3g': (('4g.40gb', 0), ('3g.40gb', 4)),
+    '3g-x2': (('3g.40gb', 0), ('3g.40gb', 4)),
+    '2g-x3-1g': (('2g.20gb', 0), ('2g.20gb', 2), ('2g.20gb', 4),
+                 ('1g.10gb', 6)),
+    'all-1g': tuple(('1g.10gb', start) for start in range(7)),
+}
+
+
+class LayoutError(ValueError):
+    pass
+
+
+def check_mig_layout(instances):
+    """Refuse a layout that breaks the placement start/size rules."""
+    used = set()
+    for profile, start in instances:
+        if profile not in MIG_GEOMETRY:
+            raise LayoutError('unknown MIG profile %r' % profile)
+        _, size, starts = MIG_GEOMETRY[profile]
+        if start not in starts:
+            raise LayoutError('%s cannot start at memory slot %d (allowed: '
+                              '%s)' % (profile, start, starts))
+        slots = set(range(start, start + size))
+        if slots & used or max(slots) >= MIG_SLOTS:
+            raise LayoutError('%s at %d overlaps another instance'
+                              % (profile, start))
+        used |= slots
+
+
+for _layout in MIG_LAYOUTS.values():
+    check_mig_layout(_layout)
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    name: str
+    model: str            # for the model trait
+    mode: str             # MIG or VGPU
+    vgpu_types: tuple = ()  # ((type name, fraction of the GPU), ...)
+    clique_size: int = 0  # GPUs per NVLink clique, 0 when PCIe only
+    memory_gib: int = 80
+
+    @property
+    def whole_slice(self):
+        if self.mode == MIG:
+            return '7g.80gb'
+        return self.vgpu_types[-1][0]
+
+    def slice_for(self, gpu_milli):
+        """The slice name holding ``gpu_milli`` of one GPU."""
+        if self.mode == MIG:
+            slices = math.ceil(MIG_SLICES * gpu_milli / 1000.0 - 1e-9)
+            for profile, (count, _, _) in MIG_GEOMETRY.items():
+                if count >= slices:
+                    return profile
+        for name, fraction in self.vgpu_types:
+            if fraction * 1000 >= gpu_milli - 1e-9:
+                return name
+        raise LayoutError('%d milli-GPU fits no slice of %s'
+                          % (gpu_milli, self.name))
+
+    def slice_names(self):
+        if self.mode == MIG:
+            return tuple(MIG_GEOMETRY)
+        return tuple(name for name, _ in self.vgpu_types)
+
+    def resource_class(self, slice_name):
+        if self.mode == MIG:
+            return placement_traits.mig_resource_class(slice_name)
+        return placement_traits.vgpu_resource_class(slice_name)
+
+
+def _vgpu(prefix, sizes):
+    # sizes in GiB for 1/8, 1/4, 1/2 and the whole framebuffer.
+    return tuple(('%s-%dQ' % (prefix, size), fraction)
+                 for size, fraction in zip(sizes, (0.125, 0.25, 0.5, 1.0)))
+
+
+KINDS = {
+    'a100-80gb-mig': Kind('a100-80gb-mig', 'A100-SXM4-80GB', MIG,
+                          clique_size=8),
+    'h100-80gb-mig': Kind('h100-80gb-mig', 'H100 80GB HBM3', MIG,
+                          clique_size=8),
+    'v100-32gb-vgpu': Kind('v100-32gb-vgpu', 'Tesla V100-SXM2-32GB', VGPU,
+                           _vgpu('V100DX', (4, 8, 16, 32)), clique_size=4,
+                           memory_gib=32),
+    'v100-16gb-vgpu': Kind('v100-16gb-vgpu', 'Tesla V100-SXM2-16GB', VGPU,
+                           _vgpu('V100X', (2, 4, 8, 16)), clique_size=4,
+                           memory_gib=16),
+    't4-vgpu': Kind('t4-vgpu', 'Tesla T4', VGPU, _vgpu('T4', (2, 4, 8, 16)),
+                    memory_gib=16),
+    'p100-vgpu': Kind('p100-vgpu', 'Tesla P100-PCIE-16GB', VGPU,
+                      _vgpu('P100', (2, 4, 8, 16)), memory_gib=16),
+    'a10-vgpu': Kind('a10-vgpu', 'A10', VGPU, _vgpu('A10', (3, 6, 12, 24)),
+                     memory_gib=24),
+}
+
+TRACE_MODELS = {
+    'G2': 'a100-80gb-mig',
+    'G3': 'h100-80gb-mig',
+    'V100M32': 'v100-32gb-vgpu',
+    'V100M16': 'v100-16gb-vgpu',
+    'T4': 't4-vgpu',
+    'P100': 'p100-vgpu',
+    'A10': 'a10-vgpu',
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SliceSet:
+    """The units of one slice kind on one GPU: one Placement provider.
+
+    ``share`` is the fraction of the GPU one unit takes, computed as the
+    scheduler's GPU view does (MIG: compute slices over the layout's).
+    """
+    name: str
+    resource_class: str
+    count: int
+    share: float
+
+
+@dataclasses.dataclass(frozen=True)
+class FleetGpu:
+    address: str
+    layout: str
+    slices: tuple          # (SliceSet, ...)
+    clique: str | None
+    numa_node: int
+
+
+@dataclasses.dataclass(frozen=True)
+class FleetHost:
+    name: str
+    kind: Kind
+    cpu_milli: int
+    memory_mib: int
+    gpus: tuple            # (FleetGpu, ...)
+
+
+@dataclasses.dataclass
+class Fleet:
+    hosts: list
+
+    @property
+    def gpu_count(self):
+        return sum(len(h.gpus) for h in self.hosts)
+
+    def kinds(self):
+        """``{kind name: GPUs}`` of the fleet."""
+        counts = collections.Counter()
+        for host in self.hosts:
+            counts[host.kind.name] += len(host.gpus)
+        return dict(counts)
+
+    def summary(self):
+        layouts = collections.Counter(
+            (host.kind.name, gpu.layout)
+            for host in self.hosts for gpu in host.gpus)
+        return {'hosts': len(self.hosts), 'gpus': self.gpu_count,
+                'layouts': {'%s/%s' % key: n
+                            for key, n in sorted(layouts.items())}}
+
+
+def gpu_address(index):
+    return '0000:%02x:00.0' % (0x10 + index * 0x08)
+
+
+def layout_slices(kind, layout):
+    """``(SliceSet, ...)`` of one GPU of ``kind`` laid out as ``layout``
+    (a MIG layout name, or a vGPU type name).
+    """
+    if kind.mode == MIG:
+        counts = collections.Counter(p for p, _ in MIG_LAYOUTS[layout])
+        total = sum(MIG_GEOMETRY[p][0] * n for p, n in counts.items())
+        return tuple(
+            SliceSet(p, kind.resource_class(p), n, MIG_GEOMETRY[p][0] / total)
+            for p, n in sorted(counts.items()))
+    fraction = dict(kind.vgpu_types)[layout]
+    count = int(round(1 / fraction))
+    return (SliceSet(layout, kind.resource_class(layout), count,
+                     1.0 / count),)
+
+
+def layout_names(kind):
+    if kind.mode == MIG:
+        return tuple(MIG_LAYOUTS)
+    return tuple(reversed([name for name, _ in kind.vgpu_types]))
+
+
+def make_host(name, kind, cpu_milli, memory_mib, layouts):
+    """A host of ``kind`` whose GPUs have ``layouts`` (one per GPU)."""
+    gpus = []
+    half = max(1, len(layouts) // 2)
+    for index, layout in enumerate(layouts):
+        clique = None
+        if kind.clique_size and len(layouts) > 1:
+            clique = '%s_%d' % (name, index // kind.clique_size)
+        gpus.append(FleetGpu(
+            address=gpu_address(index), layout=layout,
+            slices=layout_slices(kind, layout), clique=clique,
+            numa_node=0 if index < half else 1))
+    return FleetHost(name=name, kind=kind, cpu_milli=cpu_milli,
+                     memory_mib=memory_mib, gpus=tuple(gpus))
+
+
+# --- requests -------------------------------------------------------------
+
+def kinds_for(task, kind_names):
+    """Kinds (of ``kind_names``) whose GPUs a task may use."""
+    allowed = kind_names
+    if task.gpu_spec:
+        wanted = {TRACE_MODELS.get(model) for model in task.gpu_spec}
+        allowed = [k for k in kind_names if k in wanted]
+    if task.num_gpu > 1:
+        allowed = [k for k in allowed
+                   if KINDS[k].clique_size >= task.num_gpu]
+    return list(allowed)
+
+
+def gpu_groups(task, kind):
+    """``[(resource class, units), ...]``, one per request group."""
+    if task.num_gpu == 0:
+        return []
+    if task.num_gpu == 1:
+        name = kind.slice_for(task.gpu_milli)
+        return [(kind.resource_class(name), 1)]
+    rc = kind.resource_class(kind.whole_slice)
+    return [(rc, 1)] * task.num_gpu
+
+
+def slice_share(kind, slice_name):
+    """GPU share of one unit in the layout a task of it would use."""
+    if kind.mode == MIG:
+        return MIG_GEOMETRY[slice_name][0] / MIG_SLICES
+    return dict(kind.vgpu_types)[slice_name]
+
+
+# --- layout planning --------------------------------------------------------
+
+def demand_by_kind(tasks, kind_gpus):
+    """Expected units of each slice per kind: a task's demand is split
+    over the kinds it may use, in proportion to their GPUs.
+    """
+    demand = collections.defaultdict(collections.Counter)
+    names = sorted(kind_gpus)
+    for task in tasks:
+        if task.num_gpu == 0:
+            continue
+        allowed = kinds_for(task, names)
+        total = sum(kind_gpus[k] for k in allowed)
+        for name in allowed:
+            kind = KINDS[name]
+            weight = kind_gpus[name] / total
+            if task.num_gpu == 1:
+                demand[name][kind.slice_for(task.gpu_milli)] += weight
+            else:
+                demand[name][kind.whole_slice] += weight * task.num_gpu
+    return demand
+
+
+def _gpus_per_layout(kind, units):
+    """GPUs of each layout to serve ``units`` ({slice: count})."""
+    if kind.mode == VGPU:
+        fractions = dict(kind.vgpu_types)
+        return {name: units.get(name, 0) * fractions[name]
+                for name in fractions}
+    need = {'whole': units.get('7g.80gb', 0),
+            '4g-3g': units.get('4g.40gb', 0)}
+    need['3g-x2'] = max(0.0, units.get('3g.40gb', 0) - need['4g-3g']) / 2
+    need['2g-x3-1g'] = units.get('2g.20gb', 0) / 3
+    need['all-1g'] = max(0.0, units.get('1g.10gb', 0)
+                         - need['2g-x3-1g']) / 7
+    return need
+
+
+def plan_layouts(kind, gpus, units):
+    """``gpus`` layout names, in proportion to the demand ``units``,
+    largest layouts first (largest remainder rounding).
+    """
+    need = _gpus_per_layout(kind, units)
+    total = sum(need.values())
+    order = layout_names(kind)
+    if total <= 0:
+        return [order[0]] * gpus
+    exact = {name: need.get(name, 0) * gpus / total for name in order}
+    counts = {name: int(exact[name]) for name in order}
+    rest = gpus - sum(counts.values())
+    for name in sorted(order, key=lambda n: exact[n] - counts[n],
+                       reverse=True)[:rest]:
+        counts[name] += 1
+    return [name for name in order for _ in range(counts[name])]
+
+
+def build_from_nodes(nodes, tasks=(), scale=1.0, seed=0):
+    """A fleet from trace nodes; ``scale`` < 1 keeps that share of the
+    nodes of each (model, GPUs) group, chosen with ``seed``.
+    """
+    chosen = nodes
+    if scale < 1.0:
+        rng = random.Random(seed)
+        groups = collections.defaultdict(list)
+        for node in nodes:
+            groups[(node.model, node.gpus)].append(node)
+        chosen = []
+        for key in sorted(groups):
+            members = groups[key]
+            keep = max(1, int(round(len(members) * scale)))
+            chosen.extend(rng.sample(members, keep))
+        chosen.sort(key=lambda n: n.name)
+    kind_gpus = collections.Counter()
+    for node in chosen:
+        kind_gpus[TRACE_MODELS[node.model]] += node.gpus
+    demand = demand_by_kind(tasks, kind_gpus)
+    layouts = {name: plan_layouts(KINDS[name], count, demand[name])
+               for name, count in kind_gpus.items()}
+    # Largest hosts take the largest layouts, so whole GPUs sit together
+    # where multi-GPU tasks need a clique of them.
+    hosts = []
+    for node in sorted(chosen, key=lambda n: (-n.gpus, n.name)):
+        kind_name = TRACE_MODELS[node.model]
+        mine, layouts[kind_name] = (layouts[kind_name][:node.gpus],
+                                    layouts[kind_name][node.gpus:])
+        hosts.append(make_host(node.name, KINDS[kind_name], node.cpu_milli,
+                               node.memory_mib, mine))
+    hosts.sort(key=lambda h: h.name)
+    return Fleet(hosts=hosts)
+
+
+def parse_fleet_spec(text):
+    """``KIND:LAYOUT:GPUS:HOSTS[,...]`` (``LAYOUT`` a MIG layout or vGPU
+    type, or ``mixed`` to cycle through them) into a fleet of hosts with
+    96 cores and 512 GiB each.
+    """
+    hosts = []
+    for index, part in enumerate(p for p in text.split(',') if p.strip()):
+        fields = part.strip().split(':')
+        if len(fields) != 4:
+            raise LayoutError('fleet entry %r is not KIND:LAYOUT:GPUS:HOSTS'
+                              % part)
+        kind_name, layout, gpus, count = fields
+        if kind_name not in KINDS:
+            raise LayoutError('unknown kind %r; known: %s'
+                              % (kind_name, ', '.join(sorted(KINDS))))
+        kind = KINDS[kind_name]
+        names = layout_names(kind)
+        if layout != 'mixed' and layout not in names:
+            raise LayoutError('unknown layout %r for %s; known: mixed, %s'
+                              % (layout, kind_name, ', '.join(names)))
+        try:
+            gpus, count = int(gpus), int(count)
+        except ValueError:
+            raise LayoutError('GPUS and HOSTS of %r must be integers' % part)
+        for number in range(count):
+            if layout == 'mixed':
+                per_gpu = [names[i % len(names)] for i in range(gpus)]
+            else:
+                per_gpu = [layout] * gpus
+            hosts.append(make_host('%s-%d-%03d' % (kind_name, index, number),
+                                   kind, 96000, 512 * 1024, per_gpu))
+    if not hosts:
+        raise LayoutError('empty fleet')
+    return Fleet(hosts=hosts)

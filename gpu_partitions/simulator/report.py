@@ -1,0 +1,148 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""Table, JSON and PNG plots of a simulation result.
+
+A result is a plain dict (see :func:`gpu_partitions.simulator.simulate`);
+files are written to a temporary name and renamed, so a failed run leaves
+no partial file behind.
+"""
+
+import json
+import os
+import tempfile
+
+
+def table(result):
+    """The result as text: one line per policy, then the bound."""
+    protocol = result['protocol']
+    head = '%s protocol, %s, fleet %d hosts / %d GPUs, seed %s; ' % (
+        protocol, os.path.basename(result['trace']),
+        result['fleet']['hosts'], result['fleet']['gpus'], result['seed'])
+    if protocol == 'replay':
+        head += ('fewest free whole GPUs and large slices over the '
+                 'replay')
+        lines = ['%-16s %-9s %9s %9s %11s %12s %8s' % (
+            'policy', 'family', 'placed', 'failed', 'free GPUs',
+            'free large', 'seconds')]
+        for name, outcome in result['policies'].items():
+            samples = outcome['over_time']
+            lines.append('%-16s %-9s %9d %9d %11d %12d %8.1f' % (
+                name, outcome['family'], outcome['placed'],
+                outcome['failed'],
+                min(s['free_whole_gpus'] for s in samples),
+                min(s['free_large_slices'] for s in samples),
+                outcome['seconds']))
+        return '\n'.join([head] + lines)
+    head += ('unallocated GPU share at %s%% arrived workload'
+             % result['arrived_at_end'])
+    lines = ['%-16s %-9s %13s %9s %9s %8s' % (
+        'policy', 'family', 'unallocated%', 'placed', 'failed', 'seconds')]
+    for name, outcome in result['policies'].items():
+        lines.append('%-16s %-9s %13.2f %9d %9d %8.1f' % (
+            name, outcome['family'], outcome['unallocated_at_end'],
+            outcome['placed'], outcome['failed'], outcome['seconds']))
+    if result.get('bound'):
+        lines.append('%-16s %-9s %13.2f' % (
+            'bound', 'offline', result['bound'][-1][1]))
+    return '\n'.join([head] + lines)
+
+
+def _atomic_write(path, write):
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(dir=directory, suffix='.tmp')
+    # mkstemp makes the file private; give it the usual mode.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
+    try:
+        with os.fdopen(handle, 'wb') as stream:
+            write(stream)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def write_json(result, path):
+    _atomic_write(path, lambda stream: stream.write(
+        json.dumps(result, indent=1, sort_keys=True).encode()))
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use('Agg')
+    from matplotlib import pyplot
+    return pyplot
+
+
+def write_plots(result, prefix):
+    """``<prefix>-unallocated.png`` (arrivals) and ``<prefix>-free.png``
+    (free whole GPUs and free large slices per step); the paths.
+    """
+    pyplot = _pyplot()
+    written = []
+    policies = result['policies']
+    if result['protocol'] == 'arrivals':
+        figure, axes = pyplot.subplots(figsize=(7, 4.5))
+        for name, outcome in policies.items():
+            xs = [x for x, _ in outcome['curve']]
+            ys = [y for _, y in outcome['curve']]
+            style = '-' if outcome['family'] == 'ours' else '--'
+            axes.plot(xs, ys, style, label=name, linewidth=1.2)
+        if result.get('bound'):
+            axes.plot([x for x, _ in result['bound']],
+                      [y for _, y in result['bound']], 'k:', linewidth=2,
+                      label='bound (relaxation)')
+        axes.plot([0, 100], [100, 0], color='0.8', linewidth=0.8,
+                  label='ideal (100 - arrived)')
+        axes.set_xlabel('arrived workload (% of fleet GPUs)')
+        axes.set_ylabel('unallocated GPU share (%)')
+        axes.set_xlim(60, result['arrived_at_end'])
+        axes.set_ylim(0, 40)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7, ncol=2)
+        axes.set_title('%s: unallocated GPUs vs arrived workload'
+                       % os.path.basename(result['trace']), fontsize=9)
+        written.append(_save(pyplot, figure, prefix + '-unallocated.png'))
+    figure, (top, bottom) = pyplot.subplots(2, 1, figsize=(7, 6),
+                                            sharex=True)
+    for name, outcome in policies.items():
+        samples = outcome['over_time']
+        if not samples:
+            continue
+        if result['protocol'] == 'replay':
+            xs = [s['time'] / 3600.0 for s in samples]
+        else:
+            xs = [x for x, _ in outcome['curve']][:len(samples)]
+        style = '-' if outcome['family'] == 'ours' else '--'
+        top.plot(xs, [s['free_whole_gpus'] for s in samples], style,
+                 label=name, linewidth=1)
+        bottom.plot(xs, [s['free_large_slices'] for s in samples], style,
+                    label=name, linewidth=1)
+    top.set_ylabel('free whole GPUs')
+    bottom.set_ylabel('free large slices\n(MIG >= 3g, vGPU >= 1/2)')
+    bottom.set_xlabel('hours' if result['protocol'] == 'replay'
+                      else 'arrived workload (% of fleet GPUs)')
+    top.grid(alpha=0.3)
+    bottom.grid(alpha=0.3)
+    top.legend(fontsize=7, ncol=2)
+    written.append(_save(pyplot, figure, prefix + '-free.png'))
+    return written
+
+
+def _save(pyplot, figure, path):
+    figure.tight_layout()
+    _atomic_write(path, lambda stream: figure.savefig(
+        stream, format='png', dpi=90))
+    pyplot.close(figure)
+    return path

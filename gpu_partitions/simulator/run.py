@@ -1,0 +1,505 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""The two protocols, the offline bound and the measurements.
+
+*Arrivals* (FGD's protocol): tasks drawn from the trace with replacement
+(seeded) arrive until the GPUs they ask for reach ``target`` times the
+fleet's GPUs; nothing departs; a task that fits nowhere is dropped. The
+curve is the unallocated GPU share against the arrived workload (both in
+% of the fleet's GPUs). *Replay*: the trace's own creation and deletion
+times. Every policy sees the same tasks in the same order and tries the
+same kinds in the same order (a task that names no GPU model tries the
+kinds in a seeded order weighted by their GPUs, like a user trying one
+flavor after another).
+
+The *bound* is a relaxation no online policy can beat: the arrived tasks
+spread over the fleet's slices by a linear program that keeps how many
+slices of each kind the fleet has and the CPU and memory of each kind
+(summed over its hosts), and ignores host boundaries, cliques, arrival
+order and integrality. It maximises the allocated GPU share.
+"""
+
+import collections
+import dataclasses
+import random
+import sys
+import time
+
+from gpu_partitions.simulator import fleet as fleet_mod
+from gpu_partitions.simulator import placement as placement_mod
+from gpu_partitions.simulator import policies as policies_mod
+from gpu_partitions.simulator import scheduler as scheduler_mod
+import placement_traits
+
+ARRIVALS = 'arrivals'
+REPLAY = 'replay'
+LARGE_SHARE = 3 / 7 - 1e-9   # 3g and larger MIG slices, 1/2 and 1 vGPU
+
+
+class Progress:
+    """A one-line progress bar on stderr."""
+
+    def __init__(self, total, stream=None, enabled=True):
+        self.total = max(1, total)
+        self.done = 0
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self._shown = -1
+        self._start = time.monotonic()
+        self.label = ''
+
+    def step(self, count=1):
+        self.done += count
+        percent = int(100 * self.done / self.total)
+        if self.enabled and percent != self._shown:
+            self._shown = percent
+            bar = '#' * (percent // 4)
+            self.stream.write('\r%-16s [%-25s] %3d%% %5.0fs' % (
+                self.label[:16], bar, percent,
+                time.monotonic() - self._start))
+            self.stream.flush()
+
+    def close(self):
+        if self.enabled:
+            self.stream.write('\n')
+            self.stream.flush()
+
+
+@dataclasses.dataclass
+class Outcome:
+    policy: str
+    curve: list = dataclasses.field(default_factory=list)
+    over_time: list = dataclasses.field(default_factory=list)
+    placed: int = 0
+    failed: int = 0
+    failed_gpu_tasks: int = 0
+    decisions: list = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def final_unallocated(self):
+        return self.curve[-1][1] if self.curve else None
+
+    def to_dict(self):
+        return {'curve': self.curve, 'over_time': self.over_time,
+                'placed': self.placed, 'failed': self.failed,
+                'failed_gpu_tasks': self.failed_gpu_tasks,
+                'unallocated_at_end': self.final_unallocated,
+                'seconds': round(self.seconds, 2)}
+
+
+class FleetState:
+    """Shares of the fleet in use, from the claims written."""
+
+    def __init__(self, fleet):
+        self.gpus = fleet.gpu_count
+        self.share = {}
+        self.gpu_of = {}
+        self.large = {}
+        for host in fleet.hosts:
+            for gpu in host.gpus:
+                for slice_set in gpu.slices:
+                    rp = placement_mod.provider_uuid(
+                        placement_traits.provider_name(
+                            host.name, gpu.address, slice_set.name))
+                    self.share[rp] = slice_set.share
+                    self.gpu_of[rp] = (host.name, gpu.address)
+                    if slice_set.share >= LARGE_SHARE:
+                        self.large[rp] = slice_set.count
+        self.allocated = 0.0
+        self.gpu_used = collections.Counter()
+        self.large_used = collections.Counter()
+
+    def apply(self, allocation, sign):
+        for rp, alloc in allocation['allocations'].items():
+            if rp not in self.share:
+                continue
+            units = sum(alloc['resources'].values())
+            self.allocated += sign * units * self.share[rp]
+            self.gpu_used[self.gpu_of[rp]] += sign * units
+            if rp in self.large:
+                self.large_used[rp] += sign * units
+
+    @property
+    def unallocated(self):
+        return max(0.0, 1.0 - self.allocated / self.gpus)
+
+    def free_whole_gpus(self):
+        return self.gpus - sum(1 for n in self.gpu_used.values() if n > 0)
+
+    def free_large_slices(self):
+        return sum(count - self.large_used[rp]
+                   for rp, count in self.large.items())
+
+
+def kind_order(task, kind_gpus, rng):
+    """Kinds to try for ``task``, weighted by their GPUs, seeded."""
+    allowed = fleet_mod.kinds_for(task, sorted(kind_gpus))
+    order = []
+    while allowed:
+        weights = [kind_gpus[k] for k in allowed]
+        pick = rng.choices(allowed, weights=weights)[0]
+        order.append(pick)
+        allowed.remove(pick)
+    return order
+
+
+def requests_for(task, kind_gpus, seed, index):
+    """The resource requests ``task`` tries, in order."""
+    root = tuple((rc, amount) for rc, amount in (
+        ('VCPU', task.cpu_milli), ('MEMORY_MB', task.memory_mib))
+        if amount > 0)
+    if task.num_gpu == 0:
+        return [placement_mod.ResourceRequest(root=root)]
+    rng = random.Random('%s/%d' % (seed, index))
+    return [placement_mod.ResourceRequest(
+        root=root,
+        groups=tuple(fleet_mod.gpu_groups(task, fleet_mod.KINDS[name])))
+        for name in kind_order(task, kind_gpus, rng)]
+
+
+def arrival_sequence(tasks, gpus, target, seed):
+    """Tasks drawn with replacement until their GPUs reach ``target`` x
+    ``gpus``.
+    """
+    rng = random.Random(seed)
+    sequence = []
+    asked = 0.0
+    if not any(t.gpu_share for t in tasks):
+        raise ValueError('the trace has no GPU task')
+    while asked < target * gpus - 1e-9:
+        task = rng.choice(tasks)
+        sequence.append(task)
+        asked += task.gpu_share
+    return sequence
+
+
+class Runner:
+    """Runs policies over one fleet and task list with one seed."""
+
+    def __init__(self, fleet, tasks, seed=0, placement_factory=None,
+                 progress=None, keep_decisions=False):
+        self.fleet = fleet
+        self.tasks = tasks
+        self.seed = seed
+        self.kind_gpus = fleet.kinds()
+        self.placement_factory = (placement_factory
+                                  or placement_mod.InMemoryPlacement
+                                  .from_fleet)
+        self.workloads = policies_mod.typical_tasks(
+            tasks, sorted(self.kind_gpus))
+        self.progress = progress
+        self.keep_decisions = keep_decisions
+
+    def _scheduler(self, policy):
+        placement = self.placement_factory(self.fleet)
+        self._last_placement = placement
+        return scheduler_mod.Scheduler(
+            self.fleet, placement, policy, seed=self.seed,
+            workloads=self.workloads,
+            root_of=getattr(placement, 'root_of', None)), placement
+
+    def _place(self, scheduler, outcome, state, consumer, task, index):
+        for request in requests_for(task, self.kind_gpus, self.seed, index):
+            placed = scheduler.schedule(consumer, task, request)
+            if placed is not None:
+                state.apply(placed[1], +1)
+                outcome.placed += 1
+                if self.keep_decisions:
+                    outcome.decisions.append((consumer, _decision(
+                        scheduler.placement, placed[1])))
+                return True
+        outcome.failed += 1
+        if task.num_gpu:
+            outcome.failed_gpu_tasks += 1
+        if self.keep_decisions:
+            outcome.decisions.append((consumer, None))
+        return False
+
+    def arrivals(self, policy, target=1.0, steps=100):
+        sequence = arrival_sequence(self.tasks, self.fleet.gpu_count,
+                                    target, self.seed)
+        scheduler, _ = self._scheduler(policy)
+        outcome = Outcome(policy.name)
+        state = FleetState(self.fleet)
+        started = time.monotonic()
+        asked = 0.0
+        next_mark = 1
+        for index, task in enumerate(sequence):
+            asked += task.gpu_share
+            self._place(scheduler, outcome, state, 'task-%d' % index, task,
+                        index)
+            arrived = asked / self.fleet.gpu_count
+            while next_mark <= steps * target and (
+                    arrived >= next_mark / steps - 1e-9
+                    or index == len(sequence) - 1):
+                outcome.curve.append([round(100.0 * next_mark / steps, 3),
+                                      round(100 * state.unallocated, 3)])
+                outcome.over_time.append(self._sample(index, state, outcome))
+                next_mark += 1
+            if self.progress is not None:
+                self.progress.step()
+        outcome.seconds = time.monotonic() - started
+        return outcome
+
+    def replay(self, policy, samples=200, speedup=1.0):
+        """The trace's own times; ``speedup`` divides the gaps between
+        creations and keeps each task's lifetime (the openb trace alone
+        never fills its cluster: 66 GPUs at most run at once).
+        """
+        events = []
+        for index, task in enumerate(self.tasks):
+            if task.creation_time is None:
+                continue
+            start = task.creation_time / speedup
+            events.append((start, 1, index))
+            if task.deletion_time is not None:
+                events.append((start + task.deletion_time
+                               - task.creation_time, 0, index))
+        if not events:
+            raise ValueError('the trace has no creation times to replay')
+        events.sort()
+        scheduler, _ = self._scheduler(policy)
+        outcome = Outcome(policy.name)
+        state = FleetState(self.fleet)
+        started = time.monotonic()
+        every = max(1, len(events) // samples)
+        asked = 0.0
+        for number, (moment, is_creation, index) in enumerate(events):
+            task = self.tasks[index]
+            consumer = 'task-%d' % index
+            if is_creation:
+                asked += task.gpu_share
+                self._place(scheduler, outcome, state, consumer, task, index)
+                if self.progress is not None:
+                    self.progress.step()
+            else:
+                allocation = scheduler.release(consumer)
+                if allocation is not None:
+                    state.apply(allocation, -1)
+            if number % every == 0 or number == len(events) - 1:
+                sample = self._sample(number, state, outcome)
+                sample['time'] = moment
+                outcome.over_time.append(sample)
+        outcome.curve.append([round(100 * asked / self.fleet.gpu_count, 3),
+                              round(100 * state.unallocated, 3)])
+        outcome.seconds = time.monotonic() - started
+        return outcome
+
+    @staticmethod
+    def _sample(index, state, outcome):
+        return {'event': index,
+                'unallocated': round(100 * state.unallocated, 3),
+                'free_whole_gpus': state.free_whole_gpus(),
+                'free_large_slices': state.free_large_slices(),
+                'failed': outcome.failed}
+
+    def bound(self, target=1.0, steps=10):
+        """``[[arrived %, lowest unallocated %], ...]`` of the relaxation
+        at every ``100/steps`` % of arrived workload.
+        """
+        sequence = arrival_sequence(self.tasks, self.fleet.gpu_count,
+                                    target, self.seed)
+        curve = []
+        asked = 0.0
+        marks = [target * 100 * (i + 1) / steps for i in range(steps)]
+        prefix = []
+        for task in sequence:
+            asked += task.gpu_share
+            prefix.append(task)
+            while marks and (100 * asked / self.fleet.gpu_count
+                             >= marks[0] - 1e-9 or len(prefix)
+                             == len(sequence)):
+                allocated = relaxed_allocation(self.fleet, prefix)
+                curve.append([round(marks.pop(0), 3),
+                              round(100 * max(0.0, 1 - allocated
+                                              / self.fleet.gpu_count), 3)])
+        return curve
+
+
+def _decision(placement, allocation):
+    names = placement.names
+    return sorted((names[rp], rc, amount)
+                  for rp, alloc in allocation['allocations'].items()
+                  for rc, amount in alloc['resources'].items())
+
+
+def relaxed_allocation(fleet, tasks):
+    """Most GPUs (a float) the tasks can take when only the slice counts,
+    CPU and memory of each kind matter (summed over its hosts): a linear
+    program over task classes and slice pools.
+    """
+    from scipy import optimize
+
+    pools = collections.Counter()       # (kind, slice, share) -> units
+    cpu = collections.Counter()
+    memory = collections.Counter()
+    for host in fleet.hosts:
+        cpu[host.kind.name] += host.cpu_milli
+        memory[host.kind.name] += host.memory_mib
+        for gpu in host.gpus:
+            for slice_set in gpu.slices:
+                pools[(host.kind.name, slice_set.name,
+                       round(slice_set.share, 9))] += slice_set.count
+    classes = collections.Counter(
+        (t.num_gpu, t.gpu_milli, t.gpu_spec, t.cpu_milli, t.memory_mib)
+        for t in tasks if t.num_gpu)
+    kinds = sorted(cpu)
+    ordered = sorted(classes)
+    pool_keys = sorted(pools)
+    variables = []   # (class index, pool key, units per task, share)
+    for c, (num_gpu, milli, spec, _, _) in enumerate(ordered):
+        probe = _probe_task(num_gpu, milli, spec)
+        for kind_name in fleet_mod.kinds_for(probe, kinds):
+            kind = fleet_mod.KINDS[kind_name]
+            wanted = (kind.slice_for(milli) if num_gpu == 1
+                      else kind.whole_slice)
+            for key in pool_keys:
+                if key[0] == kind_name and key[1] == wanted:
+                    variables.append((c, key, num_gpu, key[2] * num_gpu))
+    if not variables:
+        return 0.0
+    # Rows: one per class (tasks of it), per pool (units), per kind (CPU
+    # and memory).
+    row_of_pool = {key: len(ordered) + i for i, key in enumerate(pool_keys)}
+    row_of_cpu = {k: len(ordered) + len(pool_keys) + 2 * i
+                  for i, k in enumerate(kinds)}
+    limits = ([classes[key] for key in ordered]
+              + [pools[key] for key in pool_keys])
+    for kind_name in kinds:
+        limits += [cpu[kind_name], memory[kind_name]]
+    rows, columns, values = [], [], []
+    for j, (c, key, units, _) in enumerate(variables):
+        _, _, _, task_cpu, task_memory = ordered[c]
+        for row, value in ((c, 1.0), (row_of_pool[key], float(units)),
+                           (row_of_cpu[key[0]], float(task_cpu)),
+                           (row_of_cpu[key[0]] + 1, float(task_memory))):
+            rows.append(row)
+            columns.append(j)
+            values.append(value)
+    from scipy import sparse
+    matrix = sparse.csr_matrix((values, (rows, columns)),
+                               shape=(len(limits), len(variables)))
+    result = optimize.linprog(
+        c=[-share for _, _, _, share in variables], A_ub=matrix,
+        b_ub=limits, bounds=(0, None), method='highs')
+    if not result.success:
+        raise RuntimeError('bound: %s' % result.message)
+    return -result.fun
+
+
+def _probe_task(num_gpu, milli, spec):
+    from gpu_partitions.simulator import trace
+    return trace.Task(name='probe', cpu_milli=0, memory_mib=0,
+                      num_gpu=num_gpu, gpu_milli=milli, gpu_spec=spec)
+
+
+# --- one call for the command and the benchmark -----------------------------
+
+_SHARED = {}
+HASH_SEED = 0
+
+
+def _init_worker(counter):
+    _SHARED['counter'] = counter
+
+
+class _CounterProgress:
+    """Counts steps into a shared counter (a worker's progress)."""
+
+    def __init__(self, counter):
+        self.counter = counter
+        self._pending = 0
+
+    def step(self, count=1):
+        self._pending += count
+        if self._pending >= 20:
+            with self.counter.get_lock():
+                self.counter.value += self._pending
+            self._pending = 0
+
+
+def _run_one(fleet, tasks, seed, protocol, policy_name, target, speedup):
+    counter = _SHARED.get('counter')
+    progress = _CounterProgress(counter) if counter is not None else None
+    runner = Runner(fleet, tasks, seed=seed, progress=progress)
+    policy = policies_mod.POLICIES[policy_name]
+    if protocol == ARRIVALS:
+        outcome = runner.arrivals(policy, target=target)
+    else:
+        outcome = runner.replay(policy, speedup=speedup)
+    data = outcome.to_dict()
+    data['family'] = policy.family
+    return policy_name, data
+
+
+def simulate(fleet, tasks, policy_names, protocol=ARRIVALS, seed=0,
+             target=1.0, jobs=1, show_progress=True, trace_path='',
+             scale=1.0, speedup=1.0):
+    """Run every policy (in ``jobs`` processes) and the bound; a dict
+    ready for :mod:`gpu_partitions.simulator.report`.
+    """
+    import concurrent.futures
+    import multiprocessing
+    import os
+
+    unknown = [n for n in policy_names if n not in policies_mod.POLICIES]
+    if unknown:
+        raise ValueError('unknown policies: %s; known: %s' % (
+            ', '.join(unknown), ', '.join(policies_mod.POLICIES)))
+    if protocol == ARRIVALS:
+        steps = len(arrival_sequence(tasks, fleet.gpu_count, target, seed))
+    else:
+        steps = sum(1 for t in tasks if t.creation_time is not None)
+    progress = Progress(steps * len(policy_names), enabled=show_progress)
+    progress.label = protocol
+    # Fresh interpreters with a fixed hash seed: the scoring functions
+    # iterate over sets of strings while summing floats, so ties among
+    # equal placements otherwise depend on the process's hash seed.
+    context = multiprocessing.get_context('spawn')
+    counter = context.Value('l', 0)
+    outcomes = {}
+    saved = os.environ.get('PYTHONHASHSEED')
+    os.environ['PYTHONHASHSEED'] = str(HASH_SEED)
+    try:
+        pool = concurrent.futures.ProcessPoolExecutor(
+            max_workers=max(1, jobs), mp_context=context,
+            initializer=_init_worker, initargs=(counter,))
+        futures = [pool.submit(_run_one, fleet, tasks, seed, protocol, name,
+                               target, speedup) for name in policy_names]
+    finally:
+        if saved is None:
+            del os.environ['PYTHONHASHSEED']
+        else:
+            os.environ['PYTHONHASHSEED'] = saved
+    with pool:
+        pending = set(futures)
+        while pending:
+            done, pending = concurrent.futures.wait(pending, timeout=0.5)
+            progress.step(counter.value - progress.done)
+        for future in futures:
+            name, data = future.result()
+            outcomes[name] = data
+    progress.step(progress.total - progress.done)
+    progress.close()
+    result = {
+        'protocol': protocol, 'trace': trace_path, 'seed': seed,
+        'scale': scale, 'target': target, 'speedup': speedup,
+        'fleet': fleet.summary(),
+        'policies': outcomes,
+        'arrived_at_end': (round(100 * target, 3) if protocol == ARRIVALS
+                           else max(o['curve'][-1][0]
+                                    for o in outcomes.values())),
+    }
+    if protocol == ARRIVALS:
+        result['bound'] = Runner(fleet, tasks, seed=seed).bound(target)
+    return result

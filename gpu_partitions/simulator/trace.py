@@ -1,0 +1,246 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""Strict readers of the Alibaba ``openb`` node and pod files.
+
+Node files: ``sn,cpu_milli,memory_mib,gpu,model``. Pod files: either the
+long form ``name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,
+pod_phase,creation_time,deletion_time,scheduled_time`` or the short form
+``name,cpu_milli,memory_mib,num_gpu,gpu_milli`` (the multigpu traces).
+
+Anything odd is refused with :class:`TraceError`, which names the file,
+the line (1 is the header) and the column (1-based, with its name), so
+the run stops before any result is written.
+"""
+
+import csv
+import dataclasses
+import os
+
+NODE_COLUMNS = ('sn', 'cpu_milli', 'memory_mib', 'gpu', 'model')
+POD_COLUMNS = ('name', 'cpu_milli', 'memory_mib', 'num_gpu', 'gpu_milli',
+               'gpu_spec', 'qos', 'pod_phase', 'creation_time',
+               'deletion_time', 'scheduled_time')
+SHORT_POD_COLUMNS = POD_COLUMNS[:5]
+
+# Where CI and a checkout beside ../shared find the trace.
+DEFAULT_TRACE_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))),
+    os.pardir, 'shared', 'traces', 'alibaba-openb-2023')
+TRACE_DIR_ENV = 'GPU_PARTITIONS_TRACE_DIR'
+
+
+class TraceError(ValueError):
+    """A node or pod file that cannot be read, with where and why."""
+
+    def __init__(self, path, line, column, message):
+        self.path = path
+        self.line = line
+        self.column = column
+        where = path
+        if line is not None:
+            where += ', line %d' % line
+        if column is not None:
+            where += ', column %s' % column
+        super().__init__('%s: %s' % (where, message))
+
+
+@dataclasses.dataclass(frozen=True)
+class Node:
+    name: str
+    cpu_milli: int
+    memory_mib: int
+    gpus: int
+    model: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One pod of the trace. ``gpu_milli`` is per GPU (1000 = one GPU);
+    ``gpu_spec`` the allowed models (empty: any); times in seconds, None
+    when the file has none.
+    """
+    name: str
+    cpu_milli: int
+    memory_mib: int
+    num_gpu: int
+    gpu_milli: int
+    gpu_spec: tuple = ()
+    creation_time: int | None = None
+    deletion_time: int | None = None
+
+    @property
+    def gpu_share(self):
+        """GPUs the task asks for (0.47 for 470 milli of one GPU)."""
+        if self.num_gpu == 0:
+            return 0.0
+        if self.num_gpu == 1:
+            return self.gpu_milli / 1000.0
+        return float(self.num_gpu)
+
+
+def trace_dir(explicit=None):
+    """The directory of the openb files: ``explicit``, else
+    ``$GPU_PARTITIONS_TRACE_DIR``, else ``../shared/traces/...`` beside
+    the repository.
+    """
+    return os.path.abspath(
+        explicit or os.environ.get(TRACE_DIR_ENV) or DEFAULT_TRACE_DIR)
+
+
+def default_node_file(directory=None):
+    return os.path.join(trace_dir(directory), 'openb_node_list_gpu_node.csv')
+
+
+def pod_file(name, directory=None):
+    """``default`` gives ``openb_pod_list_default.csv`` of the trace dir;
+    a path to a file is returned as is.
+    """
+    if os.sep in name or name.endswith('.csv'):
+        return name
+    return os.path.join(trace_dir(directory),
+                        'openb_pod_list_%s.csv' % name)
+
+
+class _Reader:
+    """Rows of a CSV file with the position of each cell."""
+
+    def __init__(self, path, columns_options):
+        self.path = path
+        try:
+            with open(path, newline='', encoding='utf-8') as stream:
+                self.rows = list(csv.reader(stream))
+        except OSError as error:
+            raise TraceError(path, None, None, 'cannot read: %s'
+                             % error.strerror)
+        except (UnicodeDecodeError, csv.Error) as error:
+            raise TraceError(path, None, None, 'not a CSV file: %s' % error)
+        if not self.rows:
+            raise TraceError(path, 1, None, 'empty file, expected a header')
+        header = tuple(cell.strip() for cell in self.rows[0])
+        for columns in columns_options:
+            if header == columns:
+                self.columns = columns
+                break
+        else:
+            raise TraceError(
+                path, 1, None, 'header is %s; expected %s' % (
+                    ','.join(header),
+                    ' or '.join(','.join(c) for c in columns_options)))
+
+    def records(self):
+        for index, row in enumerate(self.rows[1:], start=2):
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if len(row) != len(self.columns):
+                raise TraceError(self.path, index, None,
+                                 'has %d fields; the header has %d'
+                                 % (len(row), len(self.columns)))
+            yield index, dict(zip(self.columns, (c.strip() for c in row)))
+
+    def error(self, line, column, message):
+        position = '%d (%s)' % (self.columns.index(column) + 1, column)
+        return TraceError(self.path, line, position, message)
+
+    def integer(self, line, record, column, minimum=0, optional=False):
+        text = record[column]
+        if text == '' and optional:
+            return None
+        try:
+            value = int(text)
+        except ValueError:
+            raise self.error(line, column, '%r is not an integer' % text)
+        if value < minimum:
+            raise self.error(line, column, '%d is below %d' % (value,
+                                                               minimum))
+        return value
+
+    def name(self, line, record, column):
+        if not record[column]:
+            raise self.error(line, column, 'is empty')
+        return record[column]
+
+
+def read_nodes(path, known_models=None):
+    """The nodes of a node file; ``known_models`` (a container) refuses
+    any other model name.
+    """
+    reader = _Reader(path, (NODE_COLUMNS,))
+    nodes = []
+    seen = set()
+    for line, record in reader.records():
+        name = reader.name(line, record, 'sn')
+        if name in seen:
+            raise reader.error(line, 'sn', 'node %r is listed twice' % name)
+        seen.add(name)
+        model = reader.name(line, record, 'model')
+        if known_models is not None and model not in known_models:
+            raise reader.error(line, 'model', 'unknown GPU model %r; known: '
+                               '%s' % (model, ', '.join(sorted(known_models))))
+        nodes.append(Node(
+            name=name,
+            cpu_milli=reader.integer(line, record, 'cpu_milli', 1),
+            memory_mib=reader.integer(line, record, 'memory_mib', 1),
+            gpus=reader.integer(line, record, 'gpu', 1),
+            model=model))
+    if not nodes:
+        raise TraceError(path, None, None, 'no node in the file')
+    return nodes
+
+
+def read_tasks(path, known_models=None):
+    """The tasks of a pod file (long or short form)."""
+    reader = _Reader(path, (POD_COLUMNS, SHORT_POD_COLUMNS))
+    timed = reader.columns == POD_COLUMNS
+    tasks = []
+    for line, record in reader.records():
+        num_gpu = reader.integer(line, record, 'num_gpu')
+        gpu_milli = reader.integer(line, record, 'gpu_milli')
+        if gpu_milli > 1000:
+            raise reader.error(line, 'gpu_milli',
+                               '%d is above 1000 (one GPU)' % gpu_milli)
+        if num_gpu > 1 and gpu_milli != 1000:
+            raise reader.error(line, 'gpu_milli',
+                               'a task of %d GPUs must take whole GPUs '
+                               '(1000), not %d' % (num_gpu, gpu_milli))
+        if num_gpu == 1 and gpu_milli == 0:
+            raise reader.error(line, 'gpu_milli',
+                               'is 0 for a task of one GPU')
+        if num_gpu == 0 and gpu_milli != 0:
+            raise reader.error(line, 'gpu_milli',
+                               'is %d for a task of no GPU' % gpu_milli)
+        spec = ()
+        creation = deletion = None
+        if timed:
+            spec = tuple(m for m in record['gpu_spec'].split('|') if m)
+            for model in spec:
+                if known_models is not None and model not in known_models:
+                    raise reader.error(line, 'gpu_spec',
+                                       'unknown GPU model %r' % model)
+            creation = reader.integer(line, record, 'creation_time',
+                                      optional=True)
+            deletion = reader.integer(line, record, 'deletion_time',
+                                      optional=True)
+            if (creation is not None and deletion is not None
+                    and deletion < creation):
+                raise reader.error(line, 'deletion_time',
+                                   '%d is before creation_time %d'
+                                   % (deletion, creation))
+        tasks.append(Task(
+            name=reader.name(line, record, 'name'),
+            cpu_milli=reader.integer(line, record, 'cpu_milli'),
+            memory_mib=reader.integer(line, record, 'memory_mib'),
+            num_gpu=num_gpu, gpu_milli=gpu_milli, gpu_spec=spec,
+            creation_time=creation, deletion_time=deletion))
+    if not tasks:
+        raise TraceError(path, None, None, 'no task in the file')
+    return tasks
