@@ -35,7 +35,6 @@ adapters read: :mod:`~cyborg_gpu_drivers.adapters.udev` or
 """
 
 import dataclasses
-import json
 import re
 
 from oslo_config import cfg
@@ -325,16 +324,6 @@ class AmdMxgpuDriver(base.GpuPartitionDriver):
 
     # --- discover ---------------------------------------------------------
 
-    def discover(self):
-        devices = super().discover()
-        for device in devices:
-            info = device.controlpath_id.cpid_info
-            if _cpid_address(info) in self._stubs:
-                # Cyborg's conductor neither adds nor deletes a stub: what
-                # it holds for this GPU stays until the GPU reads again.
-                device.stub = True
-        return devices
-
     def collect(self):
         self._stubs = set()
         try:
@@ -393,7 +382,7 @@ class AmdMxgpuDriver(base.GpuPartitionDriver):
         return inventory.Gpu(
             address=address, vendor_id=AMD_VENDOR_ID,
             device_id=self._pci.device_id(address) or '', model=model,
-            memory_mib=memory_mib, healthy=False)
+            memory_mib=memory_mib, healthy=False, stub=True)
 
     def _model(self, device_id):
         known = self._models.get(device_id)
@@ -451,9 +440,3 @@ class AmdMxgpuDriver(base.GpuPartitionDriver):
 
 def _first(values):
     return next((value for value in values if value), None)
-
-
-def _cpid_address(cpid_info):
-    info = json.loads(cpid_info)
-    return placement_traits.pci_address(
-        '%(domain)s:%(bus)s:%(device)s.%(function)s' % info)

@@ -67,6 +67,9 @@ class Gpu:
     NVLink clique or xGMI hive the GPU belongs to, None when it has none.
     ``healthy`` False means the GPU must stop being offered (lost, fallen
     off the bus, failed ECC); its units in use are still reported.
+    ``stub`` True means the GPU cannot be read now and is reported as a
+    Cyborg stub: the conductor neither adds nor deletes anything for it, so
+    what Cyborg and Placement hold for it stays until it reads again.
     """
     address: str
     vendor_id: str
@@ -76,6 +79,7 @@ class Gpu:
     numa_node: int | None = None
     link_domain: str | None = None
     healthy: bool = True
+    stub: bool = False
     traits: list[str] = dataclasses.field(default_factory=list)
     slices: list[Slice] = dataclasses.field(default_factory=list)
     board_info: dict = dataclasses.field(default_factory=dict)

@@ -30,7 +30,6 @@ profile. GPUs NVML cannot read are handled one by one, see
 """
 
 import dataclasses
-import json
 
 from oslo_config import cfg
 from oslo_log import log as logging
@@ -305,15 +304,6 @@ class NvidiaMigDriver(base.GpuPartitionDriver):
 
     # --- discover ---------------------------------------------------------
 
-    def discover(self):
-        devices = super().discover()
-        for device in devices:
-            if _cpid_address(device) in self._stubs:
-                # Cyborg's conductor neither adds nor deletes a stub: what
-                # it holds for this GPU stays until the GPU answers again.
-                device.stub = True
-        return devices
-
     def collect(self):
         self._stubs = set()
         self._problems_now = set()
@@ -362,7 +352,7 @@ class NvidiaMigDriver(base.GpuPartitionDriver):
         return inventory.Gpu(address=address, vendor_id=NVIDIA_VENDOR_ID,
                              device_id=device_id,
                              model='NVIDIA %s' % device_id, memory_mib=0,
-                             healthy=False)
+                             healthy=False, stub=True)
 
     def _collect(self, session):
         devices = session.devices()
@@ -567,9 +557,3 @@ class NvidiaMigDriver(base.GpuPartitionDriver):
             else:
                 LOG.warning('GPU %s: no free VF can take a MIG-backed vGPU '
                             'type of profile id %d', address, profile_id)
-
-
-def _cpid_address(device):
-    cpid = json.loads(device.controlpath_id.cpid_info)
-    return placement_traits.pci_address(
-        '%(domain)s:%(bus)s:%(device)s.%(function)s' % cpid)

@@ -30,7 +30,6 @@ driver and are never reported here.
 """
 
 import dataclasses
-import json
 
 from oslo_config import cfg
 from oslo_log import log as logging
@@ -202,14 +201,6 @@ class NvidiaVgpuDriver(base.GpuPartitionDriver):
 
     # --- discover ---------------------------------------------------------
 
-    def discover(self):
-        devices = super().discover()
-        for device in devices:
-            if _cpid_address(device) in self._stubs:
-                # Cyborg's conductor neither adds nor deletes a stub.
-                device.stub = True
-        return devices
-
     def collect(self):
         self._stubs = set()
         self._problems_now = set()
@@ -321,7 +312,7 @@ class NvidiaVgpuDriver(base.GpuPartitionDriver):
         return inventory.Gpu(address=address, vendor_id=NVIDIA_VENDOR_ID,
                              device_id=device_id,
                              model='NVIDIA %s' % device_id, memory_mib=0,
-                             healthy=False)
+                             healthy=False, stub=True)
 
     def _nvidia_gpus(self):
         """PCI addresses of the GPUs (PFs) the nvidia driver holds."""
@@ -388,7 +379,7 @@ class NvidiaVgpuDriver(base.GpuPartitionDriver):
         if known is None:
             return None
         self._stubs.add(address)
-        return known
+        return dataclasses.replace(known, stub=True)
 
     def _type_facts(self, session, device, type_id, name=None):
         """Facts of a type from NVML; None (logged) if NVML does not know
@@ -554,9 +545,3 @@ class _Lazy:
         if self._value is self._UNSET:
             self._value = self._compute()
         return self._value
-
-
-def _cpid_address(device):
-    cpid = json.loads(device.controlpath_id.cpid_info)
-    return placement_traits.pci_address(
-        '%(domain)s:%(bus)s:%(device)s.%(function)s' % cpid)

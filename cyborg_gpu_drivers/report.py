@@ -98,7 +98,7 @@ def to_driver_device(hostname, gpu, driver_name):
             {'device_id': gpu.device_id, 'memory_mib': gpu.memory_mib},
             sort_keys=True),
         vendor_board_info=json.dumps(gpu.board_info, sort_keys=True),
-        stub=False,
+        stub=gpu.stub,
         controlpath_id=driver_controlpath_id.DriverControlPathID(
             cpid_type='PCI',
             cpid_info=cyborg_utils.pci_str_to_json(

@@ -23,7 +23,64 @@ import re
 _VIRTFN = re.compile(r'^virtfn(\d+)$')
 
 
-class Sysfs:
+def virtfn_links(device_directory):
+    """``[(vf_index, vf_address)]`` from a PF's ``virtfnN`` links.
+
+    A link whose target vanished is still listed; [] if the directory is
+    gone.
+    """
+    try:
+        names = os.listdir(device_directory)
+    except OSError:
+        return []
+    vfs = []
+    for name in names:
+        match = _VIRTFN.match(name)
+        if match:
+            try:
+                target = os.readlink(os.path.join(device_directory, name))
+            except OSError:
+                continue
+            vfs.append((int(match.group(1)), os.path.basename(target)))
+    return sorted(vfs)
+
+
+class PciAttributes:
+    """Typed PCI attributes over a ``read(address, name)`` of text.
+
+    Shared by the sysfs reader below and the udev one, which differ only in
+    how they get an attribute's text.
+    """
+
+    def read(self, address, name):
+        raise NotImplementedError
+
+    def read_int(self, address, name, base=10):
+        """An integer attribute (``base=16`` for ``0x10de``), or None."""
+        text = self.read(address, name)
+        if text is None:
+            return None
+        try:
+            return int(text, base)
+        except ValueError:
+            return None
+
+    def vendor(self, address):
+        """``10de`` for ``0x10de``; None if unreadable."""
+        text = self.read(address, 'vendor')
+        return text.lower().removeprefix('0x') if text else None
+
+    def device_id(self, address):
+        text = self.read(address, 'device')
+        return text.lower().removeprefix('0x') if text else None
+
+    def numa_node(self, address):
+        """NUMA node, or None where the firmware gives none (-1)."""
+        node = self.read_int(address, 'numa_node')
+        return node if node is not None and node >= 0 else None
+
+
+class Sysfs(PciAttributes):
     """PCI devices under ``<root>/bus/pci/devices``."""
 
     def __init__(self, root='/sys'):
@@ -51,16 +108,6 @@ class Sysfs:
         except OSError:
             return None
 
-    def read_int(self, address, name, base=10):
-        """An integer attribute (``base=16`` for ``0x10de``), or None."""
-        text = self.read(address, name)
-        if text is None:
-            return None
-        try:
-            return int(text, base)
-        except ValueError:
-            return None
-
     def list_names(self, address, *names):
         """Sorted entries of a directory under the device, [] if none."""
         try:
@@ -81,20 +128,6 @@ class Sysfs:
         except OSError:
             return None
 
-    def vendor(self, address):
-        """``10de`` for ``0x10de``; None if unreadable."""
-        text = self.read(address, 'vendor')
-        return text.lower().removeprefix('0x') if text else None
-
-    def device_id(self, address):
-        text = self.read(address, 'device')
-        return text.lower().removeprefix('0x') if text else None
-
-    def numa_node(self, address):
-        """NUMA node, or None where the firmware gives none (-1)."""
-        node = self.read_int(address, 'numa_node')
-        return node if node is not None and node >= 0 else None
-
     def driver(self, address):
         return self.link_name(address, 'driver')
 
@@ -108,18 +141,7 @@ class Sysfs:
         A VF whose link dangles (it vanished mid-scan) is still listed;
         callers check :meth:`exists` before reading it.
         """
-        try:
-            names = os.listdir(self.device_path(address))
-        except OSError:
-            return []
-        vfs = []
-        for name in names:
-            match = _VIRTFN.match(name)
-            if match:
-                target = self.link_name(address, name)
-                if target:
-                    vfs.append((int(match.group(1)), target))
-        return sorted(vfs)
+        return virtfn_links(self.device_path(address))
 
     def devices_of_vendor(self, vendor_id, physical_functions_only=True):
         """Addresses of the vendor's devices (PFs only by default)."""

@@ -22,9 +22,8 @@ a VF that vanishes in the middle of a scan reads as absent.
 """
 
 import os
-import re
 
-_VIRTFN = re.compile(r'^virtfn(\d+)$')
+from cyborg_gpu_drivers.adapters import sysfs
 
 
 def import_pyudev():
@@ -36,7 +35,7 @@ def import_pyudev():
     return pyudev
 
 
-class UdevPci:
+class UdevPci(sysfs.PciAttributes):
     """PCI devices as libudev lists them."""
 
     def __init__(self, pyudev, context=None):
@@ -63,28 +62,6 @@ class UdevPci:
         except (KeyError, UnicodeDecodeError, OSError):
             return None
 
-    def read_int(self, address, name, base=10):
-        text = self.read(address, name)
-        if text is None:
-            return None
-        try:
-            return int(text, base)
-        except ValueError:
-            return None
-
-    def vendor(self, address):
-        text = self.read(address, 'vendor')
-        return text.lower().removeprefix('0x') if text else None
-
-    def device_id(self, address):
-        text = self.read(address, 'device')
-        return text.lower().removeprefix('0x') if text else None
-
-    def numa_node(self, address):
-        """NUMA node, or None where the firmware gives none (-1)."""
-        node = self.read_int(address, 'numa_node')
-        return node if node is not None and node >= 0 else None
-
     def driver(self, address):
         device = self._device(address)
         return device.driver if device is not None else None
@@ -107,18 +84,7 @@ class UdevPci:
         device = self._device(address)
         if device is None:
             return []
-        try:
-            names = os.listdir(device.sys_path)
-        except OSError:
-            return []
-        vfs = []
-        for name in names:
-            match = _VIRTFN.match(name)
-            if match:
-                target = self._link_name(device, name)
-                if target:
-                    vfs.append((int(match.group(1)), target))
-        return sorted(vfs)
+        return sysfs.virtfn_links(device.sys_path)
 
     def devices_of_vendor(self, vendor_id, physical_functions_only=True):
         """Addresses of the vendor's devices (PFs only by default)."""

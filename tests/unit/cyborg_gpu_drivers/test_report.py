@@ -151,3 +151,13 @@ class DiscoverNeverRaisesTest(testtools.TestCase):
         driver = FlakyDriver([])
         self.assertFalse(driver.update('cp', 'image'))
         self.assertEqual({}, driver.get_stats())
+
+
+class StubTest(testtools.TestCase):
+
+    def test_a_stub_gpu_is_sent_as_a_cyborg_stub(self):
+        gpu = h100()
+        gpu.stub = True
+        [device] = report.to_driver_devices(
+            inventory.HostInventory('h', [gpu]), 'TEST')
+        self.assertTrue(device.stub)
