@@ -17,6 +17,9 @@ scheduled by the same policies over both; every decision, and the
 usages left at the end, must be the same.
 """
 
+import logging
+
+import fixtures
 from placement.tests.functional.fixtures import placement as fixture
 import requests
 import testtools
@@ -37,6 +40,9 @@ class RealPlacementAgreesTest(testtools.TestCase):
 
     def setUp(self):
         super().setUp()
+        # Placement's and Nova's request logs go to the test's details, not
+        # to the console of the whole run.
+        self.useFixture(fixtures.FakeLogger(level=logging.INFO))
         service = self.useFixture(fixture.PlacementFixture())
         self.session = requests.Session()
         self.endpoint = service.endpoint
@@ -48,8 +54,7 @@ class RealPlacementAgreesTest(testtools.TestCase):
             self.session, self.endpoint, self.fleet)
 
     def _pods(self):
-        directory = self.useFixture(
-            __import__('fixtures').TempDir()).path
+        directory = self.useFixture(fixtures.TempDir()).path
         return synthetic.write(directory, count=200, seed=11)[1]
 
     def test_same_decisions(self):
