@@ -15,9 +15,15 @@ Driver objects -> Cyborg's conductor -> Placement -> Nova's scheduler -> a
 server holding a GPU slice.
 """
 
+import json
+
+import fixtures
+
 from cyborg_gpu_drivers import report
 from gpu_partitions.cloud import harness
 from gpu_partitions.cloud import samples
+from gpu_partitions import fixture_drivers
+from gpu_partitions import reference_hosts
 import placement_traits
 from tests.functional import base
 
@@ -92,3 +98,46 @@ class TestSmoke(base.GpuCloudTestCase):
         usages = self.provider_usages()
         self.assertEqual({small.resource_class: 1}, usages[small_name])
         self.assertEqual({large.resource_class: 1}, usages[large_name])
+
+
+class TestSmokeFromReferenceHost(base.GpuCloudTestCase):
+
+    def test_reference_host_through_the_real_drivers(self):
+        host = reference_hosts.load('hgx-h100')
+        env = host.materialize(self.useFixture(fixtures.TempDir()).path)
+        devices = fixture_drivers.discover_all(env)
+        self.add_gpu_host(host.hostname, devices)
+
+        # Every deployable the drivers reported is a provider under the
+        # compute node with its resource class, total and traits.
+        compute_node = self.provider(host.hostname)
+        deployables = {d.name: d for device in devices
+                       for d in device.deployable_list}
+        self.assertEqual(15, len(deployables))
+        for name, deployable in deployables.items():
+            attributes = {a.key: a.value for a in deployable.attribute_list}
+            provider = self.provider(name)
+            self.assertEqual(compute_node.uuid, provider.parent_uuid)
+            self.assertStableUuid(provider)
+            self.assertEqual({attributes['rc']: deployable.num_accelerators},
+                             provider.inventories)
+            self.assertEqual(
+                sorted(v for k, v in attributes.items()
+                       if k.startswith('trait')), provider.traits)
+
+        # The whole GPU slice through Nova's Cyborg flow.
+        resource_class = placement_traits.mig_resource_class('7g.80gb')
+        [(name, deployable)] = [
+            (name, d) for name, d in deployables.items()
+            if {a.value for a in d.attribute_list} & {resource_class}]
+        self.create_device_profile('whole-h100', [
+            harness.device_profile_group(resource_class)])
+        server = self.boot(self.create_flavor(
+            harness.accel_extra_specs('whole-h100')))
+        self.assertLandedOn(server, host.hostname, name, resource_class)
+        [arq] = self.arqs(server)
+        self.assertEqual('Bound', arq['state'])
+        self.assertEqual('PCI', arq['attach_handle_type'])
+        self.assertIn(arq['attach_handle_info'],
+                      [json.loads(h.attach_info)
+                       for h in deployable.attach_handle_list])
