@@ -122,8 +122,9 @@ def series_of_boots(cloud, resource_class, count, policy):
             cloud.delete(server)
 
 
-def multi_gpu_request(cloud, resource_class, gpus, link_affinity):
-    """Boot one server asking one slice on each of ``gpus`` GPUs.
+def multi_gpu_request(cloud, resource_class, gpus, link_affinity,
+                      per_gpu=1):
+    """Boot one server asking ``per_gpu`` slices on each of ``gpus`` GPUs.
 
     :returns: ``(status, [link domain of each GPU it got])``; the server is
               deleted.
@@ -131,7 +132,7 @@ def multi_gpu_request(cloud, resource_class, gpus, link_affinity):
     providers = gpu_providers(cloud)
     by_gpu = {p.gpu: p.link_domain for p in providers}
     flavor = slice_flavor(
-        cloud, resource_class, groups=gpus,
+        cloud, resource_class, count=per_gpu, groups=gpus,
         extra_specs={'gpu_partitions:link_affinity': link_affinity,
                      'group_policy': 'isolate'})
     server = cloud.boot(flavor)

@@ -82,6 +82,18 @@ class TestSharedScenarios(base.GpuCloudTestCase):
         self.assertEqual(1, len(set(domains)), domains)
         self.assertIsNotNone(domains[0])
 
+    def test_eight_vf_request_inside_one_hive(self):
+        # Two groups of four CPX VFs: eight VFs on two MI300X GPUs.
+        self.add_reference_host('mi300x-cpx')
+        resource_class = self.busiest_resource_class(minimum_per_gpu=4)
+        status, domains = scenarios.multi_gpu_request(
+            self, resource_class, gpus=2, link_affinity='required',
+            per_gpu=4)
+        self.assertEqual('ACTIVE', status)
+        self.assertEqual(2, len(domains))
+        self.assertEqual(1, len(set(domains)), domains)
+        self.assertTrue(domains[0].startswith('CUSTOM_GPU_XGMI_HIVE_'))
+
     def test_invalid_extra_spec_is_refused(self):
         error = scenarios.invalid_extra_spec(self)
         self.assertIsNotNone(error)
