@@ -17,6 +17,8 @@ Without arguments it runs the drivers enabled in Cyborg's configuration
 ``--fixture-file PATH`` the real drivers run over a reference host instead.
 The output is one entry per provider the host would report through Cyborg:
 name, resource class, total, traits and attach handles, grouped by GPU.
+With ``--os-cloud NAME`` (a cloud of ``clouds.yaml``) it also shows how
+Placement's providers under this host differ from that report.
 """
 
 import collections
@@ -48,6 +50,10 @@ def register(subparsers):
     parser.add_argument('--driver', action='append', metavar='NAME',
                         help='run only this driver (repeatable); default: '
                              'every driver')
+    parser.add_argument('--os-cloud', metavar='NAME',
+                        help='also compare with what Placement holds for '
+                             'this host, reading Placement as this cloud of '
+                             'clouds.yaml')
     parser.set_defaults(func=run)
 
 
@@ -141,12 +147,97 @@ def run(args):
     else:
         hostname, devices = local_devices(args.config_file, args.driver)
     entries = providers(devices)
+    differences = None
+    if args.os_cloud:
+        import openstack
+
+        placement = openstack.connect(cloud=args.os_cloud).placement
+        differences = placement_differences(
+            entries, placement_providers(placement, hostname))
     if args.format == 'json':
-        print(json.dumps({'host': hostname, 'providers': entries},
-                         indent=2, sort_keys=True))
+        result = {'host': hostname, 'providers': entries}
+        if differences is not None:
+            result['placement_differences'] = differences
+        print(json.dumps(result, indent=2, sort_keys=True))
     else:
         print(format_text(hostname, entries))
+        if differences is not None:
+            print('Placement: %s' % ('in step with this report'
+                                     if not differences else
+                                     '%d differences' % len(differences)))
+            for line in differences:
+                print('  ' + line)
     return 0
+
+
+PLACEMENT_VERSION = '1.14'  # in_tree
+
+
+def placement_providers(placement, hostname):
+    """``{name: {'resource_class': {rc: total}, 'traits': [...]}}`` of the
+    providers under the compute node called ``hostname``.
+
+    ``placement`` is a keystoneauth adapter (openstacksdk's ``placement``
+    proxy) answering ``get(url, microversion=...)``.
+    """
+    def get(url):
+        response = placement.get(url, microversion=PLACEMENT_VERSION)
+        response.raise_for_status()
+        return response.json()
+
+    roots = get('/resource_providers?name=%s' % hostname)[
+        'resource_providers']
+    if not roots:
+        raise cli.UsageError('Placement has no provider named %s' % hostname)
+    tree = get('/resource_providers?in_tree=%s' % roots[0]['uuid'])[
+        'resource_providers']
+    found = {}
+    for provider in tree:
+        if provider['uuid'] == roots[0]['uuid']:
+            continue
+        inventories = get('/resource_providers/%s/inventories'
+                          % provider['uuid'])['inventories']
+        traits = get('/resource_providers/%s/traits'
+                     % provider['uuid'])['traits']
+        found[provider['name']] = {
+            'inventories': {rc: inventory['total']
+                            for rc, inventory in inventories.items()},
+            'traits': sorted(traits)}
+    return found
+
+
+def placement_differences(entries, placed):
+    """Lines saying how Placement differs from this host's report.
+
+    Only providers of ours (``OWNER_CYBORG``) that Placement holds count as
+    extra; stubs are left out, as Cyborg's conductor leaves them alone.
+    """
+    import placement_traits
+
+    lines = []
+    reported = {e['name']: e for e in entries if not e['stub']}
+    for name, entry in sorted(reported.items()):
+        held = placed.get(name)
+        if held is None:
+            lines.append('missing in Placement: %s' % name)
+            continue
+        want = {entry['resource_class']: entry['total']}
+        if held['inventories'] != want:
+            lines.append('%s: inventory %s in Placement, %s reported'
+                         % (name, held['inventories'], want))
+        if held['traits'] != entry['traits']:
+            lines.append('%s: traits only in Placement %s, only reported %s'
+                         % (name,
+                            sorted(set(held['traits']) -
+                                   set(entry['traits'])),
+                            sorted(set(entry['traits']) -
+                                   set(held['traits']))))
+    stubs = {e['name'] for e in entries if e['stub']}
+    for name, held in sorted(placed.items()):
+        if (name not in reported and name not in stubs
+                and placement_traits.OWNER_CYBORG in held['traits']):
+            lines.append('only in Placement: %s' % name)
+    return lines
 
 
 def fixture_devices(args):
