@@ -471,16 +471,21 @@ class Session:
                 profile_id, ctypes.byref(placement))
             self._create_full_compute_instance(gpu_instance)
 
-    def _destroy_compute_instances(self, gpu_instance):
+    def _compute_instance_profiles(self, gpu_instance):
+        """The compute instance profiles this GPU instance supports."""
         module = self._module
         for ci_profile in range(module.NVML_COMPUTE_INSTANCE_PROFILE_COUNT):
             try:
-                info = self._call(
+                yield self._call(
                     'nvmlGpuInstanceGetComputeInstanceProfileInfo',
                     gpu_instance, ci_profile,
                     module.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
             except (NotSupported, NvmlError):
                 continue
+
+    def _destroy_compute_instances(self, gpu_instance):
+        module = self._module
+        for info in self._compute_instance_profiles(gpu_instance):
             buffer = (module.c_nvmlComputeInstance_t *
                       max(info.instanceCount, 1))()
             count = ctypes.c_uint(0)
@@ -490,18 +495,8 @@ class Session:
                 self._call('nvmlComputeInstanceDestroy', compute)
 
     def _create_full_compute_instance(self, gpu_instance):
-        module = self._module
-        best = None
-        for ci_profile in range(module.NVML_COMPUTE_INSTANCE_PROFILE_COUNT):
-            try:
-                info = self._call(
-                    'nvmlGpuInstanceGetComputeInstanceProfileInfo',
-                    gpu_instance, ci_profile,
-                    module.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
-            except (NotSupported, NvmlError):
-                continue
-            if best is None or info.sliceCount > best.sliceCount:
-                best = info
+        best = max(self._compute_instance_profiles(gpu_instance),
+                   key=lambda info: info.sliceCount, default=None)
         if best is None:
             raise NotSupported('no compute instance profile fits')
         self._call('nvmlGpuInstanceCreateComputeInstance', gpu_instance,
