@@ -11,11 +11,8 @@
 #    under the License.
 """The NVIDIA MIG driver over the reference hosts (fake NVML + sysfs)."""
 
-import atexit
 import collections
 import copy
-import shutil
-import tempfile
 
 import fixtures
 from oslo_config import cfg
@@ -30,6 +27,7 @@ from cyborg_gpu_drivers import privsep
 from gpu_partitions import reference_hosts
 from gpu_partitions.reference_hosts import fake_nvml
 import placement_traits as names
+from tests.unit.cyborg_gpu_drivers import hosts
 
 CONF = cfg.CONF
 
@@ -37,22 +35,6 @@ CONF = cfg.CONF
 def host_data(name):
     """A private copy of a reference host's data, free to edit."""
     return copy.deepcopy(reference_hosts.load(name).data)
-
-
-_SHARED = {}
-
-
-def shared_env(name):
-    """A host materialized once per test process; tests only read it.
-
-    Materializing an HGX host writes thousands of files, so tests that
-    change only NVML answers pair this sysfs tree with a fresh fake.
-    """
-    if name not in _SHARED:
-        directory = tempfile.mkdtemp(prefix='mig-%s-' % name)
-        atexit.register(shutil.rmtree, directory, True)
-        _SHARED[name] = reference_hosts.load(name).materialize(directory)
-    return _SHARED[name]
 
 
 class DriverTestCase(testtools.TestCase):
@@ -114,7 +96,7 @@ class HgxH100Test(DriverTestCase):
     def setUp(self):
         super().setUp()
         self.data = host_data('hgx-h100')
-        self.env_ = shared_env('hgx-h100')
+        self.env_ = hosts.shared_env('hgx-h100')
         self.inventory = self.driver(self.env_).collect()
 
     def test_every_mig_gpu_with_one_slice_per_profile(self):
@@ -186,7 +168,7 @@ class HgxH200Test(DriverTestCase):
         self.data = host_data('hgx-h200')
 
     def test_units_in_use_are_the_active_vgpus(self):
-        inventory_ = self.driver(shared_env('hgx-h200')).collect()
+        inventory_ = self.driver(hosts.shared_env('hgx-h200')).collect()
         in_use = sorted(h.address for gpu in inventory_.gpus
                         for s in gpu.slices for h in s.handles if h.in_use)
         active = sorted(
@@ -202,7 +184,7 @@ class HgxH200Test(DriverTestCase):
                 device['lost'] = True
 
     def test_gpu_lost_while_running_keeps_only_units_in_use(self):
-        driver = self.driver(shared_env('hgx-h200'))
+        driver = self.driver(hosts.shared_env('hgx-h200'))
         before = {dep.name: dep.num_accelerators
                   for dev in driver.discover()
                   for dep in dev.deployable_list}
@@ -224,7 +206,7 @@ class HgxH200Test(DriverTestCase):
 
     def test_gpu_lost_at_start_up_is_a_stub(self):
         self._lose(self.data, '00000000:C3:00.0')
-        devices = self.driver(shared_env('hgx-h200'),
+        devices = self.driver(hosts.shared_env('hgx-h200'),
                               nvml=self.data['nvml']).discover()
         stubs = [dev for dev in devices if dev.stub]
         self.assertEqual(1, len(stubs))
@@ -233,7 +215,7 @@ class HgxH200Test(DriverTestCase):
         self.assertIn('reported as a stub', self.log.output)
 
     def test_not_supported_degrades_to_fewer_traits(self):
-        env = shared_env('hgx-h200')
+        env = hosts.shared_env('hgx-h200')
 
         class NoP2P(fake_nvml.FakeNvml):
             def nvmlDeviceGetP2PStatus(self, *args):
@@ -257,7 +239,7 @@ class AwkwardTest(DriverTestCase):
 
     def setUp(self):
         super().setUp()
-        self.driver_ = self.driver(shared_env('awkward'))
+        self.driver_ = self.driver(hosts.shared_env('awkward'))
 
     def test_only_the_mig_gpu_is_reported(self):
         inventory_ = self.driver_.collect()
@@ -286,7 +268,7 @@ class AwkwardTest(DriverTestCase):
 class NvmlUnavailableTest(DriverTestCase):
 
     def test_start_up_stubs_the_nvidia_gpus_and_adds_nothing(self):
-        env = shared_env('hgx-h100')
+        env = hosts.shared_env('hgx-h100')
         driver = self.driver(env, nvml=fake_nvml.FakeNvml(None))
         for _ in range(2):
             devices = driver.discover()
@@ -297,13 +279,13 @@ class NvmlUnavailableTest(DriverTestCase):
         self.assertEqual(1, self.log.output.count('NVML unavailable'))
 
     def test_host_without_nvidia_gpu_reports_nothing(self):
-        env = shared_env('mi300x-spx')
+        env = hosts.shared_env('mi300x-spx')
         driver = self.driver(env)
         self.assertEqual([], driver.discover())
         self.assertIn('NVML unavailable', self.log.output)
 
     def test_transient_failure_resends_last_good_as_stubs(self):
-        driver = self.driver(shared_env('hgx-h100'))
+        driver = self.driver(hosts.shared_env('hgx-h100'))
         good = driver.discover()
         self.assertFalse(any(dev.stub for dev in good))
         driver._nvml = nvml_adapter.Nvml(fake_nvml.FakeNvml(None))
@@ -320,14 +302,14 @@ class LayoutTest(DriverTestCase):
 
     def test_invalid_syntax_refused_at_start_up(self):
         self.set_layouts('0000:1b:00.0=all')
-        env = shared_env('hgx-h100')
+        env = hosts.shared_env('hgx-h100')
         error = self.assertRaises(mig_layouts.LayoutError, self.driver, env)
         self.assertIn('[nvidia_mig] layout', str(error))
         self.assertIn('all-<profile>', str(error))
 
     def test_profile_unknown_to_the_gpu_refused_at_start_up(self):
         self.set_layouts('NVIDIA H100 80GB HBM3=all-1g.18gb')
-        env = shared_env('hgx-h100')
+        env = hosts.shared_env('hgx-h100')
         error = self.assertRaises(mig_layouts.LayoutError, self.driver, env)
         self.assertIn('[nvidia_mig] layout', str(error))
         self.assertIn('allowed: 1g.10gb, 1g.10gb+me, 1g.20gb, 2g.20gb, '
@@ -335,7 +317,7 @@ class LayoutTest(DriverTestCase):
 
     def test_busy_gpu_is_left_alone(self):
         self.set_layouts('0000:43:00.0=all-1g.10gb')
-        env = shared_env('hgx-h100')
+        env = hosts.shared_env('hgx-h100')
         applied = []
         driver = self.driver(
             env, apply_layout=lambda *args: applied.append(args))
@@ -350,7 +332,7 @@ class LayoutTest(DriverTestCase):
     def test_layout_already_there_is_not_reapplied(self):
         self.set_layouts('0000:43:00.0=all-3g.40gb')
         applied = []
-        self.driver(shared_env('hgx-h100'),
+        self.driver(hosts.shared_env('hgx-h100'),
                     apply_layout=lambda *args: applied.append(args)).collect()
         self.assertEqual([], applied)
 
@@ -451,7 +433,7 @@ class PlainLogicTest(testtools.TestCase):
 class PcieA100Test(DriverTestCase):
 
     def test_mig_disabled_gpus_are_left_to_the_vgpu_driver(self):
-        driver = self.driver(shared_env('pcie-a100'))
+        driver = self.driver(hosts.shared_env('pcie-a100'))
         self.assertEqual([], driver.discover())
         # Its mdev parents are still read right (for the busy check).
         parents = driver._mdev_parents('0000:01:00.0')

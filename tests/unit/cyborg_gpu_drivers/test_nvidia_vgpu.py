@@ -15,10 +15,7 @@ Vendor VFIO on ``pcie-l40s`` (sysfs tree + fake NVML), mdev on
 ``pcie-a100`` (libvirt's real test driver over the host's node devices).
 """
 
-import atexit
 import copy
-import shutil
-import tempfile
 
 import fixtures
 from oslo_config import cfg
@@ -34,6 +31,7 @@ from cyborg_gpu_drivers import privsep
 from cyborg_gpu_drivers import vgpu_types
 from gpu_partitions import reference_hosts
 from gpu_partitions.reference_hosts import fake_nvml
+from tests.unit.cyborg_gpu_drivers import hosts
 
 CONF = cfg.CONF
 
@@ -43,18 +41,6 @@ A100 = ('0000:01:00.0', '0000:41:00.0')
 
 def host_data(name):
     return copy.deepcopy(reference_hosts.load(name).data)
-
-
-_SHARED = {}
-
-
-def shared_env(name):
-    """A host materialized once per test process; tests only read it."""
-    if name not in _SHARED:
-        directory = tempfile.mkdtemp(prefix='vgpu-%s-' % name)
-        atexit.register(shutil.rmtree, directory, True)
-        _SHARED[name] = reference_hosts.load(name).materialize(directory)
-    return _SHARED[name]
 
 
 class SliceLogicTest(testtools.TestCase):
@@ -164,7 +150,7 @@ class DriverTestCase(testtools.TestCase):
 class VendorVfioTest(DriverTestCase):
 
     def test_reports_the_types_the_gpus_host(self):
-        env = shared_env('pcie-l40s')
+        env = hosts.shared_env('pcie-l40s')
         found = self.slices(self.driver(env).collect())
         self.assertEqual({
             (L40S[0], 'L40S-12Q'): (4, 2, ['0000:17:00.4', '0000:17:00.5',
@@ -178,7 +164,7 @@ class VendorVfioTest(DriverTestCase):
         self.assertEqual([], self.writes)
 
     def test_traits_and_handles(self):
-        env = shared_env('pcie-l40s')
+        env = hosts.shared_env('pcie-l40s')
         gpu = self.driver(env).collect().gpus[-1]
         self.assertEqual((L40S[3], 'NVIDIA L40S', 1),
                          (gpu.address, gpu.model, gpu.numa_node))
@@ -199,7 +185,7 @@ class VendorVfioTest(DriverTestCase):
             device['nvlink'] = {'link_count': 4, 'active_link_count': 4,
                                 'remote_device_type': 0}
         data['nvml']['nvlink_cliques'] = [[0, 1]]
-        gpus = self.driver(shared_env('pcie-l40s'),
+        gpus = self.driver(hosts.shared_env('pcie-l40s'),
                            nvml=data['nvml']).collect().gpus
         self.assertEqual(
             {L40S[0]: '0', L40S[1]: '0', L40S[3]: None},
@@ -276,13 +262,13 @@ class VendorVfioTest(DriverTestCase):
         for vgpu_type in data['nvml']['models']['L40S']['vgpu_types']:
             if vgpu_type['id'] == 1506:
                 vgpu_type['name'] = 'NVIDIA RTX  Pro 6000 Blackwell DC-12Q'
-        env = shared_env('pcie-l40s')
+        env = hosts.shared_env('pcie-l40s')
         gpu = self.driver(env, nvml=data['nvml']).collect().gpus[0]
         self.assertEqual(('DC-12Q', 'CUSTOM_VGPU_DC_12Q'),
                          (gpu.slices[0].name, gpu.slices[0].resource_class))
 
     def test_names_and_handles_stable_across_restarts(self):
-        env = shared_env('pcie-l40s')
+        env = hosts.shared_env('pcie-l40s')
         first = self.driver(env).discover()
         second = self.driver(env).discover()
         self.assertEqual(
@@ -299,7 +285,7 @@ class VendorVfioTest(DriverTestCase):
 class MdevTest(DriverTestCase):
 
     def test_a100_reports_the_hosted_type_within_nvml_limit(self):
-        env = shared_env('pcie-a100')
+        env = hosts.shared_env('pcie-a100')
         host_inventory = self.driver(env).collect()
         found = self.slices(host_inventory)
         # A100D-20C: 4 per GPU; 2 run, 2 more can be created although
@@ -321,7 +307,7 @@ class MdevTest(DriverTestCase):
     def test_declared_type_offers_available_instances(self):
         self.conf.config(group='nvidia_vgpu',
                          vgpu_type=['0000:41:00.0=NVIDIA A100D-10C'])
-        env = shared_env('pcie-a100')
+        env = hosts.shared_env('pcie-a100')
         found = self.slices(self.driver(env).collect())
         total, in_use, addresses = found[(A100[1], 'A100D-10C')]
         self.assertEqual((8, 0, 8), (total, in_use, len(set(addresses))))
@@ -329,7 +315,7 @@ class MdevTest(DriverTestCase):
         self.assertEqual([], self.writes)
 
     def test_libvirt_unreachable_keeps_known_gpus_as_stubs(self):
-        env = shared_env('pcie-a100')
+        env = hosts.shared_env('pcie-a100')
         driver = self.driver(env)
         good = driver.discover()
         self.assertEqual(1, len(good))
@@ -347,7 +333,7 @@ class MdevTest(DriverTestCase):
         self.assertEqual(1, len(self.log_lines('libvirt unavailable')))
 
     def test_libvirt_unreachable_at_start_reports_the_rest(self):
-        env = shared_env('pcie-a100')
+        env = hosts.shared_env('pcie-a100')
         driver = self.driver(env, libvirt_uri='test:///nonexistent/node.xml')
         self.assertEqual([], driver.discover())
         self.assertEqual(1, len(self.log_lines('libvirt unavailable')))
@@ -364,7 +350,7 @@ class HostTest(DriverTestCase):
         self.assertEqual([], driver.collect().gpus)
 
     def test_awkward_host(self):
-        env = shared_env('awkward')
+        env = hosts.shared_env('awkward')
         found = self.slices(self.driver(env).collect())
         # MIG-on GPU 0 is the MIG driver's, lost GPU 1 holds nothing,
         # GPU 2 keeps its running vGPU despite a vanished VF.
@@ -373,7 +359,7 @@ class HostTest(DriverTestCase):
         self.assertEqual(1, len(self.log_lines('GPU 0000:02:00.0 is lost')))
 
     def test_gpu_lost_after_a_report_keeps_only_units_in_use(self):
-        env = shared_env('pcie-l40s')
+        env = hosts.shared_env('pcie-l40s')
         driver = self.driver(env)
         driver.collect()
         data = host_data('pcie-l40s')
@@ -387,7 +373,7 @@ class HostTest(DriverTestCase):
         self.assertEqual(1, len(self.log_lines('stopped answering NVML')))
 
     def test_nvml_unavailable(self):
-        env = shared_env('pcie-l40s')
+        env = hosts.shared_env('pcie-l40s')
         broken = fake_nvml.FakeNvml(None)
         driver = self.driver(env, nvml=broken)
         # At start-up every GPU the nvidia driver holds is a stub: Cyborg
@@ -408,7 +394,7 @@ class ConfigTest(DriverTestCase):
 
     def test_unsupported_declared_type_refused_at_start(self):
         self.conf.config(group='nvidia_vgpu', vgpu_type=['L40S=L40S-7Q'])
-        env = shared_env('pcie-l40s')
+        env = hosts.shared_env('pcie-l40s')
         error = self.assertRaises(vgpu_types.DeclarationError,
                                   self.driver, env)
         self.assertIn('nvidia_vgpu.vgpu_type', str(error))
@@ -417,7 +403,7 @@ class ConfigTest(DriverTestCase):
 
     def test_malformed_declaration_refused_at_start(self):
         self.conf.config(group='nvidia_vgpu', vgpu_type=['L40S-8Q'])
-        env = shared_env('pcie-l40s')
+        env = hosts.shared_env('pcie-l40s')
         error = self.assertRaises(vgpu_types.DeclarationError,
                                   self.driver, env)
         self.assertIn('nvidia_vgpu.vgpu_type', str(error))
