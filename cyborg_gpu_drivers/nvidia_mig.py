@@ -53,6 +53,24 @@ GPU_CLASSES = ('0x0300', '0x0302')
 MDEV_TYPES_DIR = 'mdev_supported_types'
 
 
+def nvidia_gpu_addresses(sysfs):
+    """PCI addresses of the NVIDIA GPUs (PFs) the nvidia driver holds."""
+    return [address for address in sysfs.devices_of_vendor(NVIDIA_VENDOR_ID)
+            if (sysfs.read(address, 'class') or '').startswith(GPU_CLASSES)
+            and sysfs.driver(address) == 'nvidia']
+
+
+def stub_gpu(sysfs, address):
+    """A GPU NVML cannot read now, sent as a Cyborg stub.
+
+    Cyborg's conductor leaves what it holds for a stub as it is.
+    """
+    device_id = sysfs.device_id(address) or ''
+    return inventory.Gpu(address=address, vendor_id=NVIDIA_VENDOR_ID,
+                         device_id=device_id, model='NVIDIA %s' % device_id,
+                         memory_mib=0, healthy=False, stub=True)
+
+
 @dataclasses.dataclass(frozen=True)
 class MdevParent:
     """An mdev parent (a VF on Ampere).
@@ -336,23 +354,12 @@ class NvidiaMigDriver(base.GpuPartitionDriver):
             raise error
         # At start-up: GPUs the nvidia driver holds may have providers
         # (and guests) from before; keep them untouched, add nothing.
-        return [self._stub(address) for address in self._nvidia_gpus()]
-
-    def _nvidia_gpus(self):
-        """PCI addresses of the NVIDIA GPUs (PFs) the nvidia driver holds."""
-        return [address for address in self._sysfs.devices_of_vendor(
-                    NVIDIA_VENDOR_ID)
-                if (self._sysfs.read(address, 'class') or '').startswith(
-                    GPU_CLASSES)
-                and self._sysfs.driver(address) == 'nvidia']
+        return [self._stub(address)
+                for address in nvidia_gpu_addresses(self._sysfs)]
 
     def _stub(self, address):
         self._stubs.add(address)
-        device_id = self._sysfs.device_id(address) or ''
-        return inventory.Gpu(address=address, vendor_id=NVIDIA_VENDOR_ID,
-                             device_id=device_id,
-                             model='NVIDIA %s' % device_id, memory_mib=0,
-                             healthy=False, stub=True)
+        return stub_gpu(self._sysfs, address)
 
     def _collect(self, session):
         devices = session.devices()
@@ -375,7 +382,7 @@ class NvidiaMigDriver(base.GpuPartitionDriver):
             # NVML names no address for a lost GPU: it is the nvidia-held
             # GPU sysfs shows and NVML does not.
             seen = {device.address for device in readable}
-            for address in self._nvidia_gpus():
+            for address in nvidia_gpu_addresses(self._sysfs):
                 if address not in seen:
                     gpu = self._unreadable(session, address,
                                            'the GPU is lost')

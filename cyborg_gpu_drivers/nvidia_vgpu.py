@@ -219,7 +219,8 @@ class NvidiaVgpuDriver(base.GpuPartitionDriver):
                 raise
             # At start-up: GPUs the nvidia driver holds may have providers
             # (and guests) from before; keep them untouched, add nothing.
-            gpus = [self._stub(address) for address in self._nvidia_gpus()]
+            gpus = [self._stub(address) for address in
+                    nvidia_mig.nvidia_gpu_addresses(self._sysfs)]
         finally:
             self._problems_before = self._problems_now
         known = {gpu.address: gpu for gpu in gpus
@@ -262,7 +263,7 @@ class NvidiaVgpuDriver(base.GpuPartitionDriver):
         if len(readable) < len(devices):
             # NVML names no address for a lost GPU: it is an nvidia-held
             # GPU that sysfs shows and NVML does not.
-            for address in self._nvidia_gpus():
+            for address in nvidia_mig.nvidia_gpu_addresses(self._sysfs):
                 if address not in seen and address not in self._known:
                     gpus.append(self._lost_at_start(session, address))
         self._assign_pending = False
@@ -308,19 +309,7 @@ class NvidiaVgpuDriver(base.GpuPartitionDriver):
     def _stub(self, address):
         """A GPU sent as a stub: Cyborg's conductor leaves it as it is."""
         self._stubs.add(address)
-        device_id = self._sysfs.device_id(address) or ''
-        return inventory.Gpu(address=address, vendor_id=NVIDIA_VENDOR_ID,
-                             device_id=device_id,
-                             model='NVIDIA %s' % device_id, memory_mib=0,
-                             healthy=False, stub=True)
-
-    def _nvidia_gpus(self):
-        """PCI addresses of the GPUs (PFs) the nvidia driver holds."""
-        return [address for address in self._sysfs.devices_of_vendor(
-                    NVIDIA_VENDOR_ID)
-                if (self._sysfs.read(address, 'class') or '').startswith(
-                    nvidia_mig.GPU_CLASSES)
-                and self._sysfs.driver(address) == 'nvidia']
+        return nvidia_mig.stub_gpu(self._sysfs, address)
 
     def _scan_mdevs(self):
         try:
