@@ -90,6 +90,31 @@ OPTS = [
              'more. When that answer is not available the plugins fall '
              'back to one extra GET /allocation_candidates per request.'),
     cfg.IntOpt(
+        'workload_window',
+        default=1000,
+        min=0,
+        help='How many recent GPU requests make the typical workload that '
+             'the pack policy keeps room for: a placement is judged by how '
+             'much GPU capacity it leaves that these requests (their GPU '
+             'slice, GPU count, VCPU and memory) could no longer use. 0 '
+             'uses one of each GPU resource class instead, with no CPU or '
+             'memory.'),
+    cfg.IntOpt(
+        'workload_classes',
+        default=16,
+        min=1,
+        help='How many of the most frequent request shapes of the '
+             'workload window are weighed; the cost of weighing grows with '
+             'it.'),
+    cfg.BoolOpt(
+        'weigh_requests_without_gpu',
+        default=True,
+        help='Also weigh requests that take no GPU (pack policy): they go '
+             'where their VCPU and memory strand the least GPU capacity, '
+             'hosts without GPUs first. Uses only the allocation '
+             'candidates the scheduler already fetched (see '
+             'reuse_scheduler_query); never asks Placement for them.'),
+    cfg.IntOpt(
         'request_view_ttl',
         default=30,
         min=1,

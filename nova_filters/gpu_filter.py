@@ -70,11 +70,14 @@ class GpuPartitionFilter(filters.BaseHostFilter):
             return hosts
         # Ordering is the weigher's job, except when it will not run:
         # Nova weighs only when two hosts or more are left.
+        units = request_view.gpu_units(hosts)
+        if not units:
+            return hosts
         reorder = len(hosts) == 1 or not weigher_enabled()
-        if not reorder and request_view.gpu_units(hosts) < 2:
+        if not reorder and units < 2:
             # One GPU unit cannot span GPUs: no affinity to enforce.
             return hosts
-        workloads = scoring.default_workloads(view)
+        workloads = self._views.workloads(spec_obj, view)
         return [host for host in hosts
                 if self._keep(host, spec_obj, view, workloads, reorder)]
 

@@ -52,6 +52,8 @@ import placement_traits
 _MIG_SLICES = re.compile(r'^%s(\d+)G_' % placement_traits.RC_MIG)
 _GPU_PREFIXES = (placement_traits.RC_MIG, placement_traits.RC_VGPU,
                  placement_traits.RC_GPU_VF)
+_VCPU = 'VCPU'
+_MEMORY_MB = 'MEMORY_MB'
 
 
 # The scheduler builds tens of thousands of these per request, so they are
@@ -115,9 +117,13 @@ def physical_gpu(address, providers):
 
 @dataclasses.dataclass(eq=False)
 class HostGpus:
-    """The GPUs of one compute node (root provider ``root``), by address."""
+    """The GPUs of one compute node (root provider ``root``), by address,
+    and the node's free VCPU and MEMORY_MB (None when unknown).
+    """
     root: str
     gpus: dict
+    free_vcpus: int | None = None
+    free_memory_mb: int | None = None
 
     @property
     def used_share(self):
@@ -179,7 +185,8 @@ class GpuView:
 
     def __init__(self, hosts=None, usage_known=True,
                  resource_classes=frozenset(), linked=False,
-                 summaries=None, records=None, fills=None, topology=None):
+                 summaries=None, records=None, fills=None, topology=None,
+                 host_free=None):
         self._built = dict(hosts or {})
         self._root_of = {uuid: root for root, host in self._built.items()
                          for uuid in host.gpu_of_provider}
@@ -187,6 +194,8 @@ class GpuView:
         self._summaries = summaries or {}
         self._records = records or {}
         self._fills = fills or {}
+        # root -> (free VCPU, free MEMORY_MB) of the compute node.
+        self._host_free = host_free or {}
         self._topology = topology
         self.usage_known = usage_known
         self.resource_classes = resource_classes
@@ -199,7 +208,8 @@ class GpuView:
             uuids = self._records.get(root)
             if uuids is None:
                 return None
-            host = _host_of(root, self._providers_of(root, uuids))
+            host = _host_of(root, self._providers_of(root, uuids),
+                            self._host_free.get(root))
             self._built[root] = host
             for uuid in uuids:
                 self._root_of[uuid] = root
@@ -246,7 +256,7 @@ class GpuView:
             hosts=built, usage_known=self.usage_known,
             resource_classes=self.resource_classes, linked=self.linked,
             summaries=self._summaries, fills=self._fills,
-            topology=self._topology,
+            topology=self._topology, host_free=self._host_free,
             records={root: uuids for root, uuids in self._records.items()
                      if root not in built})
         return view
@@ -389,14 +399,16 @@ def _by_gpu(providers):
     return by_gpu
 
 
-def _host_of(root, providers):
+def _host_of(root, providers, free=None):
     gpus = {}
     by_gpu = _by_gpu(providers)
     for address in sorted(by_gpu):
         members = by_gpu[address]
         _set_unit_shares(members)
         gpus[address] = physical_gpu(address, members)
-    return HostGpus(root=root, gpus=gpus)
+    free_vcpus, free_memory_mb = free or (None, None)
+    return HostGpus(root=root, gpus=gpus, free_vcpus=free_vcpus,
+                    free_memory_mb=free_memory_mb)
 
 
 def _providers_from_summary(uuid, root, summary, topology, expires):
@@ -438,6 +450,7 @@ def from_provider_summaries(summaries, roots=None, topology=None):
     """
     expires = topology.expiry() if topology is not None else None
     records = {}
+    host_free = {}
     # root -> gpu -> [MIG slices used, MIG slices offered, other share]
     usage = {}
     classes = set()
@@ -449,8 +462,11 @@ def from_provider_summaries(summaries, roots=None, topology=None):
             root = summary.get('root_provider_uuid') or uuid
             if roots is not None and root not in roots:
                 continue
+            resources = summary['resources']
+            if _VCPU in resources:
+                host_free[root] = _free_of(resources)
             gpu_usage = None
-            for rc, amounts in summary['resources'].items():
+            for rc, amounts in resources.items():
                 if not rc.startswith(_GPU_PREFIXES):
                     continue
                 capacity = amounts['capacity']
@@ -488,7 +504,32 @@ def from_provider_summaries(summaries, roots=None, topology=None):
         fills[root] = sum(shares) / len(shares)
     return GpuView(summaries=summaries, records=records, fills=fills,
                    topology=topology, resource_classes=frozenset(classes),
-                   linked=linked)
+                   linked=linked, host_free=host_free)
+
+
+def _free_of(resources):
+    """``(free VCPU, free MEMORY_MB)`` of a compute node's summary."""
+    free = []
+    for rc in (_VCPU, _MEMORY_MB):
+        amounts = resources.get(rc)
+        free.append(None if amounts is None
+                    else int(amounts['capacity']) - int(amounts['used']))
+    return tuple(free)
+
+
+def host_resources(candidate):
+    """``(VCPU, MEMORY_MB)`` an allocation candidate takes, (0, 0) when
+    it cannot be read.
+    """
+    vcpus = memory_mb = 0
+    try:
+        for alloc in candidate['allocations'].values():
+            resources = alloc['resources']
+            vcpus += int(resources.get(_VCPU, 0))
+            memory_mb += int(resources.get(_MEMORY_MB, 0))
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return 0, 0
+    return vcpus, memory_mb
 
 
 def gpu_allocation(view, candidate):
@@ -544,7 +585,8 @@ def _rebuilt_host(host, providers):
         new = tuple(providers[p.uuid] for p in gpu.providers)
         gpus[address] = (gpu if all(a is b for a, b in zip(new, gpu.providers))
                          else physical_gpu(address, new))
-    return HostGpus(root=host.root, gpus=gpus)
+    return HostGpus(root=host.root, gpus=gpus, free_vcpus=host.free_vcpus,
+                    free_memory_mb=host.free_memory_mb)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -33,6 +33,7 @@ from oslo_log import log as logging
 
 from nova.scheduler import weights
 
+from nova_filters import gpu_view
 from nova_filters import ordering
 from nova_filters import policy
 from nova_filters import request_view
@@ -42,6 +43,9 @@ LOG = logging.getLogger(__name__)
 
 # Hosts whose candidates are scored in full for a single-GPU request.
 FULLY_SCORED_HOSTS = 10
+# Requests without GPU: between hosts that strand as much GPU capacity,
+# the one with the fullest GPUs.
+_FULLER_GPUS_TIE_BREAK = 0.1
 # Puts the other hosts below any fully scored one (host_score is at least
 # -AFFINITY_BONUS - 2).
 _BELOW_SCORED = 4 * scoring.AFFINITY_BONUS
@@ -77,6 +81,11 @@ class GpuPartitionWeigher(weights.BaseHostWeigher):
             return [0.0] * len(hosts)
 
     def _weigh_all(self, hosts, spec_obj, view):
+        units = request_view.gpu_units(hosts)
+        workloads = self._views.workloads(spec_obj, view)
+        if not units:
+            return [self._weigh_without_gpu(host, spec_obj, view, workloads)
+                    for host in hosts]
         # Every host gets a cheap weight from its fullness; the best
         # FULLY_SCORED_HOSTS of them (all hosts for a request that can
         # span GPUs, where affinity decides) are scored in full and get
@@ -91,11 +100,10 @@ class GpuPartitionWeigher(weights.BaseHostWeigher):
             placement = policy.resolve(policy.POLICY, host, spec_obj)
             rough.append(fill if placement == scoring.PACK else -fill)
         known = [i for i, value in enumerate(rough) if value is not None]
-        if request_view.gpu_units(hosts) < 2:
+        if units < 2:
             known.sort(key=lambda i: rough[i] * self.weight_multiplier(
                 hosts[i]), reverse=True)
             known = known[:FULLY_SCORED_HOSTS]
-        workloads = scoring.default_workloads(view)
         weights = [0.0 if value is None else value - _BELOW_SCORED
                    for value in rough]
         for i in known:
@@ -121,3 +129,23 @@ class GpuPartitionWeigher(weights.BaseHostWeigher):
         self._views.note_first(spec_obj, host_state)
         return scoring.host_score(arranged.host, arranged.best,
                                   arranged.policy)
+
+    @staticmethod
+    def _weigh_without_gpu(host_state, spec_obj, view, workloads):
+        # Minus the GPU capacity the request's CPU and memory strand. Most
+        # hosts strand nothing for the typical workloads now; of those,
+        # the one whose GPUs are fullest has least GPU capacity to strand
+        # later, and a host without GPUs counts as full.
+        if (not host_state.allocation_candidates
+                or policy.resolve(policy.POLICY, host_state, spec_obj)
+                != scoring.PACK):
+            return 0.0
+        host = view.host(host_state.uuid)
+        if host is None:
+            return _FULLER_GPUS_TIE_BREAK
+        vcpus, memory_mb = gpu_view.host_resources(
+            host_state.allocation_candidates[0])
+        return -(workloads.fragmentation(host, vcpus=vcpus,
+                                         memory_mb=memory_mb)
+                 - workloads.fragmentation(host)) + (
+                     _FULLER_GPUS_TIE_BREAK * host.used_share)

@@ -74,11 +74,16 @@ def arrange(host_state, spec_obj, view, workloads, prune, reorder=True,
             allocations = [allocations[i] for i in keep]
         if not candidates:
             return Arranged(best=None, policy=placement, host=host)
-    if not reorder or not view.usage_known or not any(allocations):
+    if not reorder or not view.usage_known or (
+            not any(allocations) and placement != scoring.PACK):
         return Arranged(best=None, policy=placement, host=host)
+    # A request without GPU is weighed by the GPU capacity its CPU and
+    # memory would strand (pack only).
+    vcpus, memory_mb = gpu_view.host_resources(candidates[0])
     ranks = scoring.rank_allocations(
         host, allocations, placement, workloads, link_policy=link,
-        numa_policy=numa, max_numa_nodes=max_nodes)
+        numa_policy=numa, max_numa_nodes=max_nodes, vcpus=vcpus,
+        memory_mb=memory_mb)
     best_first = scoring.order(allocations, ranks)
     candidates[:] = [candidates[i] for i in best_first]
     return Arranged(best=ranks[best_first[0]], policy=placement, host=host)

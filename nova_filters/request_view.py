@@ -51,6 +51,7 @@ from oslo_log import log as logging
 
 from nova_filters import conf
 from nova_filters import gpu_view
+from nova_filters import workload_mix
 import placement_traits
 
 LOG = logging.getLogger(__name__)
@@ -195,6 +196,7 @@ class _Entry:
         self.first_candidate = {}
         self.reserved = {}
         self.noted_at = float('-inf')
+        self.workloads = None
 
 
 class RequestViews:
@@ -206,9 +208,14 @@ class RequestViews:
     """
 
     def __init__(self, query=query_provider_summaries, topology=None,
-                 clock=time.monotonic, capture=False):
+                 clock=time.monotonic, capture=False, history=None,
+                 query_without_gpu=False):
         self._query = query
         self._capture = capture
+        # Requests without GPU only use the scheduler's own answer unless
+        # the query is free (the simulator's).
+        self._query_without_gpu = query_without_gpu
+        self.history = history or workload_mix.RequestHistory()
         self._clock = clock
         self._lock = threading.Lock()
         self._entries = {}
@@ -221,12 +228,28 @@ class RequestViews:
         host_states = list(host_states)
         entry = self._entry(spec_obj)
         if entry is None:
-            if not wants_gpu(host_states):
+            if wants_gpu(host_states):
+                entry = self._build(spec_obj, host_states)
+                self.history.record(entry.view, host_states)
+            elif (conf.CONF.gpu_partitions_scheduler
+                    .weigh_requests_without_gpu):
+                entry = self._build_without_gpu(spec_obj, host_states)
+            else:
                 return None
-            entry = self._build(spec_obj, host_states)
         elif entry.instance_uuid != _instance_uuid(spec_obj):
             self._account_claims(entry, spec_obj, host_states)
         return entry.view
+
+    def workloads(self, spec_obj, view):
+        """The request's :class:`~nova_filters.scoring.WorkloadMix` (one
+        per request, shared by the filter and the weigher).
+        """
+        entry = self._entry(spec_obj)
+        if entry is None:
+            return self.history.mix(view)
+        if entry.workloads is None:
+            entry.workloads = self.history.mix(view)
+        return entry.workloads
 
     def note_first(self, spec_obj, host_state):
         """Remember the candidate a plugin put first on ``host_state``."""
@@ -292,15 +315,35 @@ class RequestViews:
             return entry
         return None
 
+    def _captured(self, roots):
+        if (self._capture and conf.CONF.gpu_partitions_scheduler
+                .reuse_scheduler_query and install_capture()):
+            summaries = take_captured_summaries()
+            if summaries is not None and not roots.isdisjoint(summaries):
+                return summaries
+        return None
+
+    def _build_without_gpu(self, spec_obj, host_states):
+        # Quietly neutral when the answer is not at hand: most requests of
+        # a cloud take no GPU, and they must not cost a Placement query.
+        roots = {host.uuid for host in host_states}
+        view = None
+        try:
+            summaries = self._captured(roots)
+            if summaries is None and self._query_without_gpu:
+                summaries = self._query(spec_obj, host_states)
+            if summaries is not None:
+                view = gpu_view.from_provider_summaries(
+                    summaries, roots=roots, topology=self.topology)
+        except Exception as error:
+            LOG.debug('GPU partition scheduling: no GPU usage for a '
+                      'request without GPU (%s).', error)
+        return self._keep(spec_obj, host_states, view)
+
     def _build(self, spec_obj, host_states):
         roots = {host.uuid for host in host_states}
         try:
-            summaries = None
-            if (self._capture and conf.CONF.gpu_partitions_scheduler
-                    .reuse_scheduler_query and install_capture()):
-                summaries = take_captured_summaries()
-                if summaries is not None and roots.isdisjoint(summaries):
-                    summaries = None
+            summaries = self._captured(roots)
             if summaries is None:
                 summaries = self._query(spec_obj, host_states)
             view = gpu_view.from_provider_summaries(
@@ -312,6 +355,9 @@ class RequestViews:
                         'from Placement (%s); GPU weights are neutral for '
                         'this request.', error)
             view = self.topology.view_of(roots)
+        return self._keep(spec_obj, host_states, view)
+
+    def _keep(self, spec_obj, host_states, view):
         ttl = conf.CONF.gpu_partitions_scheduler.request_view_ttl
         entry = _Entry(spec_obj, view, self._clock() + ttl)
         entry.num_instances = {host.uuid: host.num_instances

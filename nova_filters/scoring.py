@@ -21,21 +21,25 @@ An *allocation* is ``{provider_uuid: units}`` on one host (see
 
 Fragmentation
 -------------
-Following the idea of FGD (Weng et al., "Beware of Fragmentation",
-USENIX ATC 2023), a host's fragmentation is the GPU capacity that typical
-requests can no longer use:
+Following FGD (Weng et al., "Beware of Fragmentation", USENIX ATC 2023),
+a host's fragmentation is the GPU capacity that typical requests can no
+longer use:
 
-    fragmentation(host) = sum over workloads w of weight(w) *
-                          sum over GPUs g where w does not fit of free(g)
+    fragmentation(host) = sum over workloads w of weight(w) * (
+        free(host)                       if w cannot run on the host,
+        sum of free(g) over GPUs g that w cannot use   otherwise)
 
 ``free(g)`` is the free share of GPU ``g`` (0..1, see ``unit_share``).
-The typical workloads (:func:`default_workloads`) are one unit of every
-GPU resource class in the view, a whole idle GPU (for the largest MIG
-profile, a full-GPU VF or a re-layout) and, where GPUs are linked, a whole
-idle NVLink clique or xGMI hive. Packing picks the placement that raises
-fragmentation least, then the fullest GPU: a request lands on a GPU that
-is already in use rather than on an idle one, and on an idle GPU of a
-clique that is already broken rather than on one of an intact clique.
+A workload cannot run on a host when the host's free VCPU or memory
+(read from the compute node's provider) is below what it asks, or, for a
+workload spanning several GPUs, when no link domain has that many GPUs it
+can use. The typical workloads are a :class:`WorkloadMix`: the requests
+the scheduler saw recently (:mod:`nova_filters.workload_mix`), or, before
+it saw any, :func:`default_workloads`. Packing picks the placement that
+raises fragmentation least, then the fullest GPU: a request lands where
+its CPU and memory strand the least GPU capacity, on a GPU already in use
+rather than on an idle one, and on an idle GPU of a broken clique rather
+than one of an intact clique.
 
 MIG layouts are fixed by the operator (the MIG driver reports the GPU
 instances that exist), so geometry shows here only as which existing
@@ -69,29 +73,105 @@ _FULLNESS_TIE_BREAK = 0.01
 
 @dataclasses.dataclass(frozen=True)
 class Workload:
-    """A typical request: ``units`` of ``resource_class`` (kind
-    ``slice``), a whole idle GPU or a whole idle link domain.
+    """A typical request and its share ``weight`` of the mix.
+
+    Kind ``slice``: ``units`` of ``resource_class`` on each of ``gpus``
+    distinct GPUs (one link domain when ``gpus`` > 1); kind ``whole_gpu``:
+    an idle GPU; kind ``whole_link_domain``: an idle clique or hive.
+    ``vcpus`` and ``memory_mb`` are what it takes from the compute node.
     """
     kind: str
     weight: float
     resource_class: str | None = None
     units: int = 1
+    gpus: int = 1
+    vcpus: int = 0
+    memory_mb: int = 0
+
+
+class WorkloadMix:
+    """Typical workloads, and a memo of which of them each GPU state fits.
+
+    One mix serves one scheduling request: the memo is keyed on a GPU's
+    free units, so identical GPUs across hosts are judged once.
+    """
+
+    def __init__(self, workloads):
+        self.workloads = tuple(workloads)
+        self._bits = tuple((1 << i, w) for i, w in enumerate(self.workloads))
+        self._masks = {}
+
+    def __iter__(self):
+        return iter(self.workloads)
+
+    def __len__(self):
+        return len(self.workloads)
+
+    def gpu_mask(self, gpu, domain_idle):
+        """Bit ``i`` set when workload ``i`` can use ``gpu`` (one of its
+        GPUs, for a workload spanning several).
+        """
+        key = (tuple((p.resource_class, p.capacity - p.used)
+                     for p in gpu.providers), gpu.is_idle, domain_idle)
+        mask = self._masks.get(key)
+        if mask is None:
+            mask = 0
+            for bit, workload in self._bits:
+                if _fits(workload, gpu, domain_idle):
+                    mask |= bit
+            self._masks[key] = mask
+        return mask
+
+    def fragmentation(self, host, gpus=None, vcpus=0, memory_mb=0):
+        """GPU capacity of ``host`` (in GPUs) that the workloads cannot
+        use, once ``vcpus`` and ``memory_mb`` more are taken; ``gpus``
+        replaces the host's GPUs (a placement being judged).
+        """
+        gpus = list(host.gpus.values()) if gpus is None else gpus
+        idle_domains = _idle_domains(gpus)
+        # Free share and GPU count per fit mask: few distinct masks per
+        # host, so the loop below is short.
+        by_mask = {}
+        for gpu in gpus:
+            free = 1.0 - gpu.used_share
+            if free <= 0.0:
+                continue
+            mask = self.gpu_mask(gpu, gpu.link_domain in idle_domains)
+            by_mask[mask] = by_mask.get(mask, 0.0) + free
+        total = sum(by_mask.values())
+        if total <= 0.0:
+            return 0.0
+        free_vcpus = (None if host.free_vcpus is None
+                      else host.free_vcpus - vcpus)
+        free_memory = (None if host.free_memory_mb is None
+                       else host.free_memory_mb - memory_mb)
+        result = 0.0
+        for bit, workload in self._bits:
+            if ((free_vcpus is not None and workload.vcpus > free_vcpus)
+                    or (free_memory is not None
+                        and workload.memory_mb > free_memory)
+                    or (workload.gpus > 1 and not _domain_has(
+                        gpus, idle_domains, self, bit, workload.gpus))):
+                result += workload.weight * total
+                continue
+            result += workload.weight * sum(
+                free for mask, free in by_mask.items() if not mask & bit)
+        return result
 
 
 def default_workloads(view):
-    """Equally weighted typical requests for the hosts of ``view``."""
+    """Equally weighted typical requests for the hosts of ``view``, for
+    a scheduler that has seen no request yet: one unit of every GPU
+    resource class, an idle GPU and, where GPUs are linked, an idle link
+    domain.
+    """
     kinds = [(SLICE, rc) for rc in sorted(view.resource_classes)]
     kinds.append((WHOLE_GPU, None))
     if view.linked:
         kinds.append((WHOLE_LINK_DOMAIN, None))
     weight = 1.0 / len(kinds)
-    return tuple(Workload(kind=kind, weight=weight, resource_class=rc)
-                 for kind, rc in kinds)
-
-
-def fits(workload, host, gpu):
-    """Whether ``workload`` could still be placed on ``gpu`` of ``host``."""
-    return _fits(workload, gpu, gpu.link_domain in host.idle_domains)
+    return WorkloadMix(Workload(kind=kind, weight=weight, resource_class=rc)
+                       for kind, rc in kinds)
 
 
 def _fits(workload, gpu, domain_idle):
@@ -106,38 +186,36 @@ def _fits(workload, gpu, domain_idle):
     return False
 
 
-def _gpu_fragmentation(gpu, workloads, domain_idle):
-    free = 1.0 - gpu.used_share
-    if free <= 0.0:
-        return 0.0
-    return free * sum(w.weight for w in workloads
-                      if not _fits(w, gpu, domain_idle))
+def _idle_domains(gpus):
+    members = {}
+    for gpu in gpus:
+        if gpu.link_domain is not None:
+            members.setdefault(gpu.link_domain, []).append(gpu.is_idle)
+    return frozenset(domain for domain, idle in members.items()
+                     if len(idle) > 1 and all(idle))
 
 
-def gpu_fragmentation(host, gpu, workloads):
-    """Free share of ``gpu`` times the weight of workloads that cannot use
-    it.
+def _domain_has(gpus, idle_domains, mix, bit, count):
+    """Whether some link domain has ``count`` GPUs the workload of
+    ``bit`` can use.
     """
-    return _gpu_fragmentation(gpu, workloads,
-                              gpu.link_domain in host.idle_domains)
+    per_domain = {}
+    for gpu in gpus:
+        if gpu.link_domain is None:
+            continue
+        if mix.gpu_mask(gpu, gpu.link_domain in idle_domains) & bit:
+            per_domain[gpu.link_domain] = per_domain.get(
+                gpu.link_domain, 0) + 1
+            if per_domain[gpu.link_domain] >= count:
+                return True
+    return False
 
 
-def fragmentation(host, workloads):
-    """GPU capacity of ``host`` (in GPUs) that ``workloads`` cannot use."""
-    return sum(gpu_fragmentation(host, gpu, workloads)
-               for gpu in host.gpus.values())
-
-
-def fragmentation_rise(host, allocation, workloads, _before=None):
-    """``fragmentation(host with allocation) - fragmentation(host)``.
-
-    Computed on the GPUs the allocation can change only: those it touches
-    and, when it breaks an idle link domain, the domain's other GPUs.
-    ``_before`` caches per-GPU fragmentation of ``host`` across calls.
+def fragmentation(host, workloads, vcpus=0, memory_mb=0):
+    """GPU capacity of ``host`` (in GPUs) that ``workloads`` (a
+    :class:`WorkloadMix`) cannot use.
     """
-    touched = gpus_of(host, allocation)
-    return _rise(host, touched, _after(touched, allocation), workloads,
-                 {} if _before is None else _before)
+    return workloads.fragmentation(host, vcpus=vcpus, memory_mb=memory_mb)
 
 
 def _after(touched, allocation):
@@ -148,32 +226,6 @@ def _after(touched, allocation):
             if p.uuid in allocation else p for p in gpu.providers]
         after[gpu.address] = gpu_view.physical_gpu(gpu.address, providers)
     return after
-
-
-def _rise(host, touched, after, workloads, before_cache):
-    rise = 0.0
-    broken = set()
-    idle_domains = host.idle_domains
-    for gpu in touched:
-        before = before_cache.get(gpu.address)
-        if before is None:
-            before = _gpu_fragmentation(gpu, workloads,
-                                        gpu.link_domain in idle_domains)
-            before_cache[gpu.address] = before
-        new = after[gpu.address]
-        still_idle = (gpu.link_domain in idle_domains and new.is_idle)
-        rise += _gpu_fragmentation(new, workloads, still_idle) - before
-        if gpu.link_domain in idle_domains and not new.is_idle:
-            broken.add(gpu.link_domain)
-    if broken:
-        domain_weight = sum(w.weight for w in workloads
-                            if w.kind == WHOLE_LINK_DOMAIN)
-        domains = host.link_domains()
-        for domain in broken:
-            for mate in domains[domain]:
-                if mate.address not in after:
-                    rise += domain_weight * (1.0 - mate.used_share)
-    return rise
 
 
 def gpus_of(host, allocation):
@@ -216,26 +268,34 @@ def _numa_fit(touched, max_nodes):
     return len(nodes) <= max_nodes
 
 
-def candidate_score(host, allocation, policy, workloads, _before=None):
-    """How good it is to put ``allocation`` on ``host`` (higher better).
+def candidate_score(host, allocation, policy, workloads, vcpus=0,
+                    memory_mb=0):
+    """How good it is to put ``allocation`` on ``host`` (higher better),
+    with ``vcpus`` and ``memory_mb`` taken from the compute node too.
 
     ``pack``: minus the rise in fragmentation, then the fullest GPU.
     ``spread``: minus the fullness of the touched GPUs once placed.
     """
-    touched = gpus_of(host, allocation)
-    return _score(host, allocation, touched, policy, workloads,
-                  {} if _before is None else _before)
+    return _score(host, allocation, gpus_of(host, allocation), policy,
+                  workloads, [None], vcpus, memory_mb)
 
 
-def _score(host, allocation, touched, policy, workloads, before_cache):
-    if not touched:
-        return 0.0
+def _score(host, allocation, touched, policy, workloads, before, vcpus,
+           memory_mb):
+    # ``before`` holds the host's fragmentation across the candidates of
+    # one host.
     after = _after(touched, allocation)
     if policy == SPREAD:
+        if not after:
+            return 0.0
         return -sum(g.used_share for g in after.values()) / len(after)
-    before_fill = sum(g.used_share for g in touched) / len(touched)
-    rise = _rise(host, touched, after, workloads, before_cache)
-    return -rise + _FULLNESS_TIE_BREAK * before_fill
+    if before[0] is None:
+        before[0] = workloads.fragmentation(host)
+    gpus = [after.get(address, gpu) for address, gpu in host.gpus.items()]
+    rise = workloads.fragmentation(host, gpus, vcpus, memory_mb) - before[0]
+    fill = (sum(g.used_share for g in touched) / len(touched)
+            if touched else 0.0)
+    return -rise + _FULLNESS_TIE_BREAK * fill
 
 
 def has_room(host, allocation):
@@ -271,21 +331,21 @@ def _affinity_rank(host, allocation, touched, link_policy, numa_policy,
 
 def rank_allocations(host, allocations, policy, workloads,
                      link_policy='none', numa_policy='none',
-                     max_numa_nodes=None):
+                     max_numa_nodes=None, vcpus=0, memory_mb=0):
     """``(rank, score)`` per allocation, best sortable by ``max``.
 
     The rank counts honoured affinities (see :func:`affinity_rank`); the
     score is :func:`candidate_score`.
     """
-    before_cache = {}
+    before = [None]
     ranks = []
     for allocation in allocations:
         touched = gpus_of(host, allocation)
         ranks.append((
             _affinity_rank(host, allocation, touched, link_policy,
                            numa_policy, max_numa_nodes),
-            _score(host, allocation, touched, policy, workloads,
-                   before_cache)))
+            _score(host, allocation, touched, policy, workloads, before,
+                   vcpus, memory_mb)))
     return ranks
 
 

@@ -440,7 +440,8 @@ def _fgd(context, seed, workloads):
 def _ours(with_nova):
     def build(context, seed, workloads):
         views = request_view.RequestViews(query=context.query,
-                                          clock=context.clock)
+                                          clock=context.clock,
+                                          query_without_gpu=True)
         weighers = [gpu_weigher.GpuPartitionWeigher(views=views)]
         if with_nova:
             weighers = nova_default_weighers() + weighers

@@ -175,6 +175,45 @@ class FilterTest(PluginTestBase):
             [nova_weights.WeighedHost(state, 0.0)], fakes.request_spec()))
         self.assertEqual(0, self.placement.queries)
 
+    def test_request_without_gpu_goes_where_it_strands_no_gpu(self):
+        # h1's GPUs are idle but its CPU is nearly gone; h2 has the same
+        # GPUs half used and CPU to spare; h3 has no GPU at all.
+        views = request_view.RequestViews(query=self.placement.query,
+                                          query_without_gpu=True)
+        weigher = gpu_weigher.GpuPartitionWeigher(views=views)
+        roots = self._hosts(None, names=('h1', 'h2'))
+        for index in range(4):
+            self._use(roots[1], index, 7)
+        self.placement.summaries[roots[0]]['resources']['VCPU']['used'] = 250
+        bare = self.placement.add_host('h3', [])
+        gpu_spec = fakes.request_spec()
+        for _ in range(30):
+            # Typical requests: one 1g slice with 4 VCPUs.
+            views.view_for(gpu_spec, self._states(roots, [('', MIG_1G, 1)]))
+            gpu_spec = fakes.request_spec()
+
+        def cpu_only(root, name):
+            return fakes.host_state(name, root, [
+                {'allocations': {root: {'resources': {'VCPU': 4}}},
+                 'mappings': {'': [root]}}])
+
+        states = [cpu_only(roots[0], 'h1'), cpu_only(roots[1], 'h2')]
+        weights = weigher.weigh_objects(
+            [nova_weights.WeighedHost(s, 0.0) for s in states],
+            fakes.request_spec())
+        # On h1, 2 VCPUs would be left: the 8 idle GPUs are stranded.
+        self.assertAlmostEqual(-8.0, weights[0], places=1)
+        self.assertGreater(weights[1], 0.0)
+        states.append(cpu_only(bare, 'h3'))
+        weighed = nova_weights.HostWeightHandler().get_weighed_objects(
+            [weigher], states, fakes.request_spec())
+        self.assertEqual(['h3', 'h2', 'h1'],
+                         [w.obj.host for w in weighed])
+        self.gpu_flags(weigh_requests_without_gpu=False)
+        self.assertEqual([0.0, 0.0], weigher.weigh_objects(
+            [nova_weights.WeighedHost(s, 0.0) for s in states[:2]],
+            fakes.request_spec()))
+
     def test_single_host_candidates_are_ordered_by_the_filter(self):
         (root,) = self._hosts(None)
         self._use(root, 6, 3)
@@ -324,7 +363,8 @@ class LoadingTest(test.NoDBTestCase):
         self.assertEqual(
             {'policy', 'link_affinity', 'numa_affinity', 'weight_multiplier',
              'reuse_scheduler_query', 'request_view_ttl',
-             'topology_cache_ttl'},
+             'topology_cache_ttl', 'workload_window', 'workload_classes',
+             'weigh_requests_without_gpu'},
             {opt.name for opt in opts})
         self.assertIsInstance(objects.RequestSpec(), objects.RequestSpec)
 

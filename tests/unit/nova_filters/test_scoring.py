@@ -202,3 +202,72 @@ class ScoringTest(testtools.TestCase):
         self.assertEqual(
             [scoring.SLICE, scoring.WHOLE_GPU],
             [w.kind for w in scoring.default_workloads(view)])
+
+
+def _workload(vcpus=0, gpus=1, rc=MIG_1G, units=1, weight=1.0):
+    return scoring.Workload(kind=scoring.SLICE, weight=weight,
+                            resource_class=rc, units=units, gpus=gpus,
+                            vcpus=vcpus)
+
+
+class HostResourcesTest(testtools.TestCase):
+    """Fragmentation counts the compute node's CPU and memory."""
+
+    def setUp(self):
+        super().setUp()
+        self.placement = fakes.FakePlacement()
+
+    def _root(self, name, free_vcpus, **gpus):
+        root = self.placement.add_host(name, fakes.hgx_gpus(**gpus))
+        vcpu = self.placement.summaries[root]['resources']['VCPU']
+        vcpu['used'] = vcpu['capacity'] - free_vcpus
+        return root
+
+    def test_view_reads_free_vcpu_and_memory_of_the_compute_node(self):
+        root = self._root('h', 10)
+        host = _view(self.placement).host(root)
+        self.assertEqual(10, host.free_vcpus)
+        self.assertEqual(2 ** 21, host.free_memory_mb)
+        candidate = self.placement.candidates(root, [('', MIG_1G, 1)])[0]
+        self.assertEqual((4, 4096), gpu_view.host_resources(candidate))
+        self.assertEqual((0, 0), gpu_view.host_resources({'junk': 1}))
+
+    def test_a_workload_the_cpu_cannot_hold_strands_every_free_gpu(self):
+        root = self._root('h', 16)
+        host = _view(self.placement).host(root)
+        mix = scoring.WorkloadMix([_workload(vcpus=8)])
+        self.assertEqual(0.0, scoring.fragmentation(host, mix))
+        # Taking 9 VCPUs leaves 7: the 8-VCPU workload fits nowhere, so
+        # all 8 free GPUs are stranded.
+        self.assertAlmostEqual(8.0, scoring.fragmentation(host, mix,
+                                                          vcpus=9))
+
+    def test_pack_puts_the_slice_where_cpu_is_left_for_the_typical_one(self):
+        tight = self._root('tight', 10)
+        roomy = self._root('roomy', 40)
+        view = _view(self.placement)
+        mix = scoring.WorkloadMix([_workload(vcpus=8)])
+        scores = {}
+        for root in (tight, roomy):
+            host = view.host(root)
+            candidate = self.placement.candidates(root, [('', MIG_1G, 1)])[0]
+            scores[root] = scoring.candidate_score(
+                host, gpu_view.gpu_allocation(view, candidate), scoring.PACK,
+                mix, vcpus=4)
+        self.assertGreater(scores[roomy], scores[tight])
+
+    def test_a_multi_gpu_workload_needs_enough_usable_gpus_in_a_clique(self):
+        root = self._root('h', 256, cliques=(1, 1, 1, 1, 2, 2, 2, 2))
+        mix = scoring.WorkloadMix([_workload(gpus=4, units=7)])
+        self.assertEqual(0.0, scoring.fragmentation(
+            _view(self.placement).host(root), mix))
+        for index in (0, 4):
+            rp = self.placement.provider(root, fakes.gpu_address(index),
+                                         MIG_1G)
+            self.placement.claim({'allocations': {rp: {'resources': {
+                MIG_1G: 1}}}})
+        # Each clique keeps 3 whole GPUs: a 4-GPU workload fits neither,
+        # so the free share of all eight GPUs is stranded.
+        self.assertAlmostEqual(
+            6 + 2 * 6 / 7,
+            scoring.fragmentation(_view(self.placement).host(root), mix))
