@@ -58,8 +58,10 @@ class GpuPartitionFilter(filters.BaseHostFilter):
 
     RUN_ON_REBUILD = False
 
-    def __init__(self, views=None):
+    def __init__(self, views=None, weigher_runs=None):
         self._views = views or request_view.VIEWS
+        # None: read Nova's weight_classes (see weigher_enabled).
+        self._weigher_runs = weigher_runs
 
     def filter_all(self, filter_obj_list, spec_obj):
         hosts = list(filter_obj_list)
@@ -73,7 +75,9 @@ class GpuPartitionFilter(filters.BaseHostFilter):
         units = request_view.gpu_units(hosts)
         if not units:
             return hosts
-        reorder = len(hosts) == 1 or not weigher_enabled()
+        weigher_runs = (weigher_enabled() if self._weigher_runs is None
+                        else self._weigher_runs)
+        reorder = len(hosts) == 1 or not weigher_runs
         if not reorder and units < 2:
             # One GPU unit cannot span GPUs: no affinity to enforce.
             return hosts

@@ -144,7 +144,8 @@ class InMemoryPlacement:
     def __init__(self, providers):
         self.providers = {p.uuid: p for p in providers}
         self.names = {p.uuid: p.name for p in providers}
-        self.roots = [p for p in providers if p.parent is None]
+        self.roots = sorted((p for p in providers if p.parent is None),
+                            key=lambda p: p.name)
         self._tree = collections.defaultdict(list)
         self._by_rc = collections.defaultdict(list)
         for provider in providers:
@@ -152,8 +153,11 @@ class InMemoryPlacement:
             if provider.parent is not None:
                 for rc in provider.inventories:
                     self._by_rc[rc].append(provider)
-        for members in self._by_rc.values():
+        for members in (list(self._by_rc.values())
+                        + list(self._tree.values())):
             members.sort(key=lambda p: p.name)
+        self._children_named_after_roots = all(
+            p.name.startswith(self.names[p.root]) for p in providers)
         self.consumers = {}
         self._summary_cache = {}
 
@@ -171,8 +175,17 @@ class InMemoryPlacement:
             roots = self._roots_with(groups)
         else:
             roots = [p.uuid for p in self.roots]
+        # With one group, or identical groups, candidates come out in the
+        # order normalise() gives (roots by name, then combinations of
+        # providers sorted by name; a root's name is a prefix of its
+        # children's), once each: stop at the limit instead of building
+        # every candidate of a large fleet.
+        in_order = (root_needs and len(set(groups)) <= 1
+                    and self._children_named_after_roots)
         candidates = []
         for root in roots:
+            if in_order and limit and len(candidates) >= limit:
+                break
             root_provider = self.providers[root]
             if any(root_provider.free(rc) < amount
                    for rc, amount in root_needs.items()):
@@ -191,7 +204,10 @@ class InMemoryPlacement:
                     mappings[str(index)] = [rp]
                 candidates.append({'allocations': allocations,
                                    'mappings': mappings})
-        candidates = normalise(candidates, self.names, limit)
+                if in_order and limit and len(candidates) >= limit:
+                    break
+        if not in_order:
+            candidates = normalise(candidates, self.names, limit)
         return candidates, self.provider_summaries(candidates)
 
     def _roots_with(self, groups):

@@ -445,7 +445,8 @@ def _ours(with_nova):
         weighers = [gpu_weigher.GpuPartitionWeigher(views=views)]
         if with_nova:
             weighers = nova_default_weighers() + weighers
-        return [gpu_filter.GpuPartitionFilter(views=views)], weighers
+        return [gpu_filter.GpuPartitionFilter(
+            views=views, weigher_runs=True)], weighers
     return build
 
 
