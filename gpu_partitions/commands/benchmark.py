@@ -43,6 +43,16 @@ def register(subparsers):
     parser.add_argument('target', choices=sorted(TARGETS))
     parser.add_argument('--quick', action='store_true',
                         help='smaller runs (seconds, not minutes)')
+    parser.add_argument('--full', action='store_true',
+                        help='packing: the whole node list and the whole '
+                             'traces, one seed (about two hours on 2 '
+                             'cores)')
+    parser.add_argument('--traces', default=None,
+                        help='packing: comma-separated pod lists (default: '
+                             'default,gpushare100,multigpu50)')
+    parser.add_argument('--output', default=None, metavar='DIR',
+                        help='packing: write each run\'s JSON and PNG plots '
+                             'into DIR')
     parser.add_argument('--guidellm', default=None,
                         help='harness: guidellm executable (default '
                              '$GUIDELLM or guidellm on PATH; none: skip)')

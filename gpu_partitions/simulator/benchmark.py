@@ -19,9 +19,13 @@ FGD-style policy's, and our gap to the offline bound in percentage
 points. Each figure is the mean over the seeds. The last line is one JSON
 object, per trace.
 
-Environment: ``GPU_PARTITIONS_SIM_SCALE`` (share of the trace's nodes,
-default 0.1, ``--quick`` 0.03), ``GPU_PARTITIONS_SIM_SEEDS`` (default 3,
-``--quick`` 1), ``GPU_PARTITIONS_TRACE_DIR`` (the openb files).
+Sizes: default 10% of the trace's nodes and 3 seeds (minutes on 2
+cores), ``--quick`` 3% and 1 seed (seconds), ``--full`` every node and 1
+seed (hours). ``--traces`` picks the pod lists, ``--output DIR`` keeps
+each run's JSON and plots. The environment overrides the sizes:
+``GPU_PARTITIONS_SIM_SCALE`` (share of the nodes),
+``GPU_PARTITIONS_SIM_SEEDS``, and ``GPU_PARTITIONS_TRACE_DIR`` names the
+openb files' directory.
 """
 
 import json
@@ -29,8 +33,10 @@ import os
 import statistics
 
 TRACES = ('default', 'gpushare100', 'multigpu50')
-POLICIES = ('nova-default', 'hami-binpack', 'best-fit', 'gpu-packing',
-            'fgd', 'ours-pack', 'ours-spread', 'ours-pack+nova')
+# The families the figures compare (see figures()); ``simulate`` runs the
+# others too.
+POLICIES = ('hami-binpack', 'best-fit', 'gpu-packing', 'fgd', 'ours-pack',
+            'ours-pack+nova')
 
 
 def figures(result):
@@ -59,14 +65,22 @@ def packing(args):
     from gpu_partitions.simulator import run as run_mod
     from gpu_partitions.simulator import trace
 
-    scale = float(os.environ.get('GPU_PARTITIONS_SIM_SCALE',
-                                 0.03 if args.quick else 0.1))
+    from gpu_partitions.simulator import report
+
+    full = getattr(args, 'full', False)
+    scale = float(os.environ.get(
+        'GPU_PARTITIONS_SIM_SCALE',
+        1.0 if full else 0.03 if args.quick else 0.1))
     seeds = int(os.environ.get('GPU_PARTITIONS_SIM_SEEDS',
-                               1 if args.quick else 3))
+                               1 if args.quick or full else 3))
+    traces = (getattr(args, 'traces', None) or ','.join(TRACES)).split(',')
+    output = getattr(args, 'output', None)
+    if output:
+        os.makedirs(output, exist_ok=True)
     nodes = trace.read_nodes(trace.default_node_file(),
                              fleet_mod.TRACE_MODELS)
     summary = {}
-    for name in TRACES:
+    for name in traces:
         path = trace.pod_file(name)
         tasks = trace.read_tasks(path, fleet_mod.TRACE_MODELS)
         per_seed = []
@@ -76,6 +90,10 @@ def packing(args):
             result = run_mod.simulate(
                 fleet, tasks, list(POLICIES), seed=seed, jobs=2,
                 show_progress=True, trace_path=path, scale=scale)
+            if output:
+                prefix = os.path.join(output, '%s-seed%d' % (name, seed))
+                report.write_json(result, prefix + '.json')
+                report.write_plots(result, prefix)
             found = figures(result)
             per_seed.append(found)
             print('%s seed %d (%d GPUs): ours %s %.2f%%, best packing %s '
