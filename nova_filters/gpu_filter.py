@@ -41,7 +41,6 @@ from nova.scheduler import utils as scheduler_utils
 
 from nova_filters import ordering
 from nova_filters import request_view
-from nova_filters import scoring
 
 CONF = nova.conf.CONF
 LOG = logging.getLogger(__name__)
