@@ -154,6 +154,31 @@ class CommandTest(testtools.TestCase):
             with open(prefix + suffix, 'rb') as stream:
                 self.assertEqual(b'\x89PNG', stream.read(4))
 
+    def test_packing_benchmark_prints_the_figures_and_keeps_each_run(self):
+        directory, _, _ = synthetic_inputs(self, count=60)
+        output = os.path.join(directory, 'out')
+        self.useFixture(fixtures.EnvironmentVariable(
+            trace.TRACE_DIR_ENV, directory))
+        self.useFixture(fixtures.EnvironmentVariable(
+            'GPU_PARTITIONS_SIM_SCALE', '1'))
+        stdout = io.StringIO()
+        with mock.patch.object(sys, 'stdout', stdout), mock.patch.object(
+                sys, 'stderr', io.StringIO()):
+            code = cli.main(['benchmark', 'packing', '--quick', '--traces',
+                             'synthetic', '--output', output])
+        self.assertEqual(0, code)
+        figures = json.loads(stdout.getvalue().strip().splitlines()[-1])
+        mine = figures['synthetic']
+        for key in ('ratio_vs_best_packing', 'ratio_vs_fgd',
+                    'gap_to_bound_points'):
+            self.assertIn(key, mine)
+        self.assertGreaterEqual(mine['gap_to_bound_points'], 0.0)
+        with open(os.path.join(output, 'synthetic-seed0.json')) as stream:
+            self.assertIn('ours-pack', json.load(stream)['policies'])
+        with open(os.path.join(output, 'synthetic-seed0-unallocated.png'),
+                  'rb') as stream:
+            self.assertEqual(b'\x89PNG', stream.read(4))
+
     def test_replay_needs_times(self):
         directory = self.useFixture(fixtures.TempDir()).path
         nodes, _ = synthetic.write(directory)
