@@ -19,6 +19,7 @@ override them for profiles whose name does not say (time-sliced vGPU).
 """
 
 from gpu_partitions.bench import results as results_mod
+from gpu_partitions import plotting
 
 
 def slice_of(result, memory_gib=None, compute_share=None):
@@ -93,9 +94,7 @@ def markdown(table):
 
 def plot(table, path):
     """Bar chart of each label's best output tokens/s, raw and per slice."""
-    import matplotlib
-    matplotlib.use('Agg')
-    from matplotlib import pyplot
+    pyplot = plotting.pyplot()
 
     rows_ = best(table)
     labels = [row['label'] for row in rows_]

@@ -22,6 +22,7 @@ import math
 import os
 
 from gpu_partitions.bench import metrics
+from gpu_partitions import plotting
 
 SCHEMA = 'gpu-partitions-bench/1'
 
@@ -158,9 +159,7 @@ def markdown(result):
 
 def plot(result, directory):
     """Write the throughput and latency plots; returns their paths."""
-    import matplotlib
-    matplotlib.use('Agg')
-    from matplotlib import pyplot
+    pyplot = plotting.pyplot()
 
     os.makedirs(directory, exist_ok=True)
     runs = result['runs']

@@ -20,6 +20,8 @@ import json
 import os
 import tempfile
 
+from gpu_partitions import plotting
+
 
 def table(result):
     """The result as text: one line per policy, then the bound."""
@@ -78,18 +80,11 @@ def write_json(result, path):
         json.dumps(result, indent=1, sort_keys=True).encode()))
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use('Agg')
-    from matplotlib import pyplot
-    return pyplot
-
-
 def write_plots(result, prefix):
     """``<prefix>-unallocated.png`` (arrivals) and ``<prefix>-free.png``
     (free whole GPUs and free large slices per step); the paths.
     """
-    pyplot = _pyplot()
+    pyplot = plotting.pyplot()
     written = []
     policies = result['policies']
     if result['protocol'] == 'arrivals':
