@@ -105,6 +105,19 @@ class InMemoryPlacementTest(testtools.TestCase):
             placement.ResourceRequest(root=(('VCPU', 1000),)))
         self.assertEqual(2, len(candidates))
 
+    def test_candidates_stop_at_the_limit_in_normalised_order(self):
+        request = self._request([(MIG_1G, 1)])
+        every, _ = self.placement.allocation_candidates(request, limit=0)
+        for limit in (1, 2, 3):
+            some, _ = self.placement.allocation_candidates(request, limit)
+            self.assertEqual(placement.normalise(every, self.placement.names,
+                                                 limit), some)
+        pairs, _ = self.placement.allocation_candidates(
+            self._request([(MIG_1G, 1)] * 2), limit=1)
+        self.assertEqual([['h0_0000_10_00_0_1g_10gb',
+                           'h0_0000_28_00_0_1g_10gb']],
+                         [self._gpus(c) for c in pairs])
+
     def test_normalise_drops_permutations(self):
         names = {'r': 'host', 'a': 'host_a', 'b': 'host_b'}
         first = {'allocations': {'a': {'resources': {MIG_7G: 1}},
