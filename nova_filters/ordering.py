@@ -74,11 +74,8 @@ def arrange(host_state, spec_obj, view, workloads, prune, reorder=True,
             allocations = [allocations[i] for i in keep]
         if not candidates:
             return Arranged(best=None, policy=placement, host=host)
-    if not reorder or not view.usage_known or (
-            not any(allocations) and placement != scoring.PACK):
+    if not reorder or not view.usage_known or not any(allocations):
         return Arranged(best=None, policy=placement, host=host)
-    # A request without GPU is weighed by the GPU capacity its CPU and
-    # memory would strand (pack only).
     vcpus, memory_mb = gpu_view.host_resources(candidates[0])
     ranks = scoring.rank_allocations(
         host, allocations, placement, workloads, link_policy=link,

@@ -35,8 +35,9 @@ host after each instance and calls the plugins again with the same
 ``num_instances`` went up was claimed, so the candidate we put first on it
 is added to the view instead of asking Placement again.
 
-No GPU in the candidates (a request without GPU, a rebuild) means no view
-and no Placement request. When Placement cannot be read or answers oddly,
+A request without GPU gets a view only from the scheduler's own answer
+(``weigh_requests_without_gpu``; the weigher then weighs the GPU capacity
+its CPU and memory would strand), never from an extra Placement request. When Placement cannot be read or answers oddly,
 one warning is logged for the request and the view is rebuilt from the
 remembered topology, with ``usage_known`` False: the filter still enforces
 affinity, the weigher gives neutral weights.
