@@ -37,10 +37,12 @@ is added to the view instead of asking Placement again.
 
 A request without GPU gets a view only from the scheduler's own answer
 (``weigh_requests_without_gpu``; the weigher then weighs the GPU capacity
-its CPU and memory would strand), never from an extra Placement request. When Placement cannot be read or answers oddly,
-one warning is logged for the request and the view is rebuilt from the
-remembered topology, with ``usage_known`` False: the filter still enforces
-affinity, the weigher gives neutral weights.
+its CPU and memory would strand), never from an extra Placement request.
+
+When Placement cannot be read or answers oddly, one warning is logged for
+the request and the view is rebuilt from the remembered topology, with
+``usage_known`` False: the filter still enforces affinity, the weigher
+gives neutral weights.
 """
 
 import functools
