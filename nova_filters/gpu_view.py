@@ -47,13 +47,15 @@ import re
 import threading
 import time
 
+import os_resource_classes as orc
+
 import placement_traits
 
 _MIG_SLICES = re.compile(r'^%s(\d+)G_' % placement_traits.RC_MIG)
 _GPU_PREFIXES = (placement_traits.RC_MIG, placement_traits.RC_VGPU,
                  placement_traits.RC_GPU_VF)
-_VCPU = 'VCPU'
-_MEMORY_MB = 'MEMORY_MB'
+_VCPU = orc.VCPU
+_MEMORY_MB = orc.MEMORY_MB
 
 
 # The scheduler builds tens of thousands of these per request, so they are
