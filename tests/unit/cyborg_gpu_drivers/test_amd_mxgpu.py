@@ -21,7 +21,6 @@ from unittest import mock
 
 import fixtures
 from oslo_config import cfg
-from oslo_config import fixture as config_fixture
 import testtools
 
 from cyborg_gpu_drivers.adapters import amdsmi as amdsmi_adapter
@@ -32,6 +31,7 @@ from cyborg_gpu_drivers import report
 from gpu_partitions import reference_hosts
 from gpu_partitions.reference_hosts import fake_amdsmi
 import placement_traits
+from tests.unit.cyborg_gpu_drivers import base
 
 CONF = cfg.CONF
 GIM_MEMORY_MODE = ('memory_partition_mode: NPS4\nnuma_count: 4\n'
@@ -162,13 +162,10 @@ class VfHandlesTest(testtools.TestCase):
         self.assertIn('no VF bound to vfio-pci', self.notes[-1])
 
 
-class DriverTestCase(testtools.TestCase):
+class DriverTestCase(base.DriverTestCase):
 
     def setUp(self):
         super().setUp()
-        self.conf = self.useFixture(config_fixture.Config(CONF))
-        self.log = self.useFixture(fixtures.FakeLogger(
-            name='cyborg_gpu_drivers'))
 
     def env(self, data):
         host = reference_hosts.ReferenceHost(data, data['name'])

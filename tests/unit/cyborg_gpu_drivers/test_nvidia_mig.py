@@ -16,7 +16,6 @@ import copy
 
 import fixtures
 from oslo_config import cfg
-from oslo_config import fixture as config_fixture
 import testtools
 
 from cyborg_gpu_drivers.adapters import nvml as nvml_adapter
@@ -27,6 +26,7 @@ from cyborg_gpu_drivers import privsep
 from gpu_partitions import reference_hosts
 from gpu_partitions.reference_hosts import fake_nvml
 import placement_traits as names
+from tests.unit.cyborg_gpu_drivers import base
 from tests.unit.cyborg_gpu_drivers import hosts
 
 CONF = cfg.CONF
@@ -37,13 +37,10 @@ def host_data(name):
     return copy.deepcopy(reference_hosts.load(name).data)
 
 
-class DriverTestCase(testtools.TestCase):
+class DriverTestCase(base.DriverTestCase):
 
     def setUp(self):
         super().setUp()
-        self.conf = self.useFixture(config_fixture.Config(CONF))
-        self.log = self.useFixture(fixtures.FakeLogger(
-            name='cyborg_gpu_drivers'))
         self.tmp = self.useFixture(fixtures.TempDir()).path
 
     def env(self, data):

@@ -19,7 +19,6 @@ import copy
 
 import fixtures
 from oslo_config import cfg
-from oslo_config import fixture as config_fixture
 import testtools
 
 from cyborg_gpu_drivers.adapters import libvirt_nodedev
@@ -31,6 +30,7 @@ from cyborg_gpu_drivers import privsep
 from cyborg_gpu_drivers import vgpu_types
 from gpu_partitions import reference_hosts
 from gpu_partitions.reference_hosts import fake_nvml
+from tests.unit.cyborg_gpu_drivers import base
 from tests.unit.cyborg_gpu_drivers import hosts
 
 CONF = cfg.CONF
@@ -105,13 +105,10 @@ class SliceLogicTest(testtools.TestCase):
         self.assertIsNone(nvidia_vgpu.mdev_type_number(None))
 
 
-class DriverTestCase(testtools.TestCase):
+class DriverTestCase(base.DriverTestCase):
 
     def setUp(self):
         super().setUp()
-        self.conf = self.useFixture(config_fixture.Config(CONF))
-        self.log = self.useFixture(fixtures.FakeLogger(
-            name='cyborg_gpu_drivers'))
         self.writes = []
 
     def env(self, name, data=None):
