@@ -107,6 +107,16 @@ class PhysicalGpu:
         return 1.0 - self.used_share
 
 
+def idle_domains(gpus):
+    """Link domains of two or more of ``gpus`` that are all idle."""
+    members = {}
+    for gpu in gpus:
+        if gpu.link_domain is not None:
+            members.setdefault(gpu.link_domain, []).append(gpu.is_idle)
+    return frozenset(domain for domain, idle in members.items()
+                     if len(idle) > 1 and all(idle))
+
+
 def physical_gpu(address, providers):
     providers = tuple(providers)
     return PhysicalGpu(
@@ -133,24 +143,6 @@ class HostGpus:
         if not self.gpus:
             return 0.0
         return sum(g.used_share for g in self.gpus.values()) / len(self.gpus)
-
-    def link_domains(self):
-        """``{link_domain: [PhysicalGpu]}`` for GPUs that have one."""
-        return self._link_domains
-
-    @functools.cached_property
-    def _link_domains(self):
-        domains = {}
-        for gpu in self.gpus.values():
-            if gpu.link_domain is not None:
-                domains.setdefault(gpu.link_domain, []).append(gpu)
-        return domains
-
-    @functools.cached_property
-    def idle_domains(self):
-        """Link domains of two or more GPUs that are all idle."""
-        return frozenset(domain for domain, gpus in self._link_domains.items()
-                         if len(gpus) > 1 and all(g.is_idle for g in gpus))
 
     @functools.cached_property
     def gpu_of_provider(self):

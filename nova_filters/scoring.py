@@ -101,12 +101,6 @@ class WorkloadMix:
         self._bits = tuple((1 << i, w) for i, w in enumerate(self.workloads))
         self._masks = {}
 
-    def __iter__(self):
-        return iter(self.workloads)
-
-    def __len__(self):
-        return len(self.workloads)
-
     def gpu_mask(self, gpu, domain_idle):
         """Bit ``i`` set when workload ``i`` can use ``gpu`` (one of its
         GPUs, for a workload spanning several).
@@ -128,16 +122,16 @@ class WorkloadMix:
         replaces the host's GPUs (a placement being judged).
         """
         gpus = list(host.gpus.values()) if gpus is None else gpus
-        idle_domains = _idle_domains(gpus)
-        # Free share and GPU count per fit mask: few distinct masks per
-        # host, so the loop below is short.
+        idle_domains = gpu_view.idle_domains(gpus)
+        masks = [(gpu, self.gpu_mask(gpu, gpu.link_domain in idle_domains))
+                 for gpu in gpus]
+        # Free share per fit mask: few distinct masks per host, so the
+        # loop below is short.
         by_mask = {}
-        for gpu in gpus:
+        for gpu, mask in masks:
             free = 1.0 - gpu.used_share
-            if free <= 0.0:
-                continue
-            mask = self.gpu_mask(gpu, gpu.link_domain in idle_domains)
-            by_mask[mask] = by_mask.get(mask, 0.0) + free
+            if free > 0.0:
+                by_mask[mask] = by_mask.get(mask, 0.0) + free
         total = sum(by_mask.values())
         if total <= 0.0:
             return 0.0
@@ -151,7 +145,7 @@ class WorkloadMix:
                     or (free_memory is not None
                         and workload.memory_mb > free_memory)
                     or (workload.gpus > 1 and not _domain_has(
-                        gpus, idle_domains, self, bit, workload.gpus))):
+                        masks, bit, workload.gpus))):
                 result += workload.weight * total
                 continue
             result += workload.weight * sum(
@@ -186,24 +180,13 @@ def _fits(workload, gpu, domain_idle):
     return False
 
 
-def _idle_domains(gpus):
-    members = {}
-    for gpu in gpus:
-        if gpu.link_domain is not None:
-            members.setdefault(gpu.link_domain, []).append(gpu.is_idle)
-    return frozenset(domain for domain, idle in members.items()
-                     if len(idle) > 1 and all(idle))
-
-
-def _domain_has(gpus, idle_domains, mix, bit, count):
+def _domain_has(masks, bit, count):
     """Whether some link domain has ``count`` GPUs the workload of
-    ``bit`` can use.
+    ``bit`` can use (``masks``: ``[(gpu, fit mask)]``).
     """
     per_domain = {}
-    for gpu in gpus:
-        if gpu.link_domain is None:
-            continue
-        if mix.gpu_mask(gpu, gpu.link_domain in idle_domains) & bit:
+    for gpu, mask in masks:
+        if gpu.link_domain is not None and mask & bit:
             per_domain[gpu.link_domain] = per_domain.get(
                 gpu.link_domain, 0) + 1
             if per_domain[gpu.link_domain] >= count:

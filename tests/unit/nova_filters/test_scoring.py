@@ -61,7 +61,7 @@ class GpuViewTest(testtools.TestCase):
         self.assertEqual(1, gpu.numa_node)
         self.assertEqual(placement_traits.nvlink_clique_trait(2),
                          gpu.link_domain)
-        self.assertEqual(2, len(host.link_domains()))
+        self.assertEqual(2, len({g.link_domain for g in host.gpus.values()}))
 
     def test_odd_summaries_are_skipped(self):
         placement = fakes.FakePlacement()
@@ -168,9 +168,10 @@ class ScoringTest(testtools.TestCase):
         view = _view(self.placement)
         # GPU 0 has 4/7 free that a whole-GPU or whole-clique request can
         # no longer use; 1g requests still can.
-        whole = sum(w.weight for w in workloads if w.kind != scoring.SLICE)
+        whole = sum(w.weight for w in workloads.workloads
+                    if w.kind != scoring.SLICE)
         self.assertAlmostEqual(
-            4 / 7 * whole + 7 * 1.0 * [w.weight for w in workloads
+            4 / 7 * whole + 7 * 1.0 * [w.weight for w in workloads.workloads
                                        if w.kind ==
                                        scoring.WHOLE_LINK_DOMAIN][0],
             scoring.fragmentation(view.host(root), workloads))
@@ -201,7 +202,7 @@ class ScoringTest(testtools.TestCase):
         self.assertFalse(scoring.link_fit(host, two))
         self.assertEqual(
             [scoring.SLICE, scoring.WHOLE_GPU],
-            [w.kind for w in scoring.default_workloads(view)])
+            [w.kind for w in scoring.default_workloads(view).workloads])
 
 
 def _workload(vcpus=0, gpus=1, rc=MIG_1G, units=1, weight=1.0):

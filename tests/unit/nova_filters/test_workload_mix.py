@@ -44,7 +44,7 @@ class RequestHistoryTest(testtools.TestCase):
         history = workload_mix.RequestHistory(window=100, classes=4)
         self._record(history, workload_mix.MIN_SAMPLES - 1,
                      [('', MIG_1G, 1)])
-        kinds = {w.kind for w in history.mix(self.view)}
+        kinds = {w.kind for w in history.mix(self.view).workloads}
         self.assertIn(scoring.WHOLE_GPU, kinds)
 
     def test_shapes_grouped_by_gpu_part_with_mean_cpu_and_frequency(self):
@@ -55,7 +55,8 @@ class RequestHistoryTest(testtools.TestCase):
         mix = history.mix(self.view)
         self.assertEqual(
             [(MIG_1G, 1, 6, 0.75), (MIG_3G, 2, 4, 0.25)],
-            [(w.resource_class, w.gpus, w.vcpus, w.weight) for w in mix])
+            [(w.resource_class, w.gpus, w.vcpus, w.weight)
+             for w in mix.workloads])
 
     def test_window_forgets_old_requests_and_classes_cap_the_mix(self):
         history = workload_mix.RequestHistory(window=30, classes=1)
@@ -63,7 +64,8 @@ class RequestHistoryTest(testtools.TestCase):
         self._record(history, 20, [('', MIG_1G, 1)])
         # 10 x 3g remain in the window beside 20 x 1g; one class kept.
         self.assertEqual([(MIG_1G, 1.0)], [
-            (w.resource_class, w.weight) for w in history.mix(self.view)])
+            (w.resource_class, w.weight)
+            for w in history.mix(self.view).workloads])
 
     def test_requests_without_gpu_are_not_recorded(self):
         history = workload_mix.RequestHistory(window=100, classes=4)
@@ -73,4 +75,4 @@ class RequestHistoryTest(testtools.TestCase):
         for _ in range(30):
             history.record(self.view, [state])
         self.assertIn(scoring.WHOLE_GPU,
-                      {w.kind for w in history.mix(self.view)})
+                      {w.kind for w in history.mix(self.view).workloads})
