@@ -4,7 +4,9 @@
 set -eu
 
 cd "$(dirname "$0")/.."
-python3 -m pip install --quiet bindep tox
+# tox and bindep pinned like everything else: virtualenv's version decides
+# the pip and setuptools every tox environment starts with.
+python3 -m pip install --quiet -c constraints.txt bindep tox
 missing=$(python3 -m bindep -b test || true)
 if [ -n "$missing" ]; then
     echo "Installing Debian packages: $missing"
