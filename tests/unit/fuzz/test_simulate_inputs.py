@@ -89,8 +89,8 @@ class SimulateArgumentsTest(testtools.TestCase):
             if code == 2 and 'unknown policy' in err:
                 counted.clear(err.strip().splitlines()[-1])
             else:
-                counted.traceback('--policies %r: %r %r' % (value[:20], code,
-                                                             err))
+                counted.traceback('--policies %r: %r %r'
+                                  % (value[:20], code, err))
         for value in ('pack', ''):
             code, err = parse(['simulate', '--protocol=' + value])
             if code == 2 and 'invalid choice' in err:
