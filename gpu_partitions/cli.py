@@ -19,6 +19,7 @@ imports inside their ``run`` functions.
 
 import argparse
 import importlib
+import math
 import sys
 
 # Subcommand modules, in the order ``--help`` lists them.
@@ -56,6 +57,44 @@ def main(argv=None):
 
 class UsageError(Exception):
     """Bad input from the command line or a file it names: exit code 2."""
+
+
+def number(kind=float, minimum=None, maximum=None, above=None,
+           allow_inf=False):
+    """An argparse ``type`` for a bounded int or float.
+
+    ``minimum``/``maximum`` are inclusive, ``above`` exclusive. NaN is
+    always refused, infinity unless ``allow_inf``; argparse turns the
+    refusal into ``error: argument --x: ...`` and exit status 2.
+    """
+    def convert(text):
+        try:
+            # int() and float() also take "1_000" and other scripts'
+            # digits; a command line number is plain ASCII.
+            if not text.isascii() or '_' in text:
+                raise ValueError(text)
+            value = kind(text)
+        except (TypeError, ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(
+                '%r is not %s' % (text, 'an integer' if kind is int
+                                  else 'a number'))
+        if kind is float and (math.isnan(value) or
+                              (math.isinf(value) and not allow_inf)):
+            raise argparse.ArgumentTypeError(
+                '%r: must be a finite number%s' % (
+                    text, ' or inf' if allow_inf else ''))
+        if above is not None and not value > above:
+            raise argparse.ArgumentTypeError('%r: must be above %s'
+                                             % (text, above))
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError('%r: must be at least %s'
+                                             % (text, minimum))
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError('%r: must be at most %s'
+                                             % (text, maximum))
+        return value
+    convert.__name__ = kind.__name__
+    return convert
 
 
 if __name__ == '__main__':

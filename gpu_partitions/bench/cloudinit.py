@@ -88,7 +88,8 @@ def render(settings, stock_image=False, licence_token=None,
               'content': env_text(settings)}]
     runcmd = []
     if licence_token:
-        files.append({'path': LICENCE_TOKEN_PATH, 'permissions': '0744',
+        # Root-only: nvidia-gridd runs as root and the token is a secret.
+        files.append({'path': LICENCE_TOKEN_PATH, 'permissions': '0600',
                       'content': licence_token.strip() + '\n'})
         runcmd.append(['systemctl', 'restart', 'nvidia-gridd'])
     config = {}

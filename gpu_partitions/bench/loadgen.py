@@ -125,7 +125,8 @@ async def run(config, connector_limit=None):
         if config.num_warmups:
             await asyncio.gather(*[
                 client.stream_request(session, url, payload(prompts[0]),
-                                      kind, timeout, headers)
+                                      kind, timeout, headers,
+                                      config.stall_timeout)
                 for _ in range(config.num_warmups)])
         scrape = config.scrape_metrics
         before = await _scrape(session, config.base_url) if scrape else None
@@ -140,7 +141,8 @@ async def run(config, connector_limit=None):
         async def one(prompt, arrival):
             async with slots:
                 result = await client.stream_request(
-                    session, url, payload(prompt), kind, timeout, headers)
+                    session, url, payload(prompt), kind, timeout, headers,
+                    config.stall_timeout)
             result.client_queue_time = result.start_time - arrival
             return result
 

@@ -73,9 +73,11 @@ DEFINITIONS = {
                    '(numpy.percentile); std is the population standard '
                    'deviation; all latencies in milliseconds.',
     'failed': 'Requests that got no usable stream: HTTP status other '
-              'than 200, connection error, timeout, a malformed chunk, or '
-              'a stream ending before "data: [DONE]"; counted by kind in '
-              'errors and excluded from all other figures.',
+              'than 200, connection error, timeout, a stall (no data line '
+              'for --stall-timeout seconds), a malformed chunk or '
+              'oversized line, or a stream ending before "data: [DONE]"; '
+              'counted by kind in errors and excluded from all other '
+              'figures.',
 }
 
 
@@ -167,8 +169,9 @@ def parse_goodput(items):
         except ValueError:
             raise ValueError('goodput SLO %r: %r is not a number of '
                              'milliseconds' % (item, value)) from None
-        if slos[key] < 0:
-            raise ValueError('goodput SLO %r: must not be negative' % item)
+        if not 0 <= slos[key] < float('inf'):
+            raise ValueError('goodput SLO %r: must be a finite number, not '
+                             'negative' % item)
     return slos
 
 

@@ -51,6 +51,10 @@ class Script:
     # With no delays, write the whole response at once (cheapest) or one
     # write per chunk (as a server streaming tokens does).
     one_write: bool = True
+    # A hostile or broken server: answer ``status`` and write exactly
+    # these ``(delay_s, bytes)`` pieces as the body, nothing else.
+    raw: list = None
+    status: int = 200
 
     def gaps(self, count):
         if isinstance(self.itl, (int, float)):
@@ -164,6 +168,8 @@ class StubServer:
         if script.fault == 'http_500':
             return web.json_response({'error': 'scripted failure'},
                                      status=500)
+        if script.raw is not None:
+            return await self._raw(request, script)
         response = web.StreamResponse(
             headers={'Content-Type': 'text/event-stream'})
         await response.prepare(request)
@@ -173,6 +179,16 @@ class StubServer:
                              script.output_tokens or max(asked, 1))
         finally:
             self.running -= 1
+        return response
+
+    async def _raw(self, request, script):
+        response = web.StreamResponse(
+            status=script.status,
+            headers={'Content-Type': 'text/event-stream'})
+        await response.prepare(request)
+        for delay, piece in script.raw:
+            await asyncio.sleep(delay)
+            await response.write(piece)
         return response
 
     async def _send(self, request, response, script, chat, count):

@@ -27,18 +27,18 @@ BACKEND_ENDPOINTS = {'openai': '/v1/completions',
                      'openai-chat': '/v1/chat/completions'}
 
 
-def _rate(text):
-    value = float(text)
-    if value <= 0:
-        raise ValueError(text)
-    return value
+# Far above a real benchmark, low enough to fail fast instead of building
+# millions of prompts or tasks.
+MAX_PROMPTS = 10 ** 7
+MAX_TOKENS = 2 ** 20
+MAX_CONCURRENCY = 10 ** 5
+
+_rate = cli.number(float, above=0, allow_inf=True)
+_seconds = cli.number(float, above=0)
 
 
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise ValueError(text)
-    return value
+def _positive_int(maximum):
+    return cli.number(int, minimum=1, maximum=maximum)
 
 
 def register(subparsers):
@@ -62,7 +62,8 @@ def register(subparsers):
                           '/v1/completions or /v1/chat/completions)')
     run.add_argument('--model', default=None,
                      help='model name (default: first of /v1/models)')
-    run.add_argument('--num-prompts', type=_positive_int, default=1000)
+    run.add_argument('--num-prompts', type=_positive_int(MAX_PROMPTS),
+                     default=1000)
     run.add_argument('--request-rate', type=_rate, nargs='+',
                      default=[math.inf],
                      help='requests/s, Poisson/gamma arrivals; several '
@@ -70,15 +71,24 @@ def register(subparsers):
     run.add_argument('--burstiness', type=_rate, default=1.0,
                      help='gamma shape: 1 Poisson, <1 burstier, >1 more '
                           'regular, inf evenly spaced')
-    run.add_argument('--max-concurrency', type=_positive_int, nargs='+',
+    run.add_argument('--max-concurrency',
+                     type=_positive_int(MAX_CONCURRENCY), nargs='+',
                      default=None,
                      help='requests in flight at most; several values '
                           'sweep')
-    run.add_argument('--random-input-len', type=_positive_int, default=1024)
-    run.add_argument('--random-output-len', type=_positive_int, default=128)
-    run.add_argument('--random-range-ratio', type=float, default=0.0)
-    run.add_argument('--seed', type=int, default=0)
-    run.add_argument('--num-warmups', type=int, default=0)
+    run.add_argument('--random-input-len', type=_positive_int(MAX_TOKENS),
+                     default=1024)
+    run.add_argument('--random-output-len', type=_positive_int(MAX_TOKENS),
+                     default=128)
+    run.add_argument('--random-range-ratio',
+                     type=cli.number(float, minimum=0, maximum=0.99),
+                     default=0.0)
+    run.add_argument('--seed', type=cli.number(int, minimum=0,
+                                               maximum=2 ** 32 - 1),
+                     default=0)
+    run.add_argument('--num-warmups',
+                     type=cli.number(int, minimum=0, maximum=10 ** 4),
+                     default=0)
     run.add_argument('--no-ignore-eos', dest='ignore_eos',
                      action='store_false',
                      help='let the model stop early (default sends '
@@ -86,10 +96,12 @@ def register(subparsers):
     run.add_argument('--goodput', nargs='+', default=None,
                      metavar='KEY:MS', help='SLOs: ttft, tpot, e2el in ms')
     run.add_argument('--metric-percentiles', default='90,99')
-    run.add_argument('--request-timeout', type=_rate, default=6 * 3600.0,
+    run.add_argument('--request-timeout', type=_seconds, default=6 * 3600.0,
                      help='seconds per request in all')
-    run.add_argument('--stall-timeout', type=_rate, default=300.0,
-                     help='seconds without a byte before a request fails')
+    run.add_argument('--stall-timeout', type=_seconds, default=300.0,
+                     help='seconds without a streamed data line before a '
+                          'request fails (comments and keep-alive pings '
+                          'do not count)')
     run.add_argument('--result-file', default='bench-result.json',
                      help='JSON result; the .md report and plots go '
                           'beside it')
@@ -118,22 +130,30 @@ def register(subparsers):
                          help='flavor to qualify (repeat)')
     qualify.add_argument('--image', help='benchmark image name or ID')
     qualify.add_argument('--network', help='network name or ID')
-    qualify.add_argument('--port', type=int, default=8000)
+    qualify.add_argument('--port',
+                         type=cli.number(int, minimum=1, maximum=65535),
+                         default=8000)
     qualify.add_argument('--key-name', default=None)
     qualify.add_argument('--user-data', default=None,
                          help='cloud-config file for the guests')
-    qualify.add_argument('--endpoint-timeout', type=_rate, default=3600.0,
+    qualify.add_argument('--endpoint-timeout', type=_seconds, default=3600.0,
                          help='seconds to wait for vLLM to serve')
     guest = parser.add_argument_group('cloud-init (guest settings)')
-    guest.add_argument('--max-num-seqs', type=_positive_int, default=256)
-    guest.add_argument('--max-num-batched-tokens', type=_positive_int,
+    guest.add_argument('--max-num-seqs', type=_positive_int(MAX_CONCURRENCY),
+                       default=256)
+    guest.add_argument('--max-num-batched-tokens',
+                       type=_positive_int(MAX_TOKENS),
                        default=2048)
-    guest.add_argument('--max-model-len', type=_positive_int, default=4096)
-    guest.add_argument('--kv-cache-memory-bytes', type=_positive_int,
+    guest.add_argument('--max-model-len', type=_positive_int(MAX_TOKENS),
+                       default=4096)
+    guest.add_argument('--kv-cache-memory-bytes',
+                       type=_positive_int(2 ** 50),
                        default=None,
                        help='fixed KV cache, the same on every slice '
                             '(else --gpu-memory-utilization)')
-    guest.add_argument('--gpu-memory-utilization', type=float, default=0.9)
+    guest.add_argument('--gpu-memory-utilization',
+                       type=cli.number(float, above=0, maximum=1),
+                       default=0.9)
     guest.add_argument('--served-model-name', default=None)
     guest.add_argument('--licence-token-file', default=None,
                        help='NVIDIA vGPU client configuration token')
@@ -364,6 +384,16 @@ def do_qualify(args, connect=None):
                     for r in records) else 1
 
 
+def write_private(path, text):
+    """Write ``text`` to ``path`` readable by its owner only (0600), even
+    when the file already existed with a wider mode.
+    """
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(descriptor, 'w', encoding='utf-8') as stream:
+        os.fchmod(descriptor, 0o600)
+        stream.write(text)
+
+
 def do_cloud_init(args):
     from gpu_partitions.bench import cloudinit
 
@@ -381,8 +411,13 @@ def do_cloud_init(args):
         settings['VLLM_SERVED_MODEL_NAME'] = args.served_model_name
     token = None
     if args.licence_token_file:
-        with open(args.licence_token_file) as stream:
-            token = stream.read()
+        try:
+            with open(args.licence_token_file, encoding='utf-8') as stream:
+                token = stream.read(cloudinit.MAX_USER_DATA_BYTES + 1)
+        except (OSError, ValueError) as error:
+            raise cli.UsageError('--licence-token-file %s: %s' % (
+                args.licence_token_file,
+                getattr(error, 'strerror', None) or error)) from None
     try:
         text = cloudinit.render(
             settings, args.stock_image, token, args.driver_url,
@@ -390,8 +425,11 @@ def do_cloud_init(args):
     except ValueError as error:
         raise cli.UsageError(str(error)) from None
     if args.output:
-        with open(args.output, 'w') as stream:
-            stream.write(text)
+        try:
+            write_private(args.output, text)
+        except OSError as error:
+            raise cli.UsageError('--output %s: %s' % (
+                args.output, error.strerror or error)) from None
     else:
         print(text, end='')
     return 0

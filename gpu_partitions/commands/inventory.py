@@ -24,6 +24,7 @@ Placement's providers under this host differ from that report.
 import collections
 import json
 import os
+import sys
 import tempfile
 
 from gpu_partitions import cli
@@ -142,18 +143,16 @@ def run(args):
             description = reference_hosts.load(name).description
             print('%-14s %s' % (name, description.split('. ')[0]))
         return 0
+    expected = None
     if args.fixture or args.fixture_file:
-        hostname, devices = fixture_devices(args)
+        hostname, devices, expected = fixture_devices(args)
     else:
         hostname, devices = local_devices(args.config_file, args.driver)
     entries = providers(devices)
     differences = None
     if args.os_cloud:
-        import openstack
-
-        placement = openstack.connect(cloud=args.os_cloud).placement
         differences = placement_differences(
-            entries, placement_providers(placement, hostname))
+            entries, cloud_providers(args.os_cloud, hostname))
     if args.format == 'json':
         result = {'host': hostname, 'providers': entries}
         if differences is not None:
@@ -167,10 +166,52 @@ def run(args):
                                      '%d differences' % len(differences)))
             for line in differences:
                 print('  ' + line)
-    return 0
+    return silent_gpus(hostname, entries, expected)
+
+
+def silent_gpus(hostname, entries, expected):
+    """Say which GPUs of a reference host reported no provider; exit
+    status 1 when none of them did (the drivers' warnings say why).
+    """
+    if not expected:
+        return 0
+    reported = {_address(entry['gpu']).lower() for entry in entries}
+    silent = sorted(set(expected) - reported)
+    if not silent:
+        return 0
+    print('gpu-partitions inventory: %s: %d of %d GPUs report no provider '
+          '(%s); the warnings above say why'
+          % (hostname, len(silent), len(expected), ', '.join(silent)),
+          file=sys.stderr)
+    return 1 if len(silent) == len(expected) else 0
 
 
 PLACEMENT_VERSION = '1.14'  # in_tree
+
+
+def cloud_providers(cloud, hostname):
+    """:func:`placement_providers` read as ``cloud`` of clouds.yaml;
+    UsageError, one line, when the cloud is unknown, unreachable or
+    answers something else than Placement would.
+    """
+    import keystoneauth1.exceptions
+    import openstack
+    import requests
+
+    try:
+        placement = openstack.connect(cloud=cloud).placement
+        return placement_providers(placement, hostname)
+    except (openstack.exceptions.SDKException,
+            keystoneauth1.exceptions.ClientException,
+            requests.RequestException) as error:
+        reason = str(error).strip().splitlines()
+        raise cli.UsageError('--os-cloud %s: %s: %s' % (
+            cloud, type(error).__name__,
+            reason[0] if reason else 'no details')) from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise cli.UsageError('--os-cloud %s: Placement\'s answer is not '
+                             'what it should be (%s: %s)'
+                             % (cloud, type(error).__name__, error)) from None
 
 
 def placement_providers(placement, hostname):
@@ -256,5 +297,26 @@ def fixture_devices(args):
             ', '.join(sorted(unknown)),
             ', '.join(sorted(fixture_drivers.DRIVERS))))
     with tempfile.TemporaryDirectory(prefix='gpu-partitions-') as directory:
-        env = host.materialize(directory)
-        return host.hostname, fixture_drivers.discover_all(env, args.driver)
+        try:
+            env = host.materialize(directory)
+        except reference_hosts.ReferenceHostError as error:
+            raise cli.UsageError(str(error))
+        devices = fixture_drivers.discover_all(env, args.driver)
+    return host.hostname, devices, fixture_gpus(host, args.driver)
+
+
+def fixture_gpus(host, drivers=None):
+    """PCI addresses of the GPUs a reference host shows to the drivers
+    that run (the NVIDIA drivers see NVML's GPUs, the AMD driver amdsmi's).
+    """
+    from gpu_partitions import fixture_drivers
+    from gpu_partitions.reference_hosts import _validate
+
+    names = drivers or fixture_drivers.DRIVERS
+    gpus = set()
+    if host.data['nvml'] and any('nvidia' in name for name in names):
+        gpus.update(_validate.nvml_bus_id_to_address(device['pci_bus_id'])
+                    for device in host.data['nvml']['devices'])
+    if host.data['amdsmi'] and any('amd' in name for name in names):
+        gpus.update(gpu['bdf'] for gpu in host.data['amdsmi']['gpus'])
+    return gpus

@@ -13,9 +13,17 @@
 through Nova's real filter and weigher classes, per policy.
 """
 
+import argparse
+import os
 import random
 
+from gpu_partitions import cli
+
 DEFAULT_SCALE = 0.1
+# Arrivals beyond ten times the fleet's GPUs say nothing new: every
+# policy has long stopped placing.
+MAX_TARGET = 10
+MAX_JOBS = max(1, os.cpu_count() or 1) * 4
 
 
 def register(subparsers):
@@ -43,8 +51,11 @@ def register(subparsers):
                              'directory)')
     parser.add_argument('--fleet', default=None,
                         help='instead of --nodes: KIND:LAYOUT:GPUS:HOSTS'
-                             '[,...], e.g. a100-80gb-mig:mixed:8:10')
-    parser.add_argument('--scale', type=float, default=DEFAULT_SCALE,
+                             '[,...], e.g. a100-80gb-mig:mixed:8:10 (GPUS '
+                             '1 to 16 per host, at most 5,000 hosts)')
+    parser.add_argument('--scale', type=cli.number(float, above=0,
+                                                   maximum=1),
+                        default=DEFAULT_SCALE,
                         help='share of the node file\'s nodes to keep, '
                              'per (model, GPUs) group, and for replay of '
                              'the tasks (default %(default)s: minutes on '
@@ -53,19 +64,28 @@ def register(subparsers):
                         default='arrivals',
                         help='arrivals: FGD\'s protocol (no departures); '
                              'replay: creation and deletion times')
-    parser.add_argument('--target', type=float, default=1.0,
+    parser.add_argument('--target', type=cli.number(float, above=0,
+                                                    maximum=MAX_TARGET),
+                        default=1.0,
                         help='arrivals: stop when the arrived workload '
-                             'reaches this share of the fleet\'s GPUs')
-    parser.add_argument('--speedup', type=float, default=1.0,
+                             'reaches this share of the fleet\'s GPUs '
+                             '(above 0, at most %d)' % MAX_TARGET)
+    parser.add_argument('--speedup', type=cli.number(float, above=0),
+                        default=1.0,
                         help='replay: divide the gaps between creations '
                              'by this factor, keeping lifetimes (the trace '
                              'alone runs at most 66 GPUs at once)')
-    parser.add_argument('--policies', default=None,
+    parser.add_argument('--policies', default=None, type=_policies,
                         help='comma-separated policies (default: all): '
                              '%s' % ', '.join(_policy_names()))
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--jobs', type=int, default=2,
-                        help='policies run in parallel processes')
+    parser.add_argument('--seed', type=cli.number(int, minimum=0,
+                                                  maximum=2 ** 32 - 1),
+                        default=0)
+    parser.add_argument('--jobs', type=cli.number(int, minimum=1,
+                                                  maximum=MAX_JOBS),
+                        default=2,
+                        help='policies run in parallel processes (1 to '
+                             '%d)' % MAX_JOBS)
     parser.add_argument('--json', default=None, metavar='PATH',
                         help='write the whole result as JSON')
     parser.add_argument('--plots', default=None, metavar='PREFIX',
@@ -73,6 +93,17 @@ def register(subparsers):
                              'PREFIX-free.png')
     parser.add_argument('--no-progress', action='store_true')
     parser.set_defaults(func=run)
+
+
+def _policies(text):
+    names = [name.strip() for name in text.split(',')]
+    unknown = [name for name in names if name not in _policy_names()]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            'unknown policy %s; known: %s' % (
+                ', '.join(repr(name) for name in unknown),
+                ', '.join(_policy_names())))
+    return ','.join(names)
 
 
 def _policy_names():
@@ -88,11 +119,6 @@ def load_inputs(args):
     from gpu_partitions.simulator import fleet as fleet_mod
     from gpu_partitions.simulator import trace
 
-    if not 0 < args.scale <= 1:
-        raise UsageError('--scale must be in (0, 1], not %s' % args.scale)
-    if args.speedup <= 0:
-        raise UsageError('--speedup must be above 0, not %s'
-                         % args.speedup)
     trace_path = trace.pod_file(args.trace, args.trace_dir)
     try:
         tasks = trace.read_tasks(trace_path, fleet_mod.TRACE_MODELS)

@@ -98,14 +98,19 @@ class ReferenceHost:
             raise FileExistsError(
                 '%s already holds a materialized host; use an empty '
                 'directory' % directory)
-        sysfs_root = _materialize.build_sysfs(
-            self.data['pci_devices'], os.path.join(directory, 'sys'))
-        libvirt_uri = None
-        if self.data['libvirt_nodedevs'] is not None:
-            node_xml = os.path.join(directory, 'node.xml')
-            _materialize.write_libvirt_node_xml(
-                self.data['libvirt_nodedevs'], self.hostname, node_xml)
-            libvirt_uri = 'test://' + node_xml
+        try:
+            sysfs_root = _materialize.build_sysfs(
+                self.data['pci_devices'], os.path.join(directory, 'sys'))
+            libvirt_uri = None
+            if self.data['libvirt_nodedevs'] is not None:
+                node_xml = os.path.join(directory, 'node.xml')
+                _materialize.write_libvirt_node_xml(
+                    self.data['libvirt_nodedevs'], self.hostname, node_xml)
+                libvirt_uri = 'test://' + node_xml
+        except (OSError, _materialize.OutsideRoot) as error:
+            raise ReferenceHostError(
+                os.path.basename(self.source), None,
+                'cannot materialize in %s: %s' % (directory, error))
         return HostEnvironment(
             host=self,
             directory=directory,
@@ -136,16 +141,31 @@ def load(name):
     return host
 
 
+# Far above any real host (the largest shipped file is under 100 KiB), low
+# enough that a runaway file cannot exhaust memory.
+MAX_FILE_BYTES = 16 * 1024 * 1024
+
+
 def load_file(path):
     """Load and validate a reference host file from any path."""
     source = os.path.basename(path)
     try:
-        with open(path, encoding='utf-8') as stream:
-            data = json.load(stream)
+        with open(path, 'rb') as stream:
+            raw = stream.read(MAX_FILE_BYTES + 1)
     except OSError as error:
         raise ReferenceHostError(source, None,
                                  'cannot read: %s' % error.strerror)
+    if len(raw) > MAX_FILE_BYTES:
+        raise ReferenceHostError(source, None, 'larger than %d bytes'
+                                 % MAX_FILE_BYTES)
+    try:
+        data = json.loads(raw.decode('utf-8'))
     except ValueError as error:
-        raise ReferenceHostError(source, None, 'not valid JSON: %s' % error)
+        # UnicodeDecodeError and JSONDecodeError are both ValueErrors.
+        raise ReferenceHostError(source, None, 'not valid JSON: %s'
+                                 % _validate.show(str(error)))
+    except RecursionError:
+        raise ReferenceHostError(source, None, 'not valid JSON: nested '
+                                 'too deeply')
     _validate.validate(data, source)
     return ReferenceHost(data, path)

@@ -34,31 +34,62 @@ def _device_dir(address):
                         address)
 
 
+class OutsideRoot(ValueError):
+    """A path or link target would leave the materialization root."""
+
+
 class _Tree:
     """Writes files and links under a root, creating each directory once.
 
     Remembering the directories made keeps a 300-device host to a few
-    thousand system calls, which matters on a loaded CI disk.
+    thousand system calls, which matters on a loaded CI disk. Every path
+    and every link target is checked to stay under the root, and files
+    are opened without following a final symlink, so a fixture that got
+    past validation still cannot write anywhere else.
     """
 
     def __init__(self, root):
-        self.root = root
+        self.root = os.path.abspath(root)
+        self._real_root = os.path.realpath(self.root)
         self._made = set()
+        # Parents already resolved: nothing replaces a directory by a link
+        # later (os.symlink refuses an existing path).
+        self._resolved = set()
+
+    def _inside(self, relative, what):
+        full = os.path.normpath(os.path.join(self.root, relative))
+        if os.path.commonpath([self.root, full]) != self.root:
+            raise OutsideRoot('%s %s leaves %s' % (what, relative,
+                                                   self.root))
+        return full
 
     def _parent(self, relative):
+        full = self._inside(relative, 'path')
         parent = os.path.dirname(relative)
         if parent not in self._made:
             os.makedirs(os.path.join(self.root, parent), exist_ok=True)
             while parent and parent not in self._made:
                 self._made.add(parent)
                 parent = os.path.dirname(parent)
-        return os.path.join(self.root, relative)
+        if parent not in self._resolved:
+            real = os.path.realpath(os.path.dirname(full))
+            if os.path.commonpath([self._real_root, real]) != \
+                    self._real_root:
+                raise OutsideRoot('path %s resolves outside %s'
+                                  % (relative, self.root))
+            self._resolved.add(parent)
+        return full
 
     def write(self, relative, content):
-        with open(self._parent(relative), 'w', encoding='utf-8') as stream:
+        full = self._parent(relative)
+        descriptor = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_TRUNC |
+                             os.O_NOFOLLOW, 0o644)
+        with open(descriptor, 'w', encoding='utf-8') as stream:
             stream.write(content)
 
     def link(self, target, relative):
+        self._inside(os.path.join(os.path.dirname(relative), target),
+                     'link target')
         os.symlink(target, self._parent(relative))
 
 

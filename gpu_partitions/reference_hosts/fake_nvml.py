@@ -26,6 +26,8 @@ import inspect
 
 import pynvml
 
+from gpu_partitions.reference_hosts import _validate
+
 # Time-sliced vGPU types answer this for their GPU instance profile id;
 # pynvml does not export NVML_INVALID_GPU_INSTANCE_PROFILE_ID.
 INVALID_GPU_INSTANCE_PROFILE_ID = 0xFFFFFFFF
@@ -34,9 +36,9 @@ INVALID_GPU_INSTANCE_PROFILE_ID = 0xFFFFFFFF
 _PURE_HELPERS = frozenset(('nvmlExceptionClass', 'nvmlStructToFriendlyObject',
                            'nvmlFriendlyObjectToStruct'))
 
-# Compute instance profile index -> compute slices (NVML_COMPUTE_INSTANCE_
-# PROFILE_1_SLICE .. _6_SLICE); the profile id equals the index.
-_CI_PROFILE_SLICES = {0: 1, 1: 2, 2: 3, 3: 4, 4: 7, 5: 8, 6: 6}
+# Compute instance profile index -> compute slices; the profile id equals
+# the index.
+_CI_PROFILE_SLICES = _validate.COMPUTE_INSTANCE_PROFILE_SLICES
 
 
 def _api(method):

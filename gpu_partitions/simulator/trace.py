@@ -24,6 +24,7 @@ the run stops before any result is written.
 import csv
 import dataclasses
 import os
+import re
 
 NODE_COLUMNS = ('sn', 'cpu_milli', 'memory_mib', 'gpu', 'model')
 POD_COLUMNS = ('name', 'cpu_milli', 'memory_mib', 'num_gpu', 'gpu_milli',
@@ -134,7 +135,7 @@ class _Reader:
         else:
             raise TraceError(
                 path, 1, None, 'header is %s; expected %s' % (
-                    ','.join(header),
+                    _clip(','.join(header)),
                     ' or '.join(','.join(c) for c in columns_options)))
 
     def records(self):
@@ -155,19 +156,48 @@ class _Reader:
         text = record[column]
         if text == '' and optional:
             return None
-        try:
-            value = int(text)
-        except ValueError:
-            raise self.error(line, column, '%r is not an integer' % text)
+        # Plain ASCII digits only: int() would also take "1_000", "+5"
+        # and other scripts' digits, and a 5,000-digit number.
+        if not _INTEGER.match(text):
+            raise self.error(line, column, '%s is not an integer (at most '
+                             '%d digits)' % (_show(text), _MAX_DIGITS))
+        value = int(text)
         if value < minimum:
             raise self.error(line, column, '%d is below %d' % (value,
                                                                minimum))
+        maximum = _MAXIMA.get(column)
+        if maximum is not None and value > maximum:
+            raise self.error(line, column, '%d is above %d' % (value,
+                                                               maximum))
         return value
 
     def name(self, line, record, column):
         if not record[column]:
             raise self.error(line, column, 'is empty')
+        if len(record[column]) > _MAX_NAME:
+            raise self.error(line, column, 'is longer than %d characters'
+                             % _MAX_NAME)
+        if not record[column].isprintable():
+            raise self.error(line, column, '%s holds control characters'
+                             % _show(record[column]))
         return record[column]
+
+
+_MAX_DIGITS = 15
+_INTEGER = re.compile(r'^-?[0-9]{1,%d}$' % _MAX_DIGITS, re.ASCII)
+_MAX_NAME = 256
+# Far above anything of the trace (96 CPUs, 8 GPUs, 2 TiB per node), so
+# only nonsense is refused; times are seconds, any 64-bit-safe value.
+_MAXIMA = {'gpu': 64, 'num_gpu': 64, 'cpu_milli': 10 ** 7,
+           'memory_mib': 10 ** 9}
+
+
+def _clip(text, limit=80):
+    return text if len(text) <= limit else text[:limit] + '...'
+
+
+def _show(text):
+    return repr(_clip(text, 40))
 
 
 def read_nodes(path, known_models=None):
@@ -180,12 +210,14 @@ def read_nodes(path, known_models=None):
     for line, record in reader.records():
         name = reader.name(line, record, 'sn')
         if name in seen:
-            raise reader.error(line, 'sn', 'node %r is listed twice' % name)
+            raise reader.error(line, 'sn', 'node %s is listed twice'
+                               % _show(name))
         seen.add(name)
         model = reader.name(line, record, 'model')
         if known_models is not None and model not in known_models:
-            raise reader.error(line, 'model', 'unknown GPU model %r; known: '
-                               '%s' % (model, ', '.join(sorted(known_models))))
+            raise reader.error(line, 'model', 'unknown GPU model %s; known: '
+                               '%s' % (_show(model),
+                                       ', '.join(sorted(known_models))))
         nodes.append(Node(
             name=name,
             cpu_milli=reader.integer(line, record, 'cpu_milli', 1),
@@ -225,7 +257,7 @@ def read_tasks(path, known_models=None):
             for model in spec:
                 if known_models is not None and model not in known_models:
                     raise reader.error(line, 'gpu_spec',
-                                       'unknown GPU model %r' % model)
+                                       'unknown GPU model %s' % _show(model))
             creation = reader.integer(line, record, 'creation_time',
                                       optional=True)
             deletion = reader.integer(line, record, 'deletion_time',

@@ -146,7 +146,7 @@ class FaultTest(testtools.TestCase):
         self.assertEqual(5, summary['failed'])
         self.assertEqual({'dropped_stream': 1, 'http_500': 1,
                           'malformed_chunk': 1, 'server_error': 1,
-                          'timeout': 1}, summary['errors'])
+                          'stall': 1}, summary['errors'])
         # The request without usage is counted by its chunks and flagged.
         self.assertEqual(1, summary['requests_without_usage'])
         self.assertEqual(6, summary['total_output_tokens'])
