@@ -61,6 +61,7 @@ class GpuPartitionFilter(filters.BaseHostFilter):
 
     def __init__(self, views=None, weigher_runs=None):
         self._views = views or request_view.VIEWS
+        self._views.start()
         # None: read Nova's weight_classes (see weigher_enabled).
         self._weigher_runs = weigher_runs
 

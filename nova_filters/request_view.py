@@ -231,10 +231,32 @@ class RequestViews:
         self.history = history or workload_mix.RequestHistory()
         self._clock = clock
         self._lock = threading.Lock()
+        self._started = False
         self._entries = {}
         self.topology = topology or gpu_view.TopologyCache(
             lambda: conf.CONF.gpu_partitions_scheduler.topology_cache_ttl,
             clock=clock)
+
+    def start(self):
+        """Choose where GPU usage comes from when Nova loads a plugin (at
+        scheduler start, before its first query), and log it once.
+
+        Installing the capture then, not at the first request, lets the
+        first request reuse Nova's own answer too.
+        """
+        captured = (self._capture and conf.CONF.gpu_partitions_scheduler
+                    .reuse_scheduler_query and install_capture())
+        with self._lock:
+            first, self._started = not self._started, True
+        if not first:
+            return
+        if captured:
+            LOG.info('GPU partition scheduling: reading GPU usage from the '
+                     'scheduler\'s own allocation-candidate answers.')
+        else:
+            LOG.info('GPU partition scheduling: asking Placement once more '
+                     'per GPU request for GPU usage '
+                     '(reuse_scheduler_query off or no report client).')
 
     def view_for(self, spec_obj, host_states):
         """The request's view, or None when it takes no GPU."""
