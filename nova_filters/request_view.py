@@ -248,7 +248,9 @@ class RequestViews:
                     .reuse_scheduler_query and install_capture())
         with self._lock:
             first, self._started = not self._started, True
-        if not first:
+        if not first or not self._capture:
+            # Logged once per scheduler; the simulator's views (no
+            # capture) always use their own query.
             return
         if captured:
             LOG.info('GPU partition scheduling: reading GPU usage from the '
