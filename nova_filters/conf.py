@@ -15,7 +15,10 @@ They are the first of three policy levels; per-aggregate metadata and
 per-flavor extra specs override them (see :mod:`nova_filters.policy`).
 """
 
+import math
+
 from oslo_config import cfg
+from oslo_config import types
 
 CONF = cfg.CONF
 
@@ -27,6 +30,30 @@ REQUIRED = 'required'
 PREFERRED = 'preferred'
 NONE = 'none'
 AFFINITY_POLICIES = (REQUIRED, PREFERRED, NONE)
+
+# Nova's own weighers take multipliers up to 1e6 (build failures); beyond
+# 1e9 a multiplier only risks overflowing the sum of weights.
+MAX_WEIGHT_MULTIPLIER = 1e9
+# A shape is a few small tuples; a million of them is a few hundred MiB.
+MAX_WORKLOAD_WINDOW = 100000
+MAX_WORKLOAD_CLASSES = 256
+
+
+class FiniteFloat(types.Float):
+    """A float option that refuses nan and infinity (``1e309`` parses to
+    infinity): one such multiplier turns every weight into nan.
+    """
+
+    def __call__(self, value):
+        number = super().__call__(value)
+        if number is None or not math.isfinite(number):
+            raise ValueError('%r is not a finite number' % (value,))
+        return number
+
+
+def weight_multiplier_type():
+    return FiniteFloat(min=-MAX_WEIGHT_MULTIPLIER, max=MAX_WEIGHT_MULTIPLIER)
+
 
 GROUP = cfg.OptGroup(
     'gpu_partitions_scheduler',
@@ -73,13 +100,15 @@ OPTS = [
         ],
         help='NUMA affinity of the GPUs of instances that have a NUMA '
              'topology (hw:numa_nodes or CPU pinning).'),
-    cfg.FloatOpt(
+    cfg.Opt(
         'weight_multiplier',
+        type=weight_multiplier_type(),
         default=1.0,
         help='Multiplier of GpuPartitionWeigher. The pack or spread '
              'direction comes from the policy option, so a negative value '
              'inverts it; 0 turns the host weighing off (the candidates '
-             'inside a host are still ordered).'),
+             'inside a host are still ordered). A finite number from '
+             '-1e9 to 1e9.'),
     cfg.BoolOpt(
         'reuse_scheduler_query',
         default=True,
@@ -93,6 +122,7 @@ OPTS = [
         'workload_window',
         default=1000,
         min=0,
+        max=MAX_WORKLOAD_WINDOW,
         help='How many recent GPU requests make the typical workload that '
              'the pack policy keeps room for: a placement is judged by how '
              'much GPU capacity it leaves that these requests (their GPU '
@@ -103,6 +133,7 @@ OPTS = [
         'workload_classes',
         default=16,
         min=1,
+        max=MAX_WORKLOAD_CLASSES,
         help='How many of the most frequent request shapes of the '
              'workload window are weighed; the cost of weighing grows with '
              'it.'),
@@ -118,6 +149,7 @@ OPTS = [
         'request_view_ttl',
         default=30,
         min=1,
+        max=3600,
         help='Seconds the GPU view of one scheduling request is kept for '
              'the filter and weigher of that request (and the later '
              'instances of a multi-create). A request still running after '
@@ -126,6 +158,7 @@ OPTS = [
         'topology_cache_ttl',
         default=600,
         min=0,
+        max=86400,
         help='Seconds the traits and tree shape of GPU providers are '
              'remembered; used to keep enforcing link and NUMA affinity '
              'when Placement cannot be read. 0 disables the cache.'),

@@ -39,7 +39,9 @@ import nova.conf
 from nova.scheduler import filters
 from nova.scheduler import utils as scheduler_utils
 
+from nova_filters import conf
 from nova_filters import ordering
+from nova_filters import policy
 from nova_filters import request_view
 
 CONF = nova.conf.CONF
@@ -59,6 +61,7 @@ class GpuPartitionFilter(filters.BaseHostFilter):
 
     def __init__(self, views=None, weigher_runs=None):
         self._views = views or request_view.VIEWS
+        self._views.start()
         # None: read Nova's weight_classes (see weigher_enabled).
         self._weigher_runs = weigher_runs
 
@@ -66,6 +69,22 @@ class GpuPartitionFilter(filters.BaseHostFilter):
         hosts = list(filter_obj_list)
         if scheduler_utils.request_is_rebuild(spec_obj):
             return hosts
+        try:
+            return self._filter(hosts, spec_obj)
+        except Exception:
+            # Never break scheduling, never drop a required constraint:
+            # hosts whose required affinity cannot be checked fail.
+            LOG.exception('GpuPartitionFilter could not judge this request; '
+                          'hosts with a required GPU affinity fail, the '
+                          'others pass.')
+            return [host for host in hosts
+                    if not requires_affinity(host, spec_obj)]
+
+    def host_passes(self, host_state, spec_obj):
+        # Nova calls filter_all; this serves callers of the per-host API.
+        return bool(self.filter_all([host_state], spec_obj))
+
+    def _filter(self, hosts, spec_obj):
         view = self._views.view_for(spec_obj, hosts)
         if view is None:
             return hosts
@@ -84,10 +103,6 @@ class GpuPartitionFilter(filters.BaseHostFilter):
         return [host for host in hosts
                 if self._keep(host, spec_obj, view, workloads, reorder)]
 
-    def host_passes(self, host_state, spec_obj):
-        # Nova calls filter_all; this serves callers of the per-host API.
-        return bool(self.filter_all([host_state], spec_obj))
-
     def _keep(self, host_state, spec_obj, view, workloads, reorder):
         if not host_state.allocation_candidates:
             return True
@@ -99,14 +114,49 @@ class GpuPartitionFilter(filters.BaseHostFilter):
                     spec_obj, view.host(host_state.uuid)) if reorder
                 else None)
         except Exception:
-            # Odd data must not break scheduling: keep the host as it is.
-            LOG.exception('GpuPartitionFilter could not judge host %s; '
-                          'letting it pass.', host_state.host)
-            return True
+            return self._keep_unordered(host_state, spec_obj, view)
         if not host_state.allocation_candidates:
             LOG.debug('GpuPartitionFilter: no candidate of host %s honours '
                       'the required GPU affinity.', host_state.host)
             return False
         if arranged.best is not None:
             self._views.note_first(spec_obj, host_state)
+        return True
+
+    def _keep_unordered(self, host_state, spec_obj, view):
+        """After ordering failed: prune only, or fail the host when even
+        that fails and it has a required affinity.
+        """
+        if not requires_affinity(host_state, spec_obj):
+            LOG.exception('GpuPartitionFilter could not order the GPU '
+                          'candidates of host %s; Nova\'s order is kept.',
+                          host_state.host)
+            return True
+        try:
+            ordering.arrange(host_state, spec_obj, view, None, prune=True,
+                             reorder=False)
+        except Exception:
+            LOG.exception('GpuPartitionFilter could not check the required '
+                          'GPU affinity of host %s; the host fails.',
+                          host_state.host)
+            return False
+        LOG.exception('GpuPartitionFilter could not order the GPU '
+                      'candidates of host %s; they are only pruned.',
+                      host_state.host)
+        return bool(host_state.allocation_candidates)
+
+
+def requires_affinity(host_state, spec_obj):
+    """Whether a required link or NUMA affinity applies to the request on
+    this host: its candidates span GPUs and a policy says ``required``.
+    True when that cannot be told (unknown counts as required).
+    """
+    try:
+        if request_view.gpu_units([host_state]) < 2:
+            return False
+        _, link, numa = ordering.policies(host_state, spec_obj)
+        return link == conf.REQUIRED or (
+            numa == conf.REQUIRED
+            and policy.max_numa_nodes(spec_obj) is not None)
+    except Exception:
         return True

@@ -55,6 +55,7 @@ class GpuPartitionWeigher(weights.BaseHostWeigher):
 
     def __init__(self, views=None):
         self._views = views or request_view.VIEWS
+        self._views.start()
 
     def weight_multiplier(self, host_state):
         return policy.weight_multiplier(host_state)

@@ -29,7 +29,6 @@ The weight multiplier follows Nova's own pattern
 from oslo_log import log as logging
 
 from nova.scheduler.filters import utils as filters_utils
-from nova.scheduler import utils as scheduler_utils
 
 from nova_filters import conf
 
@@ -69,10 +68,33 @@ def resolve(name, host_state, spec_obj):
     return value
 
 
+_MULTIPLIER = conf.weight_multiplier_type()
+
+
 def weight_multiplier(host_state):
-    return scheduler_utils.get_weight_multiplier(
-        host_state, aggregate_key('weight_multiplier'),
-        conf.CONF.gpu_partitions_scheduler.weight_multiplier)
+    """The smallest valid ``gpu_partitions_weight_multiplier`` of the
+    host's aggregates, else the option.
+
+    As Nova's ``get_weight_multiplier``, but a value that is not a finite
+    number within the option's bounds (``nan``, ``inf``, ``1e309``) is
+    ignored with a warning: one would turn every weight into nan.
+    """
+    default = conf.CONF.gpu_partitions_scheduler.weight_multiplier
+    key = aggregate_key('weight_multiplier')
+    try:
+        values = filters_utils.aggregate_values_from_key(host_state, key)
+    except (AttributeError, TypeError):
+        return default
+    valid = []
+    for value in values:
+        try:
+            valid.append(_MULTIPLIER(value))
+        except (TypeError, ValueError) as error:
+            LOG.warning('Ignoring aggregate metadata %(key)s=%(value)r of '
+                        'host %(host)s: %(error)s.',
+                        {'key': key, 'value': value, 'error': error,
+                         'host': getattr(host_state, 'host', '?')})
+    return min(valid) if valid else default
 
 
 def flavor_extra_specs(spec_obj):

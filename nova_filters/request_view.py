@@ -45,6 +45,7 @@ the request and the view is rebuilt from the remembered topology, with
 gives neutral weights.
 """
 
+import collections
 import functools
 import threading
 import time
@@ -67,6 +68,11 @@ class PlacementReadError(Exception):
 # An answer the scheduler fetched more than this long ago on the same
 # thread belongs to an earlier request.
 CAPTURE_SECONDS = 10.0
+# Answers kept per thread: Nova's select_destinations asks Placement at
+# most twice per request (the PCPU query and its VCPU fallback). Older
+# answers are dropped when a new one comes, whether or not a plugin took
+# them, so what nobody consumes stays bounded by design.
+MAX_CAPTURED = 2
 
 _captured = threading.local()
 _install_lock = threading.Lock()
@@ -74,19 +80,18 @@ _install_lock = threading.Lock()
 
 def _capturing(get_allocation_candidates):
     """Wrap the report client's method to keep the provider summaries of
-    each answer on the calling thread.
+    the last MAX_CAPTURED answers on the calling thread.
     """
     @functools.wraps(get_allocation_candidates)
     def wrapper(*args, **kwargs):
         answer = get_allocation_candidates(*args, **kwargs)
         try:
             if answer and isinstance(answer[1], dict):
-                now = time.monotonic()
-                answers = getattr(_captured, 'answers', None) or []
-                if answers and now - answers[-1][0] > CAPTURE_SECONDS:
-                    answers = []
-                answers.append((now, answer[1]))
-                _captured.answers = answers
+                answers = getattr(_captured, 'answers', None)
+                if answers is None:
+                    answers = _captured.answers = collections.deque(
+                        maxlen=MAX_CAPTURED)
+                answers.append((time.monotonic(), answer[1]))
         except Exception:  # never let our bookkeeping fail Nova's query
             pass
         return answer
@@ -119,15 +124,20 @@ def install_capture():
 
 
 def take_captured_summaries():
-    """The provider summaries captured on this thread, merged (newest
-    wins), and forgotten; None when there are none.
+    """The provider summaries captured on this thread in the last
+    CAPTURE_SECONDS, merged (newest wins), and forgotten; None when there
+    are none.
     """
     answers = getattr(_captured, 'answers', None)
-    _captured.answers = []
-    if not answers or time.monotonic() - answers[-1][0] > CAPTURE_SECONDS:
+    if not answers:
+        return None
+    horizon = time.monotonic() - CAPTURE_SECONDS
+    recent = [summaries for at, summaries in answers if at > horizon]
+    answers.clear()
+    if not recent:
         return None
     merged = {}
-    for _, summaries in answers:
+    for summaries in recent:
         merged.update(summaries)
     return merged
 
@@ -221,10 +231,34 @@ class RequestViews:
         self.history = history or workload_mix.RequestHistory()
         self._clock = clock
         self._lock = threading.Lock()
+        self._started = False
         self._entries = {}
         self.topology = topology or gpu_view.TopologyCache(
             lambda: conf.CONF.gpu_partitions_scheduler.topology_cache_ttl,
             clock=clock)
+
+    def start(self):
+        """Choose where GPU usage comes from when Nova loads a plugin (at
+        scheduler start, before its first query), and log it once.
+
+        Installing the capture then, not at the first request, lets the
+        first request reuse Nova's own answer too.
+        """
+        captured = (self._capture and conf.CONF.gpu_partitions_scheduler
+                    .reuse_scheduler_query and install_capture())
+        with self._lock:
+            first, self._started = not self._started, True
+        if not first or not self._capture:
+            # Logged once per scheduler; the simulator's views (no
+            # capture) always use their own query.
+            return
+        if captured:
+            LOG.info('GPU partition scheduling: reading GPU usage from the '
+                     'scheduler\'s own allocation-candidate answers.')
+        else:
+            LOG.info('GPU partition scheduling: asking Placement once more '
+                     'per GPU request for GPU usage '
+                     '(reuse_scheduler_query off or no report client).')
 
     def view_for(self, spec_obj, host_states):
         """The request's view, or None when it takes no GPU."""

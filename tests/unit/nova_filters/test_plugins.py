@@ -465,3 +465,26 @@ class CaptureTest(PluginTestBase):
         flt.filter_all(self._states([root], [('', MIG_1G, 1)]),
                        fakes.request_spec())
         self.assertEqual(2, placement.queries)
+
+    def test_the_first_request_after_start_reuses_nova_answer(self):
+        (root,) = self._hosts(None)
+        placement = self.placement
+
+        class Client:
+            def get_allocation_candidates(self, context, resources):
+                return [], placement.summaries, '1.36'
+
+        client = Client()
+        self.useFixture(fixtures.MockPatch(
+            'nova.scheduler.client.report.report_client_singleton',
+            return_value=client))
+        views = request_view.RequestViews(query=placement.query,
+                                          capture=True)
+        # Nova loads the plugins when the scheduler starts...
+        flt = gpu_filter.GpuPartitionFilter(views=views)
+        gpu_weigher.GpuPartitionWeigher(views=views)
+        # ...then its first request queries Placement before the filters.
+        client.get_allocation_candidates(None, None)
+        flt.filter_all(self._states([root], [('', MIG_1G, 1)]),
+                       fakes.request_spec())
+        self.assertEqual(0, placement.queries)

@@ -1,0 +1,227 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""Fault rows 10-12 of the reliability matrix (scheduler plugins), through
+Nova's real filter and weight handlers: a fault never drops a required
+affinity, bad multipliers never reach the weights, captured Placement
+answers stay bounded.
+"""
+
+import math
+import threading
+import tracemalloc
+
+import fixtures
+
+from nova.scheduler import filters as nova_filters_api
+
+from nova_filters import conf
+from nova_filters import gpu_filter
+from nova_filters import ordering
+from nova_filters import request_view
+from tests.unit.nova_filters import fakes
+from tests.unit.nova_filters import test_plugins
+
+MIG_1G = test_plugins.MIG_1G
+CLIQUES = test_plugins.CLIQUES
+# One of each class of exception ordering code could raise.
+FAULTS = (ValueError('odd'), KeyError('x'), TypeError('t'),
+          ZeroDivisionError(), AttributeError('a'), IndexError(),
+          RuntimeError('r'), RecursionError(), OverflowError(),
+          MemoryError())
+
+
+class FilterFailsClosedTest(test_plugins.PluginTestBase):
+    """Row 10: ordering raises, required affinity still holds."""
+
+    def _four_gpus(self):
+        (root,) = self._hosts(None, cliques=CLIQUES)
+        return root, [(str(i), MIG_1G, 7) for i in range(4)]
+
+    def _run(self, root, groups, spec=None):
+        states = self._states([root], groups)
+        passed = nova_filters_api.HostFilterHandler().get_filtered_objects(
+            [self.filter], states, spec or fakes.request_spec())
+        return list(passed or [])
+
+    def _spanning(self, root, state):
+        spans = 0
+        for candidate in state.allocation_candidates:
+            gpus = {fakes.gpu_address_index(self._address(root, rp))
+                    for rp in candidate['allocations'] if rp != root}
+            if not gpus <= {0, 1, 2, 3} and not gpus <= {4, 5, 6, 7}:
+                spans += 1
+        return spans
+
+    def _address(self, root, rp):
+        return self.filter_view().host(root).gpu_of_provider[rp]
+
+    def filter_view(self):
+        from nova_filters import gpu_view
+        return gpu_view.from_provider_summaries(self.placement.summaries)
+
+    def _failing_scoring(self, error):
+        self.useFixture(fixtures.MockPatch(
+            'nova_filters.scoring.rank_allocations', side_effect=error))
+
+    def test_ordering_faults_still_prune_to_one_clique(self):
+        self.gpu_flags(link_affinity='required')
+        root, groups = self._four_gpus()
+        for error in FAULTS:
+            with fixtures.MockPatch('nova_filters.scoring.rank_allocations',
+                                    side_effect=error):
+                # One host left: the filter orders, and ordering raises.
+                passed = self._run(root, groups)
+            self.assertEqual(1, len(passed), error)
+            self.assertEqual(48, len(passed[0].allocation_candidates))
+            self.assertEqual(0, self._spanning(root, passed[0]), error)
+
+    def test_host_fails_when_required_affinity_cannot_be_checked(self):
+        self.gpu_flags(link_affinity='required')
+        root, groups = self._four_gpus()
+        for error in FAULTS:
+            with fixtures.MockPatch('nova_filters.scoring.link_fit',
+                                    side_effect=error):
+                self.assertEqual([], self._run(root, groups), error)
+
+    def test_required_numa_fails_closed_too(self):
+        self.gpu_flags(numa_affinity='required', link_affinity='none')
+        root, groups = self._four_gpus()
+        with fixtures.MockPatch('nova_filters.scoring.numa_fit',
+                                side_effect=RuntimeError('boom')):
+            self.assertEqual([], self._run(
+                root, groups, fakes.request_spec(numa_cells=1)))
+            # Without a NUMA topology numa_affinity has nothing to require.
+            self.assertEqual(1, len(self._run(root, groups)))
+
+    def test_a_broken_view_fails_only_hosts_with_required_affinity(self):
+        root, groups = self._four_gpus()
+        self.useFixture(fixtures.MockPatchObject(
+            self.views, 'view_for', side_effect=RuntimeError('boom')))
+        self.gpu_flags(link_affinity='required')
+        self.assertEqual([], self._run(root, groups))
+        self.gpu_flags(link_affinity='preferred')
+        passed = self._run(root, groups)
+        self.assertEqual(1, len(passed))
+        self.assertEqual(1680, len(passed[0].allocation_candidates))
+        # One unit cannot span GPUs: nothing required, the host passes.
+        self.gpu_flags(link_affinity='required')
+        self.assertEqual(1, len(self._run(root, [('', MIG_1G, 1)])))
+
+    def test_preferred_keeps_nova_order_when_ordering_raises(self):
+        self.gpu_flags(link_affinity='preferred')
+        root, groups = self._four_gpus()
+        before = self._states([root], groups)[0].allocation_candidates
+        self._failing_scoring(RuntimeError('boom'))
+        passed = self._run(root, groups)
+        self.assertEqual(before, passed[0].allocation_candidates)
+
+    def test_unknown_policy_counts_as_required(self):
+        root, groups = self._four_gpus()
+        state = self._states([root], groups)[0]
+        with fixtures.MockPatchObject(ordering, 'policies',
+                                      side_effect=RuntimeError('boom')):
+            self.assertTrue(gpu_filter.requires_affinity(
+                state, fakes.request_spec()))
+
+
+class MultiplierTest(test_plugins.PluginTestBase):
+    """Row 11: options and aggregate metadata that would poison weights."""
+
+    BAD = ('nan', 'NaN', 'inf', '-inf', '1e309', '-1e309', '1e10', 'x', '')
+
+    def test_option_rejects_non_finite_and_huge_values(self):
+        opt_type = conf.weight_multiplier_type()
+        for value in self.BAD:
+            self.assertRaises(ValueError, opt_type, value)
+        for value in (float('nan'), float('inf'), 1e309):
+            self.assertRaises(ValueError, opt_type, value)
+        self.assertEqual(-2.5, opt_type('-2.5'))
+        self.assertEqual(1e9, opt_type('1e9'))
+
+    def test_config_file_value_is_refused_with_a_clear_error(self):
+        for value in ('nan', 'inf', '1e309'):
+            self.flags(group='gpu_partitions_scheduler',
+                       weight_multiplier=1.0)
+            self.assertRaises(
+                ValueError, conf.CONF.set_override, 'weight_multiplier',
+                value, 'gpu_partitions_scheduler')
+
+    def test_bounded_integers(self):
+        for name, too_big in (('workload_window', 10 ** 6),
+                              ('workload_classes', 10 ** 4),
+                              ('request_view_ttl', 10 ** 6),
+                              ('topology_cache_ttl', 10 ** 7)):
+            self.assertRaises(ValueError, conf.CONF.set_override, name,
+                              too_big, 'gpu_partitions_scheduler')
+        self.flags(group='gpu_partitions_scheduler',
+                   workload_window=conf.MAX_WORKLOAD_WINDOW)
+
+    def test_bad_aggregate_multipliers_never_reach_the_weights(self):
+        roots = self._hosts(None, names=('h1', 'h2'))
+        self._use(roots[0], 0, 3)
+        spec = fakes.request_spec()
+        for value in self.BAD:
+            states = self._states(roots, [('', MIG_1G, 1)], aggregates={
+                0: [fakes.aggregate(
+                    {'gpu_partitions_weight_multiplier': value})]})
+            self.assertEqual(1.0, self.weigher.weight_multiplier(states[0]))
+            weighed = self._weigh(states, spec)
+            for host in weighed:
+                self.assertTrue(math.isfinite(host.weight), value)
+        # A valid value among bad ones is used (the smallest valid).
+        state = fakes.host_state('h1', roots[0], [], aggregates=[
+            fakes.aggregate({'gpu_partitions_weight_multiplier': 'nan'}),
+            fakes.aggregate({'gpu_partitions_weight_multiplier': '4'},
+                            name='b')])
+        self.assertEqual(4.0, self.weigher.weight_multiplier(state))
+
+
+class CaptureBoundTest(test_plugins.PluginTestBase):
+    """Row 12: answers nobody takes do not accumulate."""
+
+    def test_unconsumed_answers_stay_bounded(self):
+        summaries = {'rp%d' % i: {'resources': {}, 'traits': ['T'] * 50}
+                     for i in range(200)}
+
+        def answer(*args, **kwargs):
+            # A new answer each time, as Placement's decoded JSON is.
+            return [], dict(summaries), '1.36'
+
+        wrapped = request_view._capturing(answer)
+
+        def capture_many():
+            tracemalloc.start()
+            wrapped()
+            first, _ = tracemalloc.get_traced_memory()
+            for _ in range(2000):
+                wrapped()
+            last, _ = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            results.append((len(request_view._captured.answers),
+                            last - first))
+
+        results = []
+        worker = threading.Thread(target=capture_many)
+        worker.start()
+        worker.join()
+        kept, growth = results[0]
+        self.assertEqual(request_view.MAX_CAPTURED, kept)
+        # Two answers of ~10 KiB each at most, not 2,000.
+        self.assertLess(growth, 64 * 1024)
+
+    def test_stale_answers_are_not_used(self):
+        clock = fixtures.MockPatch('time.monotonic', return_value=100.0)
+        self.useFixture(clock)
+        request_view._capturing(lambda: ([], {'a': {}}, '1.36'))()
+        clock.mock.return_value = 100.0 + request_view.CAPTURE_SECONDS + 1
+        self.assertIsNone(request_view.take_captured_summaries())
+        self.assertIsNone(request_view.take_captured_summaries())
