@@ -9,15 +9,16 @@
 # cache carries such a wheel from machine to machine unchanged. So the wheel
 # is built here, once, with an explicit x86-64 baseline (AVX2, FMA, F16C:
 # every machine of our kind has them; AVX-512 and AMX never), into a cache
-# folder whose name holds the version, the flags and this script's hash,
-# and the environment installs only that wheel, never pip's own build.
+# folder named after what decides the build (the version, the flags, the
+# build tools and the compiler), and the environment installs only that
+# wheel, never pip's own build.
 set -eu
 
 python=${1:?usage: install-llama-server.sh PYTHON}
 cd "$(dirname "$0")/.."
 constraints=$PWD/constraints.txt
 
-version=$(sed -n 's/^llama-cpp-python==//p' "$constraints")
+version=$(sed -n -E 's/^llama[-_]cpp[-_]python==//ip' "$constraints")
 if [ -z "$version" ]; then
     echo "constraints.txt pins no llama-cpp-python version" >&2
     exit 1
@@ -31,7 +32,10 @@ portable_flags+=" -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF"
 portable_flags+=" -DGGML_AVX512_BF16=OFF -DGGML_AMX_TILE=OFF"
 portable_flags+=" -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DGGML_CCACHE=OFF"
 
-key=$({ echo "$version $portable_flags"; cat "$0"; } | sha256sum | cut -c1-16)
+build_tools=$(grep -i -E '^(scikit[-_]build[-_]core|pathspec|packaging)==' \
+    "$constraints")
+key=$({ echo "$version $portable_flags $build_tools"; cmake --version \
+    | head -n 1; cc --version | head -n 1; } | sha256sum | cut -c1-16)
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/openstack-gpu-partitions
 wheelhouse=$cache/llama-cpp-python-$version-$key
 
@@ -44,7 +48,7 @@ if ! ls "$wheelhouse"/llama_cpp_python-"$version"-*.whl >/dev/null 2>&1; then
     # Debian's (bindep.txt).
     python3 -m venv "$build/venv"
     "$build/venv/bin/pip" install --quiet -c "$constraints" \
-        'scikit-build-core[pyproject]' pathspec packaging
+        scikit-build-core pathspec packaging
     # No --no-cache-dir would still let pip reuse a wheel it built
     # elsewhere: build from the source distribution, never the cache.
     CMAKE_ARGS="$portable_flags" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
