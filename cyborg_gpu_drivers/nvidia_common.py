@@ -93,7 +93,8 @@ class NvidiaScanMixin:
 
     A driver sets ``self._nvml`` (an ``adapters.nvml.Nvml``) and
     ``self._sysfs`` and implements ``_gpu(session, device, clique)``
-    (None for a GPU that is not its own) and ``owns(device)``.
+    (None for a GPU that is not its own), ``owns(device)`` and
+    ``_apply_gpu(session, index)``.
     """
 
     def bound_gpus(self):
@@ -131,6 +132,19 @@ class NvidiaScanMixin:
             if gpu is not self.FAILED:
                 found[device.address] = gpu
         return found
+
+    def apply(self):
+        """``_apply_gpu(session, index)`` for every GPU, each contained
+        and bounded like a scan; nothing without declarations
+        (``self._declarations`` of the option ``APPLIES``).
+        """
+        if not self._declarations:
+            return
+        with self._nvml.session() as session:
+            for index in range(session.device_count()):
+                self.contained('applying %s to GPU index %d'
+                               % (self.APPLIES, index),
+                               self._apply_gpu, session, index)
 
     def _cliques(self, session, devices):
         # Over every GPU with NVLink, whichever driver owns it, so both

@@ -215,6 +215,7 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
     """Reports MIG-backed vGPU slices of NVIDIA GPUs with MIG enabled."""
 
     DRIVER_NAME = 'gpu_partitions_nvidia_mig'
+    APPLIES = mig_layouts.OPTION
 
     def __init__(self, hostname=None, nvml=None, sysfs_root=None,
                  libvirt_uri=None, amdsmi=None, apply_layout=None,
@@ -337,23 +338,14 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
 
     # --- declared layouts -------------------------------------------------
 
-    def apply(self):
-        """Give every idle GPU its declared layout, and each complete GPU
+    def _apply_gpu(self, session, index):
+        """Give an idle GPU its declared layout, and each complete GPU
         instance a VF holding a MIG-backed type of its profile.
 
-        Idempotent: what is already there is left as it is, so a step that
-        failed (a VF-type write after the layout was applied) is done at
-        the next pass. Each GPU is contained and bounded like a scan.
+        What is already there is left as it is, so a step that failed (a
+        VF-type write after the layout was applied) is done at the next
+        pass.
         """
-        if not self._declarations:
-            return
-        with self._nvml.session() as session:
-            for index in range(session.device_count()):
-                self.contained('applying %s to GPU index %d'
-                               % (mig_layouts.OPTION, index),
-                               self._apply_gpu, session, index)
-
-    def _apply_gpu(self, session, index):
         device = session.device(index)
         layout = self._layout_for(device)
         if layout is None or not device.mig_enabled:

@@ -140,6 +140,7 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
     """Reports time-sliced vGPU types of NVIDIA GPUs without MIG."""
 
     DRIVER_NAME = 'gpu_partitions_nvidia_vgpu'
+    APPLIES = vgpu_types.OPTION
 
     def __init__(self, hostname=None, nvml=None, sysfs_root=None,
                  libvirt_uri=None, amdsmi=None, write_vgpu_type=None,
@@ -343,21 +344,10 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
 
     # --- declared types -----------------------------------------------------
 
-    def apply(self):
-        """Give declared types to the free VFs of vendor-VFIO GPUs.
-
-        Idempotent (VFs are filled up to NVML's limit of the type) and
-        retried at every pass; each GPU is contained and bounded.
-        """
-        if not self._declarations:
-            return
-        with self._nvml.session() as session:
-            for index in range(session.device_count()):
-                self.contained('applying %s to GPU index %d'
-                               % (vgpu_types.OPTION, index),
-                               self._apply_gpu, session, index)
-
     def _apply_gpu(self, session, index):
+        """Give declared types to the free VFs of a vendor-VFIO GPU, up
+        to NVML's limit of the type.
+        """
         device = session.device(index)
         if device.lost or device.mig_enabled or \
                 not self._has_vendor_vfio(device.address):

@@ -45,6 +45,14 @@ ERRORS = collections.OrderedDict([
 #: The five NVML-ish errors of the issue's cold-start matrix.
 ISSUE_ERRORS = ('Unknown', 'Timeout', 'GpuIsLost', 'NotSupported', 'OSError')
 
+#: The nine NVML calls of the issue's cold-start matrix: the GPU's
+#: identity and its MIG and vGPU state.
+ISSUE_CALLS = ('nvmlDeviceGetPciInfo', 'nvmlDeviceGetMemoryInfo',
+               'nvmlDeviceGetName', 'nvmlDeviceGetUUID',
+               'nvmlDeviceGetMigMode', 'nvmlDeviceGetGpuInstanceProfileInfo',
+               'nvmlDeviceGetGpuInstances', 'nvmlDeviceGetSupportedVgpus',
+               'nvmlDeviceGetActiveVgpus')
+
 
 class FaultyNvml:
     """A fake ``pynvml`` whose ``function`` raises ``error()`` about the

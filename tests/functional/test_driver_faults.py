@@ -1,0 +1,148 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""The drivers' faults through Cyborg's real conductor and Placement.
+
+Each case is reported by Cyborg's ``report_data`` into the in-process
+Placement, next to a server holding a GPU slice. Every case must leave:
+``report_data`` returning (no ``ResourceProviderInUse``, no traceback),
+every provider of the host in place, every allocation where it was (0
+lost, 0 doubled), and the next good report restoring the host.
+"""
+
+import copy
+
+import fixtures
+
+from cyborg_gpu_drivers import nvidia_mig
+from cyborg_gpu_drivers import nvidia_vgpu
+from gpu_partitions.cloud import harness
+from gpu_partitions import reference_hosts
+from gpu_partitions.reference_hosts import fake_nvml
+import placement_traits as names
+from tests.functional import base
+from tests.unit.cyborg_gpu_drivers import faults
+
+DRIVERS = (nvidia_mig.NvidiaMigDriver, nvidia_vgpu.NvidiaVgpuDriver)
+
+
+class DriverFaultsTestCase(base.GpuCloudTestCase):
+
+    HOST = None
+
+    def setUp(self):
+        super().setUp()
+        self.host = reference_hosts.load(self.HOST)
+        self.env = self.host.materialize(
+            self.useFixture(fixtures.TempDir()).path)
+        self.section = self.host.data['nvml']
+
+    def drivers(self, nvml):
+        return [cls(hostname=self.host.hostname, nvml=nvml,
+                    sysfs_root=self.env.sysfs_root,
+                    libvirt_uri=self.env.libvirt_uri, read_only=True)
+                for cls in DRIVERS]
+
+    def discover(self, drivers):
+        devices = []
+        for driver in drivers:
+            devices.extend(driver.discover())
+        return devices
+
+    def state(self):
+        """What must survive every fault: providers and usages."""
+        return (sorted(self.provider_names().values()),
+                {name: usage for name, usage in
+                 self.provider_usages().items() if any(usage.values())})
+
+
+class TestColdStartMatrix(DriverFaultsTestCase):
+    """The issue's matrix: 9 NVML calls x error classes, one of the 8
+    GPUs of hgx-h100 faulted, each at a cold start (agent restart)."""
+
+    HOST = 'hgx-h100'
+    GPU_INDEX = 0
+
+    def run_matrix(self, errors):
+        good = self.discover(self.drivers(fake_nvml.FakeNvml(self.section)))
+        self.add_gpu_host(self.host.hostname, good)
+        rc = names.mig_resource_class('3g.40gb')
+        server = self.boot(self.create_flavor(harness.gpu_extra_specs(rc)))
+        self.assertEqual('ACTIVE', server['status'], server.get('fault'))
+        held = self.allocations(server)
+        before = self.state()
+        empty = 0
+        for function in faults.ISSUE_CALLS:
+            for error in errors:
+                where = '%s %s' % (function, error)
+                nvml = faults.FaultyNvml(self.section, function,
+                                         faults.ERRORS[error],
+                                         self.GPU_INDEX)
+                devices = self.discover(self.drivers(nvml))
+                self.assertGreater(nvml.injected, 0, where)
+                empty += not devices
+                # report_data raises on any provider it cannot delete.
+                self.report(self.host.hostname, devices)
+                self.assertEqual(before, self.state(), where)
+                self.assertEqual(held, self.allocations(server), where)
+                self.report(self.host.hostname, good)
+                self.assertEqual(before, self.state(), where)
+        self.assertEqual(0, empty)
+
+    def test_issue_errors(self):
+        self.run_matrix(faults.ISSUE_ERRORS)
+
+    def test_further_error_classes(self):
+        self.run_matrix([error for error in faults.ERRORS
+                         if error not in faults.ISSUE_ERRORS])
+
+
+class TestLostGpuWithAllocations(DriverFaultsTestCase):
+    """A lost GPU whose provider holds an allocation no guest runs on
+    (a shut-off guest) no longer aborts the host's report."""
+
+    HOST = 'hgx-h200'
+
+    def test_lost_gpus_keep_allocations_and_take_no_new_guest(self):
+        section = copy.deepcopy(self.section)
+        drivers = self.drivers(fake_nvml.FakeNvml(section))
+        self.add_gpu_host(self.host.hostname, self.discover(drivers))
+        rc = names.mig_resource_class('1g.18gb')
+        server = self.boot(self.create_flavor(harness.gpu_extra_specs(rc)))
+        self.assertEqual('ACTIVE', server['status'], server.get('fault'))
+        [(first, _)] = [(name, res) for name, res in
+                        self.allocations(server).items() if rc in res]
+        held = self.allocations(server)
+        # That GPU and another one fall off the bus.
+        first_bus = first.split('_')[2]
+        lost = [device for device in section['devices']
+                if device['pci_bus_id'][9:11].lower() == first_bus]
+        lost.append(next(device for device in section['devices']
+                         if device not in lost and not device['active_vgpus']))
+        for device in lost:
+            device['lost'] = True
+        for driver in drivers:
+            driver._nvml = type(driver._nvml)(fake_nvml.FakeNvml(section))
+        self.report(self.host.hostname, self.discover(drivers))
+        self.assertEqual(held, self.allocations(server))
+        usages = self.provider_usages()
+        for provider in self.providers():
+            for resource_class, total in provider.inventories.items():
+                self.assertGreaterEqual(
+                    total, usages[provider.name].get(resource_class, 0),
+                    provider.name)
+        # The second lost GPU offers nothing new: a boot asking for it
+        # does not land there.
+        second = names.physical_gpu_trait(names.pci_address(
+            lost[1]['pci_bus_id']))
+        server = self.boot(self.create_flavor(harness.gpu_extra_specs(
+            rc, required_traits=[second])))
+        self.assertEqual('ERROR', server['status'])
