@@ -66,7 +66,8 @@ class DriverFaultsTestCase(base.GpuCloudTestCase):
 
 class TestColdStartMatrix(DriverFaultsTestCase):
     """The issue's matrix: 9 NVML calls x error classes, one of the 8
-    GPUs of hgx-h100 faulted, each at a cold start (agent restart)."""
+    GPUs of hgx-h100 faulted, each at a cold start (agent restart).
+    """
 
     HOST = 'hgx-h100'
     GPU_INDEX = 0
@@ -107,7 +108,8 @@ class TestColdStartMatrix(DriverFaultsTestCase):
 
 class TestLostGpuWithAllocations(DriverFaultsTestCase):
     """A lost GPU whose provider holds an allocation no guest runs on
-    (a shut-off guest) no longer aborts the host's report."""
+    (a shut-off guest) no longer aborts the host's report.
+    """
 
     HOST = 'hgx-h200'
 
