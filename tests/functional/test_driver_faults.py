@@ -40,6 +40,9 @@ class DriverFaultsTestCase(base.GpuCloudTestCase):
 
     def setUp(self):
         super().setUp()
+        # No case hangs: a loaded test machine must not turn a slow read
+        # into a timeout.
+        self.flags(group='gpu_partitions', gpu_scan_timeout=60)
         self.host = reference_hosts.load(self.HOST)
         self.env = self.host.materialize(
             self.useFixture(fixtures.TempDir()).path)
