@@ -271,6 +271,10 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
     def _gpu(self, session, device, clique):
         address = device.address
         profiles = session.gpu_instance_profiles(device)
+        if not profiles:
+            # A GPU with MIG on always has profiles: NVML is failing.
+            raise nvml_adapter.NvmlError('MIG is on but NVML lists no GPU '
+                                         'instance profile')
         types_by_profile = mig_types_by_profile(
             session.supported_vgpu_types(device), self._series)
         instances = session.gpu_instances(device, profiles)
