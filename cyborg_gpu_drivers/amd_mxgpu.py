@@ -25,8 +25,10 @@ non-zero exactly while a guest holds it. That is all the hardware tells:
 an instance that is stopped holds its VF in Placement and Cyborg but not
 in the kernel. The report keeps every VF it can see, so inventory only
 drops when a VF leaves vfio-pci or GIM removes it; a VF that vanishes in
-the middle of a scan keeps its last report, and a GPU whose state cannot
-be read is reported as a stub so Cyborg keeps what it holds for it.
+the middle of a scan keeps its last report, a VF whose ``enable`` cannot be
+read counts as in use, and a GPU whose state cannot be read is reported as
+a stub so Cyborg keeps what it holds for it (the scan skeleton of
+:mod:`cyborg_gpu_drivers.base`).
 
 The logic (:func:`build_gpu` and helpers) is plain Python over what the
 adapters read: :mod:`~cyborg_gpu_drivers.adapters.udev` or
@@ -202,9 +204,10 @@ def vf_handles(pf, previous, note):
                      where, vf.driver or 'no driver', VFIO_DRIVER,
                      VFIO_DRIVER))
             continue
+        # An unreadable ``enable`` (None) is unknown: counted in use.
         handles.append(inventory.AttachHandle(
             attach_type=inventory.PCI, address=vf.address,
-            in_use=bool(vf.open_count)))
+            in_use=vf.open_count is None or bool(vf.open_count)))
     return handles
 
 
@@ -253,25 +256,6 @@ def parse_models(value):
     return models
 
 
-class _Notes:
-    """Log each problem at WARNING when it appears, DEBUG while it lasts.
-
-    The agent scans every minute; a lasting problem must not fill its log.
-    """
-
-    def __init__(self):
-        self._last = set()
-        self._now = set()
-
-    def __call__(self, key, message):
-        level = LOG.debug if (key, message) in self._last else LOG.warning
-        self._now.add((key, message))
-        level('AMD MxGPU driver: %s', message)
-
-    def end_scan(self):
-        self._last, self._now = self._now, set()
-
-
 # --- the driver ------------------------------------------------------------
 
 
@@ -281,8 +265,9 @@ class AmdMxgpuDriver(base.GpuPartitionDriver):
     DRIVER_NAME = 'gpu_partitions_amd_mxgpu'
 
     def __init__(self, hostname=None, nvml=None, sysfs_root=None,
-                 libvirt_uri=None, amdsmi=None):
-        super().__init__(hostname=hostname)
+                 libvirt_uri=None, amdsmi=None, read_only=True):
+        # GIM makes the VFs: this driver never writes, read only or not.
+        super().__init__(hostname=hostname, read_only=read_only)
         options = CONF.amd_mxgpu
         self._models = dict(KNOWN_MODELS)
         self._models.update(parse_models(options.models))
@@ -300,8 +285,6 @@ class AmdMxgpuDriver(base.GpuPartitionDriver):
                          'partition modes come from sysfs', reason)
             else:
                 self._smi = amdsmi_adapter.AmdSmi(module)
-        self._notes = _Notes()
-        self._stubs = set()
         # VF address -> its handle in the last report.
         self._previous = {}
         # PFs that offered VFs since the agent started.
@@ -322,67 +305,74 @@ class AmdMxgpuDriver(base.GpuPartitionDriver):
             return sysfs_adapter.Sysfs(root)
         return udev_adapter.UdevPci(pyudev)
 
-    # --- discover ---------------------------------------------------------
+    # --- scan ---------------------------------------------------------------
 
-    def collect(self):
-        self._stubs = set()
-        try:
-            gpus = self._collect()
-        finally:
-            self._notes.end_scan()
-        self._previous = {
-            handle.address: handle for gpu in gpus for slice_ in gpu.slices
-            for handle in slice_.handles}
-        self._offered = ({gpu.address for gpu in gpus if gpu.slices}
-                         | (self._offered & self._stubs))
-        return inventory.HostInventory(hostname=self.hostname, gpus=gpus)
+    def _notes(self, key, message):
+        self.note(message)
 
-    def _collect(self):
+    def bound_gpus(self):
+        """PFs bound to GIM, and PFs of known models that should be."""
+        return [address for address in
+                self._pci.devices_of_vendor(AMD_VENDOR_ID)
+                if self._pci.driver(address) == GIM_DRIVER
+                or self._pci.device_id(address) in self._models]
+
+    def scan(self, session):
         pci = self._pci
-        amd = pci.devices_of_vendor(AMD_VENDOR_ID)
-        gim = [address for address in amd if pci.driver(address) == GIM_DRIVER]
-        gpus = [self._stub(address, 'bound to %s, not %s (GIM not loaded '
-                           'or the GPU not given to it)'
-                           % (pci.driver(address) or 'no driver', GIM_DRIVER))
-                for address in amd
-                if address not in gim and pci.device_id(address)
-                in self._models]
-        if not gim:
-            return gpus
-        states = self._amdsmi_states()
+        found = {}
+        gim = []
+        for address in self.bound_gpus():
+            if pci.driver(address) == GIM_DRIVER:
+                gim.append(address)
+            else:
+                found[address] = self._stub(
+                    address, 'bound to %s, not %s (GIM not loaded or the GPU '
+                    'not given to it)' % (pci.driver(address) or 'no driver',
+                                          GIM_DRIVER))
+        states = self._amdsmi_states() if gim else {}
         for address in gim:
-            pf = self._read_pf(address, states.get(address))
-            if pf is None:
-                gpus.append(self._stub(address, 'vanished during the scan'))
-                continue
-            if pf.compute_partition is None:
-                gpus.append(self._stub(address, 'its compute partition '
-                                       'mode cannot be read (neither '
-                                       'amdsmi nor sysfs)'))
-                continue
-            model, memory_mib = self._model(pf.device_id)
-            gpu = build_gpu(pf, model, memory_mib, self._previous,
-                            self._notes)
-            if not gpu.slices and address in self._offered:
-                # All its VFs left vfio-pci at once: GIM being reloaded,
-                # most likely. Dropping the provider would fail anyway
-                # while an instance holds one of its VFs.
-                gpu = self._stub(address, 'without a VF on vfio-pci after '
-                                 'offering some')
-            gpus.append(gpu)
-        return gpus
+            gpu = self.contained(address, self._gpu, address,
+                                 states.get(address), failed=self.FAILED)
+            if gpu is not self.FAILED:
+                found[address] = gpu
+        self._previous = {
+            handle.address: handle for gpu in found.values()
+            for slice_ in gpu.slices for handle in slice_.handles}
+        self._offered = ({address for address, gpu in found.items()
+                          if gpu.slices} |
+                         (self._offered & {address for address, gpu
+                                           in found.items() if gpu.stub}))
+        return found
+
+    def _gpu(self, address, state):
+        pf = self._read_pf(address, state)
+        if pf is None:
+            return self._stub(address, 'vanished during the scan')
+        if pf.compute_partition is None:
+            return self._stub(address, 'its compute partition mode cannot '
+                              'be read (neither amdsmi nor sysfs)')
+        model, memory_mib = self._model(pf.device_id)
+        gpu = build_gpu(pf, model, memory_mib, self._previous, self._notes)
+        if not gpu.slices and address in self._offered:
+            # All its VFs left vfio-pci at once: GIM being reloaded, most
+            # likely. Dropping the provider would fail anyway while an
+            # instance holds one of its VFs.
+            gpu = self._stub(address, 'without a VF on vfio-pci after '
+                             'offering some')
+        return gpu
 
     def _stub(self, address, reason):
         """A GPU we cannot read now: Cyborg keeps what it holds for it."""
-        self._notes(address, 'AMD GPU %s: %s; reported as a stub, so '
-                    'Cyborg keeps what it holds for it and adds nothing'
-                    % (address, reason))
-        self._stubs.add(address)
-        model, memory_mib = self._model(self._pci.device_id(address) or '')
+        self.note('AMD GPU %s: %s; reported as a stub, so Cyborg keeps what '
+                  'it holds for it and adds nothing' % (address, reason))
+        return self.stub_gpu(address)
+
+    def stub_gpu(self, address):
+        device_id = self._pci.device_id(address) or ''
+        model, memory_mib = self._model(device_id)
         return inventory.Gpu(
-            address=address, vendor_id=AMD_VENDOR_ID,
-            device_id=self._pci.device_id(address) or '', model=model,
-            memory_mib=memory_mib, healthy=False, stub=True)
+            address=address, vendor_id=AMD_VENDOR_ID, device_id=device_id,
+            model=model, memory_mib=memory_mib, healthy=False, stub=True)
 
     def _model(self, device_id):
         known = self._models.get(device_id)

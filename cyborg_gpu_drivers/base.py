@@ -9,24 +9,50 @@
 #    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 #    License for the specific language governing permissions and limitations
 #    under the License.
-"""The base every driver of this package shares.
+"""The scan skeleton every driver of this package shares.
 
-Cyborg's agent calls ``discover()`` and nothing else, and one exception
-there loses the report of every driver on the host. So ``discover()`` here
-never raises: a driver implements :meth:`GpuPartitionDriver.collect`, which
-returns a plain :class:`~cyborg_gpu_drivers.inventory.HostInventory`, and
-the base turns it into Cyborg objects. If ``collect`` fails anyway, the last
-good report is sent again with every device marked ``stub`` so that Cyborg's
-conductor neither adds nor deletes anything until the next good scan.
+Cyborg's agent calls ``discover()`` and nothing else; Cyborg's conductor
+deletes whatever a report omits, and one exception in the agent or in the
+conductor's ``report_data`` loses the report of the whole host. So the
+skeleton here, not each driver, guarantees for every exception type:
+
+* per-GPU containment: a driver reads each GPU through :meth:`contained`;
+  whatever one GPU raises, or a read that outlasts ``[gpu_partitions]
+  gpu_scan_timeout``, costs that GPU alone;
+* nothing that may hold a guest is omitted: a GPU reported before, or that
+  sysfs shows bound to the driver's kernel driver (:meth:`bound_gpus`),
+  that this scan could not read is sent again as unhealthy (its last
+  report, offering only what is used) or, never read since the agent
+  started, as a Cyborg stub (Cyborg then keeps what it holds for it);
+* unknown state counts as in use: units a GPU marks unknown
+  (:attr:`inventory.Gpu.unknown_units`) keep the in-use handles of its
+  last report;
+* an unhealthy GPU's providers never go below what Placement has
+  allocated on them (:meth:`allocated_units`), so Cyborg's conductor
+  never has to delete a provider holding allocations, which raises
+  ``ResourceProviderInUse`` and aborts the whole host's report;
+* changes to the hardware (MIG layouts, vGPU types) are an explicit step,
+  :meth:`apply`, run before each scan unless the driver is read only,
+  contained like a scan, and idempotent so a failed step is retried at the
+  next pass.
+
+A driver implements :meth:`bound_gpus`, :meth:`stub_gpu`,
+:meth:`open_session` and :meth:`scan`, and :meth:`apply` if it changes
+anything.
 """
 
-import abc
+import contextlib
+import dataclasses
 import socket
+import threading
+import uuid
 
 from cyborg.accelerator.drivers import driver as cyborg_driver
 from oslo_config import cfg
 from oslo_log import log as logging
 
+from cyborg_gpu_drivers import conf  # noqa: F401  (registers the options)
+from cyborg_gpu_drivers import inventory
 from cyborg_gpu_drivers import report
 
 LOG = logging.getLogger(__name__)
@@ -42,36 +68,250 @@ def agent_hostname():
     return name or CONF.host or socket.getfqdn()
 
 
-class GpuPartitionDriver(cyborg_driver.GenericDriver, metaclass=abc.ABCMeta):
-    """A Cyborg driver whose logic is plain Python over a HostInventory."""
+class ScanTimeout(Exception):
+    """A read outlasted ``[gpu_partitions] gpu_scan_timeout``."""
+
+
+class Notes:
+    """Log each problem once while it lasts, not at every scan."""
+
+    def __init__(self, prefix):
+        self._prefix = prefix
+        self._before = set()
+        self._now = set()
+
+    def __call__(self, message, log=LOG.warning):
+        self._now.add(message)
+        if message not in self._before:
+            log('%s: %s', self._prefix, message)
+
+    def end_scan(self):
+        self._before, self._now = self._now, set()
+
+
+class GpuPartitionDriver(cyborg_driver.GenericDriver):
+    """A Cyborg driver whose logic is plain Python over a HostInventory.
+
+    ``read_only`` drivers never change the hardware: the ``gpu-partitions
+    inventory`` check builds them so.
+    """
 
     #: Cyborg's ``driver_name`` on every deployable.
     DRIVER_NAME = None
+    #: What :meth:`contained` answers for a read that failed, by default.
+    FAILED = object()
+    #: What :meth:`scan` answers for a GPU whose state is unknown for a
+    #: while (a service it needs is down): a stub even if reported before.
+    STUB = object()
 
-    def __init__(self, hostname=None):
+    def __init__(self, hostname=None, read_only=False):
         self._hostname = hostname
+        self.read_only = read_only
+        self.note = Notes(self.DRIVER_NAME)
+        # address -> the Gpu last reported from a good read.
+        self._known = {}
+        # key -> the worker thread of a read that outlasted its bound.
+        self._stuck = {}
         self._last_good = []
 
     @property
     def hostname(self):
         return self._hostname or agent_hostname()
 
-    @abc.abstractmethod
-    def collect(self):
-        """Scan the hardware and return a HostInventory.
+    # --- what a driver implements -----------------------------------------
 
-        Expected hardware trouble (a lost GPU, a vanished VF) is handled
-        inside and costs only the affected devices.
+    def bound_gpus(self):
+        """Addresses of the PFs sysfs shows bound to our kernel driver."""
+        return []
+
+    def stub_gpu(self, address):
+        """The :class:`inventory.Gpu` stub of a GPU that cannot be read."""
+        raise NotImplementedError
+
+    def open_session(self):
+        """A context manager for one scan (an NVML session)."""
+        return contextlib.nullcontext()
+
+    def scan(self, session):
+        """``{address: Gpu, or None for a GPU that is not ours}``.
+
+        Read each GPU with :meth:`contained`; a GPU left out of the result
+        is reported from its last report or as a stub.
+        """
+        raise NotImplementedError
+
+    def apply(self):
+        """Bring the hardware to the declared state; idempotent.
+
+        Called before each scan unless the driver is read only; whatever
+        it raises is logged and retried at the next pass.
         """
 
+    # --- the skeleton ------------------------------------------------------
+
+    def known_gpu(self, address):
+        return self._known.get(address)
+
+    def bounded(self, key, function, *args):
+        """``function(*args)`` within ``gpu_scan_timeout`` seconds.
+
+        Runs in a worker thread; past the bound, :class:`ScanTimeout` is
+        raised and the worker is left to finish alone. While it has not, a
+        new read of ``key`` is refused at once, so a hung GPU costs one
+        thread, not one per scan.
+        """
+        stuck = self._stuck.get(key)
+        if stuck is not None:
+            if stuck.is_alive():
+                raise ScanTimeout('%s: an earlier read still has not '
+                                  'returned' % key)
+            del self._stuck[key]
+        outcome = {}
+
+        def work():
+            try:
+                outcome['value'] = function(*args)
+            except BaseException as error:
+                outcome['error'] = error
+
+        worker = threading.Thread(target=work, daemon=True,
+                                  name='%s %s' % (self.DRIVER_NAME, key))
+        worker.start()
+        worker.join(CONF.gpu_partitions.gpu_scan_timeout)
+        if worker.is_alive():
+            self._stuck[key] = worker
+            raise ScanTimeout('%s: no answer within %ss (option [%s] '
+                              'gpu_scan_timeout)' % (
+                                  key, CONF.gpu_partitions.gpu_scan_timeout,
+                                  'gpu_partitions'))
+        if 'error' in outcome:
+            raise outcome['error']
+        return outcome['value']
+
+    def contained(self, key, function, *args, failed=None):
+        """:meth:`bounded`, but any exception is noted and ``failed``
+        returned: one GPU's fault never reaches another's.
+        """
+        try:
+            return self.bounded(key, function, *args)
+        except Exception as error:
+            self.note('%s cannot be read: %s: %s; reported as unknown'
+                      % (key, type(error).__name__, error), LOG.error)
+            return failed
+
+    def collect(self):
+        """Scan the hardware and return a :class:`inventory.HostInventory`.
+
+        Never raises for a fault of the hardware or of the driver's code.
+        """
+        try:
+            gpus = self._collect()
+        finally:
+            self.note.end_scan()
+        return inventory.HostInventory(hostname=self.hostname, gpus=gpus)
+
+    def _collect(self):
+        found = {}
+        whole_scan_failed = False
+        try:
+            session = self.open_session()
+            opened = self.bounded('opening the scan', session.__enter__)
+            try:
+                found = self.scan(opened)
+            finally:
+                self.contained('closing the scan', session.__exit__,
+                               None, None, None)
+        except Exception as error:
+            whole_scan_failed = True
+            self.note('the scan failed (%s: %s); GPUs reported before are '
+                      'sent again as stubs, GPUs sysfs shows as stubs'
+                      % (type(error).__name__, error), LOG.error)
+        bound = self.contained('the sysfs scan', self.bound_gpus,
+                               failed=[])
+        gpus = []
+        for address in sorted(set(found) | set(self._known) | set(bound)):
+            gpu = found.get(address, self.FAILED)
+            if gpu is self.FAILED or gpu is self.STUB:
+                gpu = self._unreadable(address,
+                                       whole_scan_failed or gpu is self.STUB)
+            elif gpu is not None:
+                gpu = self._with_units_in_use(gpu)
+            if gpu is not None:
+                gpus.append(gpu)
+        # A GPU sent as a stub stays known with its last good report.
+        self._known = {gpu.address: gpu if not gpu.stub
+                       else self._known.get(gpu.address) for gpu in gpus}
+        self._known = {address: gpu for address, gpu in self._known.items()
+                       if gpu is not None}
+        self._keep_allocated([gpu for gpu in gpus if not gpu.healthy
+                              and not gpu.stub])
+        return gpus
+
+    def _unreadable(self, address, transient):
+        known = self._known.get(address)
+        if known is not None and transient:
+            # A transient failure changes nothing in Cyborg.
+            return dataclasses.replace(known, stub=True)
+        if known is None:
+            self.note('GPU %s cannot be read and was not reported since the '
+                      'agent started: reported as a stub so Cyborg keeps '
+                      'what it holds for it' % address, LOG.error)
+            stub = self.contained(address, self.stub_gpu, address)
+            if stub is None:
+                stub = inventory.Gpu(address=address, vendor_id='',
+                                     device_id='', model='unknown',
+                                     memory_mib=0, healthy=False, stub=True)
+            return stub
+        self.note('GPU %s stopped answering: no longer offered; its units '
+                  'in use or allocated stay reported' % address, LOG.error)
+        return dataclasses.replace(known, healthy=False)
+
+    def _with_units_in_use(self, gpu):
+        known = self._known.get(gpu.address)
+        if known is None or not gpu.unknown_units:
+            return gpu
+        return inventory.keep_units_in_use(known, gpu)
+
+    # --- allocations of unhealthy GPUs ------------------------------------
+
+    def _keep_allocated(self, unhealthy):
+        for gpu in unhealthy:
+            for slice_ in gpu.slices:
+                name = report.provider_name(self.hostname, gpu, slice_)
+                slice_.allocated = self.contained(
+                    'Placement usages of %s' % name, self.allocated_units,
+                    name, slice_.resource_class)
+
+    def allocated_units(self, provider_name, resource_class):
+        """Units Placement has allocated on a provider, None if unknown.
+
+        Asked through Cyborg's own Placement client (``[placement]`` of
+        the agent's configuration); unknown keeps the provider's whole
+        last total, never less than what is allocated.
+        """
+        from cyborg.common import placement_client
+        client = placement_client.PlacementClient()
+        response = client.get('/resource_providers/%s/usages' % uuid.uuid3(
+            uuid.NAMESPACE_DNS, provider_name))
+        if response is None or response.status_code == 404:
+            return 0
+        if response.status_code != 200:
+            raise RuntimeError('Placement answered %s' % response.status_code)
+        return int(response.json()['usages'].get(resource_class, 0))
+
+    # --- Cyborg's driver API -----------------------------------------------
+
     def discover(self):
+        if not self.read_only:
+            self.contained('applying the declared state', self.apply)
         try:
             devices = report.to_driver_devices(self.collect(),
                                                self.DRIVER_NAME)
         except Exception:
-            LOG.exception('%s: scan failed; re-sending the last good report '
-                          'of %d GPUs as stubs so nothing is removed from '
-                          'Placement', self.DRIVER_NAME, len(self._last_good))
+            LOG.exception('%s: building the report failed; re-sending the '
+                          'last good report of %d GPUs as stubs so nothing '
+                          'is removed from Placement', self.DRIVER_NAME,
+                          len(self._last_good))
             for device in self._last_good:
                 device.stub = True
             return list(self._last_good)

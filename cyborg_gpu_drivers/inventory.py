@@ -53,6 +53,9 @@ class Slice:
     traits: list[str]
     handles: list[AttachHandle]
     total: int
+    #: Units Placement has allocated on the provider, when asked (None:
+    #: unknown). Set for unhealthy GPUs only.
+    allocated: int | None = None
 
     @property
     def in_use(self):
@@ -70,6 +73,9 @@ class Gpu:
     ``stub`` True means the GPU cannot be read now and is reported as a
     Cyborg stub: the conductor neither adds nor deletes anything for it, so
     what Cyborg and Placement hold for it stays until it reads again.
+    ``unknown_units`` are the addresses (VFs, mdev parents) whose state
+    the scan could not read: a unit the last report had in use there
+    stays reported in use.
     """
     address: str
     vendor_id: str
@@ -83,6 +89,7 @@ class Gpu:
     traits: list[str] = dataclasses.field(default_factory=list)
     slices: list[Slice] = dataclasses.field(default_factory=list)
     board_info: dict = dataclasses.field(default_factory=dict)
+    unknown_units: frozenset = frozenset()
 
 
 @dataclasses.dataclass
@@ -98,10 +105,41 @@ def offered_total(gpu, slice_):
     """How many units of ``slice_`` Placement may offer.
 
     A healthy GPU offers all of them. An unhealthy one offers only what is
-    in use, so Placement keeps the allocations it holds (inventory below
-    usage is refused, and a provider with allocations cannot be deleted)
-    while nothing new lands on it.
+    in use or allocated in Placement, so nothing new lands on it while
+    Placement keeps its allocations (a provider with allocations cannot be
+    deleted: Cyborg's conductor would abort the host's report). When the
+    allocations are unknown, the whole last total stays.
     """
     if gpu.healthy:
         return slice_.total
-    return slice_.in_use
+    if slice_.allocated is None:
+        return slice_.total
+    return max(slice_.in_use, slice_.allocated)
+
+
+def keep_units_in_use(previous, current):
+    """``current`` plus the in-use handles ``previous`` had on units
+    ``current`` could not read (``current.unknown_units``).
+
+    Unknown state counts as in use: a VF whose type became unreadable, or
+    that vanished in the middle of a scan, keeps its guest's unit.
+    """
+    present = {(handle.attach_type, handle.address, handle.mark)
+               for slice_ in current.slices for handle in slice_.handles}
+    slices = {slice_.name: slice_ for slice_ in current.slices}
+    kept = []
+    for old in previous.slices:
+        carried = [handle for handle in old.handles if handle.in_use and
+                   handle.address in current.unknown_units and
+                   (handle.attach_type, handle.address, handle.mark)
+                   not in present]
+        if not carried:
+            continue
+        new = slices.get(old.name)
+        if new is None:
+            new = dataclasses.replace(old, handles=[], total=0)
+            kept.append(new)
+        new.handles = sorted(new.handles + carried,
+                             key=lambda h: (h.address, h.mark or ''))
+        new.total += len(carried)
+    return dataclasses.replace(current, slices=current.slices + kept)

@@ -25,8 +25,10 @@ through a MIG-backed vGPU type:
 The GPU's traits name its vendor, model, NUMA node (sysfs ``numa_node``),
 NVLink clique (NVML peer status, numbered by lowest PCI address) and CUDA
 capability where os-traits has a name for it; each provider adds its MIG
-profile. GPUs NVML cannot read are handled one by one, see
-:meth:`NvidiaMigDriver._unreadable`.
+profile. GPUs NVML cannot read are handled one by one by the scan
+skeleton of :mod:`cyborg_gpu_drivers.base`. Declared layouts
+(``[nvidia_mig] layout``) are applied by :meth:`NvidiaMigDriver.apply`, a
+step of its own, retried at every pass until the GPU has them.
 """
 
 import dataclasses
@@ -40,6 +42,7 @@ from cyborg_gpu_drivers import base
 from cyborg_gpu_drivers import conf  # noqa: F401  (registers the options)
 from cyborg_gpu_drivers import inventory
 from cyborg_gpu_drivers import mig_layouts
+from cyborg_gpu_drivers import nvidia_common
 from cyborg_gpu_drivers import nvidia_vfio
 from cyborg_gpu_drivers import privsep
 import placement_traits
@@ -47,28 +50,8 @@ import placement_traits
 LOG = logging.getLogger(__name__)
 CONF = cfg.CONF
 
-NVIDIA_VENDOR_ID = '10de'
-# PCI classes of NVIDIA GPUs: VGA controller and 3D controller.
-GPU_CLASSES = ('0x0300', '0x0302')
+NVIDIA_VENDOR_ID = nvidia_common.NVIDIA_VENDOR_ID
 MDEV_TYPES_DIR = 'mdev_supported_types'
-
-
-def nvidia_gpu_addresses(sysfs):
-    """PCI addresses of the NVIDIA GPUs (PFs) the nvidia driver holds."""
-    return [address for address in sysfs.devices_of_vendor(NVIDIA_VENDOR_ID)
-            if (sysfs.read(address, 'class') or '').startswith(GPU_CLASSES)
-            and sysfs.driver(address) == 'nvidia']
-
-
-def stub_gpu(sysfs, address):
-    """A GPU NVML cannot read now, sent as a Cyborg stub.
-
-    Cyborg's conductor leaves what it holds for a stub as it is.
-    """
-    device_id = sysfs.device_id(address) or ''
-    return inventory.Gpu(address=address, vendor_id=NVIDIA_VENDOR_ID,
-                         device_id=device_id, model='NVIDIA %s' % device_id,
-                         memory_mib=0, healthy=False, stub=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,39 +67,6 @@ class MdevParent:
 
 
 # --- plain logic ------------------------------------------------------------
-
-def nvlink_cliques(devices, are_peers):
-    """``{address: clique id}`` for GPUs with at least one NVLink peer.
-
-    Cliques are the connected components of ``are_peers(a, b)``; ids are
-    ``0, 1, ...`` in the order of each clique's lowest PCI address, so they
-    do not depend on NVML's enumeration order. ``are_peers`` is asked only
-    for pairs not already joined.
-    """
-    ordered = sorted(devices, key=lambda device: device.address)
-    parent = {device.address: device.address for device in ordered}
-
-    def root(address):
-        while parent[address] != address:
-            address = parent[address]
-        return address
-
-    for i, first in enumerate(ordered):
-        for second in ordered[i + 1:]:
-            if root(first.address) != root(second.address) and \
-                    are_peers(first, second):
-                parent[root(second.address)] = root(first.address)
-    members = {}
-    for device in ordered:
-        members.setdefault(root(device.address), []).append(device.address)
-    cliques = {}
-    groups = sorted((group for group in members.values() if len(group) > 1),
-                    key=lambda group: group[0])
-    for number, group in enumerate(groups):
-        for address in group:
-            cliques[address] = number
-    return cliques
-
 
 def mig_types_by_profile(vgpu_types, series=None):
     """``{GPU instance profile id: [type ids]}`` of the MIG-backed types.
@@ -171,9 +121,12 @@ def vf_slices(address, profiles, complete_instances, types_by_profile, vfs,
               in_use_addresses, note=LOG.warning):
     """Slices of a vendor-VFIO GPU: one PCI handle per VF holding a type.
 
-    A VF is in use when NVML runs a vGPU on it. Profiles whose GPU
-    instances no VF holds reach no guest and are logged, not offered.
+    A VF is in use when NVML runs a vGPU on it; every VF holding a type
+    is when NVML cannot say (``in_use_addresses`` None). Profiles whose
+    GPU instances no VF holds reach no guest and are logged, not offered.
     """
+    if in_use_addresses is None:
+        in_use_addresses = {vf.address for vf in vfs if vf.current_type}
     slices = []
     for profile in profiles:
         type_ids = set(types_by_profile.get(profile.id, ()))
@@ -233,22 +186,17 @@ def mdev_slices(address, profiles, complete_instances, types_by_profile,
     return slices
 
 
-def gpu_traits(device, numa_node, clique):
-    traits = {placement_traits.vendor_trait(NVIDIA_VENDOR_ID),
-              placement_traits.model_trait(device.name)}
-    for trait in (placement_traits.numa_node_trait(numa_node),
-                  placement_traits.nvlink_clique_trait(clique)
-                  if clique is not None else None,
-                  placement_traits.cuda_capability_trait(
-                      *device.cuda_capability)
-                  if device.cuda_capability else None):
-        if trait:
-            traits.add(trait)
-    return sorted(traits)
+def is_busy(active_vgpus, vfs, parents, unknown=()):
+    """Why a GPU must be left alone, or None when nothing runs on it.
 
-
-def is_busy(active_vgpus, vfs, parents):
-    """Why a GPU must be left alone, or None when nothing runs on it."""
+    ``active_vgpus`` None (NVML cannot say) or VFs of ``unknown`` state
+    count as busy.
+    """
+    if active_vgpus is None:
+        return 'NVML cannot list the vGPUs running on it'
+    if unknown:
+        return 'the state of VFs %s cannot be read' % ', '.join(
+            sorted(unknown))
     if active_vgpus:
         return '%d vGPUs are running on it' % len(active_vgpus)
     held = [vf.address for vf in vfs if not vf.is_free]
@@ -262,15 +210,17 @@ def is_busy(active_vgpus, vfs, parents):
 
 # --- the driver -------------------------------------------------------------
 
-class NvidiaMigDriver(base.GpuPartitionDriver):
+class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
+                      base.GpuPartitionDriver):
     """Reports MIG-backed vGPU slices of NVIDIA GPUs with MIG enabled."""
 
     DRIVER_NAME = 'gpu_partitions_nvidia_mig'
+    APPLIES = mig_layouts.OPTION
 
     def __init__(self, hostname=None, nvml=None, sysfs_root=None,
                  libvirt_uri=None, amdsmi=None, apply_layout=None,
-                 write_vgpu_type=None):
-        super().__init__(hostname)
+                 write_vgpu_type=None, read_only=False):
+        super().__init__(hostname, read_only=read_only)
         self._nvml = nvml_adapter.Nvml(nvml)
         self._sysfs = sysfs_adapter.Sysfs(
             sysfs_root or CONF.gpu_partitions.sysfs_root)
@@ -282,13 +232,6 @@ class NvidiaMigDriver(base.GpuPartitionDriver):
         self._series = CONF.nvidia_mig.vgpu_series
         self._declarations = mig_layouts.parse_declarations(
             CONF.nvidia_mig.layout)
-        self._layouts_pending = bool(self._declarations)
-        # address -> the Gpu last reported, to keep a GPU that stops
-        # answering reported with what it had in use.
-        self._known = {}
-        self._stubs = set()
-        self._problems_before = self._problems_now = set()
-        self._last_nvml_error = None
         if self._declarations:
             self._check_layouts()
 
@@ -320,158 +263,48 @@ class NvidiaMigDriver(base.GpuPartitionDriver):
         return mig_layouts.declaration_for(self._declarations,
                                            device.address, device.name)
 
-    # --- discover ---------------------------------------------------------
+    # --- scan -------------------------------------------------------------
 
-    def collect(self):
-        self._stubs = set()
-        self._problems_now = set()
-        try:
-            with self._nvml.session() as session:
-                gpus = self._collect(session)
-            self._last_nvml_error = None
-        except nvml_adapter.NvmlUnavailable as error:
-            gpus = self._nvml_unavailable(error)
-        finally:
-            self._problems_before = self._problems_now
-        self._known = {gpu.address: gpu for gpu in gpus
-                       if gpu.address not in self._stubs}
-        return inventory.HostInventory(hostname=self.hostname, gpus=gpus)
-
-    def _note(self, message, log=LOG.warning):
-        """Log a problem once while it lasts, not at every scan."""
-        self._problems_now.add(message)
-        if message not in self._problems_before:
-            log(message)
-
-    def _nvml_unavailable(self, error):
-        if str(error) != self._last_nvml_error:
-            LOG.error('NVIDIA MIG driver: NVML unavailable (%s); reporting '
-                      'no MIG GPU', error)
-            self._last_nvml_error = str(error)
-        if self._known:
-            # A host that had GPUs a minute ago: a transient failure. The
-            # base re-sends the last good report as stubs.
-            raise error
-        # At start-up: GPUs the nvidia driver holds may have providers
-        # (and guests) from before; keep them untouched, add nothing.
-        return [self._stub(address)
-                for address in nvidia_gpu_addresses(self._sysfs)]
-
-    def _stub(self, address):
-        self._stubs.add(address)
-        return stub_gpu(self._sysfs, address)
-
-    def _collect(self, session):
-        devices = session.devices()
-        readable = [device for device in devices if not device.lost]
-        cliques = nvlink_cliques(
-            [device for device in readable if session.has_nvlink(device)],
-            session.nvlink_peers)
-        gpus = []
-        for device in sorted(readable, key=lambda d: d.address):
-            if not device.mig_enabled:
-                continue
-            try:
-                gpus.append(self._gpu(session, device,
-                                      cliques.get(device.address)))
-            except nvml_adapter.NvmlError as error:
-                gpu = self._unreadable(session, device.address, error)
-                if gpu is not None:
-                    gpus.append(gpu)
-        if len(readable) < len(devices):
-            # NVML names no address for a lost GPU: it is the nvidia-held
-            # GPU sysfs shows and NVML does not.
-            seen = {device.address for device in readable}
-            for address in nvidia_gpu_addresses(self._sysfs):
-                if address not in seen:
-                    gpu = self._unreadable(session, address,
-                                           'the GPU is lost')
-                    if gpu is not None:
-                        gpus.append(gpu)
-        self._layouts_pending = False
-        return gpus
-
-    def _unreadable(self, session, address, reason):
-        """A GPU NVML cannot read (lost, fallen off the bus, erroring).
-
-        Reported at the last scan: reported again as unhealthy with what
-        it had, so only its units in use stay in Placement. Not known (the
-        agent restarted) but its VFs or mdevs hold MIG-backed vGPU types:
-        a stub, so Cyborg keeps what it holds for it. Otherwise it is not
-        a MIG GPU and is left to the other drivers.
-        """
-        known = self._known.get(address)
-        if known is not None:
-            self._note('GPU %s stopped answering NVML (%s): no longer '
-                       'offered; its units in use stay reported'
-                       % (address, reason), LOG.error)
-            return dataclasses.replace(known, healthy=False)
-        if self._holds_mig_types(session, address):
-            self._note('GPU %s does not answer NVML (%s) and holds '
-                       'MIG-backed vGPU types: reported as a stub so '
-                       'Cyborg keeps what it holds for it; disable the '
-                       'device in Cyborg to stop new guests landing on it'
-                       % (address, reason), LOG.error)
-            return self._stub(address)
-        self._note('GPU %s does not answer NVML (%s) and shows no MIG-backed '
-                   'vGPU type; not reporting it' % (address, reason))
-        return None
-
-    def _holds_mig_types(self, session, address):
-        type_ids = {vf.current_type
-                    for vf in nvidia_vfio.list_vfs(self._sysfs, address)
-                    if vf.current_type}
-        for parent in self._mdev_parents(address):
-            for name in parent.created + tuple(parent.available):
-                if name.startswith('nvidia-') and name[7:].isdigit():
-                    type_ids.add(int(name[7:]))
-        for type_id in type_ids:
-            try:
-                if session.vgpu_type(type_id).mig_backed:
-                    return True
-            except nvml_adapter.NvmlError:
-                continue
-        return False
+    def owns(self, device):
+        return device.mig_enabled
 
     def _gpu(self, session, device, clique):
         address = device.address
         profiles = session.gpu_instance_profiles(device)
+        if not profiles:
+            # A GPU with MIG on always has profiles: NVML is failing.
+            raise nvml_adapter.NvmlError('MIG is on but NVML lists no GPU '
+                                         'instance profile')
         types_by_profile = mig_types_by_profile(
             session.supported_vgpu_types(device), self._series)
         instances = session.gpu_instances(device, profiles)
-        active = session.active_vgpus(device)
-        vfs = nvidia_vfio.list_vfs(self._sysfs, address)
+        busy = nvidia_common.active_vgpu_addresses(session, device)
+        unknown = set()
+        vfs = nvidia_vfio.list_vfs(self._sysfs, address, unknown)
         parents = self._mdev_parents(address)
-        if self._layouts_pending:
-            if self._apply_declared_layout(session, device, profiles,
-                                           instances, types_by_profile,
-                                           active, vfs, parents):
-                instances = session.gpu_instances(device, profiles)
-                vfs = nvidia_vfio.list_vfs(self._sysfs, address)
         complete = []
         for gpu_instance in instances:
             if gpu_instance.complete:
                 complete.append(gpu_instance)
             else:
-                self._note('GPU %s: GPU instance %d (profile id %d at %d) '
-                           'has no compute instance (half-created); '
-                           'skipping it' % (address, gpu_instance.id,
-                                            gpu_instance.profile_id,
-                                            gpu_instance.start))
-        if vfs:
+                self.note('GPU %s: GPU instance %d (profile id %d at %d) '
+                          'has no compute instance (half-created); '
+                          'skipping it' % (address, gpu_instance.id,
+                                           gpu_instance.profile_id,
+                                           gpu_instance.start))
+        if vfs or unknown:
             slices = vf_slices(address, profiles, complete,
-                               types_by_profile, vfs,
-                               {vgpu.address for vgpu in active}, self._note)
+                               types_by_profile, vfs, busy, self.note)
         elif parents:
             slices = mdev_slices(address, profiles, complete,
-                                 types_by_profile, parents, self._note)
+                                 types_by_profile, parents, self.note)
         else:
             slices = []
             if complete:
-                self._note('GPU %s has MIG on but neither vendor-VFIO VFs '
-                           'nor mdev parents: its GPU instances reach no '
-                           'guest (enable SR-IOV with sriov-manage)'
-                           % address)
+                self.note('GPU %s has MIG on but neither vendor-VFIO VFs '
+                          'nor mdev parents: its GPU instances reach no '
+                          'guest (enable SR-IOV with sriov-manage)'
+                          % address)
         numa_node = self._sysfs.numa_node(address)
         names = {profile.id: profile.name for profile in profiles}
         return inventory.Gpu(
@@ -479,8 +312,8 @@ class NvidiaMigDriver(base.GpuPartitionDriver):
             device_id=device.device_id, model=device.name,
             memory_mib=device.memory_mib, numa_node=numa_node,
             link_domain=None if clique is None else str(clique),
-            traits=gpu_traits(device, numa_node, clique),
-            slices=slices,
+            traits=nvidia_common.gpu_traits(device, numa_node, clique),
+            slices=slices, unknown_units=frozenset(unknown),
             board_info={
                 'uuid': device.uuid,
                 'gpu_instances': [
@@ -509,58 +342,82 @@ class NvidiaMigDriver(base.GpuPartitionDriver):
 
     # --- declared layouts -------------------------------------------------
 
-    def _apply_declared_layout(self, session, device, profiles, instances,
-                               types_by_profile, active, vfs, parents):
-        """Apply the layout declared for an idle GPU; True if it changed."""
+    def _apply_gpu(self, session, index):
+        """Give an idle GPU its declared layout, and each complete GPU
+        instance a VF holding a MIG-backed type of its profile.
+
+        What is already there is left as it is, so a step that failed (a
+        VF-type write after the layout was applied) is done at the next
+        pass.
+        """
+        device = session.device(index)
         layout = self._layout_for(device)
-        if layout is None:
-            return False
+        if layout is None or not device.mig_enabled:
+            return
         where = '%s (%s)' % (device.address, device.name)
+        profiles = session.gpu_instance_profiles(device)
+        types_by_profile = mig_types_by_profile(
+            session.supported_vgpu_types(device), self._series)
         try:
             planned = mig_layouts.plan(layout, profiles, where=where)
         except mig_layouts.LayoutError as error:
-            LOG.error('%s; leaving the GPU as it is', error)
-            return False
-        if mig_layouts.matches(planned,
-                               [gi for gi in instances if gi.complete]):
-            LOG.info('GPU %s already has the layout %s', where, layout.text)
-            return False
-        busy = is_busy(active, vfs, parents)
-        if busy:
-            LOG.warning('GPU %s: not applying %s %s because %s; reporting '
-                        'what exists', where, mig_layouts.OPTION,
-                        layout.text, busy)
-            return False
-        try:
+            self.note('%s; leaving the GPU as it is' % error, LOG.error)
+            return
+        complete = [gi for gi in session.gpu_instances(device, profiles)
+                    if gi.complete]
+        if not mig_layouts.matches(planned, complete):
+            unknown = set()
+            busy = is_busy(session.active_vgpus(device),
+                           nvidia_vfio.list_vfs(self._sysfs, device.address,
+                                                unknown),
+                           self._mdev_parents(device.address), unknown)
+            if busy:
+                self.note('GPU %s: not applying %s %s because %s; reporting '
+                          'what exists' % (where, mig_layouts.OPTION,
+                                           layout.text, busy))
+                return
             self._apply_layout(device.address, planned)
-        except Exception as error:
-            LOG.error('GPU %s: applying %s failed: %s', where, layout.text,
-                      error)
-            return False
-        LOG.info('GPU %s: applied MIG layout %s', where, layout.text)
-        self._assign_vf_types(device.address, planned, types_by_profile)
-        return True
+            LOG.info('GPU %s: applied MIG layout %s', where, layout.text)
+        self._assign_vf_types(device.address, [p for p, _ in planned],
+                              types_by_profile,
+                              nvidia_common.active_vgpu_addresses(
+                                  session, device))
 
-    def _assign_vf_types(self, address, planned, types_by_profile):
-        """Give one free VF per new GPU instance its MIG-backed type."""
-        free = [vf for vf in nvidia_vfio.list_vfs(self._sysfs, address)
-                if vf.is_free]
-        for profile_id, _start in planned:
+    def _assign_vf_types(self, address, planned_profiles, types_by_profile,
+                         busy):
+        """Give free VFs MIG-backed types until each planned GPU instance
+        has one VF holding a type of its profile.
+        """
+        if busy is None:
+            return
+        vfs = nvidia_vfio.list_vfs(self._sysfs, address)
+        free = [vf for vf in vfs if vf.is_free and vf.address not in busy]
+        wanted = {}
+        for profile_id in planned_profiles:
+            wanted[profile_id] = wanted.get(profile_id, 0) + 1
+        for profile_id, count in sorted(wanted.items()):
             type_ids = types_by_profile.get(profile_id, ())
-            if not type_ids:
-                continue
-            for vf in list(free):
-                wanted = next((t for t in type_ids if vf.offers(t)), None)
-                if wanted is None:
-                    continue
+            holders = sum(1 for vf in vfs if vf.current_type in type_ids)
+            for _ in range(count - holders):
+                # Re-read: a VF's offer shrinks as its siblings take types.
+                fresh = [nvidia_vfio.read_vf(self._sysfs, vf.address,
+                                             vf.index) for vf in free]
+                vf, type_id = next(
+                    ((vf, t) for vf in fresh if vf is not None
+                     for t in type_ids if vf.offers(t)), (None, None))
+                if vf is None:
+                    self.note('GPU %s: no free VF can take a MIG-backed '
+                              'vGPU type of profile id %d'
+                              % (address, profile_id))
+                    break
+                free = [f for f in free if f.address != vf.address]
                 try:
-                    nvidia_vfio.assign_type(self._sysfs, vf.address, wanted,
+                    nvidia_vfio.assign_type(self._sysfs, vf.address, type_id,
+                                            in_use_addresses=busy,
                                             writer=self._write_vgpu_type)
-                except nvidia_vfio.VfioError as error:
-                    LOG.warning('GPU %s: %s', address, error)
-                    continue
-                free.remove(vf)
-                break
-            else:
-                LOG.warning('GPU %s: no free VF can take a MIG-backed vGPU '
-                            'type of profile id %d', address, profile_id)
+                except Exception as error:
+                    # Retried at the next pass: the layout stays.
+                    self.note('GPU %s: cannot give VF %s vGPU type %d (%s); '
+                              'retried at the next pass'
+                              % (address, vf.address, type_id, error),
+                              LOG.error)

@@ -147,15 +147,20 @@ def read_vf(sysfs, address, index=0):
               creatable=tuple(read_creatable_types(sysfs, address)))
 
 
-def list_vfs(sysfs, pf_address):
+def list_vfs(sysfs, pf_address, unknown=None):
     """The vendor-VFIO VFs of a PF, in VF index order.
 
     A VF whose ``virtfnN`` link dangles (it vanished during the scan) or
-    that lacks the vendor interface is left out with one warning.
+    that lacks the vendor interface is left out with one warning. With a
+    set ``unknown``, the addresses of those VFs and of VFs whose type
+    cannot be read are added to it: their state is unknown.
     """
     vfs = []
     for index, address in sysfs.virtfns(pf_address):
         vf = read_vf(sysfs, address, index)
+        if vf is None or vf.current_type is None:
+            if unknown is not None:
+                unknown.add(address)
         if vf is None:
             LOG.warning('VF %s (virtfn%d of %s) vanished or has no NVIDIA '
                         'vendor VFIO interface; leaving it out',
@@ -177,8 +182,8 @@ def assign_type(sysfs, address, type_id, in_use_addresses=(), writer=None):
     Refused with :class:`VfioError`, before any write, unless ``type_id``
     is a positive integer, the VF exists, is not in ``in_use_addresses``,
     holds no type and lists ``type_id`` in its ``creatable_vgpu_types``.
-    ``writer(sysfs_root, address, type_id)`` does the write; the default
-    is the privsep entrypoint.
+    ``writer(address, type_id)`` does the write; the default is the
+    privsep entrypoint, which checks everything again on its side.
     """
     if isinstance(type_id, bool) or not isinstance(type_id, int) or \
             type_id <= NO_TYPE:
@@ -200,8 +205,7 @@ def assign_type(sysfs, address, type_id, in_use_addresses=(), writer=None):
             % (address, type_id, ', '.join(
                 '%d (%s)' % (t.id, t.name) for t in vf.creatable) or
                'nothing'))
-    (writer or privsep.privileged_write_vgpu_type)(
-        sysfs.root, address, type_id)
+    (writer or privsep.privileged_write_vgpu_type)(address, type_id)
     LOG.info('Assigned vGPU type %d to VF %s', type_id, address)
     return True
 
@@ -219,7 +223,6 @@ def release_type(sysfs, address, in_use_addresses=(), writer=None):
                         'interface' % address)
     if vf.is_free:
         return False
-    (writer or privsep.privileged_write_vgpu_type)(
-        sysfs.root, address, NO_TYPE)
+    (writer or privsep.privileged_write_vgpu_type)(address, NO_TYPE)
     LOG.info('Released vGPU type %s from VF %s', vf.current_type, address)
     return True

@@ -17,8 +17,9 @@ The host framework is told apart per GPU:
 
 * vendor VFIO (vGPU 17 and later, Ada/Hopper/Blackwell): the GPU's VFs
   have ``nvidia/current_vgpu_type``; one ``PCI`` attach handle per VF that
-  holds the type, in use when NVML runs a vGPU on it. Declared types are
-  given to free VFs at start-up through privsep.
+  holds the type, in use when NVML runs a vGPU on it (every one when NVML
+  cannot say). Declared types are given to free VFs through privsep by
+  :meth:`NvidiaVgpuDriver.apply`, retried at every pass.
 * mdev (pre-Ada, and Ampere in SR-IOV mode where every VF is an mdev
   parent): types, available instances and created mdevs from libvirt
   node devices; one ``MDEV`` attach handle per created or creatable
@@ -40,7 +41,7 @@ from cyborg_gpu_drivers.adapters import sysfs as sysfs_adapter
 from cyborg_gpu_drivers import base
 from cyborg_gpu_drivers import conf  # noqa: F401  (registers the options)
 from cyborg_gpu_drivers import inventory
-from cyborg_gpu_drivers import nvidia_mig
+from cyborg_gpu_drivers import nvidia_common
 from cyborg_gpu_drivers import nvidia_vfio
 from cyborg_gpu_drivers import privsep
 from cyborg_gpu_drivers import vgpu_types
@@ -49,7 +50,7 @@ import placement_traits
 LOG = logging.getLogger(__name__)
 CONF = cfg.CONF
 
-NVIDIA_VENDOR_ID = '10de'
+NVIDIA_VENDOR_ID = nvidia_common.NVIDIA_VENDOR_ID
 VENDOR_VFIO = 'vendor-vfio'
 MDEV = 'mdev'
 
@@ -134,14 +135,17 @@ def mdev_type_number(type_id):
 
 # --- the driver --------------------------------------------------------------
 
-class NvidiaVgpuDriver(base.GpuPartitionDriver):
+class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
+                       base.GpuPartitionDriver):
     """Reports time-sliced vGPU types of NVIDIA GPUs without MIG."""
 
     DRIVER_NAME = 'gpu_partitions_nvidia_vgpu'
+    APPLIES = vgpu_types.OPTION
 
     def __init__(self, hostname=None, nvml=None, sysfs_root=None,
-                 libvirt_uri=None, amdsmi=None, write_vgpu_type=None):
-        super().__init__(hostname)
+                 libvirt_uri=None, amdsmi=None, write_vgpu_type=None,
+                 read_only=False):
+        super().__init__(hostname, read_only=read_only)
         self._nvml = nvml_adapter.Nvml(nvml)
         self._sysfs = sysfs_adapter.Sysfs(
             sysfs_root or CONF.gpu_partitions.sysfs_root)
@@ -152,13 +156,7 @@ class NvidiaVgpuDriver(base.GpuPartitionDriver):
                                  privsep.privileged_write_vgpu_type)
         self._declarations = vgpu_types.parse_declarations(
             CONF.nvidia_vgpu.vgpu_type)
-        self._assign_pending = bool(self._declarations)
-        # address -> the Gpu last reported, to keep a GPU that stops
-        # answering reported with what it had in use.
-        self._known = {}
-        self._stubs = set()
-        self._problems_before = self._problems_now = set()
-        self._last_error = None
+        self._mdev_scan = None
         if self._declarations:
             self._check_declarations()
 
@@ -199,152 +197,55 @@ class NvidiaVgpuDriver(base.GpuPartitionDriver):
                         'declared types are checked when they are applied',
                         vgpu_types.OPTION, error)
 
-    # --- discover ---------------------------------------------------------
+    # --- scan -------------------------------------------------------------
 
-    def collect(self):
-        self._stubs = set()
-        self._problems_now = set()
-        try:
-            with self._nvml.session() as session:
-                gpus = self._collect(session)
-            self._last_error = None
-        except nvml_adapter.NvmlUnavailable as error:
-            if str(error) != self._last_error:
-                LOG.error('NVIDIA vGPU driver: NVML unavailable (%s); '
-                          'reporting no vGPU GPU', error)
-                self._last_error = str(error)
-            if self._known:
-                # Transient: the base re-sends the last good report as
-                # stubs, so nothing is removed from Placement.
-                raise
-            # At start-up: GPUs the nvidia driver holds may have providers
-            # (and guests) from before; keep them untouched, add nothing.
-            gpus = [self._stub(address) for address in
-                    nvidia_mig.nvidia_gpu_addresses(self._sysfs)]
-        finally:
-            self._problems_before = self._problems_now
-        known = {gpu.address: gpu for gpu in gpus
-                 if gpu.address not in self._stubs}
-        # A GPU sent again as a stub stays known with what it had.
-        known.update((address, self._known[address])
-                     for address in self._stubs if address in self._known)
-        self._known = known
-        return inventory.HostInventory(hostname=self.hostname, gpus=gpus)
+    def owns(self, device):
+        return not device.mig_enabled
 
-    def _note(self, message, log=LOG.warning):
-        """Log a problem once while it lasts, not at every scan."""
-        self._problems_now.add(message)
-        if message not in self._problems_before:
-            log(message)
-
-    def _collect(self, session):
-        devices = session.devices()
-        readable = [device for device in devices if not device.lost]
-        # Over every GPU with NVLink, as the MIG driver numbers them, so
-        # both drivers give one clique the same trait.
-        cliques = nvidia_mig.nvlink_cliques(
-            [device for device in readable if session.has_nvlink(device)],
-            session.nvlink_peers)
-        mdev_scan = _Lazy(self._scan_mdevs)
-        gpus = []
-        for device in sorted(readable, key=lambda d: d.address):
-            if device.mig_enabled:
-                continue
-            try:
-                gpu = self._gpu(session, device, cliques.get(device.address),
-                                mdev_scan)
-            except nvml_adapter.NvmlError as error:
-                gpu = self._unreadable(device.address, error)
-            if gpu is not None:
-                gpus.append(gpu)
-        seen = {device.address for device in readable}
-        for address in sorted(set(self._known) - seen):
-            gpus.append(self._unreadable(address, 'the GPU is lost'))
-        if len(readable) < len(devices):
-            # NVML names no address for a lost GPU: it is an nvidia-held
-            # GPU that sysfs shows and NVML does not.
-            for address in nvidia_mig.nvidia_gpu_addresses(self._sysfs):
-                if address not in seen and address not in self._known:
-                    gpus.append(self._lost_at_start(session, address))
-        self._assign_pending = False
-        return [gpu for gpu in gpus if gpu is not None]
-
-    def _unreadable(self, address, reason):
-        """A GPU reported before that NVML cannot read any more: its units
-        in use stay in Placement, nothing new is offered on it.
-        """
-        known = self._known.get(address)
-        if known is None:
-            self._note('GPU %s does not answer NVML (%s); not reporting it'
-                       % (address, reason))
-            return None
-        self._note('GPU %s stopped answering NVML (%s): no longer offered; '
-                   'its vGPUs in use stay reported' % (address, reason),
-                   LOG.error)
-        return dataclasses.replace(known, healthy=False)
-
-    def _lost_at_start(self, session, address):
-        """A lost GPU not reported before (the agent restarted).
-
-        If its VFs hold time-sliced types, guests may use them: a stub, so
-        Cyborg keeps what it holds for it. Otherwise it is left out.
-        """
-        for vf in nvidia_vfio.list_vfs(self._sysfs, address):
-            if not vf.current_type:
-                continue
-            try:
-                time_sliced = not session.vgpu_type(
-                    vf.current_type).mig_backed
-            except nvml_adapter.NvmlError:
-                continue
-            if time_sliced:
-                self._note('GPU %s is lost and its VFs hold vGPU types: '
-                           'reported as a stub so Cyborg keeps what it holds '
-                           'for it' % address, LOG.error)
-                return self._stub(address)
-        self._note('GPU %s is lost and holds no time-sliced vGPU type; not '
-                   'reporting it' % address)
-        return None
-
-    def _stub(self, address):
-        """A GPU sent as a stub: Cyborg's conductor leaves it as it is."""
-        self._stubs.add(address)
-        return nvidia_mig.stub_gpu(self._sysfs, address)
+    def scan(self, session):
+        # libvirt is asked once per scan, and only if a GPU without
+        # vendor-VFIO VFs needs it.
+        self._mdev_scan = _Lazy(self._scan_mdevs)
+        return super().scan(session)
 
     def _scan_mdevs(self):
         try:
             return self._nodedevs.scan()
-        except libvirt_nodedev.LibvirtUnavailable as error:
-            self._note('NVIDIA vGPU driver: libvirt unavailable (%s); mdev '
-                       'GPUs reported before are kept unchanged, no new '
-                       'one is reported' % error, LOG.error)
+        except Exception as error:
+            self.note('libvirt unavailable (%s); mdev GPUs are reported as '
+                      'stubs, so Cyborg keeps what it holds for them'
+                      % error, LOG.error)
             return None
 
-    def _gpu(self, session, device, clique, mdev_scan):
+    def _gpu(self, session, device, clique):
         address = device.address
         mixed_size = session.vgpu_mixed_size(device)
+        unknown = set()
         if self._has_vendor_vfio(address):
             framework = VENDOR_VFIO
             slices = self._vfio_slices(
-                session, device, nvidia_vfio.list_vfs(self._sysfs, address),
-                mixed_size)
+                session, device,
+                nvidia_vfio.list_vfs(self._sysfs, address, unknown),
+                mixed_size, unknown)
+            if slices is self.STUB:
+                return self.STUB
         else:
-            scan = mdev_scan.get()
+            scan = self._mdev_scan.get()
             if scan is None:
-                return self._keep_as_stub(address)
+                return self.STUB
             parents = [p for p in scan.parents if p.physical_gpu == address]
             if not parents:
-                self._note('GPU %s (%s) has neither vendor-VFIO VFs nor mdev '
-                           'parents: it runs no vGPU; not reporting it'
-                           % (address, device.name), LOG.info)
+                self.note('GPU %s (%s) has neither vendor-VFIO VFs nor mdev '
+                          'parents: it runs no vGPU; not reporting it'
+                          % (address, device.name), LOG.info)
                 return None
             framework = MDEV
             slices = self._mdev_slices(session, device, parents,
                                        scan.mdevs_on, mixed_size)
-        if not slices:
-            self._note('GPU %s (%s) hosts no vGPU type and none of the '
-                       'declared ones can be offered (%s); not reporting it'
-                       % (address, device.name, vgpu_types.OPTION), LOG.info)
+        if not slices and not unknown:
+            self.note('GPU %s (%s) hosts no vGPU type and none of the '
+                      'declared ones can be offered (%s); not reporting it'
+                      % (address, device.name, vgpu_types.OPTION), LOG.info)
             return None
         numa_node = self._sysfs.numa_node(address)
         return inventory.Gpu(
@@ -352,8 +253,8 @@ class NvidiaVgpuDriver(base.GpuPartitionDriver):
             device_id=device.device_id, model=device.name,
             memory_mib=device.memory_mib, numa_node=numa_node,
             link_domain=None if clique is None else str(clique),
-            traits=nvidia_mig.gpu_traits(device, numa_node, clique),
-            slices=slices,
+            traits=nvidia_common.gpu_traits(device, numa_node, clique),
+            slices=slices, unknown_units=frozenset(unknown),
             board_info={'uuid': device.uuid, 'vgpu_framework': framework,
                         'mixed_size': mixed_size})
 
@@ -362,13 +263,6 @@ class NvidiaVgpuDriver(base.GpuPartitionDriver):
         # not each logged as lacking the vendor interface.
         return any(nvidia_vfio.has_vendor_vfio(self._sysfs, vf)
                    for _, vf in self._sysfs.virtfns(address))
-
-    def _keep_as_stub(self, address):
-        known = self._known.get(address)
-        if known is None:
-            return None
-        self._stubs.add(address)
-        return dataclasses.replace(known, stub=True)
 
     def _type_facts(self, session, device, type_id, name=None):
         """Facts of a type from NVML; None (logged) if NVML does not know
@@ -383,9 +277,9 @@ class NvidiaVgpuDriver(base.GpuPartitionDriver):
             raise
         except nvml_adapter.NvmlError as error:
             if name is None:
-                self._note('GPU %s: vGPU type id %s is unknown to NVML (%s); '
-                           'leaving its units out' % (device.address,
-                                                      type_id, error))
+                self.note('GPU %s: vGPU type id %s is unknown to NVML (%s); '
+                          'leaving its units out' % (device.address,
+                                                     type_id, error))
                 return None
             framebuffer = limit = None
         return TypeFacts(vgpu_types.parse_type_name(name), framebuffer, limit)
@@ -397,35 +291,45 @@ class NvidiaVgpuDriver(base.GpuPartitionDriver):
             device.address, declaration.types if declaration else (),
             hosted, mixed_size)
         for problem in choice.problems:
-            self._note(problem)
+            self.note(problem)
         return choice.types
 
     # --- vendor VFIO --------------------------------------------------------
 
-    def _vfio_slices(self, session, device, vfs, mixed_size):
+    def _vfio_slices(self, session, device, vfs, mixed_size, unknown):
         address = device.address
-        busy = {vgpu.address for vgpu in session.active_vgpus(device)}
+        busy = nvidia_common.active_vgpu_addresses(session, device)
+        if busy is None:
+            # NVML cannot say which VFs run a guest: all that hold a type.
+            busy = {vf.address for vf in vfs if vf.current_type}
         facts = self._held_types(session, device, vfs)
-        declared = self._choice(device, [f.name.short for f in
-                                         facts.values()], mixed_size)
-        if self._assign_pending and declared:
-            if self._assign_declared(session, device, vfs, declared, busy):
-                vfs = nvidia_vfio.list_vfs(self._sysfs, address)
-                facts = self._held_types(session, device, vfs)
         for vf in vfs:
             if vf.current_type is None:
-                self._note('VF %s of GPU %s: current_vgpu_type unreadable; '
-                           'leaving it out' % (vf.address, address))
+                self.note('VF %s of GPU %s: current_vgpu_type unreadable; '
+                          'a unit it had in use stays reported'
+                          % (vf.address, address))
+            elif vf.current_type and vf.current_type not in facts and \
+                    vf.address in busy:
+                # A guest runs on a type NVML cannot describe now.
+                if self.known_gpu(address) is None:
+                    return self.STUB
+                unknown.add(vf.address)
         slices = []
         for type_id, type_facts in sorted(facts.items()):
             if type_facts.name.mig_backed:
-                self._note('GPU %s has MIG off but VFs hold the MIG-backed '
-                           'type %s; leaving them out'
-                           % (address, type_facts.name.short))
-                continue
+                # NVML says MIG is off, the VFs say otherwise: unknown,
+                # and those VFs may run guests.
+                self.note('GPU %s has MIG off but VFs hold the MIG-backed '
+                          'type %s; reported as a stub'
+                          % (address, type_facts.name.short))
+                return self.STUB
             slices.append(vgpu_slice(type_facts,
                                      vf_handles(vfs, type_id, busy),
                                      mixed_size))
+        if not slices and any(vf.current_type and vf.current_type
+                              not in facts for vf in vfs):
+            # Types held, none NVML can describe now: unknown, not empty.
+            return self.STUB
         return slices
 
     def _held_types(self, session, device, vfs):
@@ -438,29 +342,43 @@ class NvidiaVgpuDriver(base.GpuPartitionDriver):
                 facts[type_id] = found
         return facts
 
-    def _assign_declared(self, session, device, vfs, declared, busy):
-        """Give declared types to free VFs; True if any VF changed."""
+    # --- declared types -----------------------------------------------------
+
+    def _apply_gpu(self, session, index):
+        """Give declared types to the free VFs of a vendor-VFIO GPU, up
+        to NVML's limit of the type.
+        """
+        device = session.device(index)
+        if device.lost or device.mig_enabled or \
+                not self._has_vendor_vfio(device.address):
+            return
+        busy = nvidia_common.active_vgpu_addresses(session, device)
+        if busy is None:
+            self.note('GPU %s: NVML cannot list its running vGPUs; not '
+                      'assigning %s' % (device.address, vgpu_types.OPTION))
+            return
+        vfs = nvidia_vfio.list_vfs(self._sysfs, device.address)
+        facts = self._held_types(session, device, vfs)
+        declared = self._choice(device, [f.name.short for f in
+                                         facts.values()],
+                                session.vgpu_mixed_size(device))
         supported = {t.id: t for t in session.supported_vgpu_types(device)
                      if not t.mig_backed}
-        changed = False
         for name in declared:
             vgpu_type = next((t for t in supported.values()
                               if vgpu_types.same_type(t.name, name)), None)
             if vgpu_type is None:
-                self._note('GPU %s (%s) does not support the declared vGPU '
-                           'type %s (%s)' % (device.address, device.name,
-                                             name, vgpu_types.OPTION),
-                           LOG.error)
+                self.note('GPU %s (%s) does not support the declared vGPU '
+                          'type %s (%s)' % (device.address, device.name,
+                                            name, vgpu_types.OPTION),
+                          LOG.error)
                 continue
             limit = session.vgpu_type_max_instances(device, vgpu_type.id)
-            changed |= self._fill_vfs(device.address, vfs, vgpu_type.id,
-                                      limit, busy)
-        return changed
+            self._fill_vfs(device.address, vfs, vgpu_type.id, limit, busy)
 
     def _fill_vfs(self, address, vfs, type_id, limit, busy):
         """Assign ``type_id`` to free VFs until the GPU holds ``limit``."""
         holders = sum(1 for vf in vfs if vf.current_type == type_id)
-        changed = False
         for vf in vfs:
             if limit is not None and holders >= limit:
                 break
@@ -478,12 +396,10 @@ class NvidiaVgpuDriver(base.GpuPartitionDriver):
                                         writer=self._write_vgpu_type)
             except (nvidia_vfio.VfioError,
                     privsep.InvalidPrivilegedRequest, OSError) as error:
-                self._note('GPU %s: cannot assign vGPU type %d to VF %s: %s'
-                           % (address, type_id, vf.address, error), LOG.error)
+                self.note('GPU %s: cannot assign vGPU type %d to VF %s: %s'
+                          % (address, type_id, vf.address, error), LOG.error)
                 continue
             holders += 1
-            changed = True
-        return changed
 
     # --- mdev ---------------------------------------------------------------
 
@@ -503,8 +419,8 @@ class NvidiaVgpuDriver(base.GpuPartitionDriver):
             if type_id is None or number is None:
                 # Also an mdev whose type its parent does not list: its
                 # guest keeps running, but it cannot be reported.
-                self._note('GPU %s: no mdev parent offers vGPU type %s; '
-                           'leaving it out' % (device.address, name))
+                self.note('GPU %s: no mdev parent offers vGPU type %s; '
+                          'leaving it out' % (device.address, name))
                 continue
             facts = self._type_facts(session, device, number, name)
             if facts.name.mig_backed:
@@ -514,8 +430,8 @@ class NvidiaVgpuDriver(base.GpuPartitionDriver):
             if handles:
                 slices.append(vgpu_slice(facts, handles, mixed_size))
             else:
-                self._note('GPU %s: vGPU type %s has no instance available'
-                           % (device.address, facts.name.short), LOG.info)
+                self.note('GPU %s: vGPU type %s has no instance available'
+                          % (device.address, facts.name.short), LOG.info)
         return slices
 
 

@@ -24,32 +24,47 @@ privsep-helper``) on first use, with the options of the
 
 import os
 import re
+import stat
 
+from oslo_config import cfg
 from oslo_privsep import capabilities
 from oslo_privsep import priv_context
 
 from cyborg_gpu_drivers import conf
 
+CONF = cfg.CONF
+
+# CAP_DAC_OVERRIDE writes root-owned sysfs attributes; CAP_SYS_ADMIN is
+# what NVML checks before it changes MIG GPU instances. Nothing else.
 sys_admin_pctxt = priv_context.PrivContext(
     'cyborg_gpu_drivers',
     cfg_section=conf.PRIVSEP_GROUP,
     pypath=__name__ + '.sys_admin_pctxt',
     capabilities=[capabilities.CAP_DAC_OVERRIDE,
-                  capabilities.CAP_DAC_READ_SEARCH,
                   capabilities.CAP_SYS_ADMIN])
 
-# The sysfs form of a PCI address, as the kernel names devices.
-_PCI_ADDRESS = re.compile(r'^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$')
+# The sysfs form of a PCI address, as the kernel names devices; fullmatch,
+# so no trailing newline gets through.
+_PCI_ADDRESS = re.compile(r'[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]')
 
-VGPU_TYPE_FILE = os.path.join('nvidia', 'current_vgpu_type')
+NVIDIA_VENDOR = '0x10de'
+VGPU_TYPE_DIR = 'nvidia'
+VGPU_TYPE_FILE = 'current_vgpu_type'
+CREATABLE_FILE = 'creatable_vgpu_types'
+# Opened without following a symlink at any step below the device.
+_NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class InvalidPrivilegedRequest(ValueError):
     """An argument of a privileged call failed validation; nothing ran."""
 
 
+class DeviceBusy(InvalidPrivilegedRequest):
+    """The device is in use, or its state cannot be read; nothing ran."""
+
+
 def check_pci_address(address):
-    if not isinstance(address, str) or not _PCI_ADDRESS.match(address):
+    if not isinstance(address, str) or not _PCI_ADDRESS.fullmatch(address):
         raise InvalidPrivilegedRequest(
             '%r is not a sysfs PCI address (dddd:bb:dd.f)' % (address,))
     return address
@@ -63,34 +78,114 @@ def check_non_negative_int(name, value):
     return value
 
 
-def vgpu_type_path(sysfs_root, vf_address):
-    """``<root>/bus/pci/devices/<vf>/nvidia/current_vgpu_type``, checked.
-
-    The VF must be a real device directory under ``sysfs_root`` that has
-    the vendor VFIO interface; the resolved path must stay inside it.
+def sysfs_root():
+    """The sysfs root, from the daemon's own configuration, never from
+    its caller: ``[gpu_partitions] sysfs_root`` (``/sys``).
     """
-    check_pci_address(vf_address)
-    root = os.path.realpath(sysfs_root)
+    return os.path.realpath(CONF.gpu_partitions.sysfs_root)
+
+
+def device_directory(address):
+    """The real directory of PCI device ``address`` under the sysfs root.
+
+    ``bus/pci/devices/<address>`` is the kernel's symlink into
+    ``devices/``; it is resolved once and the result must be a directory
+    named ``address`` under ``<root>/devices``.
+    """
+    check_pci_address(address)
+    root = sysfs_root()
     device = os.path.realpath(
-        os.path.join(root, 'bus', 'pci', 'devices', vf_address))
-    path = os.path.join(device, VGPU_TYPE_FILE)
-    if not device.startswith(root + os.sep) or not os.path.isfile(path):
-        raise InvalidPrivilegedRequest(
-            'no NVIDIA vendor VFIO VF %s under %s' % (vf_address, root))
-    return path
+        os.path.join(root, 'bus', 'pci', 'devices', address))
+    if not device.startswith(os.path.join(root, 'devices') + os.sep) or \
+            os.path.basename(device) != address or \
+            not os.path.isdir(device):
+        raise InvalidPrivilegedRequest('no PCI device %s under %s'
+                                       % (address, root))
+    return device
 
 
-def write_vgpu_type(sysfs_root, vf_address, type_id):
-    """Write ``type_id`` (``0`` releases) to a VF's current_vgpu_type."""
+def _open_below(directory, names, flags):
+    """Open ``directory/names...`` refusing a symlink at every step."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW)
+    try:
+        for name in names[:-1]:
+            child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW,
+                            dir_fd=fd)
+            os.close(fd)
+            fd = child
+        leaf = os.open(names[-1], flags | _NOFOLLOW, dir_fd=fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(os.fstat(leaf).st_mode):
+        os.close(leaf)
+        raise InvalidPrivilegedRequest('%s is not a regular file'
+                                       % os.path.join(directory, *names))
+    return leaf
+
+
+def _read(directory, *names):
+    try:
+        fd = _open_below(directory, names, os.O_RDONLY)
+    except OSError as error:
+        raise InvalidPrivilegedRequest('cannot read %s: %s' % (
+            os.path.join(directory, *names), error.strerror))
+    with os.fdopen(fd, 'rb') as attribute:
+        return attribute.read(65536).decode('ascii', 'replace').strip()
+
+
+def vgpu_type_state(vf_address):
+    """``(device directory, current type id, creatable type ids)`` of an
+    NVIDIA vendor-VFIO VF, read inside the daemon.
+    """
+    device = device_directory(vf_address)
+    if _read(device, 'vendor') != NVIDIA_VENDOR or \
+            not os.path.islink(os.path.join(device, 'physfn')):
+        raise InvalidPrivilegedRequest('%s is not a VF of an NVIDIA GPU'
+                                       % vf_address)
+    current = _read(device, VGPU_TYPE_DIR, VGPU_TYPE_FILE)
+    try:
+        current = int(current, 16) if current.startswith('0x') \
+            else int(current)
+    except ValueError:
+        raise DeviceBusy('VF %s: current_vgpu_type %r cannot be read'
+                         % (vf_address, current))
+    creatable = set()
+    for line in _read(device, VGPU_TYPE_DIR, CREATABLE_FILE).splitlines():
+        number = line.strip().split(':')[0].split(' ')[0]
+        if number.isdigit():
+            creatable.add(int(number))
+    return device, current, creatable
+
+
+def write_vgpu_type(vf_address, type_id):
+    """Write ``type_id`` (``0`` releases) to a VF's current_vgpu_type.
+
+    Checked here, before anything is written: the VF is an NVIDIA VF
+    under the configured sysfs root; it is not open (``enable`` 0: vfio
+    enables a VF while a guest holds it); a type is given only to a free
+    VF that lists it as creatable; no path component is a symlink.
+    """
     check_non_negative_int('type_id', type_id)
-    path = vgpu_type_path(sysfs_root, vf_address)
-    with open(path, 'w') as attribute:
+    device, current, creatable = vgpu_type_state(vf_address)
+    if current == type_id:
+        return
+    if _read(device, 'enable') != '0':
+        raise DeviceBusy('VF %s is enabled (in use by a guest); its vGPU '
+                         'type is left alone' % vf_address)
+    if type_id and (current != 0 or type_id not in creatable):
+        raise InvalidPrivilegedRequest(
+            'VF %s cannot take vGPU type %d now (it holds %d)'
+            % (vf_address, type_id, current))
+    # O_TRUNC as the shell's "echo >" does; sysfs ignores it.
+    fd = _open_below(device, (VGPU_TYPE_DIR, VGPU_TYPE_FILE),
+                     os.O_WRONLY | os.O_TRUNC)
+    with os.fdopen(fd, 'w') as attribute:
         attribute.write('%d\n' % type_id)
 
 
 @sys_admin_pctxt.entrypoint
-def privileged_write_vgpu_type(sysfs_root, vf_address, type_id):
-    write_vgpu_type(sysfs_root, vf_address, type_id)
+def privileged_write_vgpu_type(vf_address, type_id):
+    write_vgpu_type(vf_address, type_id)
 
 
 def check_mig_layout(gpu_address, instances):
@@ -110,11 +205,42 @@ def check_mig_layout(gpu_address, instances):
     return checked
 
 
+def apply_mig_layout(session, gpu_address, instances):
+    """Replace the GPU instances of an idle GPU; ``session`` is an open
+    :class:`~cyborg_gpu_drivers.adapters.nvml.Session`.
+
+    Everything is checked first, inside the daemon: the layout against
+    the GPU's own profiles and placements (known ids, valid starts, no
+    overlap), and idleness (NVML lists no running vGPU, and no VF of the
+    GPU holds a vGPU type). If creating fails half-way, what was created
+    is destroyed and the previous layout is put back.
+    """
+    instances = check_mig_layout(gpu_address, instances)
+    device_directory(gpu_address)
+    session.check_layout(gpu_address, instances)
+    active = session.active_vgpus_at(gpu_address)
+    if active is None or active:
+        raise DeviceBusy('GPU %s: %s' % (
+            gpu_address, 'NVML cannot list its running vGPUs'
+            if active is None else '%d vGPUs are running' % len(active)))
+    for vf in _vfs(gpu_address):
+        if vgpu_type_state(vf)[1] != 0:
+            raise DeviceBusy('GPU %s: VF %s holds a vGPU type'
+                             % (gpu_address, vf))
+    session.replace_gpu_instances(gpu_address, instances)
+
+
+def _vfs(pf_address):
+    device = device_directory(pf_address)
+    return sorted(os.path.basename(os.readlink(os.path.join(device, name)))
+                  for name in os.listdir(device)
+                  if re.fullmatch(r'virtfn\d+', name))
+
+
 @sys_admin_pctxt.entrypoint
 def privileged_apply_mig_layout(gpu_address, instances):
     """Replace the GPU instances of an idle GPU (real NVML, as root)."""
     # Imported here: only the privileged daemon applies layouts.
     from cyborg_gpu_drivers.adapters import nvml
-    instances = check_mig_layout(gpu_address, instances)
     with nvml.Nvml().session() as session:
-        session.replace_gpu_instances(gpu_address, instances)
+        apply_mig_layout(session, gpu_address, instances)

@@ -57,6 +57,10 @@ def deployable_traits(gpu, slice_):
     return sorted(traits)
 
 
+def provider_name(hostname, gpu, slice_):
+    return placement_traits.provider_name(hostname, gpu.address, slice_.name)
+
+
 def to_deployable(hostname, gpu, slice_, driver_name):
     attributes = [driver_attribute.DriverAttribute(
         key='rc', value=slice_.resource_class)]
@@ -69,8 +73,7 @@ def to_deployable(hostname, gpu, slice_, driver_name):
             in_use=handle.in_use)
         for handle in slice_.handles]
     return driver_deployable.DriverDeployable(
-        name=placement_traits.provider_name(hostname, gpu.address,
-                                            slice_.name),
+        name=provider_name(hostname, gpu, slice_),
         num_accelerators=inventory.offered_total(gpu, slice_),
         attribute_list=attributes,
         attach_handle_list=handles,
@@ -81,9 +84,9 @@ def offered_slices(gpu):
     """The slices that become providers: those with something to offer.
 
     Placement refuses an inventory of 0, so a slice with nothing to offer
-    (a lost GPU with nothing in use, a profile with no usable VF) has no
-    provider; Cyborg's conductor deletes the provider it had, which
-    Placement allows because nothing is allocated on it.
+    (a lost GPU with nothing in use or allocated, a profile with no usable
+    VF) has no provider; Cyborg's conductor deletes the provider it had,
+    which Placement allows because nothing is allocated on it.
     """
     return [slice_ for slice_ in gpu.slices
             if inventory.offered_total(gpu, slice_) > 0]

@@ -34,17 +34,20 @@ DRIVERS = {
 }
 
 
-def build(name, env):
+def build(name, env, read_only=False):
     module_name, class_name = DRIVERS[name]
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls(hostname=env.hostname, nvml=env.nvml,
                sysfs_root=env.sysfs_root, libvirt_uri=env.libvirt_uri,
-               amdsmi=fake_amdsmi.module_for(env.amdsmi))
+               amdsmi=fake_amdsmi.module_for(env.amdsmi),
+               read_only=read_only)
 
 
-def discover_all(env, names=None):
-    """Driver devices of every (or the named) driver over ``env``."""
+def discover_all(env, names=None, read_only=False):
+    """Driver devices of every (or the named) driver over ``env``;
+    ``read_only`` drivers change nothing (no layout, no vGPU type).
+    """
     devices = []
     for name in names or sorted(DRIVERS):
-        devices.extend(build(name, env).discover())
+        devices.extend(build(name, env, read_only).discover())
     return devices

@@ -222,14 +222,18 @@ class Session:
 
     def devices(self):
         """Every GPU, in NVML index order; a lost one has ``lost=True``."""
-        devices = []
-        for index in range(self._call('nvmlDeviceGetCount')):
-            handle = self._call('nvmlDeviceGetHandleByIndex', index)
-            try:
-                devices.append(self._device(index, handle))
-            except GpuLost:
-                devices.append(Device(index=index, handle=handle, lost=True))
-        return devices
+        return [self.device(index) for index in range(self.device_count())]
+
+    def device_count(self):
+        return self._call('nvmlDeviceGetCount')
+
+    def device(self, index):
+        """The GPU at NVML index ``index``; ``lost=True`` when it is."""
+        handle = self._call('nvmlDeviceGetHandleByIndex', index)
+        try:
+            return self._device(index, handle)
+        except GpuLost:
+            return Device(index=index, handle=handle, lost=True)
 
     def _device(self, index, handle):
         pci = self._call('nvmlDeviceGetPciInfo', handle)
@@ -284,7 +288,10 @@ class Session:
                 memory_mib=info.memorySizeMB,
                 placements=self._placements(device.handle, info.id)))
         profiles = tuple(sorted(profiles, key=lambda p: p.id))
-        self._nvml.profiles_by_model[device.name] = profiles
+        if profiles:
+            # Never cache none: one GPU failing every profile read must
+            # not leave the other GPUs of its model without profiles.
+            self._nvml.profiles_by_model[device.name] = profiles
         return profiles
 
     def _placements(self, handle, profile_id):
@@ -393,12 +400,16 @@ class Session:
         return cached
 
     def active_vgpus(self, device):
-        """The vGPUs running on the GPU and the VFs they run on."""
+        """The vGPUs running on the GPU and the VFs they run on.
+
+        None when NVML cannot say (not supported): unknown, which callers
+        count as every unit in use, never as none.
+        """
         try:
             instance_ids = self._call('nvmlDeviceGetActiveVgpus',
                                       device.handle)
         except NotSupported:
-            return []
+            return None
         active = []
         for instance in instance_ids:
             bus_id = _text(self._call('nvmlVgpuInstanceGetGpuPciId',
@@ -442,30 +453,76 @@ class Session:
 
     # --- MIG layout changes (run as root, from the privsep daemon) -------
 
+    def _device_at(self, address):
+        handle = self._call('nvmlDeviceGetHandleByPciBusId', address)
+        return Device(index=-1, handle=handle, address=address,
+                      name=_text(self._call('nvmlDeviceGetName', handle)))
+
+    def active_vgpus_at(self, address):
+        """:meth:`active_vgpus` of the GPU at ``address``."""
+        return self.active_vgpus(self._device_at(address))
+
+    def check_layout(self, address, instances):
+        """Refuse ``[(profile_id, start)]`` unless every profile id is one
+        of the GPU's, every start one of its placements, and no two
+        instances overlap; returns ``[(profile_id, start, size)]``.
+        """
+        profiles = {p.id: p for p in
+                    self.gpu_instance_profiles(self._device_at(address))}
+        checked, used = [], set()
+        for profile_id, start in instances:
+            profile = profiles.get(profile_id)
+            if profile is None:
+                raise ValueError('GPU %s has no MIG profile id %r; it has %s'
+                                 % (address, profile_id, sorted(profiles)))
+            size = dict(profile.placements).get(start)
+            if size is None:
+                raise ValueError('MIG profile %s cannot start at %r on GPU '
+                                 '%s' % (profile.name, start, address))
+            slots = set(range(start, start + size))
+            if slots & used:
+                raise ValueError('MIG layout overlaps at %s on GPU %s'
+                                 % (sorted(slots & used), address))
+            used |= slots
+            checked.append((profile_id, start, size))
+        return checked
+
     def replace_gpu_instances(self, address, instances):
         """Destroy every GPU instance of an idle GPU, create ``instances``.
 
-        ``instances`` is ``[(profile_id, start)]``; each new GPU instance
-        gets one compute instance covering it. The caller has checked that
-        nothing runs on the GPU.
+        ``instances`` is ``[(profile_id, start)]``, checked with
+        :meth:`check_layout` before anything is destroyed; each new GPU
+        instance gets one compute instance covering it. If a creation
+        fails, the new instances are destroyed and the old layout is
+        created again before the error is raised. The caller has checked
+        that nothing runs on the GPU.
         """
-        module = self._module
-        handle = self._call('nvmlDeviceGetHandleByPciBusId', address)
-        device = Device(index=-1, handle=handle, address=address,
-                        name=_text(self._call('nvmlDeviceGetName', handle)))
+        wanted = self.check_layout(address, instances)
+        device = self._device_at(address)
         profiles = self.gpu_instance_profiles(device)
+        before = [(gi.profile_id, gi.start, gi.size) for gi in
+                  self.gpu_instances(device, profiles)]
+        self._destroy_all(device, profiles)
+        try:
+            self._create(device.handle, wanted)
+        except NvmlError:
+            self._destroy_all(device, profiles)
+            self._create(device.handle, before)
+            raise
+
+    def _destroy_all(self, device, profiles):
         for existing in self.gpu_instances(device, profiles):
             gpu_instance = self._call('nvmlDeviceGetGpuInstanceById',
-                                      handle, existing.id)
+                                      device.handle, existing.id)
             self._destroy_compute_instances(gpu_instance)
             self._call('nvmlGpuInstanceDestroy', gpu_instance)
-        for profile_id, start in instances:
+
+    def _create(self, handle, instances):
+        module = self._module
+        for profile_id, start, size in instances:
             placement = module.c_nvmlGpuInstancePlacement_t()
             placement.start = start
-            placement.size = next(
-                size for s, size in next(
-                    p for p in profiles if p.id == profile_id).placements
-                if s == start)
+            placement.size = size
             gpu_instance = self._call(
                 'nvmlDeviceCreateGpuInstanceWithPlacement', handle,
                 profile_id, ctypes.byref(placement))

@@ -11,8 +11,9 @@
 #    under the License.
 """Read PCI devices from sysfs under an injectable root.
 
-Every read answers None when the file or link is missing, so a device that
-vanishes in the middle of a scan reads as absent instead of raising.
+Every read answers None when the file or link is missing or its content is
+not text (a non-UTF-8 byte), so a device that vanishes or garbles in the
+middle of a scan reads as unknown instead of raising.
 ``virtfnN``, ``physfn``, ``driver`` and ``iommu_group`` are symlinks and are
 read as links (libudev does not expose them as attributes).
 """
@@ -101,11 +102,12 @@ class Sysfs(PciAttributes):
             return []
 
     def read(self, address, name):
-        """The stripped text of an attribute, or None if it is missing."""
+        """The stripped text of an attribute, None if missing or not text."""
         try:
             with open(self.device_path(address, name)) as attribute:
                 return attribute.read().strip()
-        except OSError:
+        except (OSError, ValueError):
+            # ValueError: UnicodeDecodeError on a non-UTF-8 byte.
             return None
 
     def list_names(self, address, *names):

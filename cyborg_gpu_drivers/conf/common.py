@@ -25,4 +25,13 @@ OPTS = [
         default='/sys',
         help='Root of the sysfs tree the drivers read PCI devices from. '
              'Only tests and the fake-hardware mode change it.'),
+    cfg.FloatOpt(
+        'gpu_scan_timeout',
+        default=5.0, min=0.1, max=300.0,
+        help='Seconds one read of the hardware may take during a scan: '
+             'one GPU through NVML or sysfs, or opening NVML. A GPU whose '
+             'read takes longer is reported as unknown (its last report, '
+             'offering nothing new, or a Cyborg stub) and the scan goes '
+             'on with the other GPUs; while the read still hangs, later '
+             'scans do not start another one for that GPU.'),
 ]

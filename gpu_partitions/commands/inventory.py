@@ -129,8 +129,14 @@ def local_devices(config_file, names=None):
     enabled = names or cfg.CONF.agent.enabled_drivers
     devices = []
     for name in enabled:
-        driver = stevedore_driver.DriverManager(
-            'cyborg.accelerator.driver', name, invoke_on_load=True).driver
+        plugin = stevedore_driver.DriverManager(
+            'cyborg.accelerator.driver', name).driver
+        # A check: our drivers are built read only, so that no MIG layout
+        # or vGPU type is applied; Cyborg's own drivers only read anyway.
+        if issubclass(plugin, base.GpuPartitionDriver):
+            driver = plugin(read_only=True)
+        else:
+            driver = plugin()
         devices.extend(driver.discover())
     return base.agent_hostname(), devices
 
@@ -301,7 +307,8 @@ def fixture_devices(args):
             env = host.materialize(directory)
         except reference_hosts.ReferenceHostError as error:
             raise cli.UsageError(str(error))
-        devices = fixture_drivers.discover_all(env, args.driver)
+        devices = fixture_drivers.discover_all(env, args.driver,
+                                               read_only=True)
     return host.hostname, devices, fixture_gpus(host, args.driver)
 
 

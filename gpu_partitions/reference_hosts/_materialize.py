@@ -164,7 +164,9 @@ def _write_device(tree, device):
         tree.link(up + group, os.path.join(device_dir, 'iommu_group'))
         tree.link('../../../../' + device_dir,
                   os.path.join(group, 'devices', address))
-    files = device.get('files', {})
+    # Every PCI device has ``enable`` (its enable count): 0, nobody holds
+    # it, unless the host's files say otherwise.
+    files = dict({'enable': '0\n'}, **device.get('files', {}))
     for name, content in files.items():
         tree.write(os.path.join(device_dir, name), content)
     if any(name.startswith(_MDEV_TYPES_DIR) for name in files):

@@ -47,10 +47,14 @@ class TestVgpuDriver(base.GpuCloudTestCase):
             self.hosts[name] = (host, host.materialize(
                 self.useFixture(fixtures.TempDir()).path))
         self.writes = []
+        # The privileged side takes its root from its own configuration;
+        # only the L40S host has vendor-VFIO VFs to write.
+        self.flags(group='gpu_partitions',
+                   sysfs_root=self.hosts['pcie-l40s'][1].sysfs_root)
 
-    def write(self, sysfs_root, address, type_id):
+    def write(self, address, type_id):
         self.writes.append((address, type_id))
-        privsep.write_vgpu_type(sysfs_root, address, type_id)
+        privsep.write_vgpu_type(address, type_id)
 
     def driver(self, name, nvml_section=None):
         host, env = self.hosts[name]

@@ -16,6 +16,8 @@ from oslo_config import cfg
 from oslo_config import fixture as config_fixture
 import testtools
 
+from cyborg_gpu_drivers import base
+
 
 class DriverTestCase(testtools.TestCase):
     """Options reset after each test; the drivers' log captured."""
@@ -25,3 +27,11 @@ class DriverTestCase(testtools.TestCase):
         self.conf = self.useFixture(config_fixture.Config(cfg.CONF))
         self.log = self.useFixture(fixtures.FakeLogger(
             name='cyborg_gpu_drivers'))
+        # Placement as the drivers ask it about unhealthy GPUs: provider
+        # name -> units allocated; nothing by default. The functional
+        # tests ask the real Placement.
+        self.allocations = {}
+        self.useFixture(fixtures.MockPatchObject(
+            base.GpuPartitionDriver, 'allocated_units',
+            lambda driver, name, resource_class:
+            self.allocations.get(name, 0)))

@@ -14,6 +14,8 @@
 import os
 
 import fixtures
+from oslo_config import cfg
+from oslo_config import fixture as config_fixture
 import testtools
 
 from cyborg_gpu_drivers.adapters import sysfs
@@ -51,35 +53,57 @@ class ParseTest(testtools.TestCase):
         self.assertIsNone(nvidia_vfio.parse_current_type('busy'))
 
 
+def make_device(root, address, files=(), links=()):
+    """A PCI device as the kernel lays it out: the directory under
+    ``devices/`` and the ``bus/pci/devices`` symlink to it.
+    """
+    relative = os.path.join('devices', 'pci0000:00', address)
+    directory = os.path.join(root, relative)
+    os.makedirs(directory)
+    devices = os.path.join(root, 'bus', 'pci', 'devices')
+    os.makedirs(devices, exist_ok=True)
+    os.symlink(os.path.join('..', '..', '..', relative),
+               os.path.join(devices, address))
+    for name, text in dict({'vendor': '0x10de\n', 'enable': '0\n'},
+                           **dict(files)).items():
+        os.makedirs(os.path.dirname(os.path.join(directory, name)),
+                    exist_ok=True)
+        with open(os.path.join(directory, name), 'w') as f:
+            f.write(text)
+    for name, target in links:
+        os.symlink(target, os.path.join(directory, name))
+    return directory
+
+
 class VfTreeTest(testtools.TestCase):
 
     def setUp(self):
         super().setUp()
         self.root = self.useFixture(fixtures.TempDir()).path
+        # The privileged side reads its root from its own configuration.
+        self.useFixture(config_fixture.Config(cfg.CONF)).config(
+            group='gpu_partitions', sysfs_root=self.root)
         self.devices = os.path.join(self.root, 'bus', 'pci', 'devices')
-        os.makedirs(os.path.join(self.devices, PF))
+        self.pf_dir = make_device(self.root, PF)
         self.vf(FREE_VF, '0', CREATABLE, index=0)
         self.vf(BUSY_VF, '1134', 'ID    : vGPU Name\n', index=1)
         # virtfn2 dangles: the VF vanished during the scan.
-        os.symlink('../' + GONE_VF,
-                   os.path.join(self.devices, PF, 'virtfn2'))
+        os.symlink('../' + GONE_VF, os.path.join(self.pf_dir, 'virtfn2'))
         self.sysfs = sysfs.Sysfs(self.root)
         self.writes = []
 
     def vf(self, address, current, creatable, index):
-        nvidia = os.path.join(self.devices, address, 'nvidia')
-        os.makedirs(nvidia)
-        for name, text in (('current_vgpu_type', current + '\n'),
-                           ('creatable_vgpu_types', creatable)):
-            with open(os.path.join(nvidia, name), 'w') as f:
-                f.write(text)
+        make_device(self.root, address, files={
+            'nvidia/current_vgpu_type': current + '\n',
+            'nvidia/creatable_vgpu_types': creatable}.items(),
+            links=[('physfn', '../' + PF)])
         os.symlink('../' + address,
-                   os.path.join(self.devices, PF, 'virtfn%d' % index))
+                   os.path.join(self.pf_dir, 'virtfn%d' % index))
 
-    def writer(self, root, address, type_id):
+    def writer(self, address, type_id):
         self.writes.append((address, type_id))
         # The real write, without privsep.
-        privsep.write_vgpu_type(root, address, type_id)
+        privsep.write_vgpu_type(address, type_id)
 
     def current(self, address):
         return nvidia_vfio.read_current_type(self.sysfs, address)
@@ -142,8 +166,7 @@ class VfTreeTest(testtools.TestCase):
         self.assertTrue(nvidia_vfio.assign_type(self.sysfs, FREE_VF, 1134))
         self.assertEqual(1134, self.current(FREE_VF))
         self.assertRaises(privsep.InvalidPrivilegedRequest,
-                          privsep.privileged_write_vgpu_type, self.root,
-                          GONE_VF, 1134)
+                          privsep.privileged_write_vgpu_type, GONE_VF, 1134)
 
     def test_release(self):
         self.assertTrue(nvidia_vfio.release_type(
@@ -159,14 +182,16 @@ class PrivsepValidationTest(testtools.TestCase):
     def setUp(self):
         super().setUp()
         self.root = self.useFixture(fixtures.TempDir()).path
+        self.useFixture(config_fixture.Config(cfg.CONF)).config(
+            group='gpu_partitions', sysfs_root=self.root)
 
     def test_write_refuses_bad_arguments(self):
         for address, type_id in (('../../etc', 1), ('0000:1b:00.4', -1),
                                  ('0000:1b:00.4', 'x'),
+                                 ('0000:1b:00.4\n', 1),
                                  ('0000:1b:00.4', 1)):
             self.assertRaises(privsep.InvalidPrivilegedRequest,
-                              privsep.write_vgpu_type, self.root, address,
-                              type_id)
+                              privsep.write_vgpu_type, address, type_id)
 
     def test_mig_layout_check(self):
         self.assertEqual([(9, 0), (19, 4)], privsep.check_mig_layout(

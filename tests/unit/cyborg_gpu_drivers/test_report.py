@@ -81,19 +81,31 @@ class ReportTest(testtools.TestCase):
         self.assertEqual(device.deployable_list[0].name,
                          copy.deployable_list[0].name)
 
-    def test_unhealthy_gpu_offers_only_what_is_in_use(self):
+    def unhealthy(self, busy, allocated):
+        gpu = h100(healthy=False, busy=busy)
+        gpu.slices[0].allocated = allocated
         [device] = report.to_driver_devices(
-            inventory.HostInventory('h', [h100(healthy=False, busy=2)]),
-            'TEST')
+            inventory.HostInventory('h', [gpu]), 'TEST')
+        return device
+
+    def test_unhealthy_gpu_offers_only_what_is_in_use_or_allocated(self):
+        device = self.unhealthy(busy=2, allocated=1)
         self.assertEqual(2, device.deployable_list[0].num_accelerators)
         self.assertEqual(4, len(device.deployable_list[0].attach_handle_list))
+        # A shut-off guest: allocated in Placement, nothing running.
+        device = self.unhealthy(busy=0, allocated=3)
+        self.assertEqual(3, device.deployable_list[0].num_accelerators)
+
+    def test_unhealthy_gpu_with_unknown_allocations_keeps_its_total(self):
+        # Never below what Placement may hold: the whole last total.
+        device = self.unhealthy(busy=1, allocated=None)
+        self.assertEqual(4, device.deployable_list[0].num_accelerators)
 
     def test_unhealthy_gpu_with_nothing_in_use_has_no_provider(self):
-        # Placement refuses a total of 0; the provider goes instead.
-        [device] = report.to_driver_devices(
-            inventory.HostInventory('h', [h100(healthy=False, busy=0)]),
-            'TEST')
-        self.assertEqual([], device.deployable_list)
+        # Placement refuses a total of 0; the provider goes instead, which
+        # Placement allows: nothing is allocated on it.
+        self.assertEqual([], self.unhealthy(busy=0, allocated=0)
+                         .deployable_list)
 
     def test_mdev_handle(self):
         handle = inventory.AttachHandle(inventory.MDEV, '0000:41:00.4',

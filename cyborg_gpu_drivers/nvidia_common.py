@@ -1,0 +1,173 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""What the NVIDIA MIG and vGPU drivers share: GPUs sysfs shows, NVLink
+cliques, GPU traits and the NVML scan both drivers run per GPU.
+
+The drivers never import each other; both import this module.
+"""
+
+from cyborg_gpu_drivers import inventory
+import placement_traits
+
+NVIDIA_VENDOR_ID = '10de'
+# PCI classes of NVIDIA GPUs: VGA controller and 3D controller.
+GPU_CLASSES = ('0x0300', '0x0302')
+
+
+def nvidia_gpu_addresses(sysfs):
+    """PCI addresses of the NVIDIA GPUs (PFs) the nvidia driver holds."""
+    return [address for address in sysfs.devices_of_vendor(NVIDIA_VENDOR_ID)
+            if (sysfs.read(address, 'class') or '').startswith(GPU_CLASSES)
+            and sysfs.driver(address) == 'nvidia']
+
+
+def stub_gpu(sysfs, address):
+    """A GPU NVML cannot read now, sent as a Cyborg stub.
+
+    Cyborg's conductor leaves what it holds for a stub as it is.
+    """
+    device_id = sysfs.device_id(address) or ''
+    return inventory.Gpu(address=address, vendor_id=NVIDIA_VENDOR_ID,
+                         device_id=device_id, model='NVIDIA %s' % device_id,
+                         memory_mib=0, healthy=False, stub=True)
+
+
+def nvlink_cliques(devices, are_peers):
+    """``{address: clique id}`` for GPUs with at least one NVLink peer.
+
+    Cliques are the connected components of ``are_peers(a, b)``; ids are
+    ``0, 1, ...`` in the order of each clique's lowest PCI address, so they
+    do not depend on NVML's enumeration order. ``are_peers`` is asked only
+    for pairs not already joined.
+    """
+    ordered = sorted(devices, key=lambda device: device.address)
+    parent = {device.address: device.address for device in ordered}
+
+    def root(address):
+        while parent[address] != address:
+            address = parent[address]
+        return address
+
+    for i, first in enumerate(ordered):
+        for second in ordered[i + 1:]:
+            if root(first.address) != root(second.address) and \
+                    are_peers(first, second):
+                parent[root(second.address)] = root(first.address)
+    members = {}
+    for device in ordered:
+        members.setdefault(root(device.address), []).append(device.address)
+    cliques = {}
+    groups = sorted((group for group in members.values() if len(group) > 1),
+                    key=lambda group: group[0])
+    for number, group in enumerate(groups):
+        for address in group:
+            cliques[address] = number
+    return cliques
+
+
+def gpu_traits(device, numa_node, clique):
+    traits = {placement_traits.vendor_trait(NVIDIA_VENDOR_ID),
+              placement_traits.model_trait(device.name)}
+    for trait in (placement_traits.numa_node_trait(numa_node),
+                  placement_traits.nvlink_clique_trait(clique)
+                  if clique is not None else None,
+                  placement_traits.cuda_capability_trait(
+                      *device.cuda_capability)
+                  if device.cuda_capability else None):
+        if trait:
+            traits.add(trait)
+    return sorted(traits)
+
+
+class NvidiaScanMixin:
+    """The NVML side of the base's scan skeleton, for both NVIDIA drivers.
+
+    A driver sets ``self._nvml`` (an ``adapters.nvml.Nvml``) and
+    ``self._sysfs`` and implements ``_gpu(session, device, clique)``
+    (None for a GPU that is not its own), ``owns(device)`` and
+    ``_apply_gpu(session, index)``.
+    """
+
+    def bound_gpus(self):
+        return nvidia_gpu_addresses(self._sysfs)
+
+    def stub_gpu(self, address):
+        return stub_gpu(self._sysfs, address)
+
+    def open_session(self):
+        return self._nvml.session()
+
+    def scan(self, session):
+        """``{address: Gpu or None}``; each GPU read on its own.
+
+        A GPU whose identity NVML cannot give is not in the result: the
+        base reports it from sysfs (stub) or from its last report.
+        """
+        count = self.bounded('nvmlDeviceGetCount', session.device_count)
+        devices = []
+        for index in range(count):
+            device = self.contained('GPU index %d' % index,
+                                    session.device, index)
+            if device is not None and not device.lost:
+                devices.append(device)
+        mine = [device for device in devices if self.owns(device)]
+        cliques = self.contained(
+            'NVLink cliques', self._cliques, session, devices)
+        found = {device.address: None for device in devices
+                 if not self.owns(device)}
+        for device in mine:
+            clique = (cliques.get(device.address) if cliques is not None
+                      else self.known_link_domain(device.address))
+            gpu = self.contained(device.address, self._gpu, session, device,
+                                 clique, failed=self.FAILED)
+            if gpu is not self.FAILED:
+                found[device.address] = gpu
+        return found
+
+    def apply(self):
+        """``_apply_gpu(session, index)`` for every GPU, each contained
+        and bounded like a scan; nothing without declarations
+        (``self._declarations`` of the option ``APPLIES``).
+        """
+        if not self._declarations:
+            return
+        with self._nvml.session() as session:
+            for index in range(session.device_count()):
+                self.contained('applying %s to GPU index %d'
+                               % (self.APPLIES, index),
+                               self._apply_gpu, session, index)
+
+    def _cliques(self, session, devices):
+        # Over every GPU with NVLink, whichever driver owns it, so both
+        # drivers give one clique the same trait. A GPU or a pair NVML
+        # cannot answer for counts as unlinked: it costs that GPU its
+        # clique trait, never the other GPUs theirs.
+        linked = [device for device in devices if self.contained(
+            '%s NVLink' % device.address, session.has_nvlink, device,
+            failed=False)]
+        return nvlink_cliques(linked, lambda first, second: self.contained(
+            'NVLink between %s and %s' % (first.address, second.address),
+            session.nvlink_peers, first, second, failed=False))
+
+    def known_link_domain(self, address):
+        known = self.known_gpu(address)
+        if known is None or known.link_domain is None:
+            return None
+        return int(known.link_domain)
+
+
+def active_vgpu_addresses(session, device):
+    """Addresses of the VFs running a vGPU, None when NVML cannot say."""
+    active = session.active_vgpus(device)
+    if active is None:
+        return None
+    return {vgpu.address for vgpu in active}

@@ -1,0 +1,193 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""The privileged helpers as an attacker calls them.
+
+The plain functions run here as they run inside the privsep daemon; the
+sysfs root is the daemon's own ``[gpu_partitions] sysfs_root``, pointed
+at a temporary tree, never an argument.
+"""
+
+import copy
+import inspect
+import os
+
+import fixtures
+import pynvml
+
+from cyborg_gpu_drivers.adapters import nvml as nvml_adapter
+from cyborg_gpu_drivers import privsep
+from gpu_partitions import reference_hosts
+from gpu_partitions.reference_hosts import fake_nvml
+from tests.unit.cyborg_gpu_drivers import base
+from tests.unit.cyborg_gpu_drivers import test_nvidia_vfio as vfio_tests
+
+PF = vfio_tests.PF
+VF = vfio_tests.FREE_VF
+
+
+class VgpuTypeWriteTest(base.DriverTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.root = self.useFixture(fixtures.TempDir()).path
+        self.conf.config(group='gpu_partitions', sysfs_root=self.root)
+        vfio_tests.make_device(self.root, PF)
+        self.vf_dir = vfio_tests.make_device(
+            self.root, VF, files={
+                'nvidia/current_vgpu_type': '0\n',
+                'nvidia/creatable_vgpu_types': vfio_tests.CREATABLE}.items(),
+            links=[('physfn', '../' + PF)])
+        self.victim = os.path.join(
+            self.useFixture(fixtures.TempDir()).path, 'victim')
+        with open(self.victim, 'w') as victim:
+            victim.write('precious\n')
+
+    def current(self):
+        with open(os.path.join(self.vf_dir, 'nvidia',
+                               'current_vgpu_type')) as attribute:
+            return attribute.read()
+
+    def test_the_caller_gives_no_root(self):
+        self.assertEqual(['vf_address', 'type_id'], list(
+            inspect.signature(privsep.write_vgpu_type).parameters))
+        self.assertRaises(TypeError, privsep.write_vgpu_type,
+                          os.path.dirname(self.victim), VF, 1134)
+
+    def test_symlinked_leaf_is_not_followed(self):
+        leaf = os.path.join(self.vf_dir, 'nvidia', 'current_vgpu_type')
+        os.unlink(leaf)
+        os.symlink(self.victim, leaf)
+        # Reading the type goes through the same no-follow open.
+        self.assertRaises(privsep.InvalidPrivilegedRequest,
+                          privsep.write_vgpu_type, VF, 0)
+        with open(self.victim) as victim:
+            self.assertEqual('precious\n', victim.read())
+
+    def test_symlinked_directory_is_not_followed(self):
+        nvidia = os.path.join(self.vf_dir, 'nvidia')
+        os.rename(nvidia, nvidia + '.real')
+        os.symlink(nvidia + '.real', nvidia)
+        self.assertRaises(privsep.InvalidPrivilegedRequest,
+                          privsep.write_vgpu_type, VF, 1134)
+
+    def test_device_link_out_of_the_tree_is_refused(self):
+        outside = os.path.dirname(self.victim)
+        link = os.path.join(self.root, 'bus', 'pci', 'devices',
+                            '0000:1b:00.7')
+        os.symlink(outside, link)
+        self.assertRaises(privsep.InvalidPrivilegedRequest,
+                          privsep.write_vgpu_type, '0000:1b:00.7', 0)
+
+    def test_addresses_match_in_full(self):
+        for address in (VF + '\n', VF + '/../..', ' ' + VF, VF.upper(),
+                        '../' + VF, 1):
+            self.assertRaises(privsep.InvalidPrivilegedRequest,
+                              privsep.write_vgpu_type, address, 1134)
+        self.assertEqual('0\n', self.current())
+
+    def test_only_a_creatable_type_on_a_free_idle_nvidia_vf(self):
+        self.assertRaises(privsep.InvalidPrivilegedRequest,
+                          privsep.write_vgpu_type, VF, 4242)
+        self.assertRaises(privsep.InvalidPrivilegedRequest,
+                          privsep.write_vgpu_type, PF, 1134)
+        with open(os.path.join(self.vf_dir, 'enable'), 'w') as enable:
+            enable.write('1\n')
+        self.assertRaises(privsep.DeviceBusy,
+                          privsep.write_vgpu_type, VF, 1134)
+        self.assertEqual('0\n', self.current())
+        with open(os.path.join(self.vf_dir, 'enable'), 'w') as enable:
+            enable.write('0\n')
+        privsep.write_vgpu_type(VF, 1134)
+        self.assertEqual('1134\n', self.current())
+        # Holding a type: another one is refused, release is allowed.
+        self.assertRaises(privsep.InvalidPrivilegedRequest,
+                          privsep.write_vgpu_type, VF, 1428)
+        privsep.write_vgpu_type(VF, 0)
+        self.assertEqual('0\n', self.current())
+
+    def test_unreadable_type_is_busy(self):
+        with open(os.path.join(self.vf_dir, 'nvidia', 'current_vgpu_type'),
+                  'wb') as attribute:
+            attribute.write(b'\xff\n')
+        self.assertRaises(privsep.DeviceBusy,
+                          privsep.write_vgpu_type, VF, 0)
+
+
+class MigLayoutTest(base.DriverTestCase):
+
+    def setUp(self):
+        super().setUp()
+        data = copy.deepcopy(reference_hosts.load('hgx-h100').data)
+        [pci] = [p for p in data['pci_devices']
+                 if p['address'] == '0000:df:00.0']
+        [device] = [d for d in data['nvml']['devices']
+                    if d['pci_bus_id'] == '00000000:DF:00.0']
+        data['pci_devices'] = [pci]
+        data['nvml']['devices'] = [dict(device, index=0)]
+        data['nvml']['nvlink_cliques'] = []
+        self.idle = not device['active_vgpus']
+        for vf in pci['virtfns']:
+            vf.pop('files', None)
+        self.data = data
+        self.env = reference_hosts.ReferenceHost(data, 'hgx-h100') \
+            .materialize(self.useFixture(fixtures.TempDir()).path)
+        self.conf.config(group='gpu_partitions',
+                         sysfs_root=self.env.sysfs_root)
+
+    def layout(self, nvml):
+        with nvml_adapter.Nvml(nvml).session() as session:
+            device = session.device(0)
+            return [(gi.profile_id, gi.start, gi.size) for gi in
+                    session.gpu_instances(
+                        device, session.gpu_instance_profiles(device))]
+
+    def apply(self, nvml, instances):
+        with nvml_adapter.Nvml(nvml).session() as session:
+            privsep.apply_mig_layout(session, '0000:df:00.0', instances)
+
+    def test_invalid_layout_destroys_nothing(self):
+        self.assertTrue(self.idle)
+        before = self.layout(self.env.nvml)
+        for bad in ([(999, 0)], [(19, 99)], [(9, 0), (9, 0)],
+                    [(9, 4), (19, 5)], [('9', 0)], []):
+            self.assertRaises((privsep.InvalidPrivilegedRequest,
+                               ValueError), self.apply, self.env.nvml, bad)
+            self.assertEqual(before, self.layout(self.env.nvml), bad)
+        self.assertEqual(0, self.env.nvml.calls['nvmlGpuInstanceDestroy'])
+
+    def test_busy_gpu_is_refused_inside_the_daemon(self):
+        before = self.layout(self.env.nvml)
+        vf = os.path.join(self.env.sysfs_root, 'bus', 'pci', 'devices',
+                          '0000:df:00.4', 'nvidia', 'current_vgpu_type')
+        with open(vf, 'w') as attribute:
+            attribute.write('1134\n')
+        self.assertRaises(privsep.DeviceBusy, self.apply, self.env.nvml,
+                          [(9, 0)])
+        self.assertEqual(before, self.layout(self.env.nvml))
+
+    def test_failed_creation_puts_the_old_layout_back(self):
+        before = self.layout(self.env.nvml)
+
+        class FailsSecond(fake_nvml.FakeNvml):
+            created = 0
+
+            def nvmlDeviceCreateGpuInstanceWithPlacement(self, *args):
+                FailsSecond.created += 1
+                if FailsSecond.created == 2:
+                    raise pynvml.NVMLError_InsufficientResources()
+                return super().nvmlDeviceCreateGpuInstanceWithPlacement(
+                    *args)
+
+        nvml = FailsSecond(self.data['nvml'])
+        self.assertRaises(nvml_adapter.NvmlError, self.apply, nvml,
+                          [(19, 0), (19, 1)])
+        self.assertEqual(before, self.layout(nvml))
