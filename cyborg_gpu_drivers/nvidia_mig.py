@@ -275,8 +275,13 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
             # A GPU with MIG on always has profiles: NVML is failing.
             raise nvml_adapter.NvmlError('MIG is on but NVML lists no GPU '
                                          'instance profile')
-        types_by_profile = mig_types_by_profile(
-            session.supported_vgpu_types(device), self._series)
+        supported = session.supported_vgpu_types(device)
+        if not supported:
+            # The same: a MIG GPU under the vGPU manager has MIG-backed
+            # types, so none listed (NotSupported included) is unknown.
+            raise nvml_adapter.NvmlError('MIG is on but NVML lists no vGPU '
+                                         'type')
+        types_by_profile = mig_types_by_profile(supported, self._series)
         instances = session.gpu_instances(device, profiles)
         busy = nvidia_common.active_vgpu_addresses(session, device)
         unknown = set()
