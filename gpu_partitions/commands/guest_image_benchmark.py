@@ -69,8 +69,12 @@ READY_TIMEOUT_S = 1800
 HOST_READY_TIMEOUT_S = 300
 LAUNCHER = os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), 'bench', 'guest', 'vllm-serve')
-ELEMENTS_DIR = os.path.join(os.path.dirname(os.path.dirname(
-    os.path.dirname(os.path.abspath(__file__)))), 'elements')
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+ELEMENTS_DIR = os.path.join(ROOT, 'elements')
+# kpartx, dmsetup and sudo stand-ins for kernels without device-mapper.
+NO_DEVICE_MAPPER_TOOLS = os.path.join(ROOT, 'tools',
+                                      'dib-without-device-mapper')
 
 
 def log(text):
@@ -120,8 +124,26 @@ def gguf_file(directory):
     return path
 
 
-def build_environment(wheelhouse, gguf):
+def device_mapper_present(misc='/proc/misc'):
+    try:
+        with open(misc) as stream:
+            return any(line.split()[-1:] == ['device-mapper']
+                       for line in stream)
+    except OSError:
+        return False
+
+
+def build_environment(wheelhouse, gguf, device_mapper=None):
     environ = dict(os.environ)
+    if device_mapper is None:
+        device_mapper = device_mapper_present()
+    if not device_mapper:
+        # diskimage-builder maps partitions with kpartx (device-mapper);
+        # the kernel's own loop partitions do the same job here.
+        log('no device-mapper in this kernel: diskimage-builder uses the '
+            'loop devices\' partitions (%s)' % NO_DEVICE_MAPPER_TOOLS)
+        environ['PATH'] = NO_DEVICE_MAPPER_TOOLS + os.pathsep + environ.get(
+            'PATH', '')
     environ.update({
         'ELEMENTS_PATH': ELEMENTS_DIR,
         'DIB_RELEASE': 'bookworm',

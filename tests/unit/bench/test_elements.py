@@ -71,11 +71,17 @@ def environment_files():
                 yield os.path.join(directory, name)
 
 
+# Stand-ins diskimage-builder runs on kernels without device-mapper.
+NO_DM_TOOLS = os.path.join(ROOT, 'tools', 'dib-without-device-mapper')
+
+
 def bash_scripts():
     guest = cloudinit.GUEST_DIR
     return list(hook_scripts()) + [
         os.path.join(guest, 'vllm-serve'),
-        os.path.join(guest, 'gpu-guest-setup')]
+        os.path.join(guest, 'gpu-guest-setup')] + [
+        os.path.join(NO_DM_TOOLS, name)
+        for name in sorted(os.listdir(NO_DM_TOOLS))]
 
 
 class ElementLayoutTest(testtools.TestCase):

@@ -259,3 +259,58 @@ class LauncherOnHostTest(testtools.TestCase):
         self.assertEqual(0, done.returncode)
         self.assertTrue(os.path.isdir(os.path.join(benchmark.ELEMENTS_DIR,
                                                    'vllm-server')))
+
+
+class NoDeviceMapperToolsTest(testtools.TestCase):
+    """The stand-ins' argument handling (the loop partitions they map
+    need root and a kernel; ``tox -e guest-image`` uses them for real).
+    """
+
+    def run_tool(self, name, *args):
+        return subprocess.run(
+            [os.path.join(benchmark.NO_DEVICE_MAPPER_TOOLS, name)] +
+            list(args), capture_output=True, text=True, timeout=30,
+            check=False)
+
+    def test_dmsetup_mknodes_is_a_no_op_and_the_rest_refused(self):
+        self.assertEqual(0, self.run_tool('dmsetup', '--noudevsync',
+                                          'mknodes').returncode)
+        done = self.run_tool('dmsetup', 'ls')
+        self.assertEqual(1, done.returncode)
+        self.assertIn('no device-mapper', done.stderr)
+
+    def test_kpartx_refuses_what_is_not_a_block_device(self):
+        done = self.run_tool('kpartx', '-av', '/nonexistent')
+        self.assertEqual(1, done.returncode)
+        self.assertIn('usage', done.stderr)
+
+    def test_sudo_runs_the_command_without_its_options(self):
+        if os.getuid() != 0:
+            done = self.run_tool('sudo', 'true')
+            self.assertIn('only runs as root', done.stderr)
+            return
+        done = self.run_tool('sudo', '-E', '--', 'printf', '%s,', '-E',
+                             'x')
+        self.assertEqual('-E,x,', done.stdout)
+        self.assertEqual(1, self.run_tool('sudo', '-u', 'nobody',
+                                          'true').returncode)
+
+    def test_device_mapper_read_from_proc_misc(self):
+        directory = self.useFixture(fixtures.TempDir()).path
+        misc = os.path.join(directory, 'misc')
+        with open(misc, 'w') as stream:
+            stream.write('237 loop-control\n236 device-mapper\n')
+        self.assertTrue(benchmark.device_mapper_present(misc))
+        with open(misc, 'w') as stream:
+            stream.write('237 loop-control\n')
+        self.assertFalse(benchmark.device_mapper_present(misc))
+        self.assertFalse(benchmark.device_mapper_present('/nonexistent'))
+        environ = benchmark.build_environment('/w', '/m.gguf',
+                                              device_mapper=False)
+        self.assertTrue(environ['PATH'].startswith(
+            benchmark.NO_DEVICE_MAPPER_TOOLS + os.pathsep))
+        environ = benchmark.build_environment('/w', '/m.gguf',
+                                              device_mapper=True)
+        self.assertNotIn(benchmark.NO_DEVICE_MAPPER_TOOLS, environ['PATH'])
+        self.assertEqual('', environ['DIB_VLLM_VERSION'])
+        self.assertEqual('/m.gguf', environ['DIB_LLAMA_CPP_MODEL'])
