@@ -66,8 +66,8 @@ def kvm_usable_device(path='/dev/kvm'):
     return True, '%s present' % path
 
 
-def firmware():
-    """The OVMF (UEFI) firmware file, or None for QEMU's SeaBIOS."""
+def ovmf():
+    """The OVMF (UEFI) firmware file, or None."""
     for path in OVMF_PATHS:
         if os.path.exists(path):
             return path
@@ -137,10 +137,14 @@ def overlay(image, path):
 
 
 class Guest:
-    """One QEMU process; ``stop()`` ends it (also on error paths)."""
+    """One QEMU process; ``stop()`` ends it (also on error paths).
+
+    ``firmware``: 'uefi' (OVMF) or 'bios' (SeaBIOS).
+    """
 
     def __init__(self, image, directory, user_data, meta=None,
-                 guest_port=8000, memory_mib=3072, cpus=2, log=print):
+                 guest_port=8000, memory_mib=3072, cpus=2, firmware='uefi',
+                 log=print):
         self.image = image
         self.directory = directory
         self.user_data = user_data
@@ -148,6 +152,7 @@ class Guest:
         self.guest_port = guest_port
         self.memory_mib = memory_mib
         self.cpus = cpus
+        self.firmware = firmware
         self.log = log
         self.process = None
         self.accelerator = None
@@ -164,11 +169,18 @@ class Guest:
         disk = overlay(self.image, os.path.join(self.directory,
                                                 'disk.qcow2'))
         iso = config_drive(self.directory, self.user_data, self.meta)
+        bios = None
+        if self.firmware == 'uefi':
+            bios = ovmf()
+            if bios is None:
+                raise BootError('no OVMF firmware (%s): install ovmf '
+                                '(bindep profile image)'
+                                % ', '.join(OVMF_PATHS))
         self.port = free_port()
         open(self.console_log, 'w').close()
         argv = qemu_command(disk, iso, self.port, self.guest_port,
                             accelerator, self.console_log,
-                            self.memory_mib, self.cpus, firmware())
+                            self.memory_mib, self.cpus, bios)
         self.log('guest: %s' % ' '.join(argv))
         self.stderr = open(os.path.join(self.directory,
                                         'qemu-%s.log' % accelerator), 'w+')

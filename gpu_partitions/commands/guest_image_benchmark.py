@@ -44,8 +44,7 @@ import urllib.request
 
 from gpu_partitions import cli
 
-BASE_ELEMENTS = ('debian-minimal', 'vm', 'block-device-efi',
-                 'gpu-guest-base', 'vllm-server')
+BASE_ELEMENTS = ('debian-minimal', 'vm', 'gpu-guest-base', 'vllm-server')
 # Driver element -> (repository it needs, variable naming a mirror).
 DRIVER_REPOSITORIES = {
     'nvidia-guest-driver': ('https://developer.download.nvidia.com/',
@@ -124,6 +123,23 @@ def gguf_file(directory):
     return path
 
 
+def disk_layout(filesystems='/proc/filesystems'):
+    """(block-device element, firmware): the EFI layout (an ESP for
+    ``hw_firmware_type=uefi``) where this kernel can mount the ESP's vfat
+    to fill it, else GPT with a BIOS boot partition, booted by SeaBIOS.
+    """
+    try:
+        with open(filesystems) as stream:
+            names = {line.split()[-1] for line in stream if line.split()}
+    except OSError:
+        names = set()
+    if 'vfat' in names:
+        return 'block-device-efi', 'uefi'
+    log('this kernel cannot mount vfat (the EFI system partition): '
+        'building block-device-gpt (BIOS boot) instead of block-device-efi')
+    return 'block-device-gpt', 'bios'
+
+
 def device_mapper_present(misc='/proc/misc'):
     try:
         with open(misc) as stream:
@@ -164,7 +180,7 @@ def build_environment(wheelhouse, gguf, device_mapper=None):
 
 
 def build_image(directory, wheelhouse, gguf):
-    """disk-image-create; (image path, seconds, driver lines)."""
+    """disk-image-create; (image path, seconds, firmware)."""
     tool = shutil.which('disk-image-create') or os.path.join(
         os.path.dirname(sys.executable), 'disk-image-create')
     environ = build_environment(wheelhouse, gguf)
@@ -172,8 +188,9 @@ def build_image(directory, wheelhouse, gguf):
     for line in skipped:
         log(line)
     output = os.path.join(directory, IMAGE_NAME)
+    layout, firmware = disk_layout()
     argv = [tool, '-a', 'amd64', '-t', 'qcow2', '-o',
-            output] + list(BASE_ELEMENTS) + drivers
+            output, layout] + list(BASE_ELEMENTS) + drivers
     log('building: %s' % ' '.join(argv))
     started = time.monotonic()
     with open(os.path.join(directory, 'build.log'), 'w') as stream:
@@ -185,7 +202,9 @@ def build_image(directory, wheelhouse, gguf):
             tail = stream.read()[-3000:]
         raise cli.UsageError('disk-image-create failed (%d); end of %s:\n%s'
                              % (done.returncode, stream.name, tail))
-    return output + '.qcow2', seconds, skipped
+    with open(output + '.firmware', 'w') as stream:
+        stream.write(firmware)
+    return output + '.qcow2', seconds, firmware
 
 
 def user_data(directory, model):
@@ -243,11 +262,11 @@ def wait_ready(base_url, timeout, alive):
                                      sleep=sleep)
 
 
-def in_vm(image, directory, text, quick):
+def in_vm(image, firmware, directory, text, quick):
     from gpu_partitions.bench import guestvm
 
     guest = guestvm.Guest(image, directory, text, guest_port=GUEST_PORT,
-                          log=log)
+                          firmware=firmware, log=log)
     accelerator = os.environ.get('GPU_PARTITIONS_GUEST_ACCEL', 'auto')
     try:
         guest.boot(accelerator)
@@ -314,17 +333,25 @@ def guest_image(args):
     image = os.environ.get('GPU_PARTITIONS_GUEST_IMAGE')
     build_s = None
     if image:
-        log('booting the given image %s (no build)' % image)
+        # The build's record of its layout; an unknown image boots BIOS
+        # (an EFI layout has a BIOS boot partition too).
+        try:
+            with open(os.path.splitext(image)[0] + '.firmware') as stream:
+                firmware = stream.read().strip()
+        except OSError:
+            firmware = 'bios'
+        log('booting the given image %s (no build), %s' % (image, firmware))
     else:
-        image, build_s, _ = build_image(directory, wheelhouse, gguf)
+        image, build_s, firmware = build_image(directory, wheelhouse, gguf)
     image_mb = os.path.getsize(image) / 2 ** 20
     log('image %s: %.0f MiB' % (image, image_mb))
     _, text = user_data(directory, '/models/' + os.path.basename(gguf))
-    accelerator, boot_s, vm_tok_s, probe = in_vm(image, directory, text,
-                                                 args.quick)
+    accelerator, boot_s, vm_tok_s, probe = in_vm(image, firmware, directory,
+                                                 text, args.quick)
     host_tok_s = on_host(directory, gguf, guest_env_file(text), args.quick)
     summary = {
         'accelerator': accelerator,
+        'firmware': firmware,
         'build_s': None if build_s is None else round(build_s, 1),
         'image_mb': round(image_mb, 1),
         'boot_to_ready_s': round(boot_s, 1),

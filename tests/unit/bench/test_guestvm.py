@@ -81,7 +81,7 @@ class GuestBootTest(testtools.TestCase):
 
     def guest(self):
         guest = guestvm.Guest(self.image, self.directory, '#cloud-config\n',
-                              log=self.lines.append)
+                              firmware='bios', log=self.lines.append)
         self.addCleanup(guest.stop)
         return guest
 
@@ -314,3 +314,27 @@ class NoDeviceMapperToolsTest(testtools.TestCase):
         self.assertNotIn(benchmark.NO_DEVICE_MAPPER_TOOLS, environ['PATH'])
         self.assertEqual('', environ['DIB_VLLM_VERSION'])
         self.assertEqual('/m.gguf', environ['DIB_LLAMA_CPP_MODEL'])
+
+
+class DiskLayoutTest(testtools.TestCase):
+
+    def test_efi_layout_only_where_vfat_mounts(self):
+        directory = self.useFixture(fixtures.TempDir()).path
+        path = os.path.join(directory, 'filesystems')
+        with open(path, 'w') as stream:
+            stream.write('nodev\tproc\n\text4\n\tvfat\n')
+        self.assertEqual(('block-device-efi', 'uefi'),
+                         benchmark.disk_layout(path))
+        with open(path, 'w') as stream:
+            stream.write('nodev\tproc\n\text4\n')
+        self.assertEqual(('block-device-gpt', 'bios'),
+                         benchmark.disk_layout(path))
+
+    def test_uefi_without_ovmf_is_a_clear_error(self):
+        directory = self.useFixture(fixtures.TempDir()).path
+        guest = guestvm.Guest('/i.qcow2', directory, '', firmware='uefi')
+        with mock.patch.object(guestvm, 'ovmf', return_value=None), \
+                mock.patch.object(guestvm, 'overlay'), \
+                mock.patch.object(guestvm, 'config_drive'):
+            error = self.assertRaises(guestvm.BootError, guest.boot, 'tcg')
+        self.assertIn('OVMF', str(error))
