@@ -229,6 +229,8 @@ class Guest:
             if accelerator == 'kvm':
                 raise BootError(self.kvm_probe)
             self.log('guest: %s; falling back to TCG' % self.kvm_probe)
+        else:
+            self.kvm_probe = 'TCG requested (%s)' % accelerator
         self._start('tcg')
 
     def alive(self):
