@@ -60,6 +60,12 @@ if ! ls "$wheelhouse"/llama_cpp_python-"$version"-*.whl >/dev/null 2>&1; then
     mv "$build"/wheels/llama_cpp_python-*.whl "$wheelhouse/"
 fi
 
+# The guest image bakes the same wheel in (tox -e guest-image).
+if [ -n "${GPU_PARTITIONS_WHEELHOUSE:-}" ]; then
+    mkdir -p "$GPU_PARTITIONS_WHEELHOUSE"
+    cp "$wheelhouse"/llama_cpp_python-"$version"-*.whl \
+        "$GPU_PARTITIONS_WHEELHOUSE/"
+fi
 "$python" -m pip install --quiet -c "$constraints" \
     --only-binary llama-cpp-python --find-links "$wheelhouse" \
     "llama-cpp-python[server]==$version"

@@ -36,7 +36,7 @@ SETTINGS = ('VLLM_MODEL', 'VLLM_SERVED_MODEL_NAME', 'VLLM_PORT',
             'VLLM_MAX_NUM_SEQS', 'VLLM_MAX_NUM_BATCHED_TOKENS',
             'VLLM_MAX_MODEL_LEN', 'VLLM_KV_CACHE_MEMORY_BYTES',
             'VLLM_GPU_MEMORY_UTILIZATION', 'VLLM_API_KEY',
-            'VLLM_EXTRA_ARGS')
+            'VLLM_EXTRA_ARGS', 'VLLM_ENGINE', 'VLLM_CPU_THREADS')
 # Settings a comparable benchmark must pin (vLLM derives them otherwise).
 PINNED = ('VLLM_MAX_NUM_SEQS', 'VLLM_MAX_NUM_BATCHED_TOKENS',
           'VLLM_MAX_MODEL_LEN')

@@ -23,6 +23,11 @@ TARGETS = {
     'discover': ('NVML calls and CPU time of one MIG driver discover() and '
                  'steady-state Placement writes, on the largest host',
                  'gpu_partitions.commands.discover_benchmark:discover'),
+    'guest-image': ('the reference guest image built, booted under QEMU '
+                    '(KVM or TCG) and benchmarked in-VM against the same '
+                    'llama.cpp server on the host',
+                    'gpu_partitions.commands.guest_image_benchmark:'
+                    'guest_image'),
     'harness': ('the bench load generator\'s own ceiling against a '
                 'zero-delay stub, beside guidellm\'s',
                 'gpu_partitions.commands.benchmark:harness'),

@@ -35,7 +35,7 @@ ELEMENTS = os.path.join(ROOT, 'elements')
 OURS = ('gpu-guest-base', 'nvidia-guest-driver', 'rocm-guest',
         'vllm-server')
 # Elements of diskimage-builder itself that ours may depend on.
-DIB_ELEMENTS = ('block-device-efi', 'cloud-init-datasources',
+DIB_ELEMENTS = ('block-device-efi', 'cloud-init', 'cloud-init-datasources',
                 'disable-nouveau', 'dkms', 'growroot', 'install-static',
                 'package-installs', 'ubuntu', 'vm')
 HOOK_DIRS = ('root.d', 'extra-data.d', 'pre-install.d', 'install.d',
@@ -71,11 +71,17 @@ def environment_files():
                 yield os.path.join(directory, name)
 
 
+# Stand-ins diskimage-builder runs on kernels without device-mapper.
+NO_DM_TOOLS = os.path.join(ROOT, 'tools', 'dib-without-device-mapper')
+
+
 def bash_scripts():
     guest = cloudinit.GUEST_DIR
     return list(hook_scripts()) + [
         os.path.join(guest, 'vllm-serve'),
-        os.path.join(guest, 'gpu-guest-setup')]
+        os.path.join(guest, 'gpu-guest-setup')] + [
+        os.path.join(NO_DM_TOOLS, name)
+        for name in sorted(os.listdir(NO_DM_TOOLS))]
 
 
 class ElementLayoutTest(testtools.TestCase):
@@ -255,12 +261,26 @@ class LauncherTest(testtools.TestCase):
     def setUp(self):
         super().setUp()
         self.directory = self.useFixture(fixtures.TempDir()).path
-        venv_bin = os.path.join(self.directory, 'venv', 'bin')
+        self.fake_engine('venv', 'vllm')
+        self.pci = os.path.join(self.directory, 'pci')
+        os.makedirs(self.pci)
+
+    def fake_engine(self, venv, name):
+        """A fake vLLM, or llama.cpp's server behind "python"."""
+        venv_bin = os.path.join(self.directory, venv, 'bin')
         os.makedirs(venv_bin)
-        fake = os.path.join(venv_bin, 'vllm')
+        fake = os.path.join(venv_bin, name)
         with open(fake, 'w') as stream:
-            stream.write('#!/bin/sh\necho "ARGS $*"\n')
+            stream.write('#!/bin/sh\necho "ARGS %s $*"\n' % name)
         os.chmod(fake, 0o755)
+
+    def add_pci_device(self, vendor, pci_class):
+        device = os.path.join(self.pci, '0000:00:%02x.0'
+                              % len(os.listdir(self.pci)))
+        os.makedirs(device)
+        for name, value in (('vendor', vendor), ('class', pci_class)):
+            with open(os.path.join(device, name), 'w') as stream:
+                stream.write(value + '\n')
 
     def launch(self, env_file_text, defaults_text=None):
         defaults = os.path.join(self.directory, 'defaults')
@@ -273,6 +293,8 @@ class LauncherTest(testtools.TestCase):
         environment = {
             'PATH': os.environ['PATH'],
             'VLLM_VENV': os.path.join(self.directory, 'venv'),
+            'LLAMA_CPP_VENV': os.path.join(self.directory, 'llama'),
+            'VLLM_PCI_DEVICES': self.pci,
             'VLLM_DEFAULTS_FILE': defaults, 'VLLM_ENV_FILE': env_file,
             # No metadata service or config drive in a test.
             'VLLM_METADATA_URL': '',
@@ -283,11 +305,12 @@ class LauncherTest(testtools.TestCase):
             check=False)
         return done
 
-    def args(self, done):
+    def args(self, done, engine='vllm'):
         self.assertEqual(0, done.returncode, done.stderr)
         line = [text for text in done.stdout.splitlines()
                 if text.startswith('ARGS ')][0]
-        return line.split()[1:]
+        self.assertEqual(engine, line.split()[1], done.stdout)
+        return line.split()[2:]
 
     def test_pins_scheduler_and_fixed_kv_cache(self):
         args = self.args(self.launch(cloudinit.env_text({
@@ -306,6 +329,49 @@ class LauncherTest(testtools.TestCase):
         pairs = self.args(self.launch(''))
         self.assertIn('--gpu-memory-utilization', pairs)
         self.assertIn('/models/default', pairs)
+
+    def test_auto_engine_is_llama_cpp_without_a_gpu(self):
+        # QEMU's VGA and a virtio NIC are no GPU.
+        self.fake_engine('llama', 'python')
+        self.add_pci_device('0x1234', '0x030000')
+        self.add_pci_device('0x1af4', '0x020000')
+        args = self.args(self.launch(cloudinit.env_text({
+            'VLLM_MODEL': '/models/m.gguf', 'VLLM_MAX_MODEL_LEN': 1024,
+            'VLLM_MAX_NUM_BATCHED_TOKENS': 512, 'VLLM_CPU_THREADS': 3,
+            'VLLM_SERVED_MODEL_NAME': 'gemma'})), engine='python')
+        self.assertEqual(['-m', 'llama_cpp.server'], args[:2])
+        pairs = dict(zip(args[2::2], args[3::2]))
+        self.assertEqual('/models/m.gguf', pairs['--model'])
+        self.assertEqual('gemma', pairs['--model_alias'])
+        self.assertEqual('1024', pairs['--n_ctx'])
+        self.assertEqual('512', pairs['--n_batch'])
+        self.assertEqual('3', pairs['--n_threads'])
+        self.assertEqual('False', pairs['--interrupt_requests'])
+
+    def test_auto_engine_is_vllm_with_an_nvidia_or_amd_gpu(self):
+        self.fake_engine('llama', 'python')
+        for vendor, pci_class in (('0x10de', '0x030200'),
+                                  ('0x1002', '0x038000')):
+            for name in os.listdir(self.pci):
+                shutil.rmtree(os.path.join(self.pci, name))
+            self.add_pci_device(vendor, pci_class)
+            args = self.args(self.launch(''))
+            self.assertEqual('serve', args[0], vendor)
+
+    def test_auto_engine_is_vllm_without_llama_cpp(self):
+        self.assertEqual('serve', self.args(self.launch(''))[0])
+
+    def test_engine_from_settings_wins_and_is_checked(self):
+        self.fake_engine('llama', 'python')
+        args = self.args(self.launch("VLLM_ENGINE='llama.cpp'\n"),
+                         engine='python')
+        self.assertIn('llama_cpp.server', args)
+        self.add_pci_device('0x10de', '0x030200')
+        self.args(self.launch("VLLM_ENGINE='llama.cpp'\n"),
+                  engine='python')
+        done = self.launch("VLLM_ENGINE='tensorrt'\n")
+        self.assertNotEqual(0, done.returncode)
+        self.assertIn('VLLM_ENGINE=tensorrt', done.stderr)
 
     def test_no_model_is_an_error_naming_it(self):
         done = self.launch('', defaults_text='VLLM_PORT=8000\n')
