@@ -24,6 +24,7 @@ import sys
 # Subcommand modules, in the order ``--help`` lists them.
 COMMANDS = (
     'inventory',
+    'exporter',
     'demo',
     'simulate',
     'bench',
