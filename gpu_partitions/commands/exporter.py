@@ -134,17 +134,28 @@ def fixture_drivers(name, directory, names=None):
             for driver in names or sorted(builders.DRIVERS)}
 
 
+PLACEMENT_VERSION = '1.14'  # in_tree
+
+
 def placement_usages(placement, hostname):
     """``{provider name: {rc: used}}`` of the providers under the compute
     node called ``hostname``; ``placement`` is a keystoneauth adapter.
     """
-    from gpu_partitions.commands import inventory
+    def get(url):
+        response = placement.get(url, microversion=PLACEMENT_VERSION)
+        response.raise_for_status()
+        return response.json()
 
-    return {
-        provider['name']: inventory.placement_get(
-            placement, '/resource_providers/%s/usages'
-            % provider['uuid'])['usages']
-        for provider in inventory.host_subtree(placement, hostname) or ()}
+    roots = get('/resource_providers?name=%s' % hostname)[
+        'resource_providers']
+    if not roots:
+        return {}
+    usages = {}
+    for provider in get('/resource_providers?in_tree=%s'
+                        % roots[0]['uuid'])['resource_providers']:
+        usages[provider['name']] = get(
+            '/resource_providers/%s/usages' % provider['uuid'])['usages']
+    return usages
 
 
 def build_registry(drivers, interval, usages=None):

@@ -173,45 +173,32 @@ def run(args):
 PLACEMENT_VERSION = '1.14'  # in_tree
 
 
-def placement_get(placement, url):
-    """``GET url`` from Placement; ``placement`` is a keystoneauth adapter
-    (openstacksdk's ``placement`` proxy) answering ``get(url,
-    microversion=...)``.
-    """
-    response = placement.get(url, microversion=PLACEMENT_VERSION)
-    response.raise_for_status()
-    return response.json()
-
-
-def host_subtree(placement, hostname):
-    """The providers under the compute node called ``hostname``, the
-    compute node itself left out; None when Placement has no such node.
-    """
-    roots = placement_get(placement, '/resource_providers?name=%s'
-                          % hostname)['resource_providers']
-    if not roots:
-        return None
-    tree = placement_get(placement, '/resource_providers?in_tree=%s'
-                         % roots[0]['uuid'])['resource_providers']
-    return [provider for provider in tree
-            if provider['uuid'] != roots[0]['uuid']]
-
-
 def placement_providers(placement, hostname):
     """``{name: {'resource_class': {rc: total}, 'traits': [...]}}`` of the
     providers under the compute node called ``hostname``.
+
+    ``placement`` is a keystoneauth adapter (openstacksdk's ``placement``
+    proxy) answering ``get(url, microversion=...)``.
     """
-    subtree = host_subtree(placement, hostname)
-    if subtree is None:
+    def get(url):
+        response = placement.get(url, microversion=PLACEMENT_VERSION)
+        response.raise_for_status()
+        return response.json()
+
+    roots = get('/resource_providers?name=%s' % hostname)[
+        'resource_providers']
+    if not roots:
         raise cli.UsageError('Placement has no provider named %s' % hostname)
+    tree = get('/resource_providers?in_tree=%s' % roots[0]['uuid'])[
+        'resource_providers']
     found = {}
-    for provider in subtree:
-        inventories = placement_get(
-            placement, '/resource_providers/%s/inventories'
-            % provider['uuid'])['inventories']
-        traits = placement_get(
-            placement, '/resource_providers/%s/traits'
-            % provider['uuid'])['traits']
+    for provider in tree:
+        if provider['uuid'] == roots[0]['uuid']:
+            continue
+        inventories = get('/resource_providers/%s/inventories'
+                          % provider['uuid'])['inventories']
+        traits = get('/resource_providers/%s/traits'
+                     % provider['uuid'])['traits']
         found[provider['name']] = {
             'inventories': {rc: inventory['total']
                             for rc, inventory in inventories.items()},

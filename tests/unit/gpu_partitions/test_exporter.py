@@ -32,7 +32,6 @@ from gpu_partitions import exporter
 from gpu_partitions import fixture_drivers
 from gpu_partitions import reference_hosts
 import placement_traits
-from tests.unit.gpu_partitions import test_inventory_command
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..',
                                     '..'))
@@ -335,19 +334,3 @@ class ShippedDashboardAndAlertsTest(testtools.TestCase):
             used = set(self.METRIC.findall(expression))
             self.assertNotEqual(set(), used, expression)
             self.assertEqual(set(), used - self.exported(), expression)
-
-
-class PlacementUsagesTest(testtools.TestCase):
-
-    def test_usages_of_the_providers_under_the_host(self):
-        placement = test_inventory_command.FakePlacement()
-        placement.answers['/resource_providers/child/usages'] = {
-            'usages': {'CUSTOM_X': 1}}
-        self.assertEqual({'h_gpu': {'CUSTOM_X': 1}},
-                         command.placement_usages(placement, 'h'))
-
-    def test_unknown_host_has_no_usage(self):
-        placement = test_inventory_command.FakePlacement()
-        placement.answers['/resource_providers?name=x'] = {
-            'resource_providers': []}
-        self.assertEqual({}, command.placement_usages(placement, 'x'))
