@@ -19,8 +19,9 @@ through a MIG-backed vGPU type:
   interface: one ``PCI`` attach handle per VF whose ``current_vgpu_type``
   is a MIG-backed type of that profile;
 * on Ampere, through mdev: one ``MDEV`` attach handle per VF (mdev parent)
-  that holds or can create such a type (upstream Nova ignores ``MDEV``
-  accelerator requests today, see the operator guide).
+  that holds or can create such a type (when Cyborg binds such a request
+  its agent creates the mdev and Nova 34's libvirt driver gives it to the
+  guest, see the operator guide).
 
 The GPU's traits name its vendor, model, NUMA node (sysfs ``numa_node``),
 NVLink clique (NVML peer status, numbered by lowest PCI address) and CUDA

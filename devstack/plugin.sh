@@ -37,30 +37,69 @@ function configure_gpu_partitions_cyborg {
     fi
 }
 
-# Append a value to a comma-separated option unless it is already there.
-function _gpu_partitions_iniadd {
+# Append a value to a comma-separated list option (oslo.config ListOpt)
+# unless it is already there. An option absent from the file starts from
+# Nova's own default, read from the installed Nova, so that adding ours
+# never drops Nova's filters or weighers.
+function _gpu_partitions_list_add {
     local file=$1 section=$2 option=$3 value=$4
     local current
     current=$(iniget "$file" "$section" "$option")
-    if [[ ",$current," == *",$value,"* ]]; then
+    if [[ -z "$current" ]]; then
+        current=$(_gpu_partitions_nova_default "$section" "$option")
+    fi
+    if [[ ",$current," != *",$value,"* ]]; then
+        current="${current:+$current,}$value"
+    fi
+    iniset "$file" "$section" "$option" "$current"
+}
+
+# Add one line to a multi-valued option (oslo.config MultiStrOpt, such as
+# [filter_scheduler] available_filters) unless it is already there. A
+# comma-joined value would be read by Nova as one class path. An option
+# absent from the file starts from Nova's default lines.
+function _gpu_partitions_multi_add {
+    local file=$1 section=$2 option=$3 value=$4
+    local current default
+    current=$(iniget_multiline "$file" "$section" "$option")
+    if [[ " $current " == *" $value "* ]]; then
         return
     fi
-    iniset "$file" "$section" "$option" "${current:+$current,}$value"
+    if [[ -z "$current" ]]; then
+        for default in $(_gpu_partitions_nova_default "$section" "$option" \
+                | tr ',' ' '); do
+            iniadd "$file" "$section" "$option" "$default"
+        done
+    fi
+    iniadd "$file" "$section" "$option" "$value"
+}
+
+# Nova's default value of an option, comma-joined, from the installed Nova.
+function _gpu_partitions_nova_default {
+    "${PYTHON:-python3}" - "$1" "$2" <<'PY'
+import sys
+
+from nova.conf import scheduler
+from oslo_config import cfg
+
+section, option = sys.argv[1:3]
+conf = cfg.ConfigOpts()
+scheduler.register_opts(conf)
+conf([], default_config_files=[])
+value = conf[section][option]
+print(','.join(value) if isinstance(value, list) else value)
+PY
 }
 
 function configure_gpu_partitions_nova {
     local conf
     for conf in "$NOVA_CONF" "$NOVA_CPU_CONF"; do
         [[ -f "$conf" ]] || continue
-        _gpu_partitions_iniadd "$conf" filter_scheduler available_filters \
-            nova.scheduler.filters.all_filters
-        _gpu_partitions_iniadd "$conf" filter_scheduler available_filters \
-            "$GPU_PARTITIONS_FILTER"
-        _gpu_partitions_iniadd "$conf" filter_scheduler enabled_filters \
+        _gpu_partitions_multi_add "$conf" filter_scheduler \
+            available_filters "$GPU_PARTITIONS_FILTER"
+        _gpu_partitions_list_add "$conf" filter_scheduler enabled_filters \
             GpuPartitionFilter
-        _gpu_partitions_iniadd "$conf" filter_scheduler weight_classes \
-            nova.scheduler.weights.all_weighers
-        _gpu_partitions_iniadd "$conf" filter_scheduler weight_classes \
+        _gpu_partitions_list_add "$conf" filter_scheduler weight_classes \
             "$GPU_PARTITIONS_WEIGHER"
         iniset "$conf" gpu_partitions_scheduler policy \
             "$GPU_PARTITIONS_POLICY"
@@ -68,6 +107,20 @@ function configure_gpu_partitions_nova {
             "$GPU_PARTITIONS_LINK_AFFINITY"
         iniset "$conf" gpu_partitions_scheduler numa_affinity \
             "$GPU_PARTITIONS_NUMA_AFFINITY"
+    done
+}
+
+# Nova's fake virt driver on the computes of a GPU-less node: the attach
+# handles of a reference host (VFs such as 0000:1b:00.4) exist only in the
+# recorded data, and libvirt would fail to start a guest with them.
+# nova-compute reads nova-cpu.conf, which devstack copies from nova.conf
+# when it starts the compute, so both get it.
+function configure_gpu_partitions_fake_virt_driver {
+    local conf
+    for conf in "$NOVA_CONF" "$NOVA_CPU_CONF"; do
+        [[ -f "$conf" ]] || continue
+        iniset "$conf" DEFAULT compute_driver \
+            "$GPU_PARTITIONS_FAKE_VIRT_DRIVER_CLASS"
     done
 }
 
@@ -124,6 +177,10 @@ if [[ "$1" == "stack" ]]; then
             fi
             if is_service_enabled n-sch; then
                 configure_gpu_partitions_nova
+            fi
+            if [[ "$GPU_PARTITIONS_FAKE_VIRT_DRIVER" == "True" ]] && \
+                    is_service_enabled n-cpu; then
+                configure_gpu_partitions_fake_virt_driver
             fi
             ;;
         extra)

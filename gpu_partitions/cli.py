@@ -25,6 +25,7 @@ import sys
 # Subcommand modules, in the order ``--help`` lists them.
 COMMANDS = (
     'inventory',
+    'exporter',
     'demo',
     'simulate',
     'bench',

@@ -42,7 +42,13 @@ Only plumbing is replaced here, nothing of Cyborg's logic:
 * the clients between the two services: Nova's Cyborg client and Cyborg's
   Nova client (the ``accelerator-request-bound`` events) get keystoneauth
   adapters aimed at the intercepted APIs instead of openstacksdk adapters
-  built from the catalog and keystone options.
+  built from the catalog and keystone options;
+* Cyborg's agents: binding an ``MDEV`` ARQ makes Cyborg's conductor call
+  ``create_vgpu_mdev`` on the agent of the ARQ's host over RPC (the agent
+  writes the attach handle's UUID into the parent's
+  ``mdev_supported_types/<type>/create``). :class:`RecordingAgent` answers
+  that RPC for each GPU host and records the calls instead of writing to
+  this machine's sysfs.
 """
 
 import collections
@@ -212,6 +218,28 @@ class CyborgConductor(fixtures.Fixture):
                 if request.method in WRITE_METHODS]
 
 
+class RecordingAgent:
+    """The RPC endpoint of a Cyborg agent that records its mdev calls.
+
+    Same methods and arguments as Cyborg's ``AgentManager``; ``calls``
+    lists ``(method, pci_addr, asked_type, ah_uuid)``.
+    """
+
+    target = messaging.Target(version='1.0')
+
+    def __init__(self):
+        self.calls = []
+
+    def create_vgpu_mdev(self, context, pci_addr, asked_type, ah_uuid):
+        self.calls.append(('create_vgpu_mdev', pci_addr, asked_type,
+                           ah_uuid))
+        return ah_uuid
+
+    def remove_vgpu_mdev(self, context, pci_addr, asked_type, ah_uuid):
+        self.calls.append(('remove_vgpu_mdev', pci_addr, asked_type,
+                           ah_uuid))
+
+
 class CyborgApi(fixtures.Fixture):
     """Cyborg's API app and the RPC behind it, wired to Nova both ways.
 
@@ -249,11 +277,23 @@ class CyborgApi(fixtures.Fixture):
         self.addCleanup(transport.cleanup)
         self.useFixture(fixtures.MonkeyPatch(
             'cyborg.common.rpc.TRANSPORT', transport))
+        self._serve(cyborg_constants.CONDUCTOR_TOPIC, 'cyborg-conductor',
+                    self._conductor.manager)
+        #: hostname -> the RecordingAgent serving that host.
+        self.agents = {}
+
+    def _serve(self, topic, server_name, endpoint):
         server = cyborg_rpc.get_server(
-            messaging.Target(topic=cyborg_constants.CONDUCTOR_TOPIC,
-                             server='cyborg-conductor'),
-            [self._conductor.manager],
+            messaging.Target(topic=topic, server=server_name), [endpoint],
             serializer=cyborg_objects_base.CyborgObjectSerializer())
         server.start()
         self.addCleanup(server.wait)
         self.addCleanup(server.stop)
+
+    def start_agent(self, hostname):
+        """Serve Cyborg's agent RPC for ``hostname``; returns the agent."""
+        if hostname not in self.agents:
+            self.agents[hostname] = RecordingAgent()
+            self._serve(cyborg_constants.AGENT_TOPIC, hostname,
+                        self.agents[hostname])
+        return self.agents[hostname]

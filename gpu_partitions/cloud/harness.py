@@ -148,8 +148,9 @@ class CloudTestCase(integrated_helpers.ProviderUsageBaseTestCase):
         self.cyborg = self.useFixture(cyborg_side.CyborgConductor(
             placement.endpoint, placement.token))
         nova_admin = self.api_fixture.admin_api
-        self.cyborg_api = self.useFixture(cyborg_side.CyborgApi(
-            self.cyborg, nova_admin.base_url, nova_admin.project_id)).client
+        self.cyborg_side_api = self.useFixture(cyborg_side.CyborgApi(
+            self.cyborg, nova_admin.base_url, nova_admin.project_id))
+        self.cyborg_api = self.cyborg_side_api.client
 
     def _configure_scheduler(self):
         options = dict(self.SCHEDULER_OPTIONS)
@@ -169,6 +170,7 @@ class CloudTestCase(integrated_helpers.ProviderUsageBaseTestCase):
         :returns: the Placement writes of the first report.
         """
         self._start_compute(hostname)
+        self.cyborg_side_api.start_agent(hostname)
         return self.report(hostname, driver_devices)
 
     def add_inventory(self, host_inventory, driver_name):
@@ -204,6 +206,13 @@ class CloudTestCase(integrated_helpers.ProviderUsageBaseTestCase):
             raise CloudError('Cyborg refused device profile %s: %s %s'
                              % (name, response.status_code, response.text))
         return response.json()
+
+    def agent_calls(self, hostname):
+        """The RPC calls Cyborg's conductor made to the agent of a host.
+
+        ``create_vgpu_mdev`` when it binds an MDEV ARQ.
+        """
+        return list(self.cyborg_side_api.agents[hostname].calls)
 
     def arqs(self, server):
         """The accelerator requests Cyborg holds for ``server``."""

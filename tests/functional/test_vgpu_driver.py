@@ -163,10 +163,33 @@ class TestVgpuDriver(base.GpuCloudTestCase):
         self.assertIn(self.pci_address(arq['attach_handle_info']),
                       [address for address, _ in self.writes])
 
-        # An mdev type through plain flavor extra specs (Nova's libvirt
-        # driver does not attach MDEV accelerator handles today).
+        # Nova's Cyborg flow onto an mdev parent: an MDEV attach handle.
+        # Cyborg's conductor binds it and has the host's agent create the
+        # mdev, of the handle's type, named by the attach handle's UUID:
+        # the UUID Nova 34's libvirt driver looks up (and creates if
+        # missing) before it gives the mdev to the guest
+        # (LibvirtDriver._allocate_cyborg_mdevs).
         a100 = self.hosts['pcie-a100'][0].hostname
+        target = self.name('pcie-a100', '01', 'A100D-20C')
         rc = names.vgpu_resource_class('A100D-20C')
+        self.create_device_profile('a100d-20c', [
+            harness.device_profile_group(rc)])
+        server = self.boot(self.create_flavor(
+            harness.accel_extra_specs('a100d-20c')))
+        self.assertLandedOn(server, a100, target, rc)
+        [arq] = self.arqs(server)
+        self.assertEqual(('Bound', 'MDEV'),
+                         (arq['state'], arq['attach_handle_type']))
+        info = arq['attach_handle_info']
+        mdev_type = info['asked_type']
+        self.assertTrue(mdev_type.startswith('nvidia-'), info)
+        self.assertEqual(
+            [('create_vgpu_mdev', self.pci_address(info), mdev_type,
+              arq['attach_handle_uuid'])],
+            self.agent_calls(a100))
+
+        # The same type through plain flavor extra specs: scheduled onto
+        # the provider, but no ARQ, so nothing is attached.
         server = self.boot(self.create_flavor(harness.gpu_extra_specs(rc)))
-        self.assertLandedOn(server, a100,
-                            self.name('pcie-a100', '01', 'A100D-20C'), rc)
+        self.assertLandedOn(server, a100, target, rc)
+        self.assertEqual([], self.arqs(server))
