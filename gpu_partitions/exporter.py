@@ -22,8 +22,9 @@ Units are counted per provider (one Placement provider per slice kind on a
 GPU, named as :func:`placement_traits.provider_name` names it):
 
 * capacity: the units the hardware has (``Slice.total``);
-* offered: what the report gives Placement (all of them on a healthy GPU,
-  only those in use on an unhealthy one);
+* offered: what the report gives Placement (all of them on a healthy GPU;
+  on an unhealthy one those in use or allocated in Placement, all of them
+  when the driver could not ask Placement);
 * used: the larger of the units the hardware shows busy and Placement's
   usage (Placement's usage counts guests being built that the hardware
   does not show yet; the hardware counts units Placement does not know);
@@ -94,7 +95,8 @@ def metric_families(scans, usages=None):
                                    'numa_node', 'link_domain', 'layout'))
     gpu_healthy = gauge('gpu_healthy',
                         '1 when the GPU is healthy, 0 when it is lost or '
-                        'failing (only its units in use stay offered).',
+                        'failing (only its units in use or allocated stay '
+                        'offered).',
                         GPU_LABELS)
     gpu_stub = gauge('gpu_stub',
                      '1 when the GPU could not be read and is reported as '

@@ -11,7 +11,23 @@
 #    under the License.
 """Options shared by all GPU partition drivers."""
 
+import math
+
 from oslo_config import cfg
+from oslo_config import types
+
+
+class FiniteSeconds(types.Float):
+    """A bounded float that also refuses nan, which slips past the bounds
+    (every comparison with nan is false) and would disable the deadline.
+    """
+
+    def __call__(self, value):
+        seconds = super().__call__(value)
+        if seconds is None or not math.isfinite(seconds):
+            raise ValueError('%r is not a finite number' % (value,))
+        return seconds
+
 
 GROUP = cfg.OptGroup(
     'gpu_partitions',
@@ -25,9 +41,10 @@ OPTS = [
         default='/sys',
         help='Root of the sysfs tree the drivers read PCI devices from. '
              'Only tests and the fake-hardware mode change it.'),
-    cfg.FloatOpt(
+    cfg.Opt(
         'gpu_scan_timeout',
-        default=5.0, min=0.1, max=300.0,
+        type=FiniteSeconds(min=0.1, max=300.0),
+        default=5.0,
         help='Seconds one read of the hardware may take during a scan: '
              'one GPU through NVML or sysfs, or opening NVML. A GPU whose '
              'read takes longer is reported as unknown (its last report, '

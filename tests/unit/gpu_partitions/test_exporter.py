@@ -187,7 +187,7 @@ class FlakyDriver:
         return self.host_inventory
 
 
-def one_gpu_host(healthy=True, in_use=1):
+def one_gpu_host(healthy=True, in_use=1, allocated=None):
     handles = [inventory.AttachHandle(inventory.PCI, '0000:1b:00.%d' % i,
                                       in_use=i - 4 < in_use)
                for i in range(4, 7)]
@@ -196,7 +196,7 @@ def one_gpu_host(healthy=True, in_use=1):
         model='NVIDIA H100 80GB HBM3', memory_mib=81559, numa_node=1,
         link_domain='0', healthy=healthy,
         slices=[inventory.Slice('1g.10gb', 'CUSTOM_MIG_1G_10GB', [],
-                                handles, total=3)])
+                                handles, total=3, allocated=allocated)])
     return inventory.HostInventory(hostname='gpu-0', gpus=[gpu])
 
 
@@ -209,8 +209,10 @@ class MetricsTest(testtools.TestCase):
             for sample in family.samples}
 
     def test_unhealthy_gpu_strands_its_free_units(self):
+        # Placement was asked and holds nothing beyond the unit in use.
         scanner = exporter.Scanner(
-            {'d': FlakyDriver(one_gpu_host(healthy=False), 1)}, 60)
+            {'d': FlakyDriver(one_gpu_host(healthy=False, allocated=0), 1)},
+            60)
         found = self.families(scanner)
         self.assertEqual(3, found[
             'gpu_partitions_provider_capacity_units'].value)
