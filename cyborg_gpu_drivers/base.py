@@ -110,6 +110,9 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
         self.note = Notes(self.DRIVER_NAME)
         # address -> the Gpu last reported from a good read.
         self._known = {}
+        # GPUs this driver read and found to be another driver's (a MIG
+        # GPU for the vGPU driver, say): that driver answers for them.
+        self._declined = set()
         # key -> the worker thread of a read that outlasted its bound.
         self._stuck = {}
         self._last_good = []
@@ -229,9 +232,16 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
         bound = self.contained('the sysfs scan', self.bound_gpus,
                                failed=[])
         gpus = []
+        self._declined = (self._declined | {
+            address for address, gpu in found.items() if gpu is None}) - {
+            address for address, gpu in found.items() if gpu is not None}
         for address in sorted(set(found) | set(self._known) | set(bound)):
             gpu = found.get(address, self.FAILED)
-            if gpu is self.FAILED or gpu is self.STUB:
+            if (gpu is self.FAILED or gpu is self.STUB) and (
+                    address in self._declined
+                    and address not in self._known):
+                gpu = None
+            elif gpu is self.FAILED or gpu is self.STUB:
                 gpu = self._unreadable(address,
                                        whole_scan_failed or gpu is self.STUB)
             elif gpu is not None:
