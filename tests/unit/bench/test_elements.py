@@ -151,6 +151,20 @@ class ElementLayoutTest(testtools.TestCase):
                                 'usr/local/libexec/vllm-serve')
         self.assertTrue(os.stat(launcher).st_mode & stat.S_IXUSR)
 
+    def test_server_unit_after_cloud_final_in_no_ordering_cycle(self):
+        # cloud-final.service is ordered after multi-user.target (Debian
+        # and Ubuntu): a unit after it cannot be wanted by that target,
+        # or systemd drops it from the boot to break the cycle.
+        settings = {}
+        with open(os.path.join(cloudinit.GUEST_DIR, 'vllm.service')) as unit:
+            for line in unit:
+                key, _, value = line.partition('=')
+                if value and not line.startswith('#'):
+                    settings.setdefault(key.strip(), []).extend(
+                        value.split())
+        self.assertIn('cloud-final.service', settings['After'])
+        self.assertEqual(['cloud-init.target'], settings['WantedBy'])
+
     def test_build_command_documented(self):
         with open(element_path('README.rst')) as stream:
             text = stream.read()
