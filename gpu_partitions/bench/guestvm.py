@@ -45,6 +45,27 @@ KVM_ERROR = re.compile(r'KVM internal error|emulation failure|'
 # Console lines that show the guest kernel handed over to user space.
 USER_SPACE = re.compile(r'Run /\S*init as init process|systemd\[1\]: |'
                         r'Welcome to ')
+# Where a boot's time goes: the console line that marks the start of each
+# stage, in boot order.  The guest's own timestamps are no clock under an
+# emulated CPU (its TSC is marked unstable and lost ticks slow it), so the
+# host's clock times them as the lines appear.
+BOOT_STAGES = (
+    ('bootloader', re.compile(r"Booting `")),
+    ('kernel', re.compile(r'Linux version \d')),
+    ('initramfs', re.compile(r'Run /\S*init as init process')),
+    ('systemd', re.compile(r'Welcome to ')),
+    ('cloud-init local', re.compile(r"running 'init-local'")),
+    ('network', re.compile(r'Reached target network\.target')),
+    ('cloud-init network', re.compile(r"running 'init' at")),
+    ('cloud-init config', re.compile(r"running 'modules:config'")),
+    ('cloud-init final', re.compile(r"running 'modules:final'")),
+    ('login prompt', re.compile(r' login: ')),
+)
+ANSI_ESCAPE = re.compile(r'\x1b(\[[0-9;?]*)?[A-Za-z]')
+# systemd's progress spinner: one console line per second while a unit
+# starts, which would bury everything else in a console tail.
+SPINNER = re.compile(r'^\[[ *]*\] (A start job|Job .*) is running|'
+                     r'^\[[ *]*\] Job \S+ running')
 
 
 class BootError(RuntimeError):
@@ -64,6 +85,15 @@ def kvm_usable_device(path='/dev/kvm'):
     if not os.access(path, os.R_OK | os.W_OK):
         return False, '%s is not readable and writable' % path
     return True, '%s present' % path
+
+
+def readable_console(text):
+    """The console's lines without colour codes, carriage returns and
+    systemd's spinner.
+    """
+    lines = ANSI_ESCAPE.sub('', text).replace('\r', '\n').split('\n')
+    return [line.rstrip() for line in lines
+            if line.strip() and not SPINNER.search(line.strip())]
 
 
 def ovmf():
@@ -160,6 +190,7 @@ class Guest:
         self.port = None
         self.console_log = os.path.join(directory, 'console.log')
         self.kvm_probe = None
+        self.stages = {}
 
     @property
     def base_url(self):
@@ -185,6 +216,7 @@ class Guest:
         self.stderr = open(os.path.join(self.directory,
                                         'qemu-%s.log' % accelerator), 'w+')
         self.started_at = time.monotonic()
+        self.stages = {}
         self.process = subprocess.Popen(argv, stdout=self.stderr,
                                         stderr=subprocess.STDOUT)
         self.accelerator = accelerator
@@ -236,8 +268,21 @@ class Guest:
     def alive(self):
         return self.process is not None and self.process.poll() is None
 
-    def console_tail(self, chars=2000):
-        return self._read(self.console_log)[-chars:]
+    def watch_stages(self):
+        """Record (and log) the boot stages the console reached since the
+        last call: seconds since QEMU started, by the host's clock.
+        """
+        text = ANSI_ESCAPE.sub('', self._read(self.console_log))
+        seconds = time.monotonic() - self.started_at
+        for name, pattern in BOOT_STAGES:
+            if name not in self.stages and pattern.search(text):
+                self.stages[name] = round(seconds, 1)
+                self.log('guest: %6.1f s: %s' % (seconds, name))
+        return self.stages
+
+    def console_tail(self, lines=40):
+        return '\n'.join(readable_console(
+            self._read(self.console_log))[-lines:])
 
     def stop(self):
         if self.process is None:

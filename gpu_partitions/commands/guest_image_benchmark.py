@@ -29,7 +29,8 @@
 Settings from the environment: ``GPU_PARTITIONS_WHEELHOUSE`` (required:
 the wheels, see ``tox -e guest-image``), ``GPU_PARTITIONS_GUEST_ACCEL``
 (auto, kvm or tcg; default auto), ``GPU_PARTITIONS_GUEST_IMAGE`` (boot
-this image instead of building one).
+this image instead of building one; ``build_s`` is then the one recorded
+beside it by the build that made it, or null).
 """
 
 import glob
@@ -57,13 +58,16 @@ GUEST_PORT = 8000
 # one request at a time, so one sequence and a 1,024-token context.
 CLOUD_INIT_FLAGS = ('--max-num-seqs', '1', '--max-num-batched-tokens',
                     '512', '--max-model-len', '1024')
-# Small under TCG: emulated SIMD makes every token costly.
-BENCH_FLAGS = ('--num-prompts', '6', '--max-concurrency', '1',
-               '--random-input-len', '64', '--random-output-len', '32',
-               '--num-warmups', '1', '--seed', '0')
+# Few, short requests: under TCG every token costs hundreds of emulated
+# SIMD instructions.  The host runs the same ones.  Bounded: a request
+# that has not finished in 15 minutes fails the run.
+BENCH_FLAGS = ('--num-prompts', '4', '--max-concurrency', '1',
+               '--random-input-len', '32', '--random-output-len', '16',
+               '--num-warmups', '1', '--seed', '0',
+               '--request-timeout', '900')
 QUICK_BENCH_FLAGS = ('--num-prompts', '2', '--max-concurrency', '1',
                      '--random-input-len', '32', '--random-output-len',
-                     '16', '--seed', '0')
+                     '16', '--seed', '0', '--request-timeout', '900')
 READY_TIMEOUT_S = 1800
 HOST_READY_TIMEOUT_S = 300
 LAUNCHER = os.path.join(os.path.dirname(os.path.dirname(
@@ -205,9 +209,34 @@ def build_image(directory, wheelhouse, gguf):
             tail = stream.read()[-3000:]
         raise cli.UsageError('disk-image-create failed (%d); end of %s:\n%s'
                              % (done.returncode, stream.name, tail))
-    with open(output + '.firmware', 'w') as stream:
-        stream.write(firmware)
+    write_build_record(output + '.qcow2', firmware, seconds)
     return output + '.qcow2', seconds, firmware
+
+
+def build_record_path(image):
+    return os.path.splitext(image)[0] + '.build.json'
+
+
+def write_build_record(image, firmware, seconds):
+    """Beside the image: its disk layout's firmware and how long the
+    build took, for a later boot of the same image.
+    """
+    with open(build_record_path(image), 'w') as stream:
+        json.dump({'firmware': firmware, 'build_s': round(seconds, 1)},
+                  stream)
+
+
+def read_build_record(image):
+    """(firmware, build seconds or None) of a given image; an image
+    without a record boots BIOS (an EFI layout has a BIOS boot partition
+    too).
+    """
+    try:
+        with open(build_record_path(image)) as stream:
+            record = json.load(stream)
+        return record.get('firmware') or 'bios', record.get('build_s')
+    except (OSError, ValueError, AttributeError):
+        return 'bios', None
 
 
 def user_data(directory, model):
@@ -249,9 +278,10 @@ def bench(base_url, directory, label, quick, metadata):
     return summary['output_throughput']
 
 
-def wait_ready(base_url, timeout, alive):
+def wait_ready(base_url, timeout, alive, tick=None):
     """``bench qualify``'s readiness check (health, then a served model),
-    failing early if the server process is gone.
+    failing early if the server process is gone; ``tick`` runs between
+    tries.
     """
     from gpu_partitions.bench import qualify
 
@@ -259,6 +289,8 @@ def wait_ready(base_url, timeout, alive):
         if not alive():
             raise cli.UsageError('the server at %s stopped before it '
                                  'served' % base_url)
+        if tick:
+            tick()
         time.sleep(seconds)
 
     return qualify.wait_for_endpoint(base_url, timeout, interval=2.0,
@@ -275,13 +307,20 @@ def in_vm(image, firmware, directory, text, quick):
         guest.boot(accelerator)
         log('%s; waiting for %s' % (guest.kvm_probe, guest.base_url))
         try:
-            report = wait_ready(guest.base_url, READY_TIMEOUT_S, guest.alive)
+            report = wait_ready(guest.base_url, READY_TIMEOUT_S, guest.alive,
+                                guest.watch_stages)
         except (cli.UsageError, TimeoutError) as error:
-            raise cli.UsageError('%s\nguest console (end):\n%s'
-                                 % (error, guest.console_tail()))
+            guest.watch_stages()
+            raise cli.UsageError(
+                '%s\nboot stages reached (s): %s\nguest console (end, '
+                'all of it in %s):\n%s'
+                % (error, json.dumps(guest.stages), guest.console_log,
+                   guest.console_tail()))
         boot_s = time.monotonic() - guest.started_at
-        log('guest serves %s after %.1f s (%s)'
-            % (report['model'], boot_s, guest.accelerator))
+        guest.watch_stages()
+        log('guest serves %s after %.1f s (%s); boot stages (s): %s'
+            % (report['model'], boot_s, guest.accelerator,
+               json.dumps(guest.stages)))
         tok_s = bench(guest.base_url, directory,
                       'in-vm-%s' % guest.accelerator, quick,
                       {'accelerator': guest.accelerator,
@@ -336,14 +375,9 @@ def guest_image(args):
     image = os.environ.get('GPU_PARTITIONS_GUEST_IMAGE')
     build_s = None
     if image:
-        # The build's record of its layout; an unknown image boots BIOS
-        # (an EFI layout has a BIOS boot partition too).
-        try:
-            with open(os.path.splitext(image)[0] + '.firmware') as stream:
-                firmware = stream.read().strip()
-        except OSError:
-            firmware = 'bios'
-        log('booting the given image %s (no build), %s' % (image, firmware))
+        firmware, build_s = read_build_record(image)
+        log('booting the given image %s (no build; its build took %s s), '
+            '%s' % (image, build_s, firmware))
     else:
         image, build_s, firmware = build_image(directory, wheelhouse, gguf)
     image_mb = os.path.getsize(image) / 2 ** 20

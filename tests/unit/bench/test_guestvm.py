@@ -150,6 +150,40 @@ class GuestBootTest(testtools.TestCase):
                                       self.guest().boot, 'kvm')
         self.assertIn('fake /dev/kvm', str(error))
 
+    def test_boot_stages_timed_by_the_host_and_console_tail_readable(self):
+        guest = self.guest()
+        with self.kvm(False):
+            guest.boot('tcg')
+        console = guest.console_log
+        for _ in range(100):
+            if guest.watch_stages():
+                break
+            time.sleep(0.1)
+        self.assertEqual(['initramfs'], list(guest.stages))
+        self.assertTrue(any(line.startswith('guest: ') and
+                            line.endswith(' s: initramfs')
+                            for line in self.lines))
+        # Coloured systemd output with its spinner; the guest's own
+        # timestamps (9999.0) are no clock: the host's is used.
+        with open(console, 'a') as stream:
+            stream.write(
+                '[\x1b[0;32m  OK  \x1b[0m] Reached target '
+                '\x1b[0;1;39mnetwork.target\x1b[0m - Network.\r\n'
+                '\x1bM\r\n\x1b[K[ \x1b[0;31m*\x1b[0m] Job '
+                'networking.service/start running (2min 52s / 7min 33s)'
+                '\r\n[ 9999.0] cloud-init[400]: Cloud-init v. 22.4.2 '
+                "running 'init-local' at Thu. Up 392.65 seconds.\r\n")
+        stages = guest.watch_stages()
+        self.assertEqual(['initramfs', 'cloud-init local', 'network'],
+                         list(stages))
+        self.assertLess(stages['network'], 60)
+        self.assertLessEqual(stages['initramfs'], stages['network'])
+        tail = guest.console_tail(3).splitlines()
+        self.assertEqual('[  OK  ] Reached target network.target - '
+                         'Network.', tail[1])
+        self.assertIn("running 'init-local'", tail[2])
+        self.assertNotIn('running (2min', guest.console_tail())
+
     def test_stop_ends_qemu(self):
         guest = self.guest()
         with self.kvm(False):
@@ -314,6 +348,20 @@ class NoDeviceMapperToolsTest(testtools.TestCase):
         self.assertNotIn(benchmark.NO_DEVICE_MAPPER_TOOLS, environ['PATH'])
         self.assertEqual('', environ['DIB_VLLM_VERSION'])
         self.assertEqual('/m.gguf', environ['DIB_LLAMA_CPP_MODEL'])
+
+
+class BuildRecordTest(testtools.TestCase):
+
+    def test_a_given_image_reports_its_own_build(self):
+        directory = self.useFixture(fixtures.TempDir()).path
+        image = os.path.join(directory, 'gpu-bench-cpu.qcow2')
+        self.assertEqual(('bios', None), benchmark.read_build_record(image))
+        benchmark.write_build_record(image, 'uefi', 812.34)
+        self.assertEqual(('uefi', 812.3),
+                         benchmark.read_build_record(image))
+        with open(benchmark.build_record_path(image), 'w') as stream:
+            stream.write('[not a record')
+        self.assertEqual(('bios', None), benchmark.read_build_record(image))
 
 
 class DiskLayoutTest(testtools.TestCase):
