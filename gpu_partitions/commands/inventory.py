@@ -19,6 +19,8 @@ The output is one entry per provider the host would report through Cyborg:
 name, resource class, total, traits and attach handles, grouped by GPU.
 With ``--os-cloud NAME`` (a cloud of ``clouds.yaml``) it also shows how
 Placement's providers under this host differ from that report.
+With ``--record FILE`` it writes the host (NVML, sysfs, libvirt, AMD SMI,
+read only) as a reference host file instead, for a bug report.
 """
 
 import collections
@@ -55,6 +57,21 @@ def register(subparsers):
                         help='also compare with what Placement holds for '
                              'this host, reading Placement as this cloud of '
                              'clouds.yaml')
+    record = parser.add_argument_group(
+        'recording', 'write this host (or the --fixture) as a reference '
+        'host file; reads only, never changes a GPU')
+    record.add_argument('--record', metavar='FILE',
+                        help='write the host as a reference host file '
+                             'instead of showing its providers')
+    record.add_argument('--no-redact', dest='redact', action='store_false',
+                        help='keep the hostname and the GPU, MIG, vGPU '
+                             'and mdev UUIDs as read (default: replaced)')
+    record.add_argument('--sysfs-root', metavar='DIR', default='/sys',
+                        help='sysfs to read (default: %(default)s)')
+    record.add_argument('--libvirt-uri', metavar='URI',
+                        default='qemu:///system',
+                        help='libvirt to read node devices from, read only '
+                             '(default: %(default)s); "none" skips libvirt')
     parser.set_defaults(func=run)
 
 
@@ -149,6 +166,8 @@ def run(args):
             description = reference_hosts.load(name).description
             print('%-14s %s' % (name, description.split('. ')[0]))
         return 0
+    if args.record:
+        return record_host(args)
     expected = None
     if args.fixture or args.fixture_file:
         hostname, devices, expected = fixture_devices(args)
@@ -287,26 +306,89 @@ def placement_differences(entries, placed):
     return lines
 
 
-def fixture_devices(args):
-    """Driver devices of the real drivers over a reference host."""
-    from gpu_partitions import fixture_drivers
+def record_host(args):
+    """Write the host, or the materialised fixture, as a host file."""
+    from gpu_partitions import reference_hosts
+    from gpu_partitions.reference_hosts import fake_amdsmi
+    from gpu_partitions.reference_hosts import record
+
+    if args.fixture or args.fixture_file:
+        host = _load_fixture(args)
+        with tempfile.TemporaryDirectory(prefix='gpu-partitions-') as tmp:
+            env = _materialize(host, tmp)
+            document, notes = record.record(
+                nvml_module=env.nvml, sysfs_root=env.sysfs_root,
+                libvirt_uri=env.libvirt_uri,
+                amdsmi_module=fake_amdsmi.module_for(env.amdsmi),
+                hostname=host.hostname, redact=args.redact)
+    else:
+        document, notes = record.record(
+            sysfs_root=args.sysfs_root,
+            libvirt_uri=None if args.libvirt_uri == 'none'
+            else args.libvirt_uri, redact=args.redact)
+    problem = None
+    try:
+        reference_hosts._validate.validate(document, args.record)
+    except reference_hosts.ReferenceHostError as error:
+        problem = str(error)
+    text = json.dumps(document, indent=1, sort_keys=False) + '\n'
+    partial = args.record + '.partial'
+    try:
+        with open(partial, 'w', encoding='utf-8') as stream:
+            stream.write(text)
+        os.replace(partial, args.record)
+    except OSError as error:
+        raise cli.UsageError('cannot write %s: %s' % (args.record,
+                                                      error.strerror))
+    nvml = document['nvml'] or {'devices': []}
+    amd = document['amdsmi'] or {'gpus': []}
+    print('recorded %s: %d NVIDIA GPUs (NVML), %d AMD GPUs (AMD SMI), %d '
+          'PCI devices, %s libvirt node devices, %d notes%s'
+          % (args.record, len(nvml['devices']), len(amd['gpus']),
+             len(document['pci_devices']),
+             'no' if document['libvirt_nodedevs'] is None
+             else len(document['libvirt_nodedevs']), len(notes),
+             ', identifiers redacted' if args.redact else ''),
+          file=sys.stderr)
+    if problem:
+        print('gpu-partitions inventory: the recording does not validate '
+              '(%s); please attach it to a bug report as it is' % problem,
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _load_fixture(args):
     from gpu_partitions import reference_hosts
 
     try:
-        host = (reference_hosts.load(args.fixture) if args.fixture
+        return (reference_hosts.load(args.fixture) if args.fixture
                 else reference_hosts.load_file(args.fixture_file))
     except reference_hosts.ReferenceHostError as error:
         raise cli.UsageError(str(error))
+
+
+def _materialize(host, directory):
+    from gpu_partitions import reference_hosts
+
+    try:
+        return host.materialize(directory)
+    except reference_hosts.ReferenceHostError as error:
+        raise cli.UsageError(str(error))
+
+
+def fixture_devices(args):
+    """Driver devices of the real drivers over a reference host."""
+    from gpu_partitions import fixture_drivers
+
+    host = _load_fixture(args)
     unknown = set(args.driver or ()) - set(fixture_drivers.DRIVERS)
     if unknown:
         raise cli.UsageError('unknown driver %s; known: %s' % (
             ', '.join(sorted(unknown)),
             ', '.join(sorted(fixture_drivers.DRIVERS))))
     with tempfile.TemporaryDirectory(prefix='gpu-partitions-') as directory:
-        try:
-            env = host.materialize(directory)
-        except reference_hosts.ReferenceHostError as error:
-            raise cli.UsageError(str(error))
+        env = _materialize(host, directory)
         devices = fixture_drivers.discover_all(env, args.driver,
                                                read_only=True)
     return host.hostname, devices, fixture_gpus(host, args.driver)
