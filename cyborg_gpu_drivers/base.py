@@ -85,9 +85,10 @@ class Notes:
         self._now = set()
 
     def __call__(self, message, log=LOG.warning):
-        self._now.add(message)
-        if message not in self._before:
+        # Once per scan too: the same line for eight GPUs is one line.
+        if message not in self._before and message not in self._now:
             log('%s: %s', self._prefix, message)
+        self._now.add(message)
 
     def end_scan(self):
         self._before, self._now = self._now, set()
