@@ -360,25 +360,37 @@ class AmdMxgpuDriver(base.GpuPartitionDriver):
         self.note(message)
 
     def bound_gpus(self):
-        """PFs bound to GIM, and PFs of known models that should be."""
+        """PFs bound to GIM, and PFs of known models that should be; a PF
+        whose driver or id cannot be read counts (it may hold guests).
+        """
         return [address for address in
                 self._pci.devices_of_vendor(AMD_VENDOR_ID)
-                if self._pci.driver(address) == GIM_DRIVER
-                or self._pci.device_id(address) in self._models]
+                if self.contained(address, self._is_ours, address,
+                                  failed=True)]
+
+    def _is_ours(self, address):
+        return (self._pci.driver(address) == GIM_DRIVER
+                or self._pci.device_id(address) in self._models)
 
     def scan(self, session):
         pci = self._pci
         found = {}
         gim = []
+        # Not bounded as a whole: its reads about each GPU are.
         for address in self.bound_gpus():
-            if pci.driver(address) == GIM_DRIVER:
+            driver = self.contained(address, pci.driver, address,
+                                    failed=self.FAILED)
+            if driver is self.FAILED:
+                continue
+            if driver == GIM_DRIVER:
                 gim.append(address)
             else:
                 found[address] = self._stub(
                     address, 'bound to %s, not %s (GIM not loaded or the GPU '
-                    'not given to it)' % (pci.driver(address) or 'no driver',
-                                          GIM_DRIVER))
-        states = self._amdsmi_states() if gim else {}
+                    'not given to it)' % (driver or 'no driver', GIM_DRIVER))
+        # Bounded: amdsmi talks to GIM, which can hang like any driver.
+        states = self.contained('amdsmi', self._amdsmi_states,
+                                failed={}) if gim else {}
         for address in gim:
             gpu = self.contained(address, self._gpu, address,
                                  states.get(address), failed=self.FAILED)
