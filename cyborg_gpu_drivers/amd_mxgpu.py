@@ -62,18 +62,38 @@ COMPUTE_PARTITIONS = ('SPX', 'DPX', 'TPX', 'QPX', 'CPX')
 MEMORY_PARTITIONS = ('NPS1', 'NPS2', 'NPS4', 'NPS8')
 
 # PF device id -> (model, HBM in MiB; 0 where not recorded). Ids from
-# GIM's libgv/core/amdgv_marketing_name.c.
+# GIM's libgv/core/amdgv_marketing_name.c; 75a3 from a recorded MI355X
+# host (issue #15: amdsmi's market name "AMD Instinct MI355X").
 KNOWN_MODELS = {
     '74a1': ('AMD Instinct MI300X', 192 * 1024),
     '74a2': ('AMD Instinct MI308X', 0),
     '74a5': ('AMD Instinct MI325X', 256 * 1024),
     '74a8': ('AMD Instinct MI308X', 0),
     '74a9': ('AMD Instinct MI300X HF', 192 * 1024),
+    '75a3': ('AMD Instinct MI355X', 288 * 1024),
+}
+
+# Model (short name) -> the (VFs per GPU, compute mode, memory mode) GIM
+# supports under MxGPU. From AMD's GIM release notes: 9.4.0.K ("VF per
+# GPU - Compute Mode - Memory Mode": MI300X 1-SPX-NPS1 and 8-CPX-NPS4;
+# MI325X 1-SPX-NPS1; MI350X/MI355X 1-SPX-NPS1, 2-DPX-NPS2, 8-CPX-NPS2)
+# and 8.5.0.K ("Partition Mode Support": MI35XX also 1 VF in DPX and in
+# CPX with NPS1). https://github.com/amd/MxGPU-Virtualization/releases
+# A model not listed (MI308X, MI300X HF, a model named by amdsmi or by
+# [amd_mxgpu] models) is not checked: AMD documents no table for it.
+_MI35X_MODES = frozenset({(1, 'SPX', 'NPS1'), (2, 'DPX', 'NPS2'),
+                          (8, 'CPX', 'NPS2'), (1, 'DPX', 'NPS1'),
+                          (1, 'CPX', 'NPS1')})
+SUPPORTED_MODES = {
+    'MI300X': frozenset({(1, 'SPX', 'NPS1'), (8, 'CPX', 'NPS4')}),
+    'MI325X': frozenset({(1, 'SPX', 'NPS1')}),
+    'MI350X': _MI35X_MODES,
+    'MI355X': _MI35X_MODES,
 }
 
 # GIM writes these under the PF; bare-metal amdgpu has the second names.
-_COMPUTE_FILES = ('spatial_partition_mode', 'current_compute_partition')
-_MEMORY_FILES = ('memory_partition_mode', 'current_memory_partition')
+COMPUTE_FILES = ('spatial_partition_mode', 'current_compute_partition')
+MEMORY_FILES = ('memory_partition_mode', 'current_memory_partition')
 _HIVE_FILE = 'xgmi_hive_info/xgmi_hive_id'
 _DEVICE_ID = re.compile(r'^(0x)?[0-9a-fA-F]{4}$')
 
@@ -237,6 +257,25 @@ def build_gpu(pf, model, memory_mib, previous, note):
     return gpu
 
 
+def partition_mode_error(model, compute, memory, vf_count):
+    """Why GIM cannot run ``model`` with these modes and VF count, or
+    None when it can or when AMD documents no table for the model.
+
+    ``memory`` None (unreadable) is not held against the GPU, nor 0 VFs
+    (GIM has not created them yet: nothing is offered anyway).
+    """
+    supported = SUPPORTED_MODES.get(placement_traits.normalize(
+        placement_traits.model_short_name(model)))
+    if supported is None or not vf_count or any(
+            (vfs, mode) == (vf_count, compute) and memory in (nps, None)
+            for vfs, mode, nps in supported):
+        return None
+    return ('%d VFs in %s/%s is not a partitioning GIM supports on %s; '
+            'supported (VFs-compute-memory, GIM release notes): %s' % (
+                vf_count, compute, memory or 'unknown memory mode', model,
+                ', '.join('%d-%s-%s' % mode for mode in sorted(supported))))
+
+
 def parse_models(value):
     """``[amd_mxgpu] models`` checked; raises AmdConfigError naming it."""
     models = {}
@@ -269,8 +308,16 @@ class AmdMxgpuDriver(base.GpuPartitionDriver):
         # GIM makes the VFs: this driver never writes, read only or not.
         super().__init__(hostname=hostname, read_only=read_only)
         options = CONF.amd_mxgpu
-        self._models = dict(KNOWN_MODELS)
-        self._models.update(parse_models(options.models))
+        configured = parse_models(options.models)
+        for device_id in sorted(set(configured) & set(KNOWN_MODELS)):
+            if configured[device_id][0] != KNOWN_MODELS[device_id][0]:
+                LOG.warning('AMD MxGPU driver: [amd_mxgpu] models entry %s '
+                            'ignored: the driver names it "%s" and a new '
+                            'name would rename resource classes under '
+                            'existing flavors', device_id,
+                            KNOWN_MODELS[device_id][0])
+        self._models = dict(configured)
+        self._models.update(KNOWN_MODELS)
         root = sysfs_root or CONF.gpu_partitions.sysfs_root
         # oslo.config has already refused a pci_backend not in its choices.
         self._pci = self._pci_reader(options.pci_backend, root)
@@ -287,6 +334,8 @@ class AmdMxgpuDriver(base.GpuPartitionDriver):
                 self._smi = amdsmi_adapter.AmdSmi(module)
         # VF address -> its handle in the last report.
         self._previous = {}
+        # Device ids whose naming was logged since the agent started.
+        self._named = set()
         # PFs that offered VFs since the agent started.
         self._offered = set()
 
@@ -311,25 +360,37 @@ class AmdMxgpuDriver(base.GpuPartitionDriver):
         self.note(message)
 
     def bound_gpus(self):
-        """PFs bound to GIM, and PFs of known models that should be."""
+        """PFs bound to GIM, and PFs of known models that should be; a PF
+        whose driver or id cannot be read counts (it may hold guests).
+        """
         return [address for address in
                 self._pci.devices_of_vendor(AMD_VENDOR_ID)
-                if self._pci.driver(address) == GIM_DRIVER
-                or self._pci.device_id(address) in self._models]
+                if self.contained(address, self._is_ours, address,
+                                  failed=True)]
+
+    def _is_ours(self, address):
+        return (self._pci.driver(address) == GIM_DRIVER
+                or self._pci.device_id(address) in self._models)
 
     def scan(self, session):
         pci = self._pci
         found = {}
         gim = []
+        # Not bounded as a whole: its reads about each GPU are.
         for address in self.bound_gpus():
-            if pci.driver(address) == GIM_DRIVER:
+            driver = self.contained(address, pci.driver, address,
+                                    failed=self.FAILED)
+            if driver is self.FAILED:
+                continue
+            if driver == GIM_DRIVER:
                 gim.append(address)
             else:
                 found[address] = self._stub(
                     address, 'bound to %s, not %s (GIM not loaded or the GPU '
-                    'not given to it)' % (pci.driver(address) or 'no driver',
-                                          GIM_DRIVER))
-        states = self._amdsmi_states() if gim else {}
+                    'not given to it)' % (driver or 'no driver', GIM_DRIVER))
+        # Bounded: amdsmi talks to GIM, which can hang like any driver.
+        states = self.contained('amdsmi', self._amdsmi_states,
+                                failed={}) if gim else {}
         for address in gim:
             gpu = self.contained(address, self._gpu, address,
                                  states.get(address), failed=self.FAILED)
@@ -351,7 +412,18 @@ class AmdMxgpuDriver(base.GpuPartitionDriver):
         if pf.compute_partition is None:
             return self._stub(address, 'its compute partition mode cannot '
                               'be read (neither amdsmi nor sysfs)')
-        model, memory_mib = self._model(pf.device_id)
+        model, memory_mib = self._model(pf.device_id, pf.market_name)
+        if model is None:
+            return self._stub(address, 'its model is unknown')
+        error = partition_mode_error(model, pf.compute_partition,
+                                     pf.memory_partition, len(pf.vfs))
+        if error:
+            self.note('AMD GPU %s: %s (read from %s); not offered: check '
+                      'GIM\'s vf_num and /etc/gim_config' % (
+                          address, error, 'amdsmi' if pf.market_name
+                          else 'sysfs'), LOG.error)
+            return self._stub(address, 'its partitioning is not one GIM '
+                              'supports')
         gpu = build_gpu(pf, model, memory_mib, self._previous, self._notes)
         if not gpu.slices and address in self._offered:
             # All its VFs left vfio-pci at once: GIM being reloaded, most
@@ -369,19 +441,51 @@ class AmdMxgpuDriver(base.GpuPartitionDriver):
 
     def stub_gpu(self, address):
         device_id = self._pci.device_id(address) or ''
-        model, memory_mib = self._model(device_id)
+        # A stub has no provider: its model names nothing in Placement.
+        model, memory_mib = self._models.get(device_id, ('unknown', 0))
         return inventory.Gpu(
             address=address, vendor_id=AMD_VENDOR_ID, device_id=device_id,
             model=model, memory_mib=memory_mib, healthy=False, stub=True)
 
-    def _model(self, device_id):
-        known = self._models.get(device_id)
+    def _model(self, device_id, market_name=None):
+        """``(model, HBM MiB)`` of a PF device id; ``(None, 0)`` when
+        nothing names it.
+
+        The driver's table first, then amdsmi's market name, then
+        ``[amd_mxgpu] models``; never the bare device id, so that no
+        resource class is named after a number that a later, better name
+        would replace under existing flavors.
+        """
+        known = KNOWN_MODELS.get(device_id)
         if known:
             return known
-        self._notes(device_id, 'PCI device id %s is not a known AMD '
-                    'Instinct model; named "AMD %s" (set [amd_mxgpu] models '
-                    'to name it)' % (device_id, device_id))
-        return 'AMD %s' % device_id, 0
+        configured = self._models.get(device_id)
+        if market_name:
+            if configured and configured[0] != market_name:
+                self._name_once(device_id, LOG.warning, '[amd_mxgpu] models '
+                                'names PCI device id %s "%s" but amdsmi reads '
+                                'its market name "%s", which names it' % (
+                                    device_id, configured[0], market_name))
+            else:
+                self._name_once(device_id, LOG.info, 'PCI device id %s is '
+                                'not in the driver\'s table; named "%s" after '
+                                'amdsmi\'s market name' % (device_id,
+                                                           market_name))
+            return market_name, 0
+        if configured:
+            return configured
+        self._name_once(device_id, LOG.warning, (
+            'PCI device id %s is not a known AMD Instinct model and amdsmi '
+            'gives no market name: its GPUs are not offered; name it with '
+            '[amd_mxgpu] models (e.g. "%s:AMD Instinct <model>") or '
+            'install amdsmi') % (device_id, device_id))
+        return None, 0
+
+    def _name_once(self, device_id, log, message):
+        # Once per agent: the same id on eight GPUs is one line.
+        if device_id not in self._named:
+            self._named.add(device_id)
+            log('%s: %s', self.DRIVER_NAME, message)
 
     def _amdsmi_states(self):
         if self._smi is None:
@@ -407,10 +511,10 @@ class AmdMxgpuDriver(base.GpuPartitionDriver):
         state = state or amdsmi_adapter.GpuState(address=address)
         compute = (parse_compute_partition(state.compute_partition)
                    or _first(parse_compute_partition(pci.read(address, name))
-                             for name in _COMPUTE_FILES))
+                             for name in COMPUTE_FILES))
         memory = (parse_memory_partition(state.memory_partition)
                   or _first(parse_memory_partition(pci.read(address, name))
-                            for name in _MEMORY_FILES))
+                            for name in MEMORY_FILES))
         hive = state.xgmi_hive_id or parse_hive_id(pci.read(address,
                                                             _HIVE_FILE))
         vfs = []

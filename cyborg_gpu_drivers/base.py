@@ -34,7 +34,11 @@ skeleton here, not each driver, guarantees for every exception type:
 * changes to the hardware (MIG layouts, vGPU types) are an explicit step,
   :meth:`apply`, run before each scan unless the driver is read only,
   contained like a scan, and idempotent so a failed step is retried at the
-  next pass.
+  next pass;
+* units the hardware shows in use that Placement has no allocation for
+  (guests that ran before the host's providers existed, allocations lost)
+  are reserved in Placement (:meth:`_reserve_busy_units`) until they are
+  freed, so Placement never offers a unit Cyborg cannot bind.
 
 A driver implements :meth:`bound_gpus`, :meth:`stub_gpu`,
 :meth:`open_session` and :meth:`scan`, and :meth:`apply` if it changes
@@ -81,12 +85,33 @@ class Notes:
         self._now = set()
 
     def __call__(self, message, log=LOG.warning):
-        self._now.add(message)
-        if message not in self._before:
+        # Once per scan too: the same line for eight GPUs is one line.
+        if message not in self._before and message not in self._now:
             log('%s: %s', self._prefix, message)
+        self._now.add(message)
 
     def end_scan(self):
         self._before, self._now = self._now, set()
+
+
+def provider_uuid(provider_name):
+    """The UUID Cyborg's conductor gives a deployable's provider."""
+    return uuid.uuid3(uuid.NAMESPACE_DNS, provider_name)
+
+
+def _placement_client():
+    # Cyborg's own client, with the agent's [placement] options.
+    from cyborg.common import placement_client
+    return placement_client.PlacementClient()
+
+
+def _placement_json(response):
+    """The body of a 200 answer; None for a 404; raises otherwise."""
+    if response is None or response.status_code == 404:
+        return None
+    if response.status_code != 200:
+        raise RuntimeError('Placement answered %s' % response.status_code)
+    return response.json()
 
 
 class GpuPartitionDriver(cyborg_driver.GenericDriver):
@@ -116,6 +141,12 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
         # key -> the worker thread of a read that outlasted its bound.
         self._stuck = {}
         self._last_good = []
+        # Whether discover() reserves busy units in Placement: the agent's
+        # drivers do; checks and tools that only print a report do not.
+        self.reserves_in_placement = True
+        # provider name -> units this agent saw reserved in Placement; a
+        # provider not listed is asked once (a restart forgets).
+        self._reserved = {}
 
     @property
     def hostname(self):
@@ -299,15 +330,90 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
         the agent's configuration); unknown keeps the provider's whole
         last total, never less than what is allocated.
         """
-        from cyborg.common import placement_client
-        client = placement_client.PlacementClient()
-        response = client.get('/resource_providers/%s/usages' % uuid.uuid3(
-            uuid.NAMESPACE_DNS, provider_name))
-        if response is None or response.status_code == 404:
+        usages = _placement_json(_placement_client().get(
+            '/resource_providers/%s/usages' % provider_uuid(provider_name)))
+        if usages is None:
             return 0
+        return int(usages['usages'].get(resource_class, 0))
+
+    # --- units in use without allocations --------------------------------
+
+    def _reserve_busy_units(self, host_inventory):
+        """Make each provider's ``reserved`` the units in use that hold
+        no allocation: ``max(0, in use - used in Placement)``.
+
+        A guest that ran before its host's providers existed (an adopted
+        host) or whose allocation was lost holds a VF or an mdev the
+        hardware shows busy, while Placement counts the unit free and
+        would offer it; Cyborg's bind then finds no free attach handle.
+        Reserving the excess keeps Placement's offer to what Cyborg can
+        bind. Cyborg's conductor writes inventories without ``reserved``
+        (resetting it) when a total changes, so this runs at every scan
+        for providers with units in use. A provider not in Placement yet
+        is done at the next scan.
+        """
+        for gpu in host_inventory.gpus:
+            if gpu.stub:
+                continue
+            for slice_ in report.offered_slices(gpu):
+                name = report.provider_name(host_inventory.hostname, gpu,
+                                            slice_)
+                if not slice_.in_use and self._reserved.get(name) == 0:
+                    continue
+                self.contained('Placement inventory of %s' % name,
+                               self._reserve, name, slice_.resource_class,
+                               slice_.in_use)
+
+    def _reserve(self, name, resource_class, in_use):
+        found = self.placement_inventory(name, resource_class)
+        if found is None:
+            self._reserved.pop(name, None)
+            return
+        used, record = found
+        wanted = min(max(0, in_use - used), record['total'])
+        reserved = record.get('reserved', 0)
+        if wanted != reserved:
+            self.set_reserved(name, resource_class, record, wanted)
+            if wanted > reserved:
+                LOG.warning(
+                    '%s: %s: %d of %d units in use hold no allocation in '
+                    'Placement (guests started before the provider '
+                    'existed, or allocations lost); %d reserved in '
+                    'Placement until freed', self.DRIVER_NAME, name,
+                    in_use - used, in_use, wanted)
+            else:
+                LOG.info('%s: %s: units in use without an allocation '
+                         'freed; %d reserved in Placement (was %d)',
+                         self.DRIVER_NAME, name, wanted, reserved)
+        self._reserved[name] = wanted
+
+    def placement_inventory(self, provider_name, resource_class):
+        """``(units used, inventory record)`` of a provider's resource
+        class in Placement; None when Placement has no such inventory.
+        """
+        client = _placement_client()
+        path = '/resource_providers/%s' % provider_uuid(provider_name)
+        inventories = _placement_json(client.get(path + '/inventories'))
+        if inventories is None or \
+                resource_class not in inventories['inventories']:
+            return None
+        record = dict(inventories['inventories'][resource_class])
+        record['resource_provider_generation'] = inventories[
+            'resource_provider_generation']
+        usages = _placement_json(client.get(path + '/usages')) or {}
+        return int(usages.get('usages', {}).get(resource_class, 0)), record
+
+    def set_reserved(self, provider_name, resource_class, record, reserved):
+        """PUT the inventory ``record`` back with ``reserved``; a conflict
+        (the provider changed since it was read) is retried next scan.
+        """
+        body = dict(record, reserved=reserved)
+        response = _placement_client().put(
+            '/resource_providers/%s/inventories/%s' % (
+                provider_uuid(provider_name), resource_class), body)
         if response.status_code != 200:
-            raise RuntimeError('Placement answered %s' % response.status_code)
-        return int(response.json()['usages'].get(resource_class, 0))
+            raise RuntimeError('Placement answered %s to the inventory of '
+                               '%s' % (response.status_code, provider_name))
 
     # --- Cyborg's driver API -----------------------------------------------
 
@@ -315,7 +421,8 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
         if not self.read_only:
             self.contained('applying the declared state', self.apply)
         try:
-            devices = report.to_driver_devices(self.collect(),
+            host_inventory = self.collect()
+            devices = report.to_driver_devices(host_inventory,
                                                self.DRIVER_NAME)
         except Exception:
             LOG.exception('%s: building the report failed; re-sending the '
@@ -326,6 +433,8 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
                 device.stub = True
             return list(self._last_good)
         self._last_good = devices
+        if self.reserves_in_placement:
+            self._reserve_busy_units(host_inventory)
         return devices
 
     def update(self, control_path, image_path):

@@ -9,7 +9,7 @@
 #    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 #    License for the specific language governing permissions and limitations
 #    under the License.
-"""The package's one privileged context and its entrypoints.
+"""The package's privileged contexts and their entrypoints.
 
 Every write the drivers make to the host (a vGPU type on a VF, a MIG
 layout on a GPU) goes through an entrypoint here. Each entrypoint checks
@@ -17,9 +17,11 @@ its arguments before touching anything and then calls a plain function of
 the same name without the ``privileged_`` prefix; tests call those plain
 functions directly, on a fake sysfs tree or a fake NVML.
 
-The daemon is started by the Cyborg agent's root helper (``sudo
-privsep-helper``) on first use, with the options of the
-``[cyborg_gpu_drivers_privsep]`` section.
+Each entrypoint has a context of its own, so each daemon holds only the
+capabilities its one job needs. A daemon is started by the Cyborg agent's
+root helper (``sudo privsep-helper``) on first use, with the options of
+its section (:data:`conf.VGPU_TYPE_PRIVSEP_GROUP`,
+:data:`conf.MIG_LAYOUT_PRIVSEP_GROUP`).
 """
 
 import os
@@ -34,14 +36,33 @@ from cyborg_gpu_drivers import conf
 
 CONF = cfg.CONF
 
-# CAP_DAC_OVERRIDE writes root-owned sysfs attributes; CAP_SYS_ADMIN is
-# what NVML checks before it changes MIG GPU instances. Nothing else.
-sys_admin_pctxt = priv_context.PrivContext(
+# Writing a vGPU type is a write(2) to current_vgpu_type, a sysfs
+# attribute owned by root with mode 0644: the daemon needs only to pass
+# the file's permission check, which CAP_DAC_OVERRIDE grants also when
+# the daemon runs as another user (the section's "user" option). Reads
+# of sysfs need nothing (0444/0644). It gets no CAP_SYS_ADMIN: sysfs
+# decides on the file's mode (not verified on an NVIDIA host: none was
+# at hand; should the nvidia module refuse, the write fails, is logged
+# and retried, and nothing else changes).
+VGPU_TYPE_CAPABILITIES = (capabilities.CAP_DAC_OVERRIDE,)
+vgpu_type_pctxt = priv_context.PrivContext(
     'cyborg_gpu_drivers',
-    cfg_section=conf.PRIVSEP_GROUP,
-    pypath=__name__ + '.sys_admin_pctxt',
-    capabilities=[capabilities.CAP_DAC_OVERRIDE,
-                  capabilities.CAP_SYS_ADMIN])
+    cfg_section=conf.VGPU_TYPE_PRIVSEP_GROUP,
+    pypath=__name__ + '.vgpu_type_pctxt',
+    capabilities=VGPU_TYPE_CAPABILITIES)
+
+# Creating and destroying MIG GPU and compute instances through NVML
+# needs the "mig-config" nvidia-capability; the NVIDIA MIG User Guide
+# ("Device Nodes and Capabilities") says a process with CAP_SYS_ADMIN
+# implicitly holds every nvidia-capability. The daemon's other work here
+# is reading sysfs (the GPU's VFs and their types), which needs nothing,
+# so it gets no CAP_DAC_OVERRIDE.
+MIG_LAYOUT_CAPABILITIES = (capabilities.CAP_SYS_ADMIN,)
+mig_layout_pctxt = priv_context.PrivContext(
+    'cyborg_gpu_drivers',
+    cfg_section=conf.MIG_LAYOUT_PRIVSEP_GROUP,
+    pypath=__name__ + '.mig_layout_pctxt',
+    capabilities=MIG_LAYOUT_CAPABILITIES)
 
 # The sysfs form of a PCI address, as the kernel names devices; fullmatch,
 # so no trailing newline gets through.
@@ -183,7 +204,7 @@ def write_vgpu_type(vf_address, type_id):
         attribute.write('%d\n' % type_id)
 
 
-@sys_admin_pctxt.entrypoint
+@vgpu_type_pctxt.entrypoint
 def privileged_write_vgpu_type(vf_address, type_id):
     write_vgpu_type(vf_address, type_id)
 
@@ -237,7 +258,7 @@ def _vfs(pf_address):
                   if re.fullmatch(r'virtfn\d+', name))
 
 
-@sys_admin_pctxt.entrypoint
+@mig_layout_pctxt.entrypoint
 def privileged_apply_mig_layout(gpu_address, instances):
     """Replace the GPU instances of an idle GPU (real NVML, as root)."""
     # Imported here: only the privileged daemon applies layouts.

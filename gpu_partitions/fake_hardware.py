@@ -54,8 +54,8 @@ class FakeHardwareDriver(cyborg_driver.GenericDriver):
         shutil.rmtree(group.state_path, ignore_errors=True)
         os.makedirs(group.state_path)
         env = host.materialize(group.state_path)
-        self._drivers = [fixture_drivers.build(name, env)
-                         for name in group.drivers]
+        self._drivers = [fixture_drivers.build(
+            name, env, reserves_in_placement=True) for name in group.drivers]
         LOG.warning('Fake GPU hardware: reporting reference host %s '
                     'through drivers %s', host.name,
                     ', '.join(group.drivers))

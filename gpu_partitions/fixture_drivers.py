@@ -34,13 +34,18 @@ DRIVERS = {
 }
 
 
-def build(name, env, read_only=False):
+def build(name, env, read_only=False, reserves_in_placement=False):
+    """One driver over ``env``; only an agent's driver
+    (``reserves_in_placement``) writes reservations to Placement.
+    """
     module_name, class_name = DRIVERS[name]
     cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(hostname=env.hostname, nvml=env.nvml,
-               sysfs_root=env.sysfs_root, libvirt_uri=env.libvirt_uri,
-               amdsmi=fake_amdsmi.module_for(env.amdsmi),
-               read_only=read_only)
+    driver = cls(hostname=env.hostname, nvml=env.nvml,
+                 sysfs_root=env.sysfs_root, libvirt_uri=env.libvirt_uri,
+                 amdsmi=fake_amdsmi.module_for(env.amdsmi),
+                 read_only=read_only)
+    driver.reserves_in_placement = reserves_in_placement
+    return driver
 
 
 def discover_all(env, names=None, read_only=False):

@@ -34,15 +34,18 @@ def register_opts(conf=CONF):
         conf.register_opts(module.OPTS, group=module.GROUP)
 
 
-# Section of the privsep daemon's own options (user, capabilities, ...);
-# oslo.privsep registers them when the context is created.
-PRIVSEP_GROUP = 'cyborg_gpu_drivers_privsep'
+# Sections of the privsep daemons' own options (helper_command, user,
+# capabilities, ...), one per privileged context; oslo.privsep registers
+# them when the context is created.
+VGPU_TYPE_PRIVSEP_GROUP = 'cyborg_gpu_drivers_vgpu_type_privsep'
+MIG_LAYOUT_PRIVSEP_GROUP = 'cyborg_gpu_drivers_mig_layout_privsep'
 
 
 def list_opts():
     """For oslo-config-generator (entry point ``oslo.config.opts``)."""
     return [(module.GROUP, module.OPTS) for module in _MODULES] + [
-        (PRIVSEP_GROUP, priv_context.OPTS)]
+        (group, priv_context.OPTS)
+        for group in (VGPU_TYPE_PRIVSEP_GROUP, MIG_LAYOUT_PRIVSEP_GROUP)]
 
 
 register_opts()

@@ -46,10 +46,16 @@ OPTS = [
     cfg.DictOpt(
         'models',
         default={},
-        help='Model names of physical-function PCI device ids the driver '
-             'does not know, as "<device id>:<model>" pairs, e.g. '
-             '"75a3:AMD Instinct MI355X". The model names the resource '
-             'class and the model trait, so it must stay the same for the '
-             'life of the host. Known without this option: 74a1 MI300X, '
-             '74a2 and 74a8 MI308X, 74a5 MI325X, 74a9 MI300X HF.'),
+        help='Model names of physical-function PCI device ids that neither '
+             'the driver nor amdsmi can name, as "<device id>:<model>" '
+             'pairs ("<4 hex digits>:AMD Instinct <model>"). The model '
+             'names the '
+             'resource class (CUSTOM_GPU_VF_<model>_<compute partition>), '
+             'the model trait and the providers, so it must stay the same '
+             'for the life of the host: changing it later renames resource '
+             'classes under existing flavors (drain the GPUs first). It '
+             'never renames a model the driver knows (74a1 MI300X, 74a2 '
+             'and 74a8 MI308X, 74a5 MI325X, 74a9 MI300X HF, 75a3 MI355X) '
+             'or whose market name amdsmi reads: those entries are ignored '
+             'with a warning. A GPU that nothing names is not offered.'),
 ]

@@ -152,6 +152,7 @@ def local_devices(config_file, names=None):
         # or vGPU type is applied; Cyborg's own drivers only read anyway.
         if issubclass(plugin, base.GpuPartitionDriver):
             driver = plugin(read_only=True)
+            driver.reserves_in_placement = False
         else:
             driver = plugin()
         devices.extend(driver.discover())

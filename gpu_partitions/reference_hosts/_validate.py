@@ -213,6 +213,7 @@ def _validate(check, data):
     _check_nodedevs(check, data['libvirt_nodedevs'])
     if data['amdsmi'] is not None:
         _check_amdsmi(check, data['amdsmi'], addresses)
+    _check_amd_partitions(check, data)
 
 
 # -- pci_devices -------------------------------------------------------------
@@ -749,6 +750,41 @@ def _check_amdsmi(check, amdsmi, addresses):
                 check.int_at_least(partition['fb'][key],
                                    '%s.fb.%s' % (vf_path, key), 0,
                                    UINT64_MAX)
+
+
+def _check_amd_partitions(check, data):
+    """Compute and memory modes and VF counts GIM supports per model
+    (the AMD driver's table, from GIM's release notes), in the sysfs
+    files of GIM PFs and in amdsmi's view.
+    """
+    # Here, not at the top: only hosts reach it, and it loads Cyborg.
+    from cyborg_gpu_drivers import amd_mxgpu
+    for index, device in enumerate(data['pci_devices']):
+        files = device.get('files', {})
+        known = amd_mxgpu.KNOWN_MODELS.get(
+            device['device'].lower().removeprefix('0x'))
+        if device['vendor'].lower() != '0x1002' or known is None or \
+                device.get('driver') != amd_mxgpu.GIM_DRIVER:
+            continue
+        compute_file = next((name for name in amd_mxgpu.COMPUTE_FILES
+                             if name in files), None)
+        if compute_file is None:
+            continue
+        memory = next((amd_mxgpu.parse_memory_partition(files[name])
+                       for name in amd_mxgpu.MEMORY_FILES if name in files),
+                      None)
+        error = amd_mxgpu.partition_mode_error(
+            known[0], amd_mxgpu.parse_compute_partition(files[compute_file]),
+            memory, len(device.get('virtfns') or ()))
+        if error:
+            check.fail('pci_devices[%d].files.%s' % (index, compute_file),
+                       error)
+    for index, gpu in enumerate((data['amdsmi'] or {}).get('gpus', ())):
+        error = amd_mxgpu.partition_mode_error(
+            gpu['market_name'], gpu['compute_partition'],
+            gpu['memory_partition'], gpu['num_vf']['num_vf_enabled'])
+        if error:
+            check.fail('amdsmi.gpus[%d].compute_partition' % index, error)
 
 
 def _check_xgmi(check, xgmi, path):

@@ -17,6 +17,7 @@ real code: Cyborg's conductor ``report_data``, Placement on SQLite, Nova's
 scheduler and, for device profiles, Cyborg's ARQ binding.
 """
 
+import os
 import urllib.parse
 
 import fixtures
@@ -192,3 +193,75 @@ class TestAmdDriver(base.GpuCloudTestCase):
                          {arq['device_rp_uuid'] for arq in arqs})
         self.assertEqual([], self.report(env.hostname,
                                          self.driver(env).discover()))
+
+    def test_adopted_host_busy_vfs_reserved_until_freed(self):
+        """Guests were running on three VFs before the host's providers
+        existed in Placement: no allocation holds those VFs.
+        """
+        env = self.materialize('mi300x-cpx')
+        busy = ('0000:05:02.0', '0000:05:02.1', '0000:05:02.2')
+
+        def set_open(count):
+            for vf in busy:
+                with open(os.path.join(env.sysfs_root, 'bus', 'pci',
+                                       'devices', vf, 'enable'), 'w') as f:
+                    f.write('%d\n' % count)
+
+        set_open(1)
+        driver = self.driver(env)
+        self.add_gpu_host(env.hostname, driver.discover())
+        gpu = placement_traits.physical_gpu_trait('0000:05:00.0')
+        [provider] = [p for p in self.gpu_providers(CPX)
+                      if gpu in p.traits]
+        # The agent's next scan finds the providers and reserves the three
+        # busy VFs; the conductor's report then writes nothing.
+        self.assertEqual([], self.report(env.hostname, driver.discover()))
+        self.assertEqual({'total': 8, 'reserved': 3},
+                         self.inventory(provider, CPX))
+        self.assertIn('3 reserved in Placement until freed',
+                      self.stdlog.logger.output)
+        # Placement offers that GPU's five free VFs, not eight: a boot
+        # asking for all eight VFs of that GPU finds no host instead of
+        # failing at Cyborg's bind.
+        self.assertEqual([], self.candidates(
+            resources1='%s:6' % CPX, required1=gpu))
+        self.assertEqual([[(provider.name, 5)]], [sorted(c.items()) for c in
+                         self.candidates(resources1='%s:5' % CPX,
+                                         required1=gpu)])
+        self.create_device_profile('gpu0-8vf', [
+            harness.device_profile_group(CPX, required_traits=[gpu],
+                                         count=8)])
+        flavor = self.create_flavor(harness.accel_extra_specs('gpu0-8vf'))
+        server = self.boot(flavor)
+        self.assertEqual('ERROR', server['status'])
+        self.assertIn('No valid host', str(server.get('fault')))
+        # Five VFs bind: the ARQs get the five free VFs.
+        self.create_device_profile('gpu0-5vf', [
+            harness.device_profile_group(CPX, required_traits=[gpu],
+                                         count=5)])
+        five = self.boot(self.create_flavor(
+            harness.accel_extra_specs('gpu0-5vf')))
+        self.assertEqual('ACTIVE', five['status'], five.get('fault'))
+        bound = {self.pci_address(arq['attach_handle_info'])
+                 for arq in self.arqs(five)}
+        self.assertEqual(5, len(bound))
+        self.assertEqual(set(), bound & set(busy))
+        self.delete(five)
+
+        # The old guests stop: the VFs are freed and Placement offers
+        # them again.
+        set_open(0)
+        self.report(env.hostname, driver.discover())
+        self.assertEqual({'total': 8, 'reserved': 0},
+                         self.inventory(provider, CPX))
+        self.assertIn('units in use without an allocation freed; 0 '
+                      'reserved', self.stdlog.logger.output)
+        self.assertEqual([[(provider.name, 8)]], [sorted(c.items()) for c in
+                         self.candidates(resources1='%s:8' % CPX,
+                                         required1=gpu)])
+
+    def inventory(self, provider, resource_class):
+        record = self.placement_get('/resource_providers/%s/inventories'
+                                    % provider.uuid)['inventories'][
+                                        resource_class]
+        return {'total': record['total'], 'reserved': record['reserved']}

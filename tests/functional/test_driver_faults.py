@@ -22,14 +22,17 @@ import copy
 
 import fixtures
 
+from cyborg_gpu_drivers import amd_mxgpu
 from cyborg_gpu_drivers import nvidia_mig
 from cyborg_gpu_drivers import nvidia_vgpu
 from gpu_partitions.cloud import harness
 from gpu_partitions import reference_hosts
+from gpu_partitions.reference_hosts import fake_amdsmi
 from gpu_partitions.reference_hosts import fake_nvml
 import placement_traits as names
 from tests.functional import base
 from tests.unit.cyborg_gpu_drivers import faults
+from tests.unit.cyborg_gpu_drivers import test_amd_fault_matrix as amd_faults
 
 DRIVERS = (nvidia_mig.NvidiaMigDriver, nvidia_vgpu.NvidiaVgpuDriver)
 
@@ -152,3 +155,62 @@ class TestLostGpuWithAllocations(DriverFaultsTestCase):
         server = self.boot(self.create_flavor(harness.gpu_extra_specs(
             rc, required_traits=[second])))
         self.assertEqual('ERROR', server['status'])
+
+
+class TestAmdColdStartMatrix(base.GpuCloudTestCase):
+    """The AMD driver's matrix through Cyborg's conductor and Placement:
+    on mi300x-cpx, a server holds a VF of GPU 0; every amdsmi call and
+    PCI read about that GPU x error class, each at a cold start (agent
+    restart), then the good report again.
+    """
+
+    def run_matrix(self, error):
+        self.flags(group='gpu_partitions', gpu_scan_timeout=60)
+        host = reference_hosts.load('mi300x-cpx')
+        env = host.materialize(self.useFixture(fixtures.TempDir()).path)
+
+        def driver(amdsmi=None):
+            return amd_mxgpu.AmdMxgpuDriver(
+                hostname=host.hostname, sysfs_root=env.sysfs_root,
+                amdsmi=amdsmi or fake_amdsmi.FakeAmdsmi(host.data['amdsmi']))
+
+        good = driver().discover()
+        self.add_gpu_host(host.hostname, good)
+        rc = names.vf_resource_class('AMD Instinct MI300X', 'CPX')
+        gpu0 = names.physical_gpu_trait(amd_faults.PF)
+        server = self.boot(self.create_flavor(harness.gpu_extra_specs(
+            rc, required_traits=[gpu0])))
+        self.assertEqual('ACTIVE', server['status'], server.get('fault'))
+        before = DriverFaultsTestCase.state(self, server)
+        cases = 0
+        for function in amd_faults.HOST_CALLS + amd_faults.GPU_CALLS + tuple(
+                'pci.' + name for name in amd_faults.SYSFS_CALLS):
+            where = '%s %s' % (function, error)
+            fault = amd_faults.Fault(error, None)
+            if function.startswith('pci.'):
+                faulty = driver()
+                faulty._pci = amd_faults.FaultyPci(
+                    faulty._pci, function[4:], fault)
+            else:
+                faulty = driver(amd_faults.FaultyAmdsmi(
+                    host.data['amdsmi'], function, fault))
+            devices = faulty.discover()
+            self.assertEqual(8, len({d.controlpath_id.cpid_info
+                                     for d in devices}), where)
+            # report_data raises on any provider it cannot delete.
+            self.report(host.hostname, devices)
+            self.assertEqual(before, DriverFaultsTestCase.state(
+                self, server), where)
+            self.report(host.hostname, good)
+            self.assertEqual(before, DriverFaultsTestCase.state(
+                self, server), where)
+            cases += 1
+        self.assertEqual(15, cases)
+
+
+for _error in ('AmdSmiLibraryException', 'OSError', 'UnicodeDecodeError',
+               'Exception'):
+    def _test(self, error=_error):
+        self.run_matrix(error)
+    _test.__name__ = 'test_%s' % _error
+    setattr(TestAmdColdStartMatrix, _test.__name__, _test)

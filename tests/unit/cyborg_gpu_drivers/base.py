@@ -35,3 +35,16 @@ class DriverTestCase(testtools.TestCase):
             base.GpuPartitionDriver, 'allocated_units',
             lambda driver, name, resource_class:
             self.allocations.get(name, 0)))
+        # Placement's inventories as the drivers reserve busy units in
+        # them: provider name -> {'total': ..., 'reserved': ...}; a
+        # provider not listed is not in Placement.
+        self.inventories = {}
+        self.useFixture(fixtures.MockPatchObject(
+            base.GpuPartitionDriver, 'placement_inventory',
+            lambda driver, name, resource_class:
+            (self.allocations.get(name, 0), dict(self.inventories[name]))
+            if name in self.inventories else None))
+        self.useFixture(fixtures.MockPatchObject(
+            base.GpuPartitionDriver, 'set_reserved',
+            lambda driver, name, resource_class, record, reserved:
+            self.inventories[name].update(reserved=reserved)))

@@ -332,11 +332,11 @@ class AmdsmiTest(DriverTestCase):
                       'GPU 0000:05:00.0', line)
 
     def test_amdsmi_wins_over_sysfs(self):
-        data = host_data('mi300x-spx')
-        data['amdsmi']['gpus'][0]['compute_partition'] = 'DPX'
+        data = one_cpx_gpu()
+        data['pci_devices'][0]['files']['spatial_partition_mode'] = 'SPX\n'
         env = self.env(data)
         gpu = self.by_address(self.driver(env).collect())[PF]
-        self.assertEqual('CUSTOM_GPU_VF_MI300X_DPX',
+        self.assertEqual('CUSTOM_GPU_VF_MI300X_CPX',
                          gpu.slices[0].resource_class)
 
     def test_import_guard_swallows_keyerror_and_stdout(self):
@@ -393,11 +393,14 @@ class BadHardwareTest(DriverTestCase):
         gpu = self.by_address(driver.collect())[PF]
         self.assertEqual(8, gpu.slices[0].total)
         self.assertIn('its last report is kept', self.log.output)
-        # Really gone: GIM removed the link too.
+        # Really gone: GIM removed the link too. Seven VFs in CPX is no
+        # partitioning GIM supports on an MI300X: a stub, and why.
         pf_dir = self.vf_dir(env, PF)
         os.unlink(os.path.join(pf_dir, 'virtfn4'))
         gpu = self.by_address(driver.collect())[PF]
-        self.assertEqual(7, gpu.slices[0].total)
+        self.assertTrue(gpu.stub)
+        self.assertIn('7 VFs in CPX/NPS4 is not a partitioning GIM '
+                      'supports on AMD Instinct MI300X', self.log.output)
 
     def test_all_vfs_leaving_vfio_after_a_report_gives_a_stub(self):
         env = self.env(one_cpx_gpu())
@@ -493,3 +496,109 @@ class ConfigTest(DriverTestCase):
                                   amd_mxgpu.AmdMxgpuDriver, hostname='h',
                                   sysfs_root='/nonexistent')
         self.assertIn('[amd_mxgpu] models', str(error))
+
+
+class PartitionModesTest(DriverTestCase):
+    """Modes and VF counts GIM does not support are refused, with why."""
+
+    def test_documented_combinations(self):
+        for model, compute, memory, vfs in (
+                ('AMD Instinct MI300X', 'SPX', 'NPS1', 1),
+                ('AMD Instinct MI300X', 'CPX', 'NPS4', 8),
+                ('AMD Instinct MI325X', 'SPX', 'NPS1', 1),
+                ('AMD Instinct MI355X', 'DPX', 'NPS2', 2),
+                ('AMD Instinct MI355X', 'CPX', 'NPS2', 8),
+                ('AMD Instinct MI300X', 'CPX', None, 8),
+                ('AMD Instinct MI308X', 'QPX', 'NPS4', 4),
+                ('AMD Instinct MI300X', 'SPX', 'NPS1', 0)):
+            self.assertIsNone(amd_mxgpu.partition_mode_error(
+                model, compute, memory, vfs), (model, compute, memory))
+
+    def test_impossible_combinations(self):
+        for model, compute, memory, vfs in (
+                ('AMD Instinct MI300X', 'SPX', 'NPS2', 1),
+                ('AMD Instinct MI300X', 'CPX', 'NPS1', 8),
+                ('AMD Instinct MI300X', 'DPX', 'NPS1', 2),
+                ('AMD Instinct MI355X', 'TPX', 'NPS1', 4),
+                ('AMD Instinct MI355X', 'CPX', 'NPS4', 8),
+                ('AMD Instinct MI325X', 'CPX', 'NPS4', 8)):
+            error = amd_mxgpu.partition_mode_error(model, compute, memory,
+                                                   vfs)
+            self.assertIn('%d VFs in %s/%s is not a partitioning GIM '
+                          'supports on %s' % (vfs, compute, memory, model),
+                          error)
+
+    def test_mi300x_in_nps2_is_not_offered(self):
+        data = host_data('mi300x-spx')
+        data['amdsmi']['gpus'][0]['memory_partition'] = 'NPS2'
+        gpus = self.by_address(self.driver(self.env(data)).collect())
+        self.assertTrue(gpus[PF].stub)
+        self.assertEqual(7, len([g for g in gpus.values() if g.slices]))
+        self.assertIn('AMD GPU 0000:05:00.0: 1 VFs in SPX/NPS2 is not a '
+                      'partitioning GIM supports on AMD Instinct MI300X; '
+                      'supported (VFs-compute-memory, GIM release notes): '
+                      '1-SPX-NPS1, 8-CPX-NPS4 (read from amdsmi)',
+                      self.log.output)
+
+
+class ModelNamesTest(DriverTestCase):
+    """Names come from the driver's table or amdsmi's market name, never
+    from the bare device id; the option cannot rename either.
+    """
+
+    def unknown_id_host(self, device='0x75b9', market_name=None):
+        data = host_data('mi300x-spx')
+        for pf in data['pci_devices']:
+            if pf['device'] == '0x74a1':
+                pf['device'] = device
+        if market_name is None:
+            data['amdsmi'] = None
+        else:
+            for gpu in data['amdsmi']['gpus']:
+                gpu['market_name'] = market_name
+        return self.env(data)
+
+    def test_unknown_id_named_after_the_market_name_logged_once(self):
+        env = self.unknown_id_host(market_name='AMD Instinct MI355X')
+        driver = self.driver(env)
+        for _scan in range(2):
+            gpus = self.by_address(driver.collect()).values()
+        self.assertEqual({'CUSTOM_GPU_VF_MI355X_SPX'}, {
+            g.slices[0].resource_class for g in gpus})
+        self.assertTrue(all('CUSTOM_GPU_MODEL_MI355X' in g.traits
+                            for g in gpus))
+        self.assertNotIn('75B9', ' '.join(
+            g.slices[0].resource_class for g in gpus))
+        self.assertEqual(1, self.log.output.count('75b9'))
+
+    def test_known_ids_mi325x_and_mi355x(self):
+        for device, name in (('0x74a5', 'MI325X'), ('0x75a3', 'MI355X')):
+            gpus = self.by_address(self.driver(self.unknown_id_host(
+                device)).collect()).values()
+            self.assertEqual({'CUSTOM_GPU_VF_%s_SPX' % name}, {
+                g.slices[0].resource_class for g in gpus})
+
+    def test_unnamed_id_not_offered_warned_once(self):
+        driver = self.driver(self.unknown_id_host(), amdsmi=None)
+        devices = driver.discover()
+        devices = driver.discover()
+        self.assertTrue(all(d.stub and not d.deployable_list
+                            for d in devices))
+        self.assertEqual(1, self.log.output.count(
+            'PCI device id 75b9 is not a known AMD Instinct model'))
+        self.assertIn('[amd_mxgpu] models', self.log.output)
+
+    def test_option_never_renames_a_known_or_read_name(self):
+        self.conf.config(group='amd_mxgpu', models={
+            '74a1': 'AMD Instinct Renamed', '75b9': 'AMD Instinct Other'})
+        spx = self.env(host_data('mi300x-spx'))
+        gpus = self.by_address(self.driver(spx).collect()).values()
+        self.assertEqual({'CUSTOM_GPU_VF_MI300X_SPX'}, {
+            g.slices[0].resource_class for g in gpus})
+        self.assertIn('[amd_mxgpu] models entry 74a1 ignored',
+                      self.log.output)
+        env = self.unknown_id_host(market_name='AMD Instinct MI355X')
+        gpus = self.by_address(self.driver(env).collect()).values()
+        self.assertEqual({'CUSTOM_GPU_VF_MI355X_SPX'}, {
+            g.slices[0].resource_class for g in gpus})
+        self.assertIn('amdsmi reads its market name', self.log.output)

@@ -159,10 +159,10 @@ class VfTreeTest(testtools.TestCase):
     def test_privsep_entrypoint_writes_through_the_checked_path(self):
         # Out of client mode the entrypoint runs in this process, as it
         # runs inside the privsep daemon.
-        privsep.sys_admin_pctxt.set_client_mode(False)
-        self.addCleanup(privsep.sys_admin_pctxt.set_client_mode, True)
+        privsep.vgpu_type_pctxt.set_client_mode(False)
+        self.addCleanup(privsep.vgpu_type_pctxt.set_client_mode, True)
         self.assertEqual('cyborg_gpu_drivers',
-                         privsep.sys_admin_pctxt.prefix)
+                         privsep.vgpu_type_pctxt.prefix)
         self.assertTrue(nvidia_vfio.assign_type(self.sysfs, FREE_VF, 1134))
         self.assertEqual(1134, self.current(FREE_VF))
         self.assertRaises(privsep.InvalidPrivilegedRequest,

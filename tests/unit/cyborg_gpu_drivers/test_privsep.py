@@ -21,9 +21,12 @@ import inspect
 import os
 
 import fixtures
+from oslo_privsep import capabilities
 import pynvml
+import testtools
 
 from cyborg_gpu_drivers.adapters import nvml as nvml_adapter
+from cyborg_gpu_drivers import conf as privsep_conf
 from cyborg_gpu_drivers import privsep
 from gpu_partitions import reference_hosts
 from gpu_partitions.reference_hosts import fake_nvml
@@ -191,3 +194,37 @@ class MigLayoutTest(base.DriverTestCase):
         self.assertRaises(nvml_adapter.NvmlError, self.apply, nvml,
                           [(19, 0), (19, 1)])
         self.assertEqual(before, self.layout(nvml))
+
+
+class ContextsTest(testtools.TestCase):
+    """Each entrypoint runs in a daemon of its own holding only what its
+    one job needs.
+    """
+
+    def test_each_entrypoint_has_its_own_context(self):
+        self.assertTrue(privsep.vgpu_type_pctxt.is_entrypoint(
+            privsep.privileged_write_vgpu_type))
+        self.assertTrue(privsep.mig_layout_pctxt.is_entrypoint(
+            privsep.privileged_apply_mig_layout))
+        self.assertFalse(privsep.vgpu_type_pctxt.is_entrypoint(
+            privsep.privileged_apply_mig_layout))
+        self.assertFalse(privsep.mig_layout_pctxt.is_entrypoint(
+            privsep.privileged_write_vgpu_type))
+
+    def test_capabilities_per_context(self):
+        # What each context was built with (its section's default; a
+        # config fixture's reset clears defaults, so not read back).
+        self.assertEqual((capabilities.CAP_DAC_OVERRIDE,),
+                         privsep.VGPU_TYPE_CAPABILITIES)
+        self.assertEqual((capabilities.CAP_SYS_ADMIN,),
+                         privsep.MIG_LAYOUT_CAPABILITIES)
+        self.assertEqual(privsep_conf.VGPU_TYPE_PRIVSEP_GROUP,
+                         privsep.vgpu_type_pctxt.cfg_section)
+        self.assertEqual(privsep_conf.MIG_LAYOUT_PRIVSEP_GROUP,
+                         privsep.mig_layout_pctxt.cfg_section)
+
+    def test_both_sections_in_the_sample(self):
+        groups = [group for group, _opts in privsep_conf.list_opts()]
+        self.assertIn(privsep_conf.VGPU_TYPE_PRIVSEP_GROUP, groups)
+        self.assertIn(privsep_conf.MIG_LAYOUT_PRIVSEP_GROUP, groups)
+        self.assertNotIn('cyborg_gpu_drivers_privsep', groups)

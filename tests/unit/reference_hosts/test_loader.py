@@ -173,6 +173,26 @@ class TestLoad(testtools.TestCase):
         self.assertRefused(data, 'amdsmi.gpus[5].vf_partitions',
                            'num_vf_enabled is 8')
 
+    def test_amd_memory_mode_gim_does_not_support(self):
+        data = self.shipped_data('mi300x-spx')
+        data['amdsmi']['gpus'][2]['memory_partition'] = 'NPS2'
+        self.assertRefused(data, 'amdsmi.gpus[2].compute_partition',
+                           '1 VFs in SPX/NPS2 is not a partitioning GIM '
+                           'supports on AMD Instinct MI300X')
+
+    def test_amd_vf_count_gim_does_not_support(self):
+        data = self.shipped_data('mi300x-spx')
+        data['amdsmi'] = None
+        pf = data['pci_devices'][0]
+        pf['device'] = '0x75a3'
+        pf['files']['spatial_partition_mode'] = 'TPX\n'
+        pf['virtfns'] = [dict(pf['virtfns'][0], address='0000:05:02.%d' % n,
+                              iommu_group=900 + n) for n in range(4)]
+        self.assertRefused(data,
+                           'pci_devices[0].files.spatial_partition_mode',
+                           '4 VFs in TPX/NPS1 is not a partitioning GIM '
+                           'supports on AMD Instinct MI355X')
+
     def test_load_checks_name_against_file_name(self):
         data = self.shipped_data('awkward')
         data['name'] = 'odd'

@@ -1,0 +1,141 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""Units in use without allocations are reserved in Placement.
+
+Each of the three drivers runs over a reference host whose guests were
+running before its providers existed in Placement (an adopted host): the
+hardware shows units in use, Placement has no allocation for them.
+"""
+
+import os
+
+import fixtures
+
+from gpu_partitions import fixture_drivers
+from gpu_partitions import reference_hosts
+from tests.unit.cyborg_gpu_drivers import base
+
+MIG = 'gpu_partitions_nvidia_mig'
+VGPU = 'gpu_partitions_nvidia_vgpu'
+AMD = 'gpu_partitions_amd_mxgpu'
+
+
+def busy(devices):
+    """``{provider name: (total, units in use)}`` of a report."""
+    return {deployable.name: (deployable.num_accelerators, sum(
+        1 for handle in deployable.attach_handle_list if handle.in_use))
+        for device in devices if not device.stub
+        for deployable in device.deployable_list}
+
+
+class BusyUnitsTest(base.DriverTestCase):
+
+    def agent_driver(self, host_name, driver_name, prepare=None):
+        env = reference_hosts.load(host_name).materialize(
+            self.useFixture(fixtures.TempDir()).path)
+        if prepare:
+            prepare(env)
+        return env, fixture_drivers.build(driver_name, env,
+                                          reserves_in_placement=True)
+
+    def adopt(self, driver):
+        """The first report creates the providers, with nothing
+        allocated and nothing reserved (what Cyborg's conductor writes).
+        """
+        units = busy(driver.discover())
+        self.assertEqual({}, self.inventories)
+        for name, (total, _in_use) in units.items():
+            self.inventories[name] = {'total': total, 'reserved': 0}
+        return units
+
+    def check_driver(self, host_name, driver_name, prepare=None):
+        _env, driver = self.agent_driver(host_name, driver_name, prepare)
+        units = self.adopt(driver)
+        in_use = {name: used for name, (_total, used) in units.items()
+                  if used}
+        self.assertNotEqual({}, in_use)
+        driver.discover()
+        self.assertEqual(
+            {name: used for name, (_t, used) in units.items()},
+            {name: record['reserved']
+             for name, record in self.inventories.items()})
+        self.assertIn('hold no allocation in Placement', self.log.output)
+        # An allocation appears for one of them (a guest Nova knows of):
+        # its unit is no longer reserved, the others stay.
+        name = sorted(in_use)[0]
+        self.allocations[name] = 1
+        driver.discover()
+        self.assertEqual(in_use[name] - 1,
+                         self.inventories[name]['reserved'])
+        # Cyborg's conductor rewrote the inventory (reserved back to 0):
+        # the next scan reserves again.
+        other = sorted(in_use)[-1]
+        self.inventories[other]['reserved'] = 0
+        driver.discover()
+        self.assertEqual(in_use[other] - self.allocations.get(other, 0),
+                         self.inventories[other]['reserved'])
+        return driver
+
+    def test_mig_driver(self):
+        self.check_driver('hgx-h200', MIG)
+
+    def test_vgpu_driver_vendor_vfio(self):
+        self.check_driver('pcie-l40s', VGPU)
+
+    def test_vgpu_driver_mdev(self):
+        self.check_driver('pcie-a100', VGPU)
+
+    def test_amd_driver_busy_vfs_reserved_until_freed(self):
+        vfs = ('0000:05:02.0', '0000:05:02.3', '0000:26:02.1')
+
+        def open_vfs(env, count='1'):
+            for vf in vfs:
+                with open(os.path.join(env.sysfs_root, 'bus', 'pci',
+                                       'devices', vf, 'enable'), 'w') as f:
+                    f.write(count + '\n')
+
+        env, driver = self.agent_driver('mi300x-cpx', AMD, open_vfs)
+        units = self.adopt(driver)
+        driver.discover()
+        reserved = {name: record['reserved']
+                    for name, record in self.inventories.items()
+                    if record['reserved']}
+        self.assertEqual([2, 1], sorted(reserved.values(), reverse=True))
+        self.assertEqual({name: used for name, (_t, used) in units.items()
+                          if used}, reserved)
+        # The guests stop: the VFs are freed and offered again.
+        open_vfs(env, '0')
+        driver.discover()
+        self.assertEqual(
+            [0] * len(self.inventories),
+            [record['reserved'] for record in self.inventories.values()])
+        self.assertIn('units in use without an allocation freed',
+                      self.log.output)
+
+    def test_nothing_reserved_while_providers_are_absent_or_allocated(self):
+        _env, driver = self.agent_driver('hgx-h200', MIG)
+        units = busy(driver.discover())
+        for name, (total, used) in units.items():
+            self.inventories[name] = {'total': total, 'reserved': 0}
+            self.allocations[name] = used
+        driver.discover()
+        self.assertEqual({0}, {record['reserved']
+                               for record in self.inventories.values()})
+
+    def test_tools_never_write_to_placement(self):
+        _env, driver = self.agent_driver('hgx-h200', MIG)
+        driver.reserves_in_placement = False
+        units = self.adopt(driver)
+        driver.discover()
+        self.assertEqual({0}, {record['reserved']
+                               for record in self.inventories.values()})
+        self.assertTrue(any(used for _total, used in units.values()))
