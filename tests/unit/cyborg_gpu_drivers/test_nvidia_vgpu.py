@@ -210,6 +210,29 @@ class VendorVfioTest(DriverTestCase):
             self.assertIsNone(names.link_domain_of(gpu.traits))
             self.assertIsNotNone(names.numa_node_of(gpu.traits))
 
+    def test_partial_nvlink_mesh_gives_true_cliques(self):
+        # Peers 0-1 and 1-2 but not 0-2 (a bridge link down): 0 and 1
+        # form clique 0, GPU 2 is in none, though all three are linked.
+        data = host_data('pcie-l40s')
+        for device in data['nvml']['devices'][:3]:
+            device['nvlink'] = {'link_count': 4, 'active_link_count': 4,
+                                'remote_device_type': 0}
+        data['nvml']['nvlink_cliques'] = [[0, 1], [1, 2]]
+        for pf in data['pci_devices'][:3]:
+            pf['virtfns'][-1]['files'] = {
+                'nvidia/current_vgpu_type': '1536\n'}
+        env = self.env('pcie-l40s', data)
+        gpus = self.driver(env).collect().gpus
+        self.assertEqual(
+            {L40S[0]: '0', L40S[1]: '0', L40S[2]: None, L40S[3]: None},
+            {gpu.address: gpu.link_domain for gpu in gpus})
+        self.assertEqual(
+            {L40S[0]: 'CUSTOM_GPU_NVLINK_CLIQUE_0',
+             L40S[1]: 'CUSTOM_GPU_NVLINK_CLIQUE_0', L40S[2]: None},
+            {gpu.address: names.link_domain_of(slice_.traits)
+             for gpu in gpus for slice_ in gpu.slices
+             if slice_.name == 'L40S-48C'})
+
     def test_framebuffer_trait_is_the_nominal_size_of_the_name(self):
         # NVML's figure would round down; the type table's size is used.
         data = host_data('pcie-l40s')
