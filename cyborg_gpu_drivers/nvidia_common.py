@@ -16,6 +16,7 @@ The drivers never import each other; both import this module.
 """
 
 from cyborg_gpu_drivers import inventory
+from cyborg_gpu_drivers import nvidia_vfio
 import placement_traits
 
 NVIDIA_VENDOR_ID = '10de'
@@ -30,6 +31,16 @@ def nvidia_gpu_addresses(sysfs):
             and sysfs.driver(address) == 'nvidia']
 
 
+def has_vendor_vfio_vfs(sysfs, address):
+    """True when a VF of the GPU has NVIDIA's vendor VFIO interface.
+
+    Asked before listing the VFs, so that the VFs of an mdev GPU (Ampere,
+    pre-Ada) are not each reported as lacking that interface.
+    """
+    return any(nvidia_vfio.has_vendor_vfio(sysfs, vf)
+               for _, vf in sysfs.virtfns(address))
+
+
 def stub_gpu(sysfs, address):
     """A GPU NVML cannot read now, sent as a Cyborg stub.
 
@@ -42,50 +53,94 @@ def stub_gpu(sysfs, address):
 
 
 def nvlink_cliques(devices, are_peers):
-    """``{address: clique id}`` for GPUs with at least one NVLink peer.
+    """``{address: clique id}``: NVLink cliques, each GPU in at most one.
 
-    Cliques are the connected components of ``are_peers(a, b)``; ids are
-    ``0, 1, ...`` in the order of each clique's lowest PCI address, so they
-    do not depend on NVML's enumeration order. ``are_peers`` is asked only
-    for pairs not already joined.
+    Every pair of GPUs of one clique is an NVLink P2P pair
+    (``are_peers(a, b)``, asked once per pair): a provider carries one
+    clique trait, and two GPUs with the same trait must reach each other.
+    Where the links form a partial mesh (peers 1-2 and 2-3 but not 1-3: a
+    4-way bridge with a failed link), maximal cliques overlap, so the GPUs
+    are partitioned: the largest clique of GPUs not yet numbered is taken
+    first, and among equally large ones the one whose sorted PCI addresses
+    come first; this repeats until no two GPUs left are peers. A GPU in
+    several maximal cliques thus joins the largest (1-2 above; 3 gets no
+    clique). Ids are ``0, 1, ...`` in the order of each clique's lowest PCI
+    address, so they do not depend on NVML's enumeration order.
     """
     ordered = sorted(devices, key=lambda device: device.address)
-    parent = {device.address: device.address for device in ordered}
-
-    def root(address):
-        while parent[address] != address:
-            address = parent[address]
-        return address
-
+    peers = {device.address: set() for device in ordered}
     for i, first in enumerate(ordered):
         for second in ordered[i + 1:]:
-            if root(first.address) != root(second.address) and \
-                    are_peers(first, second):
-                parent[root(second.address)] = root(first.address)
-    members = {}
-    for device in ordered:
-        members.setdefault(root(device.address), []).append(device.address)
+            if are_peers(first, second):
+                peers[first.address].add(second.address)
+                peers[second.address].add(first.address)
+    left = [device.address for device in ordered]
+    groups = []
+    while True:
+        clique = largest_clique(left, peers)
+        if len(clique) < 2:
+            break
+        groups.append(clique)
+        left = [address for address in left if address not in clique]
     cliques = {}
-    groups = sorted((group for group in members.values() if len(group) > 1),
-                    key=lambda group: group[0])
-    for number, group in enumerate(groups):
+    for number, group in enumerate(sorted(groups)):
         for address in group:
             cliques[address] = number
     return cliques
 
 
-def gpu_traits(device, numa_node, clique):
+def largest_clique(nodes, adjacent):
+    """The largest set of ``nodes`` all adjacent to each other, as a
+    tuple in the order of ``nodes``; the first in that order among equally
+    large ones.
+
+    A depth-first search visits the cliques in lexicographic order and
+    keeps only a strictly larger one, cutting branches that cannot grow
+    past the best found (a host has at most a few dozen GPUs).
+    """
+    best = ()
+
+    def grow(clique, candidates):
+        nonlocal best
+        if len(clique) > len(best):
+            best = clique
+        for i, node in enumerate(candidates):
+            if len(clique) + len(candidates) - i <= len(best):
+                return
+            grow(clique + (node,), [other for other in candidates[i + 1:]
+                                    if other in adjacent[node]])
+
+    grow((), list(nodes))
+    return best
+
+
+def gpu_traits(device, numa_node):
+    """Traits every provider of the GPU carries: vendor, model, NUMA node
+    and CUDA capability. The NVLink clique is not one of them: it belongs
+    only to slices that get P2P (see :func:`link_traits`).
+    """
     traits = {placement_traits.vendor_trait(NVIDIA_VENDOR_ID),
               placement_traits.model_trait(device.name)}
     for trait in (placement_traits.numa_node_trait(numa_node),
-                  placement_traits.nvlink_clique_trait(clique)
-                  if clique is not None else None,
                   placement_traits.cuda_capability_trait(
                       *device.cuda_capability)
                   if device.cuda_capability else None):
         if trait:
             traits.add(trait)
     return sorted(traits)
+
+
+def link_traits(clique):
+    """The NVLink clique trait of a slice that gets NVLink P2P.
+
+    NVIDIA gives P2P to whole GPUs and to time-sliced vGPUs that own the
+    whole framebuffer, never to MIG-backed vGPUs (NVIDIA AI Enterprise,
+    vGPU for Compute, "Peer-To-Peer (P2P) CUDA Transfers"), so only those
+    slices carry it; ``[]`` for a GPU without clique.
+    """
+    if clique is None:
+        return []
+    return [placement_traits.nvlink_clique_trait(clique)]
 
 
 class NvidiaScanMixin:
@@ -148,7 +203,7 @@ class NvidiaScanMixin:
 
     def _cliques(self, session, devices):
         # Over every GPU with NVLink, whichever driver owns it, so both
-        # drivers give one clique the same trait. A GPU or a pair NVML
+        # drivers number one clique alike. A GPU or a pair NVML
         # cannot answer for counts as unlinked: it costs that GPU its
         # clique trait, never the other GPUs theirs.
         linked = [device for device in devices if self.contained(

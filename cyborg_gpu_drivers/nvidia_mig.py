@@ -21,13 +21,16 @@ through a MIG-backed vGPU type:
 * on Ampere, through mdev: one ``MDEV`` attach handle per VF (mdev parent)
   that holds or can create such a type (when Cyborg binds such a request
   its agent creates the mdev and Nova 34's libvirt driver gives it to the
-  guest, see the operator guide).
+  guest, see the operator guide). An Ampere VF holds one mdev, so each VF
+  is offered by one profile's provider at most.
 
-The GPU's traits name its vendor, model, NUMA node (sysfs ``numa_node``),
-NVLink clique (NVML peer status, numbered by lowest PCI address) and CUDA
-capability where os-traits has a name for it; each provider adds its MIG
-profile. GPUs NVML cannot read are handled one by one by the scan
-skeleton of :mod:`cyborg_gpu_drivers.base`. Declared layouts
+The GPU's traits name its vendor, model, NUMA node (sysfs ``numa_node``)
+and CUDA capability where os-traits has a name for it; each provider adds
+its MIG profile and nominal framebuffer. No NVLink clique trait: MIG-backed
+vGPUs get no GPU-to-GPU P2P (NVIDIA vGPU for Compute, "Peer-To-Peer (P2P)
+CUDA Transfers"), so link affinity has nothing to offer them. GPUs NVML
+cannot read are handled one by one by the scan skeleton of
+:mod:`cyborg_gpu_drivers.base`. Declared layouts
 (``[nvidia_mig] layout``) are applied by :meth:`NvidiaMigDriver.apply`, a
 step of its own, retried at every pass until the GPU has them.
 """
@@ -99,9 +102,19 @@ def mig_slice(profile, handles):
         resource_class=placement_traits.mig_resource_class(profile.name),
         traits=sorted({placement_traits.mig_profile_trait(profile.name),
                        placement_traits.TRAIT_MIG_BACKED,
-                       placement_traits.framebuffer_trait(
-                           profile.memory_mib)}),
+                       mig_framebuffer_trait(profile)}),
         handles=handles, total=len(handles))
+
+
+def mig_framebuffer_trait(profile):
+    """The nominal size of NVIDIA's profile table (``1g.10gb``: 10 GB),
+    as vGPU type names give theirs; NVML's figure (9,728 MiB there on an
+    A100 80GB) only for a name without one.
+    """
+    nominal = placement_traits.mig_profile_framebuffer_gb(profile.name)
+    if nominal is None:
+        return placement_traits.framebuffer_trait(profile.memory_mib)
+    return placement_traits.nominal_framebuffer_trait(nominal)
 
 
 def _limit(address, profile, in_use, free, instances, note):
@@ -152,35 +165,64 @@ def vf_slices(address, profiles, complete_instances, types_by_profile, vfs,
     return slices
 
 
-def mdev_slices(address, profiles, complete_instances, types_by_profile,
-                parents, note=LOG.warning):
+def mdev_slices(profiles, complete_instances, types_by_profile, parents):
     """Slices of an mdev GPU (Ampere): one MDEV handle per parent.
 
-    A parent with a created mdev of the profile's type is a unit in use;
-    parents that can create one are free units, at most one per complete
-    GPU instance not yet taken.
+    A parent (VF) holds one mdev, so the parents are shared out once for
+    all profiles: a parent with a created mdev of a profile's type is a
+    unit in use of that profile; a free parent goes to one profile only,
+    and each profile gets at most one free parent per complete GPU
+    instance not yet taken. Profiles whose types the fewest free parents
+    can create choose first, taking the parents that serve the fewest
+    profiles, so a parent able to serve several is kept for the others.
+    Every free VF offering every type until the GPU instances are used is
+    the normal state of such a GPU, not a problem.
     """
-    slices = []
-    for profile in profiles:
-        type_names = ['nvidia-%d' % type_id
-                      for type_id in types_by_profile.get(profile.id, ())]
-        instances = sum(1 for gi in complete_instances
-                        if gi.profile_id == profile.id)
-        in_use, free = [], []
-        for parent in parents:
-            created = [t for t in parent.created if t in type_names]
+    names = {profile.id: ['nvidia-%d' % type_id for type_id in
+                          types_by_profile.get(profile.id, ())]
+             for profile in profiles}
+    in_use = {profile.id: [] for profile in profiles}
+    free_parents = []
+    for parent in sorted(parents, key=lambda p: p.address):
+        if not parent.created:
+            free_parents.append(parent)
+            continue
+        for profile in profiles:
+            created = [t for t in parent.created if t in names[profile.id]]
             if created:
-                in_use.append(inventory.AttachHandle(
+                in_use[profile.id].append(inventory.AttachHandle(
                     inventory.MDEV, parent.address, mdev_type=created[0],
                     mark='%s_0' % created[0], in_use=True))
-                continue
-            usable = [t for t in type_names if parent.available.get(t)]
-            if usable:
-                free.append(inventory.AttachHandle(
-                    inventory.MDEV, parent.address, mdev_type=usable[0],
-                    mark='%s_0' % usable[0]))
-        handles = in_use + _limit(address, profile, in_use, free, instances,
-                                  note)
+                break
+
+    def usable(parent, profile):
+        return next((t for t in names[profile.id]
+                     if parent.available.get(t)), None)
+
+    serves = {parent.address: sum(1 for profile in profiles
+                                  if usable(parent, profile))
+              for parent in free_parents}
+    room = {profile.id: max(sum(1 for gi in complete_instances
+                                if gi.profile_id == profile.id) -
+                            len(in_use[profile.id]), 0)
+            for profile in profiles}
+    taken = set()
+    free = {profile.id: [] for profile in profiles}
+    for profile in sorted(profiles, key=lambda p: (
+            sum(1 for parent in free_parents if usable(parent, p)), p.id)):
+        candidates = sorted(
+            (parent for parent in free_parents
+             if parent.address not in taken and usable(parent, profile)),
+            key=lambda parent: (serves[parent.address], parent.address))
+        for parent in candidates[:room[profile.id]]:
+            taken.add(parent.address)
+            mdev_type = usable(parent, profile)
+            free[profile.id].append(inventory.AttachHandle(
+                inventory.MDEV, parent.address, mdev_type=mdev_type,
+                mark='%s_0' % mdev_type))
+    slices = []
+    for profile in profiles:
+        handles = in_use[profile.id] + free[profile.id]
         if handles:
             slices.append(mig_slice(profile, sorted(
                 handles, key=lambda h: h.address)))
@@ -286,8 +328,6 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
         instances = session.gpu_instances(device, profiles)
         busy = nvidia_common.active_vgpu_addresses(session, device)
         unknown = set()
-        vfs = nvidia_vfio.list_vfs(self._sysfs, address, unknown)
-        parents = self._mdev_parents(address)
         complete = []
         for gpu_instance in instances:
             if gpu_instance.complete:
@@ -298,15 +338,21 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
                           'skipping it' % (address, gpu_instance.id,
                                            gpu_instance.profile_id,
                                            gpu_instance.start))
-        if vfs or unknown:
+        if self._has_vendor_vfio(address):
+            vfs = nvidia_vfio.list_vfs(self._sysfs, address, unknown,
+                                       self.note)
             slices = vf_slices(address, profiles, complete,
                                types_by_profile, vfs, busy, self.note)
-        elif parents:
-            slices = mdev_slices(address, profiles, complete,
-                                 types_by_profile, parents, self.note)
         else:
-            slices = []
-            if complete:
+            # An mdev GPU: its VFs are mdev parents, not vendor VFIO, so
+            # they are not listed as VFs (which would report each one as
+            # lacking the interface). A VF that vanished is unknown.
+            unknown.update(vf for _, vf in self._sysfs.virtfns(address)
+                           if not self._sysfs.exists(vf))
+            parents = self._mdev_parents(address)
+            slices = mdev_slices(profiles, complete, types_by_profile,
+                                 parents)
+            if not parents and not unknown and complete:
                 self.note('GPU %s has MIG on but neither vendor-VFIO VFs '
                           'nor mdev parents: its GPU instances reach no '
                           'guest (enable SR-IOV with sriov-manage)'
@@ -318,13 +364,16 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
             device_id=device.device_id, model=device.name,
             memory_mib=device.memory_mib, numa_node=numa_node,
             link_domain=None if clique is None else str(clique),
-            traits=nvidia_common.gpu_traits(device, numa_node, clique),
+            traits=nvidia_common.gpu_traits(device, numa_node),
             slices=slices, unknown_units=frozenset(unknown),
             board_info={
                 'uuid': device.uuid,
                 'gpu_instances': [
                     '%s@%d+%d' % (names.get(gi.profile_id, gi.profile_id),
                                   gi.start, gi.size) for gi in complete]})
+
+    def _has_vendor_vfio(self, address):
+        return nvidia_common.has_vendor_vfio_vfs(self._sysfs, address)
 
     def _mdev_parents(self, address):
         """mdev parents of a GPU: its VFs with mdev types, else the PF."""
@@ -373,9 +422,10 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
                     if gi.complete]
         if not mig_layouts.matches(planned, complete):
             unknown = set()
-            busy = is_busy(session.active_vgpus(device),
-                           nvidia_vfio.list_vfs(self._sysfs, device.address,
-                                                unknown),
+            vfs = (nvidia_vfio.list_vfs(self._sysfs, device.address,
+                                        unknown, self.note)
+                   if self._has_vendor_vfio(device.address) else [])
+            busy = is_busy(session.active_vgpus(device), vfs,
                            self._mdev_parents(device.address), unknown)
             if busy:
                 self.note('GPU %s: not applying %s %s because %s; reporting '
@@ -394,9 +444,10 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
         """Give free VFs MIG-backed types until each planned GPU instance
         has one VF holding a type of its profile.
         """
-        if busy is None:
+        if busy is None or not self._has_vendor_vfio(address):
+            # An mdev GPU takes its type when Cyborg creates the mdev.
             return
-        vfs = nvidia_vfio.list_vfs(self._sysfs, address)
+        vfs = nvidia_vfio.list_vfs(self._sysfs, address, note=self.note)
         free = [vf for vf in vfs if vf.is_free and vf.address not in busy]
         wanted = {}
         for profile_id in planned_profiles:

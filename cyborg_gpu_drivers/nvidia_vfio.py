@@ -147,13 +147,14 @@ def read_vf(sysfs, address, index=0):
               creatable=tuple(read_creatable_types(sysfs, address)))
 
 
-def list_vfs(sysfs, pf_address, unknown=None):
+def list_vfs(sysfs, pf_address, unknown=None, note=LOG.warning):
     """The vendor-VFIO VFs of a PF, in VF index order.
 
     A VF whose ``virtfnN`` link dangles (it vanished during the scan) or
-    that lacks the vendor interface is left out with one warning. With a
-    set ``unknown``, the addresses of those VFs and of VFs whose type
-    cannot be read are added to it: their state is unknown.
+    that lacks the vendor interface is left out with a warning through
+    ``note`` (a driver passes its log-once notes). With a set ``unknown``,
+    the addresses of those VFs and of VFs whose type cannot be read are
+    added to it: their state is unknown.
     """
     vfs = []
     for index, address in sysfs.virtfns(pf_address):
@@ -162,9 +163,9 @@ def list_vfs(sysfs, pf_address, unknown=None):
             if unknown is not None:
                 unknown.add(address)
         if vf is None:
-            LOG.warning('VF %s (virtfn%d of %s) vanished or has no NVIDIA '
-                        'vendor VFIO interface; leaving it out',
-                        address, index, pf_address)
+            note('VF %s (virtfn%d of %s) vanished or has no NVIDIA vendor '
+                 'VFIO interface; leaving it out'
+                 % (address, index, pf_address))
             continue
         vfs.append(vf)
     return vfs

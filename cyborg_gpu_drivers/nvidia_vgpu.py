@@ -26,7 +26,9 @@ The host framework is told apart per GPU:
   instance, at most as many as NVML says the GPU holds of the type.
 
 Without a declaration a GPU is reported with the types it already hosts
-and nothing is changed on it. GPUs with MIG enabled belong to the MIG
+and nothing is changed on it. Every provider carries the GPU's NUMA node;
+only a type that owns the whole framebuffer carries its NVLink clique,
+the only vGPUs NVIDIA gives NVLink P2P. GPUs with MIG enabled belong to the MIG
 driver and are never reported here.
 """
 
@@ -65,24 +67,42 @@ class TypeFacts:
 
 # --- plain logic ------------------------------------------------------------
 
-def vgpu_slice(facts, handles, mixed_size):
-    """One provider: a vGPU type on one physical GPU."""
+def vgpu_slice(facts, handles, mixed_size, clique=None):
+    """One provider: a vGPU type on one physical GPU.
+
+    The framebuffer trait is the nominal size the type's name gives
+    (``A100DX-80C``: 80 GB), as NVIDIA's type tables list it; NVML's
+    figure only for a name without one. The GPU's NVLink ``clique``
+    becomes a trait only for a type that owns the whole framebuffer (one
+    instance per GPU): NVIDIA gives NVLink P2P to no other vGPU.
+    """
     name = facts.name
     traits = set()
     if name.series:
         traits.add(placement_traits.vgpu_series_trait(name.series))
-    framebuffer = facts.framebuffer_mib
-    if framebuffer is None and name.framebuffer_gb is not None:
-        framebuffer = name.framebuffer_gb * 1024
-    if framebuffer is not None:
-        traits.add(placement_traits.framebuffer_trait(framebuffer))
+    if name.framebuffer_gb is not None:
+        traits.add(placement_traits.nominal_framebuffer_trait(
+            name.framebuffer_gb))
+    elif facts.framebuffer_mib is not None:
+        traits.add(placement_traits.framebuffer_trait(facts.framebuffer_mib))
     if mixed_size:
         traits.add(placement_traits.TRAIT_VGPU_HETEROGENEOUS)
+    if owns_whole_gpu(facts):
+        traits.update(nvidia_common.link_traits(clique))
     handles = sorted(handles, key=lambda h: (h.address, h.mark or ''))
     return inventory.Slice(
         name=name.short,
         resource_class=placement_traits.vgpu_resource_class(name.full),
         traits=sorted(traits), handles=handles, total=len(handles))
+
+
+def owns_whole_gpu(facts):
+    """True for a time-sliced type of which one instance fills the GPU.
+
+    Unknown (NVML cannot give the type's maximum) is False: link affinity
+    never counts on P2P it cannot show.
+    """
+    return not facts.name.mig_backed and facts.max_instances == 1
 
 
 def vf_handles(vfs, type_id, busy_addresses):
@@ -225,8 +245,9 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
             framework = VENDOR_VFIO
             slices = self._vfio_slices(
                 session, device,
-                nvidia_vfio.list_vfs(self._sysfs, address, unknown),
-                mixed_size, unknown)
+                nvidia_vfio.list_vfs(self._sysfs, address, unknown,
+                                     self.note),
+                mixed_size, unknown, clique)
             if slices is self.STUB:
                 return self.STUB
         else:
@@ -241,7 +262,7 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
                 return None
             framework = MDEV
             slices = self._mdev_slices(session, device, parents,
-                                       scan.mdevs_on, mixed_size)
+                                       scan.mdevs_on, mixed_size, clique)
         if not slices and not unknown:
             self.note('GPU %s (%s) hosts no vGPU type and none of the '
                       'declared ones can be offered (%s); not reporting it'
@@ -253,16 +274,13 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
             device_id=device.device_id, model=device.name,
             memory_mib=device.memory_mib, numa_node=numa_node,
             link_domain=None if clique is None else str(clique),
-            traits=nvidia_common.gpu_traits(device, numa_node, clique),
+            traits=nvidia_common.gpu_traits(device, numa_node),
             slices=slices, unknown_units=frozenset(unknown),
             board_info={'uuid': device.uuid, 'vgpu_framework': framework,
                         'mixed_size': mixed_size})
 
     def _has_vendor_vfio(self, address):
-        # Asked before listing the VFs, so that the VFs of an mdev GPU are
-        # not each logged as lacking the vendor interface.
-        return any(nvidia_vfio.has_vendor_vfio(self._sysfs, vf)
-                   for _, vf in self._sysfs.virtfns(address))
+        return nvidia_common.has_vendor_vfio_vfs(self._sysfs, address)
 
     def _type_facts(self, session, device, type_id, name=None):
         """Facts of a type from NVML; None (logged) if NVML does not know
@@ -296,7 +314,8 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
 
     # --- vendor VFIO --------------------------------------------------------
 
-    def _vfio_slices(self, session, device, vfs, mixed_size, unknown):
+    def _vfio_slices(self, session, device, vfs, mixed_size, unknown,
+                     clique):
         address = device.address
         busy = nvidia_common.active_vgpu_addresses(session, device)
         if busy is None:
@@ -325,7 +344,7 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
                 return self.STUB
             slices.append(vgpu_slice(type_facts,
                                      vf_handles(vfs, type_id, busy),
-                                     mixed_size))
+                                     mixed_size, clique))
         if not slices and any(vf.current_type and vf.current_type
                               not in facts for vf in vfs):
             # Types held, none NVML can describe now: unknown, not empty.
@@ -357,7 +376,8 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
             self.note('GPU %s: NVML cannot list its running vGPUs; not '
                       'assigning %s' % (device.address, vgpu_types.OPTION))
             return
-        vfs = nvidia_vfio.list_vfs(self._sysfs, device.address)
+        vfs = nvidia_vfio.list_vfs(self._sysfs, device.address,
+                                   note=self.note)
         facts = self._held_types(session, device, vfs)
         declared = self._choice(device, [f.name.short for f in
                                          facts.values()],
@@ -403,7 +423,8 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
 
     # --- mdev ---------------------------------------------------------------
 
-    def _mdev_slices(self, session, device, parents, mdevs_on, mixed_size):
+    def _mdev_slices(self, session, device, parents, mdevs_on, mixed_size,
+                     clique):
         hosted = hosted_mdev_types(parents, mdevs_on)
         wanted = list(hosted)
         for name in self._choice(
@@ -428,7 +449,8 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
             handles = mdev_handles(parents, mdevs_on, name,
                                    facts.max_instances)
             if handles:
-                slices.append(vgpu_slice(facts, handles, mixed_size))
+                slices.append(vgpu_slice(facts, handles, mixed_size,
+                                         clique))
             else:
                 self.note('GPU %s: vGPU type %s has no instance available'
                           % (device.address, facts.name.short), LOG.info)

@@ -203,8 +203,20 @@ def vgpu_series_trait(series):
     return custom(TRAIT_VGPU_SERIES, series)
 
 
+def nominal_framebuffer_trait(gigabytes):
+    """Framebuffer of a slice as NVIDIA's tables name it.
+
+    The MIG profile ``1g.10gb`` and the vGPU type ``A100DX-10C`` both give
+    ``CUSTOM_GPU_FB_10GB``, whatever NVML measures (9,728 MiB for that
+    profile on an A100 80GB), so one flavor trait matches both.
+    """
+    return custom(TRAIT_FRAMEBUFFER, '%dGB' % int(gigabytes))
+
+
 def framebuffer_trait(mebibytes):
-    """Framebuffer of a slice in whole GiB, rounded down (512 MiB: 0GB)."""
+    """Framebuffer in whole GiB, rounded down (512 MiB: 0GB), for a slice
+    whose name gives no nominal size.
+    """
     return custom(TRAIT_FRAMEBUFFER, '%dGB' % (int(mebibytes) // 1024))
 
 
@@ -282,6 +294,19 @@ def is_gpu_resource_class(name):
 
 
 # --- helpers ----------------------------------------------------------------
+
+# ``3g.40gb``, ``1g.10gb+me``, ``1c.3g.20gb``: compute and memory of a MIG
+# profile name.
+_MIG_PROFILE_MEMORY = re.compile(r'(?:^|\.)\d+g\.(?P<gb>\d+)gb', re.I)
+
+
+def mig_profile_framebuffer_gb(profile):
+    """The nominal memory a MIG profile's name gives (``7g.80gb``: 80), or
+    None for a name without one.
+    """
+    match = _MIG_PROFILE_MEMORY.search(_strip_mig_prefix(profile))
+    return int(match.group('gb')) if match else None
+
 
 def _strip_mig_prefix(profile):
     # NVML names GPU instance profiles "MIG 1g.10gb".

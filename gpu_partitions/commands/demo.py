@@ -25,7 +25,9 @@ Everything runs in this process with no GPU and no cloud:
    which binds an accelerator request in Cyborg. The table shows where each
    server landed: host, physical GPU, slice and the attach handle bound;
 #. the same boots under the ``pack`` and the ``spread`` policy, side by
-   side, and a two-GPU request kept inside one NVLink clique;
+   side; a two-GPU request with link affinity on MI300X VFs, kept inside
+   one xGMI hive (AMD gives MxGPU VFs xGMI between the GPUs), and the same
+   on MIG slices, refused because MIG gives no GPU-to-GPU P2P at all;
 #. a short packing simulation on the Alibaba GPU trace (``gpu-partitions
    simulate`` on 3% of its nodes).
 """
@@ -159,11 +161,13 @@ def run_short_simulation():
 
 
 def run_policies(boots=4):
-    """The same boots under pack and spread on an 8x MI300X host, and a
-    two-GPU request with link affinity required on the HGX H100.
+    """The same boots under pack and spread on an 8x MI300X host, and
+    two-GPU requests with link affinity required: CPX VFs (four per GPU)
+    on two GPUs of one xGMI hive, and MIG slices on the HGX H100, which
+    no GPU-to-GPU link serves.
 
     :returns: ``(resource class, {policy: [GPU per server]},
-                 (status, [link domain per GPU]))``
+                 [(resource class, status, [link domain per GPU])])``
     """
     from gpu_partitions.cloud import harness
     from gpu_partitions import scenarios
@@ -185,15 +189,19 @@ def run_policies(boots=4):
             if provider.resource_class.startswith('CUSTOM_MIG_'):
                 gpus[provider.resource_class].add(provider.gpu)
         mig_class = max(sorted(gpus), key=lambda rc: len(gpus[rc]))
-        multi = scenarios.multi_gpu_request(cloud, mig_class, gpus=2,
-                                            link_affinity='required')
-        return vf_class, placed, (mig_class, multi)
+        linked = [
+            (vf_class, 4) + scenarios.multi_gpu_request(
+                cloud, vf_class, gpus=2, link_affinity='required',
+                per_gpu=4),
+            (mig_class, 1) + scenarios.multi_gpu_request(
+                cloud, mig_class, gpus=2, link_affinity='required')]
+        return vf_class, placed, linked
 
     return harness.run_cloud(body, **GPU_SCHEDULER)
 
 
 def format_policies(outcome):
-    vf_class, placed, (mig_class, (status, domains)) = outcome
+    vf_class, placed, linked = outcome
     rows = [(number + 1, vf_class.removeprefix('CUSTOM_'), pack, spread)
             for number, (pack, spread) in enumerate(
                 zip(placed['pack'], placed['spread']))]
@@ -203,11 +211,13 @@ def format_policies(outcome):
         lines.append('%-6s -> %d server(s) on %d GPU(s)' % (
             policy, len(placed[policy]), len(set(placed[policy]))))
     lines.append('')
-    lines.append('one server asking %s on 2 GPUs, link affinity required: '
-                 '%s, GPUs in %s' % (
-                     mig_class.removeprefix('CUSTOM_'), status,
-                     ', '.join(sorted(set(d or 'no link' for d in domains)))
-                     or '-'))
+    lines.append('one server asking N slices on each of 2 GPUs, link '
+                 'affinity required:')
+    for resource_class, per_gpu, status, domains in linked:
+        lines.append('  %d x %s per GPU: %s, GPUs in %s' % (
+            per_gpu, resource_class.removeprefix('CUSTOM_'), status,
+            ', '.join(sorted(set(d or 'no link' for d in domains)))
+            or '- (MIG slices get no GPU-to-GPU P2P: no link to keep)'))
     return '\n'.join(lines)
 
 

@@ -435,20 +435,36 @@ def _check_nvml(check, nvml, addresses):
         _check_vgpus(check, device, model, path, addresses,
                      vgpu_instance_ids)
         _check_nvlink(check, device['nvlink'], path + '.nvlink')
-    count = len(nvml['devices'])
-    member_of = {}
-    for index, clique in check.list_of(nvml['nvlink_cliques'],
-                                       'nvml.nvlink_cliques'):
+    _check_nvlink_cliques(check, nvml['nvlink_cliques'],
+                          len(nvml['devices']))
+
+
+def _check_nvlink_cliques(check, cliques, count):
+    """Each entry is a set of devices that are all NVLink peers; a device
+    may be in several (a partial mesh: ``[[0, 1], [1, 2]]`` for peers 0-1
+    and 1-2 but not 0-2).
+    """
+    seen = {}
+    for index, clique in check.list_of(cliques, 'nvml.nvlink_cliques'):
         path = 'nvml.nvlink_cliques[%d]' % index
+        members = set()
         for gpu_index, gpu in check.list_of(clique, path):
             gpu_path = '%s[%d]' % (path, gpu_index)
             check.of_type(gpu, gpu_path, int)
             if not 0 <= gpu < count:
                 check.fail(gpu_path, 'no device with index %d' % gpu)
-            if gpu in member_of:
-                check.fail(gpu_path, 'device %d is already in clique %d'
-                           % (gpu, member_of[gpu]))
-            member_of[gpu] = index
+            if gpu in members:
+                check.fail(gpu_path, 'device %d is listed twice in this '
+                           'clique' % gpu)
+            members.add(gpu)
+        if len(members) < 2:
+            check.fail(path, 'a clique needs at least two devices (a GPU '
+                       'without NVLink peers is in none)')
+        key = frozenset(members)
+        if key in seen:
+            check.fail(path, 'lists the same devices as '
+                       'nvml.nvlink_cliques[%d]' % seen[key])
+        seen[key] = index
 
 
 def _check_model(check, tables, path):

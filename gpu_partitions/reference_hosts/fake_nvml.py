@@ -189,10 +189,12 @@ class FakeNvml:
         for model in section['models'].values():
             for vgpu_type in model['vgpu_types']:
                 self._vgpu_types.setdefault(vgpu_type['id'], vgpu_type)
-        self._clique_of = {}
+        # Device index -> the numbers of the cliques it is listed in (a
+        # partial mesh lists a GPU in several).
+        self._cliques_of = {}
         for number, clique in enumerate(section['nvlink_cliques']):
             for index in clique:
-                self._clique_of[index] = number
+                self._cliques_of.setdefault(index, set()).add(number)
         for data in section['devices']:
             gpu = _Gpu(data, section['models'][data['model']])
             self._register(gpu)
@@ -651,9 +653,8 @@ class FakeNvml:
     @_api
     def nvmlDeviceGetP2PStatus(self, device1, device2, p2pIndex):
         first, second = self._gpu(device1), self._gpu(device2)
-        clique = self._clique_of.get(first.data['index'])
-        if (clique is not None and
-                clique == self._clique_of.get(second.data['index'])):
+        if self._cliques_of.get(first.data['index'], set()) & \
+                self._cliques_of.get(second.data['index'], set()):
             return pynvml.NVML_P2P_STATUS_OK
         return pynvml.NVML_P2P_STATUS_NOT_SUPPORTED
 

@@ -83,7 +83,10 @@ class TestMigDriver(base.GpuCloudTestCase):
             [self.provider_name('df', '1g.10gb+me')],
             self.candidate_providers(
                 names.mig_resource_class('1g.10gb+me'),
-                names.nvlink_clique_trait(0)))
+                names.nominal_framebuffer_trait(10)))
+        # NVLink joins every GPU here, but MIG slices get no P2P over it.
+        self.assertEqual([], [provider.name for provider in mig
+                              if names.link_domain_of(provider.traits)])
 
         # The agent's next cycle: nothing to write.
         self.assertEqual([], self.report(self.host.hostname,

@@ -16,6 +16,8 @@ into the real Placement; Nova's real scheduler runs our filter and
 weigher; the scenarios of :mod:`gpu_partitions.scenarios` drive it.
 """
 
+import copy
+
 import fixtures
 
 from gpu_partitions import fixture_drivers
@@ -72,16 +74,6 @@ class TestSharedScenarios(base.GpuCloudTestCase):
                                            'spread')
         self.assertEqual(2, len(set(spread)), spread)
 
-    def test_multi_gpu_request_inside_one_clique(self):
-        self.add_reference_host('hgx-h100')
-        resource_class = self.busiest_resource_class(minimum_per_gpu=1)
-        status, domains = scenarios.multi_gpu_request(
-            self, resource_class, gpus=2, link_affinity='required')
-        self.assertEqual('ACTIVE', status)
-        self.assertEqual(2, len(domains))
-        self.assertEqual(1, len(set(domains)), domains)
-        self.assertIsNotNone(domains[0])
-
     def test_eight_vf_request_inside_one_hive(self):
         # Two groups of four CPX VFs: eight VFs on two MI300X GPUs.
         self.add_reference_host('mi300x-cpx')
@@ -93,6 +85,39 @@ class TestSharedScenarios(base.GpuCloudTestCase):
         self.assertEqual(2, len(domains))
         self.assertEqual(1, len(set(domains)), domains)
         self.assertTrue(domains[0].startswith('CUSTOM_GPU_XGMI_HIVE_'))
+
+    def test_link_affinity_keeps_gpus_of_one_hive_where_hives_split(self):
+        # mi300x-spx (one whole-GPU VF per MI300X) with its GPUs in two
+        # xGMI hives, interleaved in PCI order (illustrative: the shipped
+        # host has one hive). AMD's GIM gives MxGPU VFs xGMI between the
+        # GPUs of a hive, so here link affinity decides something.
+        data = copy.deepcopy(reference_hosts.load('mi300x-spx').data)
+        for number, gpu in enumerate(data['amdsmi']['gpus']):
+            gpu['xgmi']['xgmi_hive_id'] += number % 2
+        host = reference_hosts.ReferenceHost(data, 'mi300x-spx')
+        env = host.materialize(self.useFixture(fixtures.TempDir()).path)
+        self.add_gpu_host(host.hostname, fixture_drivers.discover_all(env))
+        resource_class = self.busiest_resource_class(minimum_per_gpu=1)
+        self.assertEqual(2, len({p.link_domain
+                                 for p in scenarios.gpu_providers(self)}))
+        status, domains = scenarios.multi_gpu_request(
+            self, resource_class, gpus=2, link_affinity='required')
+        self.assertEqual('ACTIVE', status)
+        self.assertEqual(2, len(domains))
+        self.assertEqual(1, len(set(domains)), domains)
+
+    def test_link_affinity_required_refuses_mig_slices(self):
+        # MIG gives no GPU-to-GPU P2P: no MIG provider carries a link
+        # trait, so two slices on two GPUs with links required find none.
+        self.add_reference_host('hgx-h100')
+        resource_class = self.busiest_resource_class(minimum_per_gpu=1)
+        status, domains = scenarios.multi_gpu_request(
+            self, resource_class, gpus=2, link_affinity='required')
+        self.assertNotEqual('ACTIVE', status)
+        status, domains = scenarios.multi_gpu_request(
+            self, resource_class, gpus=2, link_affinity='preferred')
+        self.assertEqual('ACTIVE', status)
+        self.assertEqual([None, None], domains)
 
     def test_invalid_extra_spec_is_refused(self):
         error = scenarios.invalid_extra_spec(self)

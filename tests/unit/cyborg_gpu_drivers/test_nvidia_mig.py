@@ -125,7 +125,11 @@ class HgxH100Test(DriverTestCase):
             gpu = gpus[address]
             self.assertEqual(node, gpu.numa_node)
             self.assertIn(names.numa_node_trait(node), gpu.traits)
-            self.assertIn(names.nvlink_clique_trait(0), gpu.traits)
+            # NVLink is a fact of the GPU, but MIG-backed vGPUs get no
+            # P2P over it: no provider carries the clique trait.
+            self.assertNotIn(names.nvlink_clique_trait(0), gpu.traits)
+            for slice_ in gpu.slices:
+                self.assertIsNone(names.link_domain_of(slice_.traits))
             self.assertIn(names.vendor_trait('10de'), gpu.traits)
             self.assertIn(names.model_trait('NVIDIA H100 80GB HBM3'),
                           gpu.traits)
@@ -441,10 +445,8 @@ class PlainLogicTest(testtools.TestCase):
             nvidia_mig.MdevParent('0000:01:00.6', {'nvidia-700': 1}, ()),
             nvidia_mig.MdevParent('0000:01:00.7', {'nvidia-700': 1}, ()),
         ]
-        notes = []
         [slice_] = nvidia_mig.mdev_slices(
-            '0000:01:00.0', [profile], complete, {19: [700]}, parents,
-            notes.append)
+            [profile], complete, {19: [700]}, parents)
         self.assertEqual(3, slice_.total)
         self.assertEqual(
             [('0000:01:00.4', True), ('0000:01:00.5', False),
@@ -453,7 +455,207 @@ class PlainLogicTest(testtools.TestCase):
         self.assertEqual({inventory.MDEV}, {h.attach_type
                                             for h in slice_.handles})
         self.assertEqual('nvidia-700_0', slice_.handles[1].mark)
-        self.assertEqual(1, len(notes))
+        self.assertEqual(['CUSTOM_GPU_FB_10GB', 'CUSTOM_GPU_MIG_BACKED',
+                          'CUSTOM_GPU_MIG_PROFILE_1G_10GB'], slice_.traits)
+
+    def test_mdev_parent_serving_one_profile_is_kept_for_it(self):
+        big = nvml_adapter.GpuInstanceProfile(5, '4g.40gb', 4, 1, 39936,
+                                              ((0, 4),))
+        small = nvml_adapter.GpuInstanceProfile(19, '1g.10gb', 1, 7, 9728,
+                                                ((4, 1),))
+        complete = [nvml_adapter.GpuInstance(1, 5, 0, 4, True),
+                    nvml_adapter.GpuInstance(2, 19, 4, 1, True)]
+        parents = [
+            nvidia_mig.MdevParent('0000:01:00.4',
+                                  {'nvidia-700': 1, 'nvidia-702': 1}, ()),
+            nvidia_mig.MdevParent('0000:01:00.5', {'nvidia-700': 1}, ()),
+        ]
+        slices = nvidia_mig.mdev_slices(
+            [big, small], complete, {5: [700], 19: [702]}, parents)
+        self.assertEqual(
+            {'4g.40gb': ['0000:01:00.5'], '1g.10gb': ['0000:01:00.4']},
+            {s.name: [h.address for h in s.handles] for s in slices})
+
+    def test_framebuffer_trait_is_the_nominal_size(self):
+        for name, memory_mib, trait in (
+                ('1g.18gb', 16384, 'CUSTOM_GPU_FB_18GB'),
+                ('7g.80gb', 80384, 'CUSTOM_GPU_FB_80GB'),
+                ('1g.10gb+me', 9728, 'CUSTOM_GPU_FB_10GB'),
+                ('odd', 9728, 'CUSTOM_GPU_FB_9GB')):
+            profile = nvml_adapter.GpuInstanceProfile(
+                1, name, 1, 1, memory_mib, ((0, 1),))
+            self.assertEqual(trait, nvidia_mig.mig_framebuffer_trait(profile))
+
+    def test_cliques_of_a_partial_mesh_are_true_cliques(self):
+        # A 4-way bridge with the link between the first and the third
+        # GPU down: 1-2, 2-3, 1-4, 2-4, 3-4 are peers, 1-3 are not.
+        Dev = collections.namedtuple('Dev', 'address')
+        gpus = ['0000:01:00.0', '0000:02:00.0', '0000:03:00.0',
+                '0000:04:00.0', '0000:05:00.0', '0000:06:00.0']
+        devices = [Dev(address) for address in reversed(gpus)]
+        down = {(gpus[0], gpus[2])}
+        pairs = {(a, b) for i, a in enumerate(gpus[:4])
+                 for b in gpus[i + 1:4]} - down
+        pairs.add((gpus[4], gpus[5]))
+        asked = []
+
+        def peers(a, b):
+            asked.append(frozenset((a.address, b.address)))
+            return (a.address, b.address) in pairs or \
+                (b.address, a.address) in pairs
+
+        cliques = nvidia_common.nvlink_cliques(devices, peers)
+        # Maximal cliques {1,2,4} and {2,3,4}: the first in address order
+        # wins, 3 is left alone, 5-6 are the next clique.
+        self.assertEqual({gpus[0]: 0, gpus[1]: 0, gpus[3]: 0,
+                          gpus[4]: 1, gpus[5]: 1}, cliques)
+        self.assertEqual(15, len(asked))
+        self.assertEqual(len(set(asked)), len(asked))
+        for first in cliques:
+            for second in cliques:
+                if first < second and cliques[first] == cliques[second]:
+                    self.assertIn((first, second), pairs)
+
+    def test_chain_gives_one_pair_not_one_component(self):
+        # Peers 1-2 and 2-3 but not 1-3: once one component, clique 0.
+        Dev = collections.namedtuple('Dev', 'address')
+        devices = [Dev('0000:01:00.0'), Dev('0000:02:00.0'),
+                   Dev('0000:03:00.0')]
+        chain = {('0000:01:00.0', '0000:02:00.0'),
+                 ('0000:02:00.0', '0000:03:00.0')}
+        self.assertEqual(
+            {'0000:01:00.0': 0, '0000:02:00.0': 0},
+            nvidia_common.nvlink_cliques(
+                devices, lambda a, b: (a.address, b.address) in chain))
+
+
+def a100_mig_over_mdev():
+    """pcie-a100 with MIG on GPU 0 (01:00.0), as an Ampere host runs
+    MIG-backed vGPU: GPU instances 4g.40gb, 2g.20gb and 1g.10gb, every VF an
+    mdev parent whose MIG-backed types show one available instance while a
+    GPU instance of the profile is free, and a guest on VF .4 holding an
+    A100D-2-20C mdev on the 2g.20gb instance. Type names are NVIDIA's
+    A100 80GB PCIe MIG-backed types; ids 700-702 are illustrative.
+    """
+    data = host_data('pcie-a100')
+    model = data['nvml']['models']['A100-PCIE-80GB']
+    types = {700: ('NVIDIA A100D-4-40C', 5, 40960),
+             701: ('NVIDIA A100D-2-20C', 14, 20480),
+             702: ('NVIDIA A100D-1-10C', 19, 10240)}
+    for type_id, (name, profile_id, framebuffer) in types.items():
+        model['vgpu_types'].append({
+            'id': type_id, 'name': name, 'class': 'Compute',
+            'framebuffer_mb': framebuffer, 'max_instances': 1,
+            'gpu_instance_profile_id': profile_id})
+    device = data['nvml']['devices'][0]
+    device['mig_mode'] = [1, 1]
+    device['supported_vgpus'] += sorted(types)
+    device['creatable_vgpus'] = [700, 702]
+    device['gpu_instances'] = [
+        {'id': gi, 'profile_id': profile, 'start': start, 'size': size,
+         'compute_instances': [{'id': 0, 'profile_id': ci, 'start': 0,
+                                'size': slices,
+                                'uuid': 'MIG-a100-%d' % gi}]}
+        for gi, profile, start, size, ci, slices in (
+            (1, 5, 0, 4, 3, 4), (2, 14, 4, 2, 1, 2), (3, 19, 6, 1, 0, 1))]
+    [active] = [vgpu for vgpu in device['active_vgpus']
+                if vgpu['vf_pci_bus_id'].endswith('01:00.4')]
+    active.update(type_id=701, gpu_instance_id=2)
+    device['active_vgpus'] = [active]
+
+    def type_files(available):
+        files = {}
+        for type_id, (name, _, framebuffer) in types.items():
+            prefix = 'mdev_supported_types/nvidia-%d/' % type_id
+            files[prefix + 'name'] = name + '\n'
+            files[prefix + 'device_api'] = 'vfio-pci\n'
+            files[prefix + 'description'] = (
+                'num_heads=1, frl_config=60, framebuffer=%dM, '
+                'max_instance=1\n' % framebuffer)
+            files[prefix + 'available_instances'] = '%d\n' % available.get(
+                type_id, 0)
+        return files
+
+    pf = data['pci_devices'][0]
+    pf['vf_defaults']['files'] = type_files({700: 1, 702: 1})
+    for vf in pf['virtfns']:
+        vf.pop('files', None)
+        vf.pop('mdevs', None)
+    pf['virtfns'][0]['files'] = type_files({})
+    pf['virtfns'][0]['mdevs'] = [{'uuid': active['mdev_uuid'],
+                                  'type': 'nvidia-701'}]
+    return data
+
+
+class A100MigOverMdevTest(DriverTestCase):
+    """Item 1 of issue 15, through the driver over a materialized host."""
+
+    def setUp(self):
+        super().setUp()
+        self.env_ = self.env(a100_mig_over_mdev())
+        self.driver_ = self.driver(self.env_)
+
+    def test_every_vf_is_offered_by_one_provider_at_most(self):
+        for _ in range(2):
+            [gpu] = self.driver_.collect().gpus
+        handles = {s.name: [(h.address, h.in_use, h.mdev_type)
+                            for h in s.handles] for s in gpu.slices}
+        self.assertEqual({
+            '4g.40gb': [('0000:01:00.5', False, 'nvidia-700')],
+            '2g.20gb': [('0000:01:00.4', True, 'nvidia-701')],
+            '1g.10gb': [('0000:01:00.6', False, 'nvidia-702')]}, handles)
+        addresses = [address for units in handles.values()
+                     for address, _, _ in units]
+        self.assertEqual(len(set(addresses)), len(addresses))
+        # Through Cyborg's objects too: no attach handle in two
+        # deployables.
+        [device] = self.driver_.discover()
+        infos = [handle.attach_info for deployable in device.deployable_list
+                 for handle in deployable.attach_handle_list]
+        self.assertEqual(3, len(infos))
+        self.assertEqual(len(set(infos)), len(infos))
+
+    def test_a_normal_scan_logs_nothing(self):
+        for _ in range(3):
+            self.driver_.discover()
+        self.assertNotIn('vendor VFIO', self.log.output)
+        self.assertNotIn('set up but only', self.log.output)
+        self.assertEqual('', self.log.output)
+
+    def test_guest_on_a_vf_takes_it_from_every_other_profile(self):
+        data = a100_mig_over_mdev()
+        # The free 1g.10gb instance gets a guest on VF .6: no VF offers
+        # the 1g type any more, .6 is in use, the 4g keeps .5.
+        pf = data['pci_devices'][0]
+        pf['virtfns'][2]['files'] = {
+            'mdev_supported_types/nvidia-%d/available_instances' % t: '0\n'
+            for t in (700, 701, 702)}
+        pf['virtfns'][2]['mdevs'] = [{
+            'uuid': '0b7b6d3e-6a51-4d8e-9d6c-3f1c2a7e5b10',
+            'type': 'nvidia-702'}]
+        pf['vf_defaults']['files'][
+            'mdev_supported_types/nvidia-702/available_instances'] = '0\n'
+        device = data['nvml']['devices'][0]
+        device['active_vgpus'].append({
+            'id': 9, 'type_id': 702, 'vf_pci_bus_id': '00000000:01:00.6',
+            'uuid': 'c0b8a3f2-2f0e-4c47-9a51-0d4b1e6f3a21',
+            'gpu_instance_id': 3,
+            'mdev_uuid': '0b7b6d3e-6a51-4d8e-9d6c-3f1c2a7e5b10'})
+        [gpu] = self.driver(self.env(data)).collect().gpus
+        self.assertEqual({
+            '4g.40gb': [('0000:01:00.5', False)],
+            '2g.20gb': [('0000:01:00.4', True)],
+            '1g.10gb': [('0000:01:00.6', True)]},
+            {s.name: [(h.address, h.in_use) for h in s.handles]
+             for s in gpu.slices})
+
+    def test_vf_vanished_on_an_mdev_gpu_is_unknown(self):
+        data = a100_mig_over_mdev()
+        data['pci_devices'][0]['virtfns'][0]['missing'] = True
+        driver = self.driver(self.env(data))
+        driver.collect()
+        [gpu] = driver.collect().gpus
+        self.assertIn('0000:01:00.4', gpu.unknown_units)
 
 
 class PcieA100Test(DriverTestCase):

@@ -30,6 +30,7 @@ from cyborg_gpu_drivers import privsep
 from cyborg_gpu_drivers import vgpu_types
 from gpu_partitions import reference_hosts
 from gpu_partitions.reference_hosts import fake_nvml
+import placement_traits as names
 from tests.unit.cyborg_gpu_drivers import base
 from tests.unit.cyborg_gpu_drivers import hosts
 
@@ -180,19 +181,71 @@ class VendorVfioTest(DriverTestCase):
         self.assertEqual([inventory.AttachHandle(
             inventory.PCI, '0000:ca:00.4', in_use=True)], slice_.handles)
 
-    def test_nvlink_clique_trait(self):
+    def test_nvlink_clique_trait_only_on_a_whole_framebuffer_type(self):
+        # GPUs 0-2 NVLink peers; GPU 2 (b1:00.0) gets L40S-48C, one per
+        # GPU: the only vGPU NVIDIA gives NVLink P2P. GPU 0's L40S-12Q
+        # (4 per GPU) and GPU 1's L40S-8Q (6 per GPU) get none; all keep
+        # their NUMA node.
         data = host_data('pcie-l40s')
-        for device in data['nvml']['devices'][:2]:
+        for device in data['nvml']['devices'][:3]:
             device['nvlink'] = {'link_count': 4, 'active_link_count': 4,
                                 'remote_device_type': 0}
-        data['nvml']['nvlink_cliques'] = [[0, 1]]
+        data['nvml']['nvlink_cliques'] = [[0, 1, 2]]
+        [pf] = [p for p in data['pci_devices'] if p['address'] == L40S[2]]
+        pf['virtfns'][0]['files'] = {'nvidia/current_vgpu_type': '1536\n'}
+        env = self.env('pcie-l40s', data)
+        gpus = {gpu.address: gpu
+                for gpu in self.driver(env).collect().gpus}
+        self.assertEqual(
+            {L40S[0]: '0', L40S[1]: '0', L40S[2]: '0', L40S[3]: None},
+            {address: gpu.link_domain for address, gpu in gpus.items()})
+        links = {(address, slice_.name):
+                 names.link_domain_of(slice_.traits)
+                 for address, gpu in gpus.items() for slice_ in gpu.slices}
+        self.assertEqual({(L40S[0], 'L40S-12Q'): None,
+                          (L40S[1], 'L40S-8Q'): None,
+                          (L40S[2], 'L40S-48C'): 'CUSTOM_GPU_NVLINK_CLIQUE_0',
+                          (L40S[3], 'L40S-24C'): None}, links)
+        for gpu in gpus.values():
+            self.assertIsNone(names.link_domain_of(gpu.traits))
+            self.assertIsNotNone(names.numa_node_of(gpu.traits))
+
+    def test_partial_nvlink_mesh_gives_true_cliques(self):
+        # Peers 0-1 and 1-2 but not 0-2 (a bridge link down): 0 and 1
+        # form clique 0, GPU 2 is in none, though all three are linked.
+        data = host_data('pcie-l40s')
+        for device in data['nvml']['devices'][:3]:
+            device['nvlink'] = {'link_count': 4, 'active_link_count': 4,
+                                'remote_device_type': 0}
+        data['nvml']['nvlink_cliques'] = [[0, 1], [1, 2]]
+        for pf in data['pci_devices'][:3]:
+            pf['virtfns'][-1]['files'] = {
+                'nvidia/current_vgpu_type': '1536\n'}
+        env = self.env('pcie-l40s', data)
+        gpus = self.driver(env).collect().gpus
+        self.assertEqual(
+            {L40S[0]: '0', L40S[1]: '0', L40S[2]: None, L40S[3]: None},
+            {gpu.address: gpu.link_domain for gpu in gpus})
+        self.assertEqual(
+            {L40S[0]: 'CUSTOM_GPU_NVLINK_CLIQUE_0',
+             L40S[1]: 'CUSTOM_GPU_NVLINK_CLIQUE_0', L40S[2]: None},
+            {gpu.address: names.link_domain_of(slice_.traits)
+             for gpu in gpus for slice_ in gpu.slices
+             if slice_.name == 'L40S-48C'})
+
+    def test_framebuffer_trait_is_the_nominal_size_of_the_name(self):
+        # NVML's figure would round down; the type table's size is used.
+        data = host_data('pcie-l40s')
+        for vgpu_type in data['nvml']['models']['L40S']['vgpu_types']:
+            vgpu_type['framebuffer_mb'] -= 512
         gpus = self.driver(hosts.shared_env('pcie-l40s'),
                            nvml=data['nvml']).collect().gpus
         self.assertEqual(
-            {L40S[0]: '0', L40S[1]: '0', L40S[3]: None},
-            {gpu.address: gpu.link_domain for gpu in gpus})
-        self.assertIn('CUSTOM_GPU_NVLINK_CLIQUE_0', gpus[1].traits)
-        self.assertNotIn('CUSTOM_GPU_NVLINK_CLIQUE_0', gpus[2].traits)
+            {'L40S-12Q': 'CUSTOM_GPU_FB_12GB', 'L40S-8Q': 'CUSTOM_GPU_FB_8GB',
+             'L40S-24C': 'CUSTOM_GPU_FB_24GB'},
+            {slice_.name: [t for t in slice_.traits
+                           if t.startswith('CUSTOM_GPU_FB_')][0]
+             for gpu in gpus for slice_ in gpu.slices})
 
     def test_declared_type_fills_free_vfs_of_an_idle_gpu_only(self):
         self.conf.config(group='nvidia_vgpu',

@@ -48,6 +48,7 @@ class NamingTableTest(testtools.TestCase):
         (names.vgpu_series_trait, ('q',), 'CUSTOM_GPU_VGPU_SERIES_Q'),
         (names.framebuffer_trait, (4096,), 'CUSTOM_GPU_FB_4GB'),
         (names.framebuffer_trait, (512,), 'CUSTOM_GPU_FB_0GB'),
+        (names.nominal_framebuffer_trait, (80,), 'CUSTOM_GPU_FB_80GB'),
         (names.compute_partition_trait, ('cpx',),
          'CUSTOM_GPU_COMPUTE_PARTITION_CPX'),
         (names.memory_partition_trait, ('NPS4',),
@@ -104,6 +105,13 @@ class BadInputTest(testtools.TestCase):
 
 
 class ParserTest(testtools.TestCase):
+
+    def test_mig_profile_framebuffer_is_the_nominal_size_of_the_name(self):
+        for profile, gigabytes in (('MIG 1g.18gb', 18), ('1g.10gb+me', 10),
+                                   ('1c.3g.20gb', 20), ('7g.141gb', 141),
+                                   ('no size', None)):
+            self.assertEqual(gigabytes,
+                             names.mig_profile_framebuffer_gb(profile))
 
     def test_parsers_invert_builders(self):
         traits = [names.OWNER_CYBORG,

@@ -156,6 +156,31 @@ class TestLoad(testtools.TestCase):
         self.assertRefused(data, 'nvml.nvlink_cliques[0][8]',
                            'no device with index 8')
 
+    def test_partial_mesh_lists_a_gpu_in_several_cliques(self):
+        data = self.shipped_data('hgx-h200')
+        data['nvml']['nvlink_cliques'] = [[0, 1], [1, 2], [4, 5, 6, 7]]
+        host = reference_hosts.load_file(self.write(data))
+        self.assertEqual([[0, 1], [1, 2], [4, 5, 6, 7]],
+                         host.data['nvml']['nvlink_cliques'])
+
+    def test_clique_needs_two_devices(self):
+        data = self.shipped_data('hgx-h200')
+        data['nvml']['nvlink_cliques'] = [[0, 1], [3]]
+        self.assertRefused(data, 'nvml.nvlink_cliques[1]',
+                           'at least two devices')
+
+    def test_clique_lists_a_device_once(self):
+        data = self.shipped_data('hgx-h200')
+        data['nvml']['nvlink_cliques'] = [[0, 1, 0]]
+        self.assertRefused(data, 'nvml.nvlink_cliques[0][2]',
+                           'device 0 is listed twice')
+
+    def test_clique_listed_twice(self):
+        data = self.shipped_data('hgx-h200')
+        data['nvml']['nvlink_cliques'] = [[0, 1], [2, 3], [1, 0]]
+        self.assertRefused(data, 'nvml.nvlink_cliques[2]',
+                           'same devices as nvml.nvlink_cliques[0]')
+
     def test_mdev_type_must_exist_on_its_parent(self):
         data = self.shipped_data('pcie-a100')
         vf = data['pci_devices'][0]['virtfns'][0]
