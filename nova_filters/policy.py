@@ -101,6 +101,8 @@ def weight_multiplier(host_state, default=None):
     """
     if default is None:
         default = conf.CONF.gpu_partitions_scheduler.weight_multiplier
+    if not getattr(host_state, 'aggregates', True):
+        return default
     key = aggregate_key('weight_multiplier')
     try:
         values = filters_utils.aggregate_values_from_key(host_state, key)
