@@ -89,17 +89,18 @@ class GpuPartitionFilter(filters.BaseHostFilter):
         units = allocations.gpu_units(hosts)
         if not units:
             return hosts
+        # Built here even when the weigher does the rest: the answer Nova
+        # just received is taken while it is fresh (see summary_source).
+        view = self._views.view_for(spec_obj, hosts)
+        if view is None:
+            return hosts
         # Ordering is the weigher's job, except when it will not run:
         # Nova weighs only when two hosts or more are left.
         weigher_runs = (weigher_enabled() if self._weigher_runs is None
                         else self._weigher_runs)
         reorder = len(hosts) == 1 or not weigher_runs
         if not reorder and units < 2:
-            # One GPU unit cannot span GPUs: no affinity to enforce, and
-            # the weigher builds the view.
-            return hosts
-        view = self._views.view_for(spec_obj, hosts)
-        if view is None:
+            # One GPU unit cannot span GPUs: no affinity to enforce.
             return hosts
         workloads = self._views.workloads(spec_obj, view)
         return [host for host in hosts
