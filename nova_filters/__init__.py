@@ -13,21 +13,30 @@
 pack or spread GPU slices and keep multi-GPU requests inside one NVLink
 clique or xGMI hive.
 
-Plain data and pure functions (no Nova import; the packing simulator uses
-them too):
+One request, in the order it meets the modules:
 
-* :mod:`nova_filters.gpu_view`: the GPUs of the candidate hosts;
-* :mod:`nova_filters.scoring`: pack, spread, fragmentation, affinity.
+* :mod:`nova_filters.summary_source`: Placement's provider summaries
+  (Nova's own answer, or one extra query);
+* :mod:`nova_filters.provider_summaries`: those summaries as a
+  :mod:`nova_filters.gpu_view` (plain data, no Nova import), helped by
+  :mod:`nova_filters.topology` (the trait cache);
+* :mod:`nova_filters.request_state`: the view shared by the filter and the
+  weigher and across a multi-create;
+* :mod:`nova_filters.reservations`: units concurrent requests are about to
+  claim;
+* :mod:`nova_filters.allocations`, :mod:`nova_filters.scoring` and
+  :mod:`nova_filters.ranking`: pure functions (the packing simulator uses
+  them too) giving the order of a host's allocations;
+* :mod:`nova_filters.candidates`: prunes or reorders a host's
+  ``allocation_candidates``;
+* :mod:`nova_filters.gpu_filter` (``GpuPartitionFilter``) and
+  :mod:`nova_filters.gpu_weigher` (``GpuPartitionWeigher``), tied to the
+  above by :mod:`nova_filters.request_view`.
 
-Nova edges:
-
-* :mod:`nova_filters.gpu_weigher` (``GpuPartitionWeigher``) and
-  :mod:`nova_filters.gpu_filter` (``GpuPartitionFilter``);
-* :mod:`nova_filters.ordering`: orders a host's allocation candidates;
-* :mod:`nova_filters.request_view`: one view per scheduling request;
-* :mod:`nova_filters.policy`: config, aggregate and flavor policy levels;
-* :mod:`nova_filters.extra_specs`: ``gpu_partitions:*`` validators;
-* :mod:`nova_filters.conf`: the ``[gpu_partitions_scheduler]`` options.
+Around them: :mod:`nova_filters.policy` (config, aggregate and flavor
+policy levels), :mod:`nova_filters.workload_mix` (the learned workloads),
+:mod:`nova_filters.extra_specs` (``gpu_partitions:*`` validators) and
+:mod:`nova_filters.conf` (the ``[gpu_partitions_scheduler]`` options).
 
 See ``doc/source/scheduler.rst``.
 """

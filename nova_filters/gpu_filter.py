@@ -27,7 +27,7 @@ candidate left fails. ``preferred`` keeps every candidate and only orders
 them; ``none`` ignores the topology.
 
 It also orders the candidates (pack or spread, see
-:mod:`nova_filters.ordering`) when the weigher will not: when a single host
+:mod:`nova_filters.ranking`) when the weigher will not: when a single host
 is left (Nova then runs no weigher) or GpuPartitionWeigher is not enabled.
 List it last in ``enabled_filters``, so no later filter leaves a single
 host unordered. Rebuilds (no allocation candidates) pass untouched.
@@ -39,8 +39,9 @@ import nova.conf
 from nova.scheduler import filters
 from nova.scheduler import utils as scheduler_utils
 
+from nova_filters import allocations
+from nova_filters import candidates as candidates_mod
 from nova_filters import conf
-from nova_filters import ordering
 from nova_filters import policy
 from nova_filters import request_view
 
@@ -85,14 +86,16 @@ class GpuPartitionFilter(filters.BaseHostFilter):
         return bool(self.filter_all([host_state], spec_obj))
 
     def _filter(self, hosts, spec_obj):
+        units = allocations.gpu_units(hosts)
+        if not units:
+            return hosts
+        # Built here even when the weigher does the rest: the answer Nova
+        # just received is taken while it is fresh (see summary_source).
         view = self._views.view_for(spec_obj, hosts)
         if view is None:
             return hosts
         # Ordering is the weigher's job, except when it will not run:
         # Nova weighs only when two hosts or more are left.
-        units = request_view.gpu_units(hosts)
-        if not units:
-            return hosts
         weigher_runs = (weigher_enabled() if self._weigher_runs is None
                         else self._weigher_runs)
         reorder = len(hosts) == 1 or not weigher_runs
@@ -107,19 +110,21 @@ class GpuPartitionFilter(filters.BaseHostFilter):
         if not host_state.allocation_candidates:
             return True
         try:
-            arranged = ordering.arrange(
-                host_state, spec_obj, view, workloads, prune=True,
-                reorder=reorder,
+            mine = candidates_mod.HostCandidates(
+                host_state, spec_obj, view,
                 in_flight=self._views.in_flight(
                     spec_obj, view.host(host_state.uuid)) if reorder
                 else None)
+            if not mine.prune():
+                LOG.debug('GpuPartitionFilter: no candidate of host %s '
+                          'honours the required GPU affinity.',
+                          host_state.host)
+                return False
+            ranked = mine.ranking(workloads) if reorder else None
         except Exception:
             return self._keep_unordered(host_state, spec_obj, view)
-        if not host_state.allocation_candidates:
-            LOG.debug('GpuPartitionFilter: no candidate of host %s honours '
-                      'the required GPU affinity.', host_state.host)
-            return False
-        if arranged.best is not None:
+        if ranked is not None:
+            mine.apply(ranked)
             self._views.note_first(spec_obj, host_state)
         return True
 
@@ -133,8 +138,8 @@ class GpuPartitionFilter(filters.BaseHostFilter):
                           host_state.host)
             return True
         try:
-            ordering.arrange(host_state, spec_obj, view, None, prune=True,
-                             reorder=False)
+            kept = candidates_mod.HostCandidates(
+                host_state, spec_obj, view).prune()
         except Exception:
             LOG.exception('GpuPartitionFilter could not check the required '
                           'GPU affinity of host %s; the host fails.',
@@ -143,7 +148,7 @@ class GpuPartitionFilter(filters.BaseHostFilter):
         LOG.exception('GpuPartitionFilter could not order the GPU '
                       'candidates of host %s; they are only pruned.',
                       host_state.host)
-        return bool(host_state.allocation_candidates)
+        return kept
 
 
 def requires_affinity(host_state, spec_obj):
@@ -152,9 +157,9 @@ def requires_affinity(host_state, spec_obj):
     True when that cannot be told (unknown counts as required).
     """
     try:
-        if request_view.gpu_units([host_state]) < 2:
+        if allocations.gpu_units([host_state]) < 2:
             return False
-        _, link, numa = ordering.policies(host_state, spec_obj)
+        _, link, numa = policy.for_host(host_state, spec_obj)
         return link == conf.REQUIRED or (
             numa == conf.REQUIRED
             and policy.max_numa_nodes(spec_obj) is not None)

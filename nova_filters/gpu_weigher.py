@@ -33,8 +33,9 @@ from oslo_log import log as logging
 
 from nova.scheduler import weights
 
-from nova_filters import gpu_view
-from nova_filters import ordering
+from nova_filters import allocations
+from nova_filters import candidates as candidates_mod
+from nova_filters import conf
 from nova_filters import policy
 from nova_filters import request_view
 from nova_filters import scoring
@@ -82,10 +83,12 @@ class GpuPartitionWeigher(weights.BaseHostWeigher):
             return [0.0] * len(hosts)
 
     def _weigh_all(self, hosts, spec_obj, view):
-        units = request_view.gpu_units(hosts)
+        units = allocations.gpu_units(hosts)
         workloads = self._views.workloads(spec_obj, view)
+        placement_of = policy.resolver(policy.POLICY, spec_obj)
         if not units:
-            return [self._weigh_without_gpu(host, spec_obj, view, workloads)
+            return [self._weigh_without_gpu(host, placement_of(host), view,
+                                            workloads)
                     for host in hosts]
         # Every host gets a cheap weight from its fullness; the best
         # FULLY_SCORED_HOSTS of them (all hosts for a request that can
@@ -97,54 +100,56 @@ class GpuPartitionWeigher(weights.BaseHostWeigher):
             fill = view.fill(host.uuid)
             if fill is None:
                 rough.append(None)
-                continue
-            placement = policy.resolve(policy.POLICY, host, spec_obj)
-            rough.append(fill if placement == scoring.PACK else -fill)
+            else:
+                rough.append(fill if placement_of(host) == scoring.PACK
+                             else -fill)
         known = [i for i, value in enumerate(rough) if value is not None]
+        default = conf.CONF.gpu_partitions_scheduler.weight_multiplier
+        multipliers = {i: policy.weight_multiplier(hosts[i], default)
+                       for i in known}
         if units < 2:
-            known.sort(key=lambda i: rough[i] * self.weight_multiplier(
-                hosts[i]), reverse=True)
+            known.sort(key=lambda i: rough[i] * multipliers[i],
+                       reverse=True)
             known = known[:FULLY_SCORED_HOSTS]
         weights = [0.0 if value is None else value - _BELOW_SCORED
                    for value in rough]
         for i in known:
             weights[i] = self._weigh(hosts[i], spec_obj, view, workloads)
         if known:
-            best = max(known, key=lambda i: (
-                weights[i] * self.weight_multiplier(hosts[i])))
+            best = max(known, key=lambda i: weights[i] * multipliers[i])
             self._views.note_best_host(spec_obj, hosts[best].uuid)
         return weights
 
     def _weigh(self, host_state, spec_obj, view, workloads):
         try:
-            arranged = ordering.arrange(
-                host_state, spec_obj, view, workloads, prune=False,
+            mine = candidates_mod.HostCandidates(
+                host_state, spec_obj, view,
                 in_flight=self._views.in_flight(
                     spec_obj, view.host(host_state.uuid)))
+            ranked = mine.ranking(workloads)
         except Exception:
             LOG.exception('GpuPartitionWeigher could not weigh host %s; '
                           'neutral weight.', host_state.host)
             return 0.0
-        if arranged.best is None:
+        if ranked is None:
             return 0.0
+        mine.apply(ranked)
         self._views.note_first(spec_obj, host_state)
-        return scoring.host_score(arranged.host, arranged.best,
-                                  arranged.policy)
+        return scoring.host_score(mine.host, ranked.best, mine.policy)
 
     @staticmethod
-    def _weigh_without_gpu(host_state, spec_obj, view, workloads):
+    def _weigh_without_gpu(host_state, placement, view, workloads):
         # Minus the GPU capacity the request's CPU and memory strand. Most
         # hosts strand nothing for the typical workloads now; of those,
         # the one whose GPUs are fullest has least GPU capacity to strand
         # later, and a host without GPUs counts as full.
         if (not host_state.allocation_candidates
-                or policy.resolve(policy.POLICY, host_state, spec_obj)
-                != scoring.PACK):
+                or placement != scoring.PACK):
             return 0.0
         host = view.host(host_state.uuid)
         if host is None:
             return _FULLER_GPUS_TIE_BREAK
-        vcpus, memory_mb = gpu_view.host_resources(
+        vcpus, memory_mb = allocations.host_resources(
             host_state.allocation_candidates[0])
         return -(workloads.fragmentation(host, vcpus=vcpus,
                                          memory_mb=memory_mb)

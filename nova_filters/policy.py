@@ -68,18 +68,41 @@ def resolve(name, host_state, spec_obj):
     return value
 
 
+def for_host(host_state, spec_obj):
+    """``(policy, link_affinity, numa_affinity)`` for one host."""
+    return (resolve(POLICY, host_state, spec_obj),
+            resolve(LINK_AFFINITY, host_state, spec_obj),
+            resolve(NUMA_AFFINITY, host_state, spec_obj))
+
+
+def resolver(name, spec_obj):
+    """:func:`resolve` for one request: a function of the host state
+    that reads the option and the flavor once, not once per host.
+    """
+    allowed = ALLOWED[name]
+    flavor_value = flavor_extra_specs(spec_obj).get(flavor_key(name))
+    if flavor_value in allowed:
+        return lambda host_state: flavor_value
+    default = getattr(conf.CONF.gpu_partitions_scheduler, name)
+    return lambda host_state: _from_aggregates(name, host_state, allowed,
+                                               default)
+
+
 _MULTIPLIER = conf.weight_multiplier_type()
 
 
-def weight_multiplier(host_state):
+def weight_multiplier(host_state, default=None):
     """The smallest valid ``gpu_partitions_weight_multiplier`` of the
-    host's aggregates, else the option.
+    host's aggregates, else ``default`` (None: the option, read now).
 
     As Nova's ``get_weight_multiplier``, but a value that is not a finite
     number within the option's bounds (``nan``, ``inf``, ``1e309``) is
     ignored with a warning: one would turn every weight into nan.
     """
-    default = conf.CONF.gpu_partitions_scheduler.weight_multiplier
+    if default is None:
+        default = conf.CONF.gpu_partitions_scheduler.weight_multiplier
+    if not getattr(host_state, 'aggregates', True):
+        return default
     key = aggregate_key('weight_multiplier')
     try:
         values = filters_utils.aggregate_values_from_key(host_state, key)
@@ -117,6 +140,9 @@ def max_numa_nodes(spec_obj):
 
 
 def _from_aggregates(name, host_state, allowed, default):
+    if not getattr(host_state, 'aggregates', True):
+        # Most hosts: no aggregate, nothing to read.
+        return default
     key = aggregate_key(name)
     try:
         values = filters_utils.aggregate_values_from_key(host_state, key)

@@ -17,7 +17,7 @@ Placement, the packing simulator with a view of its in-memory fleet.
 Higher scores are better everywhere.
 
 An *allocation* is ``{provider_uuid: units}`` on one host (see
-:func:`nova_filters.gpu_view.gpu_allocation`).
+:func:`nova_filters.allocations.gpu_allocation`).
 
 Fragmentation
 -------------

@@ -25,8 +25,8 @@ a window of 0) the mix is :func:`nova_filters.scoring.default_workloads`.
 import collections
 import threading
 
+from nova_filters import allocations
 from nova_filters import conf
-from nova_filters import gpu_view
 from nova_filters import scoring
 
 # Requests seen before the learned mix replaces the default one.
@@ -38,7 +38,7 @@ def shape_of(view, candidate):
     allocation candidate; None when it takes no GPU or different amounts
     on different GPUs (not a typical shape).
     """
-    allocation = gpu_view.gpu_allocation(view, candidate)
+    allocation = allocations.gpu_allocation(view, candidate)
     amounts = set()
     for uuid, units in allocation.items():
         provider = view.provider(uuid)
@@ -46,7 +46,7 @@ def shape_of(view, candidate):
     if len(amounts) != 1:
         return None
     (resource_class, units), = amounts
-    vcpus, memory_mb = gpu_view.host_resources(candidate)
+    vcpus, memory_mb = allocations.host_resources(candidate)
     return (resource_class, units, len(allocation), vcpus, memory_mb)
 
 

@@ -39,6 +39,11 @@ request, so each answer costs the scheduler its real decode time. The
 extra request of ``plugins_extra_request`` therefore shows here as its
 decode and as a count, not as Placement's server time. Times are medians;
 round 0 of each size is a warm-up and is not counted.
+
+On a shared machine wall-clock times swing with the other jobs, so each
+round also gives a ratio of its own (the arms run back to back in it):
+the spread of those per-round ratios is printed, and the same figures in
+process CPU time, which other processes disturb less.
 """
 
 import gc
@@ -269,6 +274,7 @@ def measure(num_hosts, rounds):
         schedulers[arm] = _scheduler(host_states_for_request)
     ctx = nova_context.get_admin_context()
     times = {arm: [] for arm in ARMS}
+    cpu_times = {arm: [] for arm in ARMS}
     queries = {arm: 0 for arm in ARMS}
     from nova.objects import service as service_obj
     from nova import rpc
@@ -290,19 +296,30 @@ def measure(num_hosts, rounds):
                 gc.collect()
                 before = placement.queries
                 start = time.perf_counter()
+                cpu_start = time.process_time()
                 selections = schedulers[arm].select_destinations(
                     ctx, spec_obj=spec, instance_uuids=[spec.instance_uuid],
                     return_objects=True)
+                cpu = time.process_time() - cpu_start
                 elapsed = time.perf_counter() - start
                 if not selections or not selections[0]:
                     raise RuntimeError('%s arm selected no host' % arm)
                 if index:
                     times[arm].append(elapsed)
+                    cpu_times[arm].append(cpu)
                     queries[arm] += placement.queries - before
                 del spec, selections
     return {arm: {'seconds': statistics.median(values),
+                  'cpu_seconds': statistics.median(cpu_times[arm]),
+                  'rounds': values, 'cpu_rounds': cpu_times[arm],
                   'placement_requests': queries[arm] / rounds}
             for arm, values in times.items()}
+
+
+def round_ratios(ours, base, key='rounds'):
+    """Per-round ratios of arm ``ours`` over arm ``base``, sorted."""
+    return sorted(mine / theirs
+                  for mine, theirs in zip(ours[key], base[key]))
 
 
 def scheduler(args):
@@ -327,10 +344,21 @@ def scheduler(args):
                             ('plugins_extra_request', '_extra_request')):
             ours = figures[arm]
             ratio = ours['seconds'] / base['seconds']
-            print('      %-22s %.3f s per request (ratio %.2f), %g '
-                  'Placement request(s)'
-                  % (arm, ours['seconds'], ratio, ours['placement_requests']))
-            result['ratio_%d_hosts%s' % (size, suffix)] = round(ratio, 3)
+            cpu_ratio = ours['cpu_seconds'] / base['cpu_seconds']
+            spread = round_ratios(ours, base)
+            cpu_spread = round_ratios(ours, base, 'cpu_rounds')
+            print('      %-22s %.3f s per request (ratio %.2f, per round '
+                  '%.2f-%.2f; CPU time ratio %.2f, per round %.2f-%.2f), '
+                  '%g Placement request(s)'
+                  % (arm, ours['seconds'], ratio, spread[0], spread[-1],
+                     cpu_ratio, cpu_spread[0], cpu_spread[-1],
+                     ours['placement_requests']))
+            name = 'ratio_%d_hosts%s' % (size, suffix)
+            result[name] = round(ratio, 3)
+            result[name + '_per_round'] = [round(r, 3) for r in spread]
+            result[name + '_cpu'] = round(cpu_ratio, 3)
+            result[name + '_cpu_per_round'] = [
+                round(r, 3) for r in cpu_spread]
             extra.setdefault(arm, []).append(
                 ours['placement_requests'] - base['placement_requests'])
     result['extra_placement_requests_per_request'] = max(extra['plugins'])

@@ -46,9 +46,10 @@ import random
 from nova.scheduler import filters as nova_filters_api
 from nova.scheduler import weights as nova_weights
 
+from nova_filters import allocations
 from nova_filters import gpu_filter
-from nova_filters import gpu_view
 from nova_filters import gpu_weigher
+from nova_filters import provider_summaries
 from nova_filters import request_view
 from nova_filters import scoring
 
@@ -88,7 +89,7 @@ class RequestContext:
     @property
     def view(self):
         if self._view is None:
-            self._view = gpu_view.from_provider_summaries(self.summaries)
+            self._view = provider_summaries.parse(self.summaries)
         return self._view
 
     def query(self, spec_obj, host_states):
@@ -115,7 +116,7 @@ class CliqueFilter(nova_filters_api.BaseHostFilter):
             candidates = [
                 c for c in host_state.allocation_candidates
                 if host is not None and scoring.link_fit(
-                    host, gpu_view.gpu_allocation(view, c))]
+                    host, allocations.gpu_allocation(view, c))]
             host_state.allocation_candidates[:] = candidates
             if candidates:
                 kept.append(host_state)
@@ -136,9 +137,9 @@ class _Ordering(nova_filters_api.BaseHostFilter):
         for host_state in hosts:
             host = view.host(host_state.uuid)
             candidates = host_state.allocation_candidates
-            allocations = [gpu_view.gpu_allocation(view, c)
-                           for c in candidates]
-            scores = [self.score(host_state, host, a) for a in allocations]
+            scores = [self.score(host_state, host,
+                                 allocations.gpu_allocation(view, c))
+                      for c in candidates]
             best_first = sorted(range(len(candidates)),
                                 key=lambda i: scores[i], reverse=True)
             candidates[:] = [candidates[i] for i in best_first]
@@ -203,7 +204,7 @@ class HamiOrdering(_Ordering):
         touched = _touched(host, allocation)
         if not touched:
             return 0.0
-        after = gpu_view.host_with_allocation(host, allocation)
+        after = allocations.host_with_allocation(host, allocation)
         scores = []
         for gpu in touched:
             units = sum(allocation.get(p.uuid, 0) for p in gpu.providers)
@@ -247,7 +248,7 @@ class BestFitOrdering(_Ordering):
         gpu = 0.0
         fill = 0.0
         if host is not None and host.gpus:
-            after = gpu_view.host_with_allocation(host, allocation)
+            after = allocations.host_with_allocation(host, allocation)
             gpu = sum(g.free_share for g in after.gpus.values()) / len(
                 after.gpus)
             touched = _touched(after, allocation)
@@ -378,7 +379,7 @@ class FgdOrdering(_Ordering):
         if host_state.uuid not in self._before:
             self._before[host_state.uuid] = host_fragmentation(
                 host, kind_name, free_cpu, free_memory, self.workloads)
-        after = (gpu_view.host_with_allocation(host, allocation)
+        after = (allocations.host_with_allocation(host, allocation)
                  if host is not None else None)
         growth = host_fragmentation(
             after, kind_name, free_cpu - task.cpu_milli,

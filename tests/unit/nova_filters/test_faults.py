@@ -25,8 +25,9 @@ from nova.scheduler import filters as nova_filters_api
 
 from nova_filters import conf
 from nova_filters import gpu_filter
-from nova_filters import ordering
-from nova_filters import request_view
+from nova_filters import policy
+from nova_filters import provider_summaries
+from nova_filters import summary_source
 from tests.unit.nova_filters import fakes
 from tests.unit.nova_filters import test_plugins
 
@@ -65,8 +66,7 @@ class FilterFailsClosedTest(test_plugins.PluginTestBase):
         return self.filter_view().host(root).gpu_of_provider[rp]
 
     def filter_view(self):
-        from nova_filters import gpu_view
-        return gpu_view.from_provider_summaries(self.placement.summaries)
+        return provider_summaries.parse(self.placement.summaries)
 
     def _failing_scoring(self, error):
         self.useFixture(fixtures.MockPatch(
@@ -127,7 +127,7 @@ class FilterFailsClosedTest(test_plugins.PluginTestBase):
     def test_unknown_policy_counts_as_required(self):
         root, groups = self._four_gpus()
         state = self._states([root], groups)[0]
-        with fixtures.MockPatchObject(ordering, 'policies',
+        with fixtures.MockPatchObject(policy, 'for_host',
                                       side_effect=RuntimeError('boom')):
             self.assertTrue(gpu_filter.requires_affinity(
                 state, fakes.request_spec()))
@@ -196,7 +196,7 @@ class CaptureBoundTest(test_plugins.PluginTestBase):
             # A new answer each time, as Placement's decoded JSON is.
             return [], dict(summaries), '1.36'
 
-        wrapped = request_view._capturing(answer)
+        wrapped = summary_source._capturing(answer)
 
         def capture_many():
             tracemalloc.start()
@@ -206,7 +206,7 @@ class CaptureBoundTest(test_plugins.PluginTestBase):
                 wrapped()
             last, _ = tracemalloc.get_traced_memory()
             tracemalloc.stop()
-            results.append((len(request_view._captured.answers),
+            results.append((len(summary_source._captured.answers),
                             last - first))
 
         results = []
@@ -214,14 +214,14 @@ class CaptureBoundTest(test_plugins.PluginTestBase):
         worker.start()
         worker.join()
         kept, growth = results[0]
-        self.assertEqual(request_view.MAX_CAPTURED, kept)
+        self.assertEqual(summary_source.MAX_CAPTURED, kept)
         # Two answers of ~10 KiB each at most, not 2,000.
         self.assertLess(growth, 64 * 1024)
 
     def test_stale_answers_are_not_used(self):
         clock = fixtures.MockPatch('time.monotonic', return_value=100.0)
         self.useFixture(clock)
-        request_view._capturing(lambda: ([], {'a': {}}, '1.36'))()
-        clock.mock.return_value = 100.0 + request_view.CAPTURE_SECONDS + 1
-        self.assertIsNone(request_view.take_captured_summaries())
-        self.assertIsNone(request_view.take_captured_summaries())
+        summary_source._capturing(lambda: ([], {'a': {}}, '1.36'))()
+        clock.mock.return_value = 100.0 + summary_source.CAPTURE_SECONDS + 1
+        self.assertIsNone(summary_source.take_captured_summaries())
+        self.assertIsNone(summary_source.take_captured_summaries())

@@ -23,11 +23,14 @@ from nova.scheduler import filters as nova_filters_api
 from nova.scheduler import weights as nova_weights
 from nova import test
 
+from nova_filters import allocations
 from nova_filters import conf
 from nova_filters import gpu_filter
-from nova_filters import gpu_view
 from nova_filters import gpu_weigher
+from nova_filters import provider_summaries
 from nova_filters import request_view
+from nova_filters import summary_source
+from nova_filters import topology
 from tests.unit.nova_filters import fakes
 
 MIG_1G = fakes.mig('1g.10gb')
@@ -62,8 +65,8 @@ class PluginTestBase(test.NoDBTestCase):
             for i, root in enumerate(roots)]
 
     def _gpus_of_first(self, state):
-        view = gpu_view.from_provider_summaries(self.placement.summaries)
-        allocation = gpu_view.gpu_allocation(
+        view = provider_summaries.parse(self.placement.summaries)
+        allocation = allocations.gpu_allocation(
             view, state.allocation_candidates[0])
         host = view.host(state.uuid)
         return sorted(fakes.gpu_address_index(host.gpu_of_provider[u])
@@ -94,7 +97,7 @@ class FilterTest(PluginTestBase):
             self.assertIn(gpus, ({0, 1, 2, 3}, {4, 5, 6, 7}))
 
     def _address(self, root, rp):
-        view = gpu_view.from_provider_summaries(self.placement.summaries)
+        view = provider_summaries.parse(self.placement.summaries)
         return view.host(root).gpu_of_provider[rp]
 
     def test_required_drops_a_host_without_a_fitting_clique(self):
@@ -323,12 +326,11 @@ class WeigherTest(PluginTestBase):
         (root,) = self._hosts(None, cliques=CLIQUES)
         self._use(root, 0, 7)
         self._use(root, 4, 7)
-        topology = gpu_view.TopologyCache(600)
-        gpu_view.from_provider_summaries(self.placement.summaries,
-                                         topology=topology)
+        cache = topology.TopologyCache(600)
+        provider_summaries.parse(self.placement.summaries, topology=cache)
         views = request_view.RequestViews(
             query=mock.Mock(side_effect=RuntimeError('503')),
-            topology=topology)
+            topology=cache)
         flt = gpu_filter.GpuPartitionFilter(views=views)
         states = self._states([root], [(str(i), MIG_1G, 7)
                                        for i in range(4)])
@@ -446,8 +448,8 @@ class CaptureTest(PluginTestBase):
             return_value=client))
         views = request_view.RequestViews(query=placement.query,
                                           capture=True)
-        self.assertTrue(request_view.install_capture())
-        self.assertTrue(request_view.install_capture())  # wraps once
+        self.assertTrue(summary_source.install_capture())
+        self.assertTrue(summary_source.install_capture())  # wraps once
         # What Nova's select_destinations does before the filters.
         client.get_allocation_candidates(None, None)
         flt = gpu_filter.GpuPartitionFilter(views=views)

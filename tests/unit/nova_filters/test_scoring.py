@@ -13,8 +13,10 @@
 
 import testtools
 
-from nova_filters import gpu_view
+from nova_filters import allocations
+from nova_filters import provider_summaries
 from nova_filters import scoring
+from nova_filters import topology
 import placement_traits
 from tests.unit.nova_filters import fakes
 
@@ -23,7 +25,7 @@ MIG_3G = fakes.mig('3g.40gb')
 
 
 def _view(placement):
-    return gpu_view.from_provider_summaries(placement.summaries)
+    return provider_summaries.parse(placement.summaries)
 
 
 class GpuViewTest(testtools.TestCase):
@@ -69,7 +71,7 @@ class GpuViewTest(testtools.TestCase):
         summaries = dict(placement.summaries)
         summaries['junk'] = {'resources': {MIG_1G: {'capacity': 'x'}}}
         summaries['none'] = None
-        view = gpu_view.from_provider_summaries(summaries)
+        view = provider_summaries.parse(summaries)
         self.assertEqual(8, len(view.host(root).gpus))
         self.assertNotIn('junk', view.providers)
 
@@ -78,9 +80,9 @@ class GpuViewTest(testtools.TestCase):
         root = placement.add_host('h', fakes.hgx_gpus())
         view = _view(placement)
         candidate = placement.candidates(root, [('', MIG_1G, 2)])[3]
-        allocation = gpu_view.gpu_allocation(view, candidate)
+        allocation = allocations.gpu_allocation(view, candidate)
         self.assertEqual([2], list(allocation.values()))
-        after = gpu_view.with_allocation(view, allocation)
+        after = allocations.with_allocation(view, allocation)
         (uuid,) = allocation
         self.assertEqual(2, after.providers[uuid].used)
         self.assertEqual(0, view.providers[uuid].used)
@@ -89,9 +91,8 @@ class GpuViewTest(testtools.TestCase):
         placement = fakes.FakePlacement()
         root = placement.add_host('h', fakes.hgx_gpus())
         now = [0.0]
-        cache = gpu_view.TopologyCache(60, clock=lambda: now[0])
-        gpu_view.from_provider_summaries(placement.summaries,
-                                         topology=cache)
+        cache = topology.TopologyCache(60, clock=lambda: now[0])
+        provider_summaries.parse(placement.summaries, topology=cache)
         remembered = cache.view_of({root})
         self.assertFalse(remembered.usage_known)
         self.assertEqual(8, len(remembered.host(root).gpus))
@@ -120,7 +121,7 @@ class ScoringTest(testtools.TestCase):
         workloads = scoring.default_workloads(view)
         result = {}
         for candidate in self.placement.candidates(root, [('', MIG_1G, 1)]):
-            allocation = gpu_view.gpu_allocation(view, candidate)
+            allocation = allocations.gpu_allocation(view, candidate)
             (gpu,) = scoring.gpus_of(host, allocation)
             result[gpu.address] = scoring.candidate_score(
                 host, allocation, policy, workloads)
@@ -230,8 +231,8 @@ class HostResourcesTest(testtools.TestCase):
         self.assertEqual(10, host.free_vcpus)
         self.assertEqual(2 ** 21, host.free_memory_mb)
         candidate = self.placement.candidates(root, [('', MIG_1G, 1)])[0]
-        self.assertEqual((4, 4096), gpu_view.host_resources(candidate))
-        self.assertEqual((0, 0), gpu_view.host_resources({'junk': 1}))
+        self.assertEqual((4, 4096), allocations.host_resources(candidate))
+        self.assertEqual((0, 0), allocations.host_resources({'junk': 1}))
 
     def test_a_workload_the_cpu_cannot_hold_strands_every_free_gpu(self):
         root = self._root('h', 16)
@@ -253,7 +254,8 @@ class HostResourcesTest(testtools.TestCase):
             host = view.host(root)
             candidate = self.placement.candidates(root, [('', MIG_1G, 1)])[0]
             scores[root] = scoring.candidate_score(
-                host, gpu_view.gpu_allocation(view, candidate), scoring.PACK,
+                host, allocations.gpu_allocation(view, candidate),
+                scoring.PACK,
                 mix, vcpus=4)
         self.assertGreater(scores[roomy], scores[tight])
 

@@ -13,7 +13,7 @@
 
 import testtools
 
-from nova_filters import gpu_view
+from nova_filters import provider_summaries
 from nova_filters import scoring
 from nova_filters import workload_mix
 from tests.unit.nova_filters import fakes
@@ -28,7 +28,7 @@ class RequestHistoryTest(testtools.TestCase):
         super().setUp()
         self.placement = fakes.FakePlacement()
         self.root = self.placement.add_host('h', fakes.hgx_gpus('mixed'))
-        self.view = gpu_view.from_provider_summaries(self.placement.summaries)
+        self.view = provider_summaries.parse(self.placement.summaries)
 
     def _states(self, groups, vcpus=4):
         candidates = self.placement.candidates(self.root, groups)

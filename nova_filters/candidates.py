@@ -1,0 +1,95 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""One host's allocation candidates, read once against the request's view.
+
+Nova claims ``host_state.allocation_candidates[0]`` of the chosen host, so
+the order of that list chooses the GPU inside the host. This is the one
+place that changes that list: :meth:`HostCandidates.prune` (the filter,
+for a required affinity) and :meth:`HostCandidates.apply` (the order
+:mod:`nova_filters.ranking` returns; the filter when it orders, the
+weigher otherwise).
+"""
+
+from nova_filters import allocations as allocations_mod
+from nova_filters import conf
+from nova_filters import policy
+from nova_filters import ranking
+
+
+class HostCandidates:
+    """``host_state``'s candidates as allocations on ``host`` (its
+    HostGpus, with ``in_flight`` units of concurrent requests counted as
+    used), and the policies that apply.
+    """
+
+    def __init__(self, host_state, spec_obj, view, in_flight=None):
+        self.host_state = host_state
+        self.view = view
+        self.policy, self.link, self.numa = policy.for_host(
+            host_state, spec_obj)
+        self.max_nodes = policy.max_numa_nodes(spec_obj)
+        host = view.host(host_state.uuid)
+        if host is not None and in_flight:
+            host = allocations_mod.host_with_allocation(host, in_flight)
+        self.host = host
+        self._allocations = None
+
+    @property
+    def known(self):
+        """Whether the view knows the host and it has candidates."""
+        return (self.host is not None
+                and bool(self.host_state.allocation_candidates))
+
+    @property
+    def allocations(self):
+        if self._allocations is None:
+            self._allocations = [
+                allocations_mod.gpu_allocation(self.view, candidate)
+                for candidate in self.host_state.allocation_candidates]
+        return self._allocations
+
+    def prune(self):
+        """Drop the candidates that break a ``required`` affinity; False
+        when none is left.
+        """
+        if not self.known or conf.REQUIRED not in (self.link, self.numa):
+            return bool(self.host_state.allocation_candidates)
+        keep = ranking.kept(self.host, self.allocations, self.link,
+                            self.numa, self.max_nodes)
+        if len(keep) != len(self.allocations):
+            self._reorder(keep)
+        return bool(keep)
+
+    def ranking(self, workloads):
+        """The :class:`~nova_filters.ranking.Ranking` of the candidates,
+        or None when there is nothing to rank (usage unknown, no GPU
+        candidate the view knows).
+        """
+        if (not self.known or not self.view.usage_known
+                or not any(self.allocations)):
+            return None
+        vcpus, memory_mb = allocations_mod.host_resources(
+            self.host_state.allocation_candidates[0])
+        return ranking.rank(
+            self.host, self.allocations, self.policy, workloads,
+            link=self.link, numa=self.numa, max_nodes=self.max_nodes,
+            vcpus=vcpus, memory_mb=memory_mb)
+
+    def apply(self, ranked):
+        """Put the candidates in the order of ``ranked``."""
+        self._reorder(ranked.order)
+
+    def _reorder(self, indexes):
+        allocations = self.allocations
+        candidates = self.host_state.allocation_candidates
+        candidates[:] = [candidates[i] for i in indexes]
+        self._allocations = [allocations[i] for i in indexes]

@@ -1,0 +1,203 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""Placement's provider summaries -> a :class:`~nova_filters.gpu_view.GpuView`.
+
+:func:`parse` reads the ``provider_summaries`` of ``GET
+/allocation_candidates`` (microversion 1.29 or later: resources with
+capacity and used, traits, root provider) once per request. It is the
+scheduler plugins' hot loop (tens of thousands of providers at 5,000
+hosts), so it makes no object per provider: it sums each GPU's usage
+into the hosts' fills, which is all the weigher needs for most hosts, and
+remembers which providers each host has. A host's
+:class:`~nova_filters.gpu_view.HostGpus` is built only when asked for.
+"""
+
+import os_resource_classes as orc
+
+from nova_filters import gpu_view
+from nova_filters import topology as topology_mod
+import placement_traits
+
+_GPU_PREFIXES = (placement_traits.RC_MIG, placement_traits.RC_VGPU,
+                 placement_traits.RC_GPU_VF)
+_VCPU = orc.VCPU
+_MEMORY_MB = orc.MEMORY_MB
+_ERRORS = (AttributeError, KeyError, TypeError, ValueError,
+           ZeroDivisionError)
+
+# Resource class -> MIG compute slices per unit, 0 for another GPU class
+# (vGPU type, VF), -1 for a class that is not a GPU's. A process meets few
+# classes; the bound only guards against a flood of odd names.
+_CLASSES = {}
+_MAX_CLASSES = 4096
+
+
+def _classify(resource_class):
+    if not isinstance(resource_class, str):
+        raise TypeError('resource class %r' % (resource_class,))
+    slices = _CLASSES.get(resource_class)
+    if slices is None:
+        slices = (gpu_view.mig_slices(resource_class) or 0
+                  if resource_class.startswith(_GPU_PREFIXES) else -1)
+        if len(_CLASSES) < _MAX_CLASSES:
+            _CLASSES[resource_class] = slices
+    return slices
+
+
+def is_gpu_class(resource_class):
+    return _classify(resource_class) >= 0
+
+
+def parse(summaries, roots=None, topology=None):
+    """A view of the GPU providers in ``summaries``.
+
+    The view keeps ``summaries`` and must not see it changed. ``roots``
+    limits it to those compute nodes. ``topology``, a
+    :class:`~nova_filters.topology.TopologyCache`, avoids re-reading
+    traits that did not change, and remembers them. Anything that is not
+    a well-formed GPU provider is skipped.
+    """
+    expires = topology.expiry() if topology is not None else None
+    places = topology.places if topology is not None else {}
+    host_free = {}
+    # Per GPU (Place.gpu_key): its root, MIG slices used and offered, and
+    # the share of its other units in use. Numbers in flat dicts, not an
+    # object per GPU: fewer allocations, fewer garbage collections.
+    gpu_root = {}
+    mig_used = {}
+    mig_offered = {}
+    other_share = {}
+    members = {}
+    classes = set()
+    linked = False
+    for uuid, summary in summaries.items():
+        try:
+            root = summary.get('root_provider_uuid') or uuid
+            if roots is not None and root not in roots:
+                continue
+            resources = summary['resources']
+            key = None
+            for rc, amounts in resources.items():
+                slices = _CLASSES.get(rc)
+                if slices is None:
+                    slices = _classify(rc)
+                if slices < 0:
+                    if rc == _VCPU:
+                        host_free[root] = _free_of(resources)
+                    continue
+                capacity = amounts['capacity']
+                if capacity <= 0:
+                    continue
+                if key is None:
+                    traits = summary.get('traits') or []
+                    place = places.get(uuid)
+                    if (place is None or place.traits != traits
+                            or place.root != root):
+                        place = _place(uuid, root, resources, traits,
+                                       topology, expires)
+                    elif expires is not None:
+                        place.expires_at = expires
+                    key = place.gpu_key
+                    gpu_root[key] = root
+                    uuids = members.get(root)
+                    if uuids is None:
+                        members[root] = [uuid]
+                    else:
+                        uuids.append(uuid)
+                    if place.topology[2] is not None:
+                        linked = True
+                used = amounts['used']
+                if slices:
+                    mig_used[key] = mig_used.get(key, 0) + slices * used
+                    mig_offered[key] = (mig_offered.get(key, 0)
+                                        + slices * capacity)
+                else:
+                    other_share[key] = (other_share.get(key, 0.0)
+                                        + used / capacity)
+                classes.add(rc)
+        except _ERRORS:
+            continue
+    if topology is not None:
+        topology.sweep()
+    totals = {}
+    counts = {}
+    for key, root in gpu_root.items():
+        totals[root] = totals.get(root, 0.0) + gpu_view.used_share(
+            mig_used.get(key, 0), mig_offered.get(key, 0),
+            other_share.get(key, 0.0))
+        counts[root] = counts.get(root, 0) + 1
+    return gpu_view.GpuView(
+        source=_Hosts(summaries, members, host_free, topology),
+        fills={root: total / counts[root] for root, total in totals.items()},
+        resource_classes=frozenset(classes), linked=linked)
+
+
+def _place(uuid, root, resources, traits, topology, expires):
+    capacities = {rc: amounts['capacity']
+                  for rc, amounts in resources.items()
+                  if _classify(rc) >= 0}
+    if topology is None:
+        return topology_mod.Place(uuid, root, traits, capacities, None)
+    return topology.place(uuid, root, traits, capacities, expires)
+
+
+def _free_of(resources):
+    """``(free VCPU, free MEMORY_MB)`` of a compute node's summary."""
+    free = []
+    for rc in (_VCPU, _MEMORY_MB):
+        amounts = resources.get(rc)
+        free.append(None if amounts is None
+                    else int(amounts['capacity']) - int(amounts['used']))
+    return tuple(free)
+
+
+class _Hosts:
+    """Builds a host's :class:`~nova_filters.gpu_view.HostGpus` from the
+    summaries when the view first asks for it.
+    """
+
+    def __init__(self, summaries, members, host_free, topology):
+        self._summaries = summaries
+        self._members = members
+        self._host_free = host_free
+        self._topology = topology
+
+    def roots(self):
+        return self._members.keys()
+
+    def root_of(self, uuid):
+        summary = self._summaries.get(uuid)
+        if not isinstance(summary, dict):
+            return None
+        return summary.get('root_provider_uuid') or uuid
+
+    def host(self, root):
+        uuids = self._members.get(root)
+        if uuids is None:
+            return None
+        providers = []
+        for uuid in uuids:
+            providers.extend(self._providers(uuid, root))
+        return gpu_view.host_gpus(root, providers,
+                                  self._host_free.get(root))
+
+    def _providers(self, uuid, root):
+        summary = self._summaries[uuid]
+        resources = summary['resources']
+        traits = summary.get('traits') or []
+        gpu, numa, link = _place(uuid, root, resources, traits,
+                                 self._topology, None).topology
+        return [gpu_view.GpuProvider(
+                    uuid, root, gpu, rc, int(amounts['capacity']),
+                    int(amounts['used']), traits, numa, link)
+                for rc, amounts in resources.items()
+                if _classify(rc) >= 0 and int(amounts['capacity']) > 0]

@@ -1,0 +1,197 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""Where a request's provider summaries come from.
+
+Nova drops Placement's provider summaries before filters and weighers run.
+They come from:
+
+1. the scheduler's own answer (option ``reuse_scheduler_query``, default
+   on): :func:`install_capture` wraps the ``get_allocation_candidates``
+   method of Nova's process-wide report client so each answer's summaries
+   are kept on the calling thread, where Nova runs the filters and weighers
+   right after. No extra Placement request, no second JSON decode. This
+   relies on Nova's report client, not on a documented plugin API, so
+   anything unexpected falls back to
+2. one extra ``GET /allocation_candidates`` for the same request
+   (restricted to the host's tree when one host is left).
+
+:class:`SummarySource` chooses when Nova loads the plugins (before the
+scheduler's first query, so the first request reuses Nova's answer too)
+and logs its choice once.
+"""
+
+import collections
+import functools
+import threading
+import time
+
+from oslo_log import log as logging
+
+from nova_filters import conf
+
+LOG = logging.getLogger(__name__)
+
+
+class PlacementReadError(Exception):
+    """Placement gave no usable provider summaries."""
+
+
+# An answer the scheduler fetched more than this long ago on the same
+# thread belongs to an earlier request.
+CAPTURE_SECONDS = 10.0
+# Answers kept per thread: Nova's select_destinations asks Placement at
+# most twice per request (the PCPU query and its VCPU fallback). Older
+# answers are dropped when a new one comes, whether or not a plugin took
+# them, so what nobody consumes stays bounded by design.
+MAX_CAPTURED = 2
+
+_captured = threading.local()
+_install_lock = threading.Lock()
+
+
+def _capturing(get_allocation_candidates):
+    """Wrap the report client's method to keep the provider summaries of
+    the last MAX_CAPTURED answers on the calling thread.
+    """
+    @functools.wraps(get_allocation_candidates)
+    def wrapper(*args, **kwargs):
+        answer = get_allocation_candidates(*args, **kwargs)
+        try:
+            if answer and isinstance(answer[1], dict):
+                answers = getattr(_captured, 'answers', None)
+                if answers is None:
+                    answers = _captured.answers = collections.deque(
+                        maxlen=MAX_CAPTURED)
+                answers.append((time.monotonic(), answer[1]))
+        except Exception:  # never let our bookkeeping fail Nova's query
+            pass
+        return answer
+    wrapper.gpu_partitions_capture = True
+    return wrapper
+
+
+def install_capture():
+    """Keep the summaries of the scheduler's own allocation-candidate
+    queries; False when the report client cannot be had.
+    """
+    from nova.scheduler.client import report
+    try:
+        client = report.report_client_singleton()
+    except Exception as error:
+        LOG.debug('GPU partition scheduling: no report client to reuse '
+                  '(%s); asking Placement once per request.', error)
+        return False
+    with _install_lock:
+        current = client.get_allocation_candidates
+        if not getattr(current, 'gpu_partitions_capture', False):
+            client.get_allocation_candidates = _capturing(current)
+    return True
+
+
+def take_captured_summaries():
+    """The provider summaries captured on this thread in the last
+    CAPTURE_SECONDS, merged (newest wins), and forgotten; None when there
+    are none.
+    """
+    answers = getattr(_captured, 'answers', None)
+    if not answers:
+        return None
+    horizon = time.monotonic() - CAPTURE_SECONDS
+    recent = [summaries for at, summaries in answers if at > horizon]
+    answers.clear()
+    if not recent:
+        return None
+    if len(recent) == 1:
+        return recent[0]
+    merged = {}
+    for summaries in recent:
+        merged.update(summaries)
+    return merged
+
+
+def query_provider_summaries(spec_obj, host_states):
+    """Provider summaries of the request's allocation candidates: the one
+    extra Placement request.
+    """
+    # Imported here: only nova-scheduler needs these, and the simulator
+    # imports the rest of the package without them.
+    from nova import context as nova_context
+    from nova.scheduler.client import report
+    from nova.scheduler import utils as scheduler_utils
+
+    resources = scheduler_utils.ResourceRequest.from_request_spec(
+        spec_obj, enable_pinning_translate=True)
+    if len(host_states) == 1:
+        root_group = resources.get_request_group(None)
+        if root_group.resources and not root_group.in_tree:
+            root_group.in_tree = host_states[0].uuid
+    client = report.report_client_singleton()
+    answer = client.get_allocation_candidates(
+        nova_context.get_admin_context(), resources)
+    if not answer or answer[1] is None:
+        raise PlacementReadError('no answer to GET /allocation_candidates')
+    if not isinstance(answer[1], dict):
+        raise PlacementReadError('provider_summaries is not an object')
+    return answer[1]
+
+
+class SummarySource:
+    """The provider summaries of one request.
+
+    ``capture``: reuse the scheduler's own answer when the
+    ``reuse_scheduler_query`` option allows (the scheduler process);
+    ``query`` asks Placement (replaceable: the simulator's answers its
+    in-memory Placement). ``query_without_gpu``: requests without GPU may
+    use ``query`` too (only where it is free, as in the simulator).
+    """
+
+    def __init__(self, query=query_provider_summaries, capture=False,
+                 query_without_gpu=False):
+        self._query = query
+        self._capture = capture
+        self._query_without_gpu = query_without_gpu
+        self._lock = threading.Lock()
+        self._started = False
+
+    def start(self):
+        """Install the capture when Nova loads a plugin and log, once,
+        where GPU usage will come from.
+        """
+        captured = self._capturing()
+        with self._lock:
+            first, self._started = not self._started, True
+        if not first or not self._capture:
+            return
+        if captured:
+            LOG.info('GPU partition scheduling: reading GPU usage from the '
+                     'scheduler\'s own allocation-candidate answers.')
+        else:
+            LOG.info('GPU partition scheduling: asking Placement once more '
+                     'per GPU request for GPU usage '
+                     '(reuse_scheduler_query off or no report client).')
+
+    def summaries(self, spec_obj, host_states, roots, wants_gpu=True):
+        """The captured answer when it covers ``roots``, else the query's
+        (for a request without GPU, only where the query is free); None
+        when there is none.
+        """
+        if self._capturing():
+            summaries = take_captured_summaries()
+            if summaries is not None and not roots.isdisjoint(summaries):
+                return summaries
+        if wants_gpu or self._query_without_gpu:
+            return self._query(spec_obj, host_states)
+        return None
+
+    def _capturing(self):
+        return bool(self._capture and conf.CONF.gpu_partitions_scheduler
+                    .reuse_scheduler_query and install_capture())
