@@ -482,7 +482,10 @@ def from_provider_summaries(summaries, roots=None, topology=None):
                 slices = mig_slices(rc)
                 if slices:
                     gpu_usage[0] += slices * used
-                    gpu_usage[1] += slices * capacity
+                    on_demand = placement_traits.mig_on_demand_slices(
+                        summary.get('traits') or ())
+                    gpu_usage[1] = on_demand or (gpu_usage[1]
+                                                 + slices * capacity)
                 else:
                     gpu_usage[2] += used / capacity
                 classes.add(rc)
@@ -591,11 +594,13 @@ def mig_slices(resource_class):
 
 
 def _set_unit_shares(members):
-    mig_total = 0
-    for provider in members:
-        slices = mig_slices(provider.resource_class)
-        if slices:
-            mig_total += slices * provider.capacity
+    # An on-demand MIG GPU offers every profile: its units weigh their
+    # slices against the GPU's, not against the offers' sum.
+    mig_total = (placement_traits.mig_on_demand_slices(members[0].traits)
+                 if members else None)
+    if mig_total is None:
+        mig_total = sum((mig_slices(p.resource_class) or 0) * p.capacity
+                        for p in members)
     for provider in members:
         slices = mig_slices(provider.resource_class)
         if slices and mig_total:
