@@ -24,6 +24,7 @@ import fixtures
 import testtools
 
 from gpu_partitions import cli
+from gpu_partitions.simulator import benchmark
 from gpu_partitions.simulator import dynamic
 from gpu_partitions.simulator import fleet
 from gpu_partitions.simulator import mig_geometry
@@ -206,6 +207,13 @@ class BenchmarkTest(testtools.TestCase):
             'GPU_PARTITIONS_SIM_SCALE', '1'))
         self.useFixture(fixtures.EnvironmentVariable(
             'GPU_PARTITIONS_SIM_SEEDS', '2'))
+        # Fewer policies, fewer worker processes to start (each imports
+        # Nova): one of each family the figures need.
+        self.useFixture(fixtures.MockPatchObject(
+            benchmark, 'POLICIES',
+            ('nova-default', 'hami-binpack', 'fgd', 'ours-pack')))
+        self.useFixture(fixtures.MockPatchObject(
+            benchmark, 'OPERATOR_POLICIES', ('ours-pack',)))
         stdout = io.StringIO()
         with mock.patch.object(sys, 'stdout', stdout), mock.patch.object(
                 sys, 'stderr', io.StringIO()):
