@@ -120,6 +120,9 @@ def physical_gpu(address, providers):
             mig_offered += slices * provider.capacity
         elif provider.capacity:
             other += provider.used / provider.capacity
+    if providers:
+        mig_offered = placement_traits.mig_on_demand_slices(
+            providers[0].traits) or mig_offered
     return PhysicalGpu(
         address=address, providers=providers,
         used_share=used_share(mig_used, mig_offered, other),

@@ -118,8 +118,12 @@ def parse(summaries, roots=None, topology=None):
                 used = amounts['used']
                 if slices:
                     mig_used[key] = mig_used.get(key, 0) + slices * used
-                    mig_offered[key] = (mig_offered.get(key, 0)
-                                        + slices * capacity)
+                    # An on-demand MIG GPU offers every profile: its
+                    # slices count against the GPU's, not the offers' sum.
+                    mig_offered[key] = (
+                        placement_traits.mig_on_demand_slices(
+                            summary.get('traits') or ())
+                        or mig_offered.get(key, 0) + slices * capacity)
                 else:
                     other_share[key] = (other_share.get(key, 0.0)
                                         + used / capacity)

@@ -51,6 +51,9 @@ TRAIT_COMPUTE_PARTITION = 'CUSTOM_GPU_COMPUTE_PARTITION_'
 TRAIT_MEMORY_PARTITION = 'CUSTOM_GPU_MEMORY_PARTITION_'
 TRAIT_MIG_BACKED = 'CUSTOM_GPU_MIG_BACKED'
 TRAIT_VGPU_HETEROGENEOUS = 'CUSTOM_GPU_VGPU_MIXED_SIZE'
+# A MIG GPU whose instances are made on demand (every profile offered,
+# inventories follow what fits); the suffix is its compute slices.
+TRAIT_MIG_ON_DEMAND = 'CUSTOM_GPU_MIG_ON_DEMAND_SLICES_'
 
 VENDOR_NAMES = {'10de': 'NVIDIA', '1002': 'AMD'}
 VGPU_SERIES = ('A', 'B', 'C', 'Q')
@@ -193,6 +196,22 @@ def xgmi_hive_trait(hive_id):
 
 def mig_profile_trait(profile):
     return custom(TRAIT_MIG_PROFILE, _strip_mig_prefix(profile))
+
+
+def mig_on_demand_trait(slices):
+    return custom(TRAIT_MIG_ON_DEMAND, str(int(slices)))
+
+
+def mig_on_demand_slices(traits):
+    """Compute slices of an on-demand MIG GPU from its provider's
+    traits, None for a GPU with a fixed layout.
+    """
+    for trait in traits:
+        if trait.startswith(TRAIT_MIG_ON_DEMAND):
+            suffix = trait[len(TRAIT_MIG_ON_DEMAND):]
+            if suffix.isdigit() and int(suffix) > 0:
+                return int(suffix)
+    return None
 
 
 def vgpu_series_trait(series):

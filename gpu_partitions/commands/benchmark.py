@@ -31,8 +31,10 @@ TARGETS = {
     'harness': ('the bench load generator\'s own ceiling against a '
                 'zero-delay stub, beside guidellm\'s',
                 'gpu_partitions.commands.benchmark:harness'),
-    'packing': ('unallocated GPU share of our best policy against the '
-                'packing baselines, FGD and the bound on the Alibaba trace',
+    'packing': ('unallocated GPU share (FGD\'s metric) of our best '
+                'policy against Nova\'s defaults, the packing baselines, '
+                'FGD and the bounds on the Alibaba trace; --dynamic adds '
+                'on-demand layouts',
                 'gpu_partitions.simulator.benchmark:packing'),
     'scheduler': ('scheduling time per request with the GPU plugins over Nova\'s defaults, 1,000 and 5,000 hosts', 'gpu_partitions.commands.scheduler_benchmark:scheduler'),  # noqa: E501
 }
@@ -55,7 +57,12 @@ def register(subparsers):
     parser.add_argument('--traces', default=None,
                         help='packing: comma-separated pod lists (default: '
                              'default,gpushare100,multigpu50)')
+    parser.add_argument('--dynamic', action='store_true',
+                        help='packing: add our policy with on-demand '
+                             'layouts, the baselines on an operator-static '
+                             'fleet and the free-layout bound')
     parser.add_argument('--output', default=None, metavar='DIR',
+
                         help='packing: write each run\'s JSON and PNG plots '
                              'into DIR')
     parser.add_argument('--guidellm', default=None,

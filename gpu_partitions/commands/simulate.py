@@ -91,6 +91,11 @@ def register(subparsers):
     parser.add_argument('--plots', default=None, metavar='PREFIX',
                         help='write PREFIX-unallocated.png and '
                              'PREFIX-free.png')
+    parser.add_argument('--dynamic', action='store_true',
+                        help='MIG instances and vGPU types made on demand '
+                             'as claims land (the fleet\'s layouts are '
+                             'ignored); see '
+                             'doc/source/dynamic-partitioning.rst')
     parser.add_argument('--no-progress', action='store_true')
     parser.set_defaults(func=run)
 
@@ -158,7 +163,8 @@ def run(args):
             target=args.target, jobs=args.jobs,
             show_progress=not args.no_progress, trace_path=trace_path,
             scale=1.0 if args.fleet else args.scale,
-            speedup=args.speedup)
+            speedup=args.speedup, dynamic=args.dynamic)
+
     except ValueError as error:
         raise UsageError(str(error))
     print(report.table(result))

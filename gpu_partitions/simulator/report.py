@@ -44,17 +44,26 @@ def table(result):
                 min(s['free_large_slices'] for s in samples),
                 outcome['seconds']))
         return '\n'.join([head] + lines)
-    head += ('unallocated GPU share at %s%% arrived workload'
-             % result['arrived_at_end'])
-    lines = ['%-16s %-9s %13s %9s %9s %8s' % (
-        'policy', 'family', 'unallocated%', 'placed', 'failed', 'seconds')]
+    head += ('unallocated GPU share at %s%% arrived workload (slices: '
+             'of the slices allocated; requested: FGD\'s metric)%s'
+             % (result['arrived_at_end'],
+                ', on-demand layouts' if result.get('dynamic') else ''))
+    lines = ['%-16s %-9s %9s %10s %9s %9s %8s' % (
+        'policy', 'family', 'slices%', 'requested%', 'placed', 'failed',
+        'seconds')]
     for name, outcome in result['policies'].items():
-        lines.append('%-16s %-9s %13.2f %9d %9d %8.1f' % (
+        lines.append('%-16s %-9s %9.2f %10.2f %9d %9d %8.1f' % (
             name, outcome['family'], outcome['unallocated_at_end'],
+            outcome['unallocated_requested_at_end'],
             outcome['placed'], outcome['failed'], outcome['seconds']))
     if result.get('bound'):
-        lines.append('%-16s %-9s %13.2f' % (
-            'bound', 'offline', result['bound'][-1][1]))
+        lines.append('%-16s %-9s %9.2f %10.2f' % (
+            'bound', 'offline', result['bound'][-1][1],
+            result['bound_requested'][-1][1]))
+        lines.append('%-16s %-9s %9s %10.2f' % (
+            'free-layout', 'offline', '-',
+            result['free_layout_bound'][-1][1]))
+
     return '\n'.join([head] + lines)
 
 

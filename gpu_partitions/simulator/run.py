@@ -13,19 +13,26 @@
 
 *Arrivals* (FGD's protocol): tasks drawn from the trace with replacement
 (seeded) arrive until the GPUs they ask for reach ``target`` times the
-fleet's GPUs; nothing departs; a task that fits nowhere is dropped. The
-curve is the unallocated GPU share against the arrived workload (both in
-% of the fleet's GPUs). *Replay*: the trace's own creation and deletion
-times. Every policy sees the same tasks in the same order and tries the
-same kinds in the same order (a task that names no GPU model tries the
-kinds in a seeded order weighted by their GPUs, like a user trying one
-flavor after another).
+fleet's GPUs; nothing departs; a task that fits nowhere is dropped. Two
+measures of the unallocated GPU share, both against the arrived workload
+(in % of the fleet's GPUs): ``curve`` counts the slices allocated (a
+0.3-GPU task on a 3g instance takes 3/7), ``curve_requested`` counts what
+the placed tasks asked for (0.3): FGD's metric (Weng et al., ATC'23:
+the cluster's GPU capacity less the GPU requests of the scheduled tasks),
+where round-up waste counts as unallocated. *Replay*: the trace's own
+creation and deletion times. Every policy sees the same tasks in the
+same order and tries the same kinds in the same order (a task that
+names no GPU model tries the kinds in a seeded order weighted by their
+GPUs, like a user trying one flavor after another).
 
 The *bound* is a relaxation no online policy can beat: the arrived tasks
 spread over the fleet's slices by a linear program that keeps how many
 slices of each kind the fleet has and the CPU and memory of each kind
 (summed over its hosts), and ignores host boundaries, cliques, arrival
-order and integrality. It maximises the allocated GPU share.
+order and integrality. It maximises the allocated GPU share in either
+measure (:func:`relaxed_requested` for FGD's); the free-layout bound,
+which lets every GPU take any layout, is
+:func:`gpu_partitions.simulator.dynamic.free_layout_requested`.
 """
 
 import collections
@@ -78,6 +85,7 @@ class Progress:
 class Outcome:
     policy: str
     curve: list = dataclasses.field(default_factory=list)
+    curve_requested: list = dataclasses.field(default_factory=list)
     over_time: list = dataclasses.field(default_factory=list)
     placed: int = 0
     failed: int = 0
@@ -91,31 +99,48 @@ class Outcome:
 
     def to_dict(self):
         return {'curve': self.curve, 'over_time': self.over_time,
+                'curve_requested': self.curve_requested,
+                'unallocated_requested_at_end': (
+                    self.curve_requested[-1][1] if self.curve_requested
+                    else None),
                 'placed': self.placed, 'failed': self.failed,
                 'failed_gpu_tasks': self.failed_gpu_tasks,
                 'unallocated_at_end': self.final_unallocated,
                 'seconds': round(self.seconds, 2)}
 
 
-class FleetState:
-    """Shares of the fleet in use, from the claims written."""
+def slice_providers(fleet):
+    """``(provider uuid, share of one unit, (host, GPU), units)`` of
+    each slice provider of a fleet with fixed layouts.
+    """
+    for host in fleet.hosts:
+        for gpu in host.gpus:
+            for slice_set in gpu.slices:
+                rp = placement_mod.provider_uuid(
+                    placement_traits.provider_name(
+                        host.name, gpu.address, slice_set.name))
+                yield (rp, slice_set.share, (host.name, gpu.address),
+                       slice_set.count)
 
-    def __init__(self, fleet):
+
+class FleetState:
+    """Shares of the fleet in use, from the claims written, and the GPU
+    share the placed tasks requested (FGD's metric).
+    """
+
+    def __init__(self, fleet, providers=None):
         self.gpus = fleet.gpu_count
         self.share = {}
         self.gpu_of = {}
         self.large = {}
-        for host in fleet.hosts:
-            for gpu in host.gpus:
-                for slice_set in gpu.slices:
-                    rp = placement_mod.provider_uuid(
-                        placement_traits.provider_name(
-                            host.name, gpu.address, slice_set.name))
-                    self.share[rp] = slice_set.share
-                    self.gpu_of[rp] = (host.name, gpu.address)
-                    if slice_set.share >= LARGE_SHARE:
-                        self.large[rp] = slice_set.count
+        for rp, share, gpu, count in (providers
+                                      or slice_providers(fleet)):
+            self.share[rp] = share
+            self.gpu_of[rp] = gpu
+            if share >= LARGE_SHARE:
+                self.large[rp] = count
         self.allocated = 0.0
+        self.requested = 0.0
         self.gpu_used = collections.Counter()
         self.large_used = collections.Counter()
 
@@ -132,6 +157,10 @@ class FleetState:
     @property
     def unallocated(self):
         return max(0.0, 1.0 - self.allocated / self.gpus)
+
+    @property
+    def unallocated_requested(self):
+        return max(0.0, 1.0 - self.requested / self.gpus)
 
     def free_whole_gpus(self):
         return self.gpus - sum(1 for n in self.gpu_used.values() if n > 0)
@@ -213,6 +242,7 @@ class Runner:
             placed = scheduler.schedule(consumer, task, request)
             if placed is not None:
                 state.apply(placed[1], +1)
+                state.requested += task.gpu_share
                 outcome.placed += 1
                 if self.keep_decisions:
                     outcome.decisions.append((consumer, _decision(
@@ -228,9 +258,9 @@ class Runner:
     def arrivals(self, policy, target=1.0, steps=100):
         sequence = arrival_sequence(self.tasks, self.fleet.gpu_count,
                                     target, self.seed)
-        scheduler, _ = self._scheduler(policy)
+        scheduler, placement = self._scheduler(policy)
         outcome = Outcome(policy.name)
-        state = FleetState(self.fleet)
+        state = self._state(placement)
         started = time.monotonic()
         asked = 0.0
         next_mark = 1
@@ -244,6 +274,9 @@ class Runner:
                     or index == len(sequence) - 1):
                 outcome.curve.append([round(100.0 * next_mark / steps, 3),
                                       round(100 * state.unallocated, 3)])
+                outcome.curve_requested.append([
+                    round(100.0 * next_mark / steps, 3),
+                    round(100 * state.unallocated_requested, 3)])
                 outcome.over_time.append(self._sample(index, state, outcome))
                 next_mark += 1
             if self.progress is not None:
@@ -268,9 +301,9 @@ class Runner:
         if not events:
             raise ValueError('the trace has no creation times to replay')
         events.sort()
-        scheduler, _ = self._scheduler(policy)
+        scheduler, placement = self._scheduler(policy)
         outcome = Outcome(policy.name)
-        state = FleetState(self.fleet)
+        state = self._state(placement)
         started = time.monotonic()
         every = max(1, len(events) // samples)
         asked = 0.0
@@ -286,27 +319,44 @@ class Runner:
                 allocation = scheduler.release(consumer)
                 if allocation is not None:
                     state.apply(allocation, -1)
+                    state.requested -= task.gpu_share
             if number % every == 0 or number == len(events) - 1:
                 sample = self._sample(number, state, outcome)
                 sample['time'] = moment
                 outcome.over_time.append(sample)
         outcome.curve.append([round(100 * asked / self.fleet.gpu_count, 3),
                               round(100 * state.unallocated, 3)])
+        outcome.curve_requested.append([
+            round(100 * asked / self.fleet.gpu_count, 3),
+            round(100 * state.unallocated_requested, 3)])
         outcome.seconds = time.monotonic() - started
         return outcome
+
+    def _state(self, placement):
+        """A :class:`FleetState` over ``placement``'s slice providers
+        (those of the fleet's layouts unless the placement says).
+        """
+        providers = getattr(placement, 'slice_providers', None)
+        return FleetState(self.fleet, providers() if providers else None)
 
     @staticmethod
     def _sample(index, state, outcome):
         return {'event': index,
                 'unallocated': round(100 * state.unallocated, 3),
+                'unallocated_requested': round(
+                    100 * state.unallocated_requested, 3),
+
                 'free_whole_gpus': state.free_whole_gpus(),
                 'free_large_slices': state.free_large_slices(),
                 'failed': outcome.failed}
 
-    def bound(self, target=1.0, steps=10):
+    def bound(self, target=1.0, steps=10, allocation=None):
         """``[[arrived %, lowest unallocated %], ...]`` of the relaxation
-        at every ``100/steps`` % of arrived workload.
+        at every ``100/steps`` % of arrived workload; ``allocation(fleet,
+        tasks)`` is the relaxation (default: the slices of the fleet's
+        layouts, slice metric).
         """
+        allocation = allocation or relaxed_allocation
         sequence = arrival_sequence(self.tasks, self.fleet.gpu_count,
                                     target, self.seed)
         curve = []
@@ -319,7 +369,7 @@ class Runner:
             while marks and (100 * asked / self.fleet.gpu_count
                              >= marks[0] - 1e-9 or len(prefix)
                              == len(sequence)):
-                allocated = relaxed_allocation(self.fleet, prefix)
+                allocated = allocation(self.fleet, prefix)
                 curve.append([round(marks.pop(0), 3),
                               round(100 * max(0.0, 1 - allocated
                                               / self.fleet.gpu_count), 3)])
@@ -333,10 +383,18 @@ def _decision(placement, allocation):
                   for rc, amount in alloc['resources'].items())
 
 
-def relaxed_allocation(fleet, tasks):
+def relaxed_requested(fleet, tasks):
+    """:func:`relaxed_allocation` counting the GPU share the tasks
+    request (FGD's metric) instead of the slices they take.
+    """
+    return relaxed_allocation(fleet, tasks, requested=True)
+
+
+def relaxed_allocation(fleet, tasks, requested=False):
     """Most GPUs (a float) the tasks can take when only the slice counts,
     CPU and memory of each kind matter (summed over its hosts): a linear
-    program over task classes and slice pools.
+    program over task classes and slice pools. ``requested``: count a
+    task's requested share, not the share of the slices it takes.
     """
     from scipy import optimize
 
@@ -365,7 +423,9 @@ def relaxed_allocation(fleet, tasks):
                       else kind.whole_slice)
             for key in pool_keys:
                 if key[0] == kind_name and key[1] == wanted:
-                    variables.append((c, key, num_gpu, key[2] * num_gpu))
+                    gain = (milli / 1000.0 if num_gpu == 1 else num_gpu) \
+                        if requested else key[2] * num_gpu
+                    variables.append((c, key, num_gpu, gain))
     if not variables:
         return 0.0
     # Rows: one per class (tasks of it), per pool (units), per kind (CPU
@@ -428,10 +488,16 @@ class _CounterProgress:
             self._pending = 0
 
 
-def _run_one(fleet, tasks, seed, protocol, policy_name, target, speedup):
+def _run_one(fleet, tasks, seed, protocol, policy_name, target, speedup,
+             dynamic=False):
     counter = _SHARED.get('counter')
     progress = _CounterProgress(counter) if counter is not None else None
-    runner = Runner(fleet, tasks, seed=seed, progress=progress)
+    factory = None
+    if dynamic:
+        from gpu_partitions.simulator import dynamic as dynamic_mod
+        factory = dynamic_mod.placement_factory(fleet, tasks)
+    runner = Runner(fleet, tasks, seed=seed, progress=progress,
+                    placement_factory=factory)
     policy = policies_mod.POLICIES[policy_name]
     if protocol == ARRIVALS:
         outcome = runner.arrivals(policy, target=target)
@@ -444,9 +510,12 @@ def _run_one(fleet, tasks, seed, protocol, policy_name, target, speedup):
 
 def simulate(fleet, tasks, policy_names, protocol=ARRIVALS, seed=0,
              target=1.0, jobs=1, show_progress=True, trace_path='',
-             scale=1.0, speedup=1.0):
-    """Run every policy (in ``jobs`` processes) and the bound; a dict
-    ready for :mod:`gpu_partitions.simulator.report`.
+             scale=1.0, speedup=1.0, dynamic=False):
+    """Run every policy (in ``jobs`` processes) and the bounds; a dict
+    ready for :mod:`gpu_partitions.simulator.report`. ``dynamic``: MIG
+    instances and vGPU types created on demand
+    (:mod:`gpu_partitions.simulator.dynamic`), the fleet's layouts
+    ignored.
     """
     import concurrent.futures
     import multiprocessing
@@ -475,7 +544,8 @@ def simulate(fleet, tasks, policy_names, protocol=ARRIVALS, seed=0,
             max_workers=max(1, jobs), mp_context=context,
             initializer=_init_worker, initargs=(counter,))
         futures = [pool.submit(_run_one, fleet, tasks, seed, protocol, name,
-                               target, speedup) for name in policy_names]
+                               target, speedup, dynamic)
+                   for name in policy_names]
     finally:
         if saved is None:
             del os.environ['PYTHONHASHSEED']
@@ -494,12 +564,18 @@ def simulate(fleet, tasks, policy_names, protocol=ARRIVALS, seed=0,
     result = {
         'protocol': protocol, 'trace': trace_path, 'seed': seed,
         'scale': scale, 'target': target, 'speedup': speedup,
-        'fleet': fleet.summary(),
+        'fleet': fleet.summary(), 'dynamic': dynamic,
         'policies': outcomes,
         'arrived_at_end': (round(100 * target, 3) if protocol == ARRIVALS
                            else max(o['curve'][-1][0]
                                     for o in outcomes.values())),
     }
     if protocol == ARRIVALS:
-        result['bound'] = Runner(fleet, tasks, seed=seed).bound(target)
+        from gpu_partitions.simulator import dynamic as dynamic_mod
+        runner = Runner(fleet, tasks, seed=seed)
+        result['bound'] = runner.bound(target)
+        result['bound_requested'] = runner.bound(
+            target, allocation=relaxed_requested)
+        result['free_layout_bound'] = runner.bound(
+            target, allocation=dynamic_mod.free_layout_requested)
     return result

@@ -1,0 +1,306 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""On-demand partitioning in the simulator: MIG instances created when a
+claim lands and destroyed when it is released, time-sliced vGPU types
+that follow demand while a GPU is idle, and the fleets and bound the
+``--dynamic`` benchmark compares against.
+
+The Placement model is the one of ``doc/source/dynamic-partitioning.rst``
+in its sequential form (the simulator claims one request at a time): each
+GPU offers every profile (MIG) or every type (vGPU) in a provider of its
+own, and after every claim and release the GPU's agent sets each
+inventory to what it holds plus what still fits:
+
+* MIG: the profile's instances plus its free aligned starts among the
+  instances that exist (:func:`.mig_geometry.capacity`); a claimed
+  instance goes to the start :func:`.mig_geometry.choose_start` picks.
+* vGPU: an idle GPU offers every type in full; once one type is in use
+  the others offer nothing until the GPU is idle again.
+
+The plugins and the policies are the ones of the static runs; only the
+Placement under them changes.
+"""
+
+import collections
+import dataclasses
+
+from gpu_partitions.simulator import fleet as fleet_mod
+from gpu_partitions.simulator import mig_geometry
+from gpu_partitions.simulator import placement as placement_mod
+from gpu_partitions.simulator import run as run_mod
+
+
+def on_demand_fleet(fleet):
+    """``fleet`` with every GPU offering all the slices its kind can make
+    (each at its count on an empty GPU) instead of one layout.
+    """
+    hosts = []
+    for host in fleet.hosts:
+        slices = _all_slices(host.kind)
+        gpus = tuple(dataclasses.replace(gpu, layout='on-demand',
+                                         slices=slices)
+                     for gpu in host.gpus)
+        hosts.append(dataclasses.replace(host, gpus=gpus))
+    return fleet_mod.Fleet(hosts=hosts)
+
+
+def _all_slices(kind):
+    if kind.mode == fleet_mod.MIG:
+        return tuple(
+            fleet_mod.SliceSet(profile, kind.resource_class(profile),
+                               len(starts), count / fleet_mod.MIG_SLICES)
+            for profile, (count, _, starts)
+            in fleet_mod.MIG_GEOMETRY.items())
+    return tuple(
+        fleet_mod.SliceSet(name, kind.resource_class(name),
+                           int(round(1 / fraction)), fraction)
+        for name, fraction in kind.vgpu_types)
+
+
+@dataclasses.dataclass
+class _Gpu:
+    kind: fleet_mod.Kind
+    providers: dict        # slice name -> provider uuid
+    counts: dict           # slice name -> units on an empty GPU
+    instances: dict = dataclasses.field(
+        default_factory=lambda: collections.defaultdict(list))
+
+    def mig_instances(self):
+        return [i for mine in self.instances.values() for i in mine]
+
+
+class OnDemandPlacement(placement_mod.InMemoryPlacement):
+    """:class:`.placement.InMemoryPlacement` whose GPU inventories follow
+    the instances created (see the module's docstring). ``weights``:
+    ``{kind name: {slice name: popularity}}`` of the typical requests.
+    """
+
+    def __init__(self, fleet, weights=None):
+        import placement_traits
+
+        self.fleet = on_demand_fleet(fleet)
+        providers = placement_mod.fleet_providers(self.fleet)
+        trait = placement_traits.mig_on_demand_trait(fleet_mod.MIG_SLICES)
+        for provider in providers:
+            if any(t.startswith(placement_traits.TRAIT_MIG_PROFILE)
+                   for t in provider.traits):
+                provider.traits = provider.traits | {trait}
+        super().__init__(providers)
+        self.weights = weights or {}
+        self._gpu_of = {}
+        for rp, _, key, _ in run_mod.slice_providers(self.fleet):
+            self._gpu_of[rp] = key
+        self._gpus = {}
+        for host in self.fleet.hosts:
+            for gpu in host.gpus:
+                providers = {s.name: self._rp(host, gpu, s.name)
+                             for s in gpu.slices}
+                self._gpus[(host.name, gpu.address)] = _Gpu(
+                    host.kind, providers,
+                    {s.name: s.count for s in gpu.slices})
+
+    @staticmethod
+    def _rp(host, gpu, name):
+        import placement_traits
+        return placement_mod.provider_uuid(placement_traits.provider_name(
+            host.name, gpu.address, name))
+
+    def slice_providers(self):
+        """What :class:`.run.FleetState` measures shares with."""
+        return run_mod.slice_providers(self.fleet)
+
+    def claim(self, consumer, allocation_request):
+        if not super().claim(consumer, allocation_request):
+            return False
+        for rp, alloc in allocation_request['allocations'].items():
+            key = self._gpu_of.get(rp)
+            if key is None:
+                continue
+            gpu = self._gpus[key]
+            name = _slice_of(gpu, rp)
+            for _ in range(sum(alloc['resources'].values())):
+                self._create(gpu, consumer, name)
+            self._refresh(gpu)
+        return True
+
+    def release(self, consumer):
+        touched = {self._gpu_of[rp] for rp in self.consumers.get(
+            consumer, {}) if rp in self._gpu_of}
+        super().release(consumer)
+        for key in touched:
+            gpu = self._gpus[key]
+            gpu.instances.pop(consumer, None)
+            self._refresh(gpu)
+
+    def instances(self):
+        """``{(host, GPU address): [(slice, start or None), ...]}`` of
+        the GPUs in use.
+        """
+        return {key: sorted(gpu.mig_instances())
+                for key, gpu in self._gpus.items() if gpu.mig_instances()}
+
+    def _create(self, gpu, consumer, name):
+        if gpu.kind.mode != fleet_mod.MIG:
+            gpu.instances[consumer].append((name, None))
+            return
+        start = mig_geometry.choose_start(
+            gpu.mig_instances(), name, self.weights.get(gpu.kind.name))
+        if start is None:
+            # The inventory offered only what fits; reaching this is a
+            # bug of the model, never a state to paper over.
+            raise RuntimeError('%s claimed on a GPU where it no longer '
+                               'fits: %s' % (name, gpu.mig_instances()))
+        gpu.instances[consumer].append((name, start))
+
+    def _refresh(self, gpu):
+        """The agent's inventory update after a creation or deletion."""
+        existing = gpu.mig_instances()
+        in_use = collections.Counter(name for name, _ in existing)
+        for name, rp in gpu.providers.items():
+            provider = self.providers[rp]
+            rc = next(iter(provider.inventories))
+            if gpu.kind.mode == fleet_mod.MIG:
+                total = in_use[name] + mig_geometry.capacity(existing,
+                                                             name)
+            elif not in_use or in_use[name]:
+                total = gpu.counts[name]
+            else:
+                total = 0
+            provider.inventories[rc] = total
+            self._summary_cache.pop(rp, None)
+
+
+def _slice_of(gpu, rp):
+    for name, uuid in gpu.providers.items():
+        if uuid == rp:
+            return name
+    raise KeyError(rp)
+
+
+def slice_weights(fleet, tasks):
+    """``{kind name: {slice name: expected units}}`` of the trace's
+    requests, what :func:`.mig_geometry.choose_start` keeps room for
+    (FGD's target workload: the task distribution is known).
+    """
+    demand = fleet_mod.demand_by_kind(tasks, fleet.kinds())
+    return {kind: dict(units) for kind, units in demand.items()}
+
+
+def placement_factory(fleet, tasks):
+    """A :class:`.run.Runner` ``placement_factory`` for on-demand runs."""
+    weights = slice_weights(fleet, tasks)
+    return lambda fleet: OnDemandPlacement(fleet, weights)
+
+
+# --- the fleets and the bound of the comparison -----------------------------
+
+def operator_static_fleets(fleet):
+    """``{name: fleet}``: ``fleet``'s hosts with layouts an operator
+    chooses without the trace. ``whole``: no partitioning (every GPU one
+    7g instance or the full-size vGPU type). ``even-mix``: one layout per
+    host for all its GPUs (as NVIDIA's mig-manager applies one
+    configuration per node label), the kind's layouts (MIG) or types
+    (vGPU) taken in turn, largest hosts first, so each is on about as
+    many hosts as the others.
+    """
+    turn = collections.Counter()
+    whole, mix = [], []
+    for host in sorted(fleet.hosts, key=lambda h: (-len(h.gpus), h.name)):
+        names = fleet_mod.layout_names(host.kind)
+        layout = names[turn[host.kind.name] % len(names)]
+        turn[host.kind.name] += 1
+        for hosts, chosen in ((whole, names[0]), (mix, layout)):
+            hosts.append(fleet_mod.make_host(
+                host.name, host.kind, host.cpu_milli, host.memory_mib,
+                [chosen] * len(host.gpus)))
+    return {name: fleet_mod.Fleet(hosts=sorted(hosts, key=lambda h: h.name))
+            for name, hosts in (('whole', whole), ('even-mix', mix))}
+
+
+def free_layout_requested(fleet, tasks):
+    """Most requested GPU share (FGD's metric) the tasks can take when
+    every GPU may take any layout: a linear program over task classes
+    and kinds that keeps, per kind and summed over its hosts, the CPU,
+    the memory and the GPUs' capacity: MIG compute slices (7 per GPU),
+    memory slots (8), instances of each profile (its starts per GPU) and
+    4g or 7g instances (at most one per GPU, both need slot 0); vGPU
+    framebuffer shares (1 per GPU). Host boundaries, cliques, arrival
+    order and integrality are ignored, so no policy, static or on
+    demand, can leave less unallocated.
+    """
+    from scipy import optimize
+    from scipy import sparse
+
+    gpus = fleet.kinds()
+    cpu = collections.Counter()
+    memory = collections.Counter()
+    for host in fleet.hosts:
+        cpu[host.kind.name] += host.cpu_milli
+        memory[host.kind.name] += host.memory_mib
+    classes = collections.Counter(
+        (t.num_gpu, t.gpu_milli, t.gpu_spec, t.cpu_milli, t.memory_mib)
+        for t in tasks if t.num_gpu)
+    ordered = sorted(classes)
+    rows = {}
+    limits = []
+
+    def row(key, limit):
+        if key not in rows:
+            rows[key] = len(limits)
+            limits.append(limit)
+        return rows[key]
+
+    for index, key in enumerate(ordered):
+        row(('class', index), classes[key])
+    entries = []     # (row, column, value)
+    gains = []
+    for index, (num_gpu, milli, spec, task_cpu, task_memory) in enumerate(
+            ordered):
+        probe = run_mod._probe_task(num_gpu, milli, spec)
+        for kind_name in fleet_mod.kinds_for(probe, sorted(gpus)):
+            kind = fleet_mod.KINDS[kind_name]
+            count = gpus[kind_name]
+            column = len(gains)
+            gains.append(milli / 1000.0 if num_gpu == 1 else num_gpu)
+            name = (kind.slice_for(milli) if num_gpu == 1
+                    else kind.whole_slice)
+            uses = [(('class', index), None, 1),
+                    (('cpu', kind_name), cpu[kind_name], task_cpu),
+                    (('memory', kind_name), memory[kind_name], task_memory)]
+            if kind.mode == fleet_mod.MIG:
+                slices, size, starts = fleet_mod.MIG_GEOMETRY[name]
+                uses += [
+                    (('slices', kind_name), fleet_mod.MIG_SLICES * count,
+                     slices * num_gpu),
+                    (('slots', kind_name), fleet_mod.MIG_SLOTS * count,
+                     size * num_gpu),
+                    (('profile', kind_name, name), len(starts) * count,
+                     num_gpu)]
+                if name in ('4g.40gb', '7g.80gb'):
+                    uses.append((('slot0', kind_name), count, num_gpu))
+            else:
+                uses.append((('share', kind_name), count,
+                             fleet_mod.slice_share(kind, name) * num_gpu))
+            for key, limit, value in uses:
+                entries.append((row(key, limit), column, float(value)))
+    if not gains:
+        return 0.0
+    matrix = sparse.csr_matrix(
+        ([v for _, _, v in entries],
+         ([r for r, _, _ in entries], [c for _, c, _ in entries])),
+        shape=(len(limits), len(gains)))
+    result = optimize.linprog(c=[-g for g in gains], A_ub=matrix,
+                              b_ub=limits, bounds=(0, None),
+                              method='highs')
+    if not result.success:
+        raise RuntimeError('free-layout bound: %s' % result.message)
+    return -result.fun

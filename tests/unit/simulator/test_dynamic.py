@@ -1,0 +1,266 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""On-demand partitioning in the simulator: MIG geometry, the on-demand
+Placement, FGD's metric, the operator-static fleets and the free-layout
+bound.
+"""
+
+import collections
+from concurrent import futures
+import io
+import json
+import sys
+from unittest import mock
+
+import fixtures
+import testtools
+
+from gpu_partitions import cli
+from gpu_partitions.simulator import benchmark
+from gpu_partitions.simulator import dynamic
+from gpu_partitions.simulator import fleet
+from gpu_partitions.simulator import mig_geometry
+from gpu_partitions.simulator import policies
+from gpu_partitions.simulator import run
+from gpu_partitions.simulator import trace
+from nova_filters import provider_summaries
+import placement_traits
+from tests.unit.simulator import test_simulation
+
+ONE_G, TWO_G, THREE_G, FOUR_G, SEVEN_G = fleet.MIG_GEOMETRY
+
+
+class GeometryTest(testtools.TestCase):
+
+    def test_an_idle_gpu_takes_each_profile_at_its_documented_starts(self):
+        self.assertEqual([7, 3, 2, 1, 1], [
+            mig_geometry.capacity([], p) for p in fleet.MIG_GEOMETRY])
+
+    def test_slices_alone_do_not_decide(self):
+        # 7 compute slices, but 3g takes 4 of the 8 memory slots.
+        self.assertFalse(mig_geometry.placeable(
+            [], [THREE_G, THREE_G, ONE_G]))
+        self.assertTrue(mig_geometry.placeable([], [FOUR_G, THREE_G]))
+
+    def test_per_profile_offers_race(self):
+        # Model 1 of the design: each of 3g and 2g has one free start,
+        # and both starts are slot 4; two concurrent claims would pass
+        # Placement and not fit.
+        made = [(ONE_G, 0), (ONE_G, 2)]
+        self.assertEqual(1, mig_geometry.capacity(made, THREE_G))
+        self.assertEqual(1, mig_geometry.capacity(made, TWO_G))
+        self.assertFalse(mig_geometry.placeable(made, [THREE_G, TWO_G]))
+
+    def test_small_instances_keep_slot_zero_free(self):
+        self.assertEqual(6, mig_geometry.choose_start([], ONE_G, {}))
+        self.assertEqual(4, mig_geometry.choose_start([], TWO_G, {}))
+        made = []
+        for _ in range(3):
+            made.append((ONE_G, mig_geometry.choose_start(made, ONE_G,
+                                                          {})))
+        # Three 1g leave room for a 4g, which needs slots 0-3.
+        self.assertEqual(1, mig_geometry.capacity(made, FOUR_G))
+
+    def test_the_score_follows_demand(self):
+        # Only 2g wanted: a 1g goes where it spoils no 2g start (6).
+        self.assertEqual(6, mig_geometry.choose_start(
+            [], ONE_G, {TWO_G: 1.0}))
+        self.assertLess(
+            mig_geometry.fragmentation([(ONE_G, 6)], {FOUR_G: 1.0}),
+            mig_geometry.fragmentation([(ONE_G, 0)], {FOUR_G: 1.0}))
+
+    def test_no_start_when_full(self):
+        self.assertIsNone(mig_geometry.choose_start(
+            [(SEVEN_G, 0)], ONE_G, {}))
+
+
+def _check_gpus(test, placement):
+    for key, made in placement.instances().items():
+        kinds = {name for name, _ in made}
+        if all(start is not None for _, start in made):
+            # Raises on an overlap or a start the geometry forbids.
+            fleet.check_mig_layout(made)
+        else:
+            test.assertEqual(1, len(kinds), key)
+
+
+class OnDemandPlacementTest(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        _, self.fleet, self.tasks = test_simulation.synthetic_inputs(self)
+
+    def _runner(self):
+        return run.Runner(self.fleet, self.tasks, seed=2,
+                          placement_factory=dynamic.placement_factory(
+                              self.fleet, self.tasks))
+
+    def test_arrivals_never_overcommit_and_stay_above_the_bound(self):
+        runner = self._runner()
+        free = runner.bound(allocation=dynamic.free_layout_requested)
+        fixed = runner.bound(allocation=run.relaxed_requested)
+        self.assertLessEqual(free[-1][1], fixed[-1][1] + 1e-6)
+        for name in ('ours-pack', 'hami-binpack', 'nova-default'):
+            outcome = runner.arrivals(policies.POLICIES[name])
+            self.assertGreater(outcome.placed, 0)
+            _check_gpus(self, runner._last_placement)
+            self.assertGreaterEqual(
+                outcome.curve_requested[-1][1] + 1e-6, free[-1][1], name)
+            # A request is never larger than its slice.
+            self.assertGreaterEqual(outcome.curve_requested[-1][1] + 1e-6,
+                                    outcome.curve[-1][1], name)
+
+    def test_inventories_follow_the_instances_and_release_frees(self):
+        placement = dynamic.OnDemandPlacement(self.fleet)
+        host = next(h for h in self.fleet.hosts
+                    if h.kind.mode == fleet.MIG)
+        providers = {p.name: p for p in placement.providers.values()}
+
+        def provider(profile):
+            return providers[placement_traits.provider_name(
+                host.name, host.gpus[0].address, profile)]
+
+        def claim(consumer, profile):
+            rp = provider(profile)
+            rc = next(iter(rp.inventories))
+            return placement.claim(consumer, {'allocations': {
+                rp.uuid: {'resources': {rc: 1}}}})
+
+        self.assertTrue(claim('a', FOUR_G))
+        self.assertEqual(0, provider(SEVEN_G).free(
+            next(iter(provider(SEVEN_G).inventories))))
+        self.assertTrue(claim('b', THREE_G))
+        for profile in fleet.MIG_GEOMETRY:
+            rp = provider(profile)
+            self.assertEqual(0, rp.free(next(iter(rp.inventories))),
+                             profile)
+        self.assertFalse(claim('c', ONE_G))
+        placement.release('a')
+        placement.release('b')
+        self.assertTrue(claim('d', SEVEN_G))
+        self.assertEqual([(SEVEN_G, 0)], placement.instances()[
+            (host.name, host.gpus[0].address)])
+
+    def test_an_idle_vgpu_takes_any_type_then_keeps_it(self):
+        placement = dynamic.OnDemandPlacement(self.fleet)
+        host = next(h for h in self.fleet.hosts
+                    if h.kind.mode == fleet.VGPU)
+        names = [n for n, _ in host.kind.vgpu_types]
+        by_name = {p.name: p for p in placement.providers.values()}
+        rps = [by_name[placement_traits.provider_name(
+            host.name, host.gpus[0].address, n)] for n in names]
+        rc = next(iter(rps[0].inventories))
+        self.assertTrue(placement.claim('a', {'allocations': {
+            rps[0].uuid: {'resources': {rc: 1}}}}))
+        self.assertEqual([7, 0, 0, 0], [
+            p.free(next(iter(p.inventories))) for p in rps])
+        placement.release('a')
+        self.assertEqual([8, 4, 2, 1], [
+            p.free(next(iter(p.inventories))) for p in rps])
+
+
+class FleetsAndBoundTest(testtools.TestCase):
+
+    def test_operator_fleets_keep_hosts_and_ignore_the_trace(self):
+        _, oracle, _ = test_simulation.synthetic_inputs(self)
+        fleets = dynamic.operator_static_fleets(oracle)
+        self.assertEqual({'whole', 'even-mix'}, set(fleets))
+        for other in fleets.values():
+            self.assertEqual([(h.name, len(h.gpus)) for h in oracle.hosts],
+                             [(h.name, len(h.gpus)) for h in other.hosts])
+        self.assertTrue(all(
+            g.layout == fleet.layout_names(h.kind)[0]
+            for h in fleets['whole'].hosts for g in h.gpus))
+        mig_layouts = collections.Counter(
+            h.gpus[0].layout for h in fleets['even-mix'].hosts
+            if h.kind.mode == fleet.MIG)
+        self.assertGreater(len(mig_layouts), 1)
+
+    def test_free_layout_bound_counts_memory_slots(self):
+        host = fleet.make_host('h', fleet.KINDS['a100-80gb-mig'], 96000,
+                               65536, ['whole'])
+        one = fleet.Fleet(hosts=[host])
+        # Two 3g (0.4 GPU each) and a 1g (0.1) are 7 slices but 9
+        # memory slots: the program keeps 8 slots, 0.1 GPU per slot for
+        # both, so 0.8 of the 0.9 requested.
+        tasks = [trace.Task('a', 1000, 1024, 1, 400)] * 2 + [
+            trace.Task('b', 1000, 1024, 1, 100)]
+        self.assertAlmostEqual(0.8, dynamic.free_layout_requested(
+            one, tasks))
+
+
+def _in_process(max_workers, mp_context, initializer, initargs):
+    return futures.ThreadPoolExecutor(max_workers=1, initializer=initializer,
+                                      initargs=initargs)
+
+
+class BenchmarkTest(testtools.TestCase):
+
+    def test_dynamic_benchmark_ends_with_the_issues_json(self):
+        directory, _, _ = test_simulation.synthetic_inputs(self, count=60)
+        self.useFixture(fixtures.EnvironmentVariable(
+            trace.TRACE_DIR_ENV, directory))
+        self.useFixture(fixtures.EnvironmentVariable(
+            'GPU_PARTITIONS_SIM_SCALE', '1'))
+        self.useFixture(fixtures.EnvironmentVariable(
+            'GPU_PARTITIONS_SIM_SEEDS', '2'))
+        # Runs in threads of this process: a worker process per run
+        # would import Nova again, eight times over.
+        self.useFixture(fixtures.MockPatch(
+            'concurrent.futures.ProcessPoolExecutor', _in_process))
+        # One policy of each family the figures need.
+        self.useFixture(fixtures.MockPatchObject(
+            benchmark, 'POLICIES',
+            ('nova-default', 'hami-binpack', 'fgd', 'ours-pack')))
+        self.useFixture(fixtures.MockPatchObject(
+            benchmark, 'OPERATOR_POLICIES', ('ours-pack',)))
+        stdout = io.StringIO()
+        with mock.patch.object(sys, 'stdout', stdout), mock.patch.object(
+                sys, 'stderr', io.StringIO()):
+            code = cli.main(['benchmark', 'packing', '--dynamic',
+                             '--traces', 'synthetic'])
+        self.assertEqual(0, code)
+        mine = json.loads(stdout.getvalue().strip().splitlines()[-1])[
+            'synthetic']
+        for key in ('metric', 'seeds', 'ours_dynamic', 'nova_default',
+                    'best_packing', 'fgd', 'best_static',
+                    'best_static_policy', 'operator_static_best',
+                    'free_layout_bound', 'ratio_vs_best_static',
+                    'ratio_ci95', 'gap_to_free_layout_bound_points'):
+            self.assertIn(key, mine)
+        self.assertEqual(2, mine['seeds'])
+        low, high = mine['ratio_ci95']
+        self.assertLessEqual(low, mine['ratio_vs_best_static'])
+        self.assertLessEqual(mine['ratio_vs_best_static'], high)
+        self.assertGreaterEqual(mine['gap_to_free_layout_bound_points'],
+                                -1e-6)
+        self.assertLessEqual(mine['best_static'], mine['nova_default'])
+
+
+class OnDemandViewTest(testtools.TestCase):
+
+    def test_a_unit_weighs_its_slices_against_the_gpus(self):
+        trait = placement_traits.mig_on_demand_trait(7)
+        summaries = {}
+        for index, (profile, capacity, used) in enumerate((
+                (THREE_G, 2, 1), (ONE_G, 4, 0), (SEVEN_G, 0, 0))):
+            summaries['rp-%d' % index] = {
+                'resources': {placement_traits.mig_resource_class(
+                    profile): {'capacity': capacity, 'used': used}},
+                'traits': [trait, placement_traits.physical_gpu_trait(
+                    '0000:10:00.0')],
+                'root_provider_uuid': 'root'}
+        view = provider_summaries.parse(summaries)
+        # The fill of an unbuilt host, then the built host.
+        self.assertAlmostEqual(3 / 7, view.fill('root'))
+        gpu = view.host('root').gpus['0000:10:00.0']
+        self.assertAlmostEqual(3 / 7, gpu.used_share)
