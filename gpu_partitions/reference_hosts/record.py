@@ -30,8 +30,7 @@ Not recordable, so left out or approximated (each gets a note when it
 applies): MIG profile tables of a GPU model none of whose GPUs has MIG
 enabled (NVML answers ``NotSupported``), with the MIG-backed vGPU types
 that name them; the identity of a lost GPU (its bus id is taken from the
-NVIDIA GPU in sysfs that NVML did not name); NVLink P2P between GPUs
-that are not all pairwise connected (format 1 holds cliques only);
+NVIDIA GPU in sysfs that NVML did not name);
 ``memory_partition_caps`` where AMD SMI has no call for them; sysfs
 files the drivers do not read.
 """
@@ -781,7 +780,9 @@ class _NvmlRecorder:
                 'lost': True}
 
     def cliques(self, devices, handles, nvml):
-        """NVLink P2P groups; a group not fully meshed is noted."""
+        """NVLink P2P as the maximal cliques of the peer relation, so a
+        partial mesh is recorded exactly (a GPU may be in several).
+        """
         peers = collections.defaultdict(set)
         live = [(position, handle) for position, (device, handle)
                 in enumerate(zip(devices, handles))
@@ -804,22 +805,7 @@ class _NvmlRecorder:
                 if status == nvml.NVML_P2P_STATUS_OK:
                     peers[a].add(b)
                     peers[b].add(a)
-        groups, seen = [], set()
-        for start in sorted(peers):
-            if start in seen:
-                continue
-            group, todo = set(), [start]
-            while todo:
-                node = todo.pop()
-                if node not in group:
-                    group.add(node)
-                    todo.extend(peers[node] - group)
-            seen |= group
-            if any(peers[node] | {node} != group for node in group):
-                self.recording.note(
-                    'NVLink P2P among GPUs %s is not a full mesh; format 1 '
-                    'records them as one clique', sorted(group))
-            groups.append(sorted(group))
+        groups = _maximal_cliques(peers)
         renumber = {}
         for device in devices:
             if device is not None:
@@ -1050,3 +1036,23 @@ def _redacted(document):
     redacted['hostname'] = REDACTED_HOSTNAME
     redacted['name'] = REDACTED_HOSTNAME
     return redacted
+
+
+def _maximal_cliques(peers):
+    """Every maximal set of pairwise peers (Bron-Kerbosch, small graphs),
+    sorted; listing them keeps exactly the pairs in ``peers``.
+    """
+    found = []
+
+    def extend(clique, candidates, excluded):
+        if not candidates and not excluded:
+            found.append(sorted(clique))
+            return
+        for node in sorted(candidates):
+            extend(clique | {node}, candidates & peers[node],
+                   excluded & peers[node])
+            candidates = candidates - {node}
+            excluded = excluded | {node}
+
+    extend(set(), set(peers), set())
+    return sorted(found)

@@ -158,6 +158,23 @@ class RoundTripTest(testtools.TestCase):
             if name == 'awkward':
                 self.assertIn('GPU 1 is lost', '; '.join(notes))
 
+    def test_a_partial_nvlink_mesh_is_recorded_exactly(self):
+        # Peers 0-1, 1-2, 0-2 (a triangle) and 2-3, not 0-3 or 1-3: the
+        # recording lists the maximal cliques, keeping exactly these pairs.
+        data = copy.deepcopy(reference_hosts.load('hgx-h200').data)
+        data['nvml']['nvlink_cliques'] = [[0, 1, 2], [2, 3], [5, 6]]
+        path = os.path.join(self.useFixture(fixtures.TempDir()).path,
+                            'partial.json')
+        with open(path, 'w') as stream:
+            json.dump(data, stream)
+        env = self._materialize(reference_hosts.load_file(path))
+        document, notes = record_env(env)
+        self.assertEqual([[0, 1, 2], [2, 3], [5, 6]],
+                         document['nvml']['nvlink_cliques'])
+        self.assertEqual([[0, 1, 2], [2, 3]],
+                         record._maximal_cliques(
+                             {0: {1, 2}, 1: {0, 2}, 2: {0, 1, 3}, 3: {2}}))
+
     def test_redacted_recording_gives_the_same_report(self):
         original, env, recorded, again, _notes = self._round_trip(
             'pcie-a100', redact=True)
