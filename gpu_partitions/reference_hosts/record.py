@@ -1046,7 +1046,8 @@ def _maximal_cliques(peers):
 
     def extend(clique, candidates, excluded):
         if not candidates and not excluded:
-            found.append(sorted(clique))
+            if len(clique) > 1:
+                found.append(sorted(clique))
             return
         for node in sorted(candidates):
             extend(clique | {node}, candidates & peers[node],

@@ -226,8 +226,11 @@ class ReadOnlyTest(testtools.TestCase):
             amdsmi = fake_amdsmi.module_for(env.amdsmi)
             before = snapshot(env.sysfs_root)
             nvml_before = copy.deepcopy(host.data['nvml'])
-            with mock.patch('cyborg_gpu_drivers.privsep.sys_admin_pctxt.'
-                            'start', side_effect=AssertionError('privsep')):
+            refused = AssertionError('privsep')
+            with mock.patch('cyborg_gpu_drivers.privsep.vgpu_type_pctxt.'
+                            'start', side_effect=refused), \
+                    mock.patch('cyborg_gpu_drivers.privsep.mig_layout_pctxt.'
+                               'start', side_effect=refused):
                 record_env(env, amdsmi=amdsmi)
             self.assertLessEqual(set(env.nvml.calls),
                                  set(record.NVML_READERS), name)
