@@ -38,6 +38,8 @@ FREE_VF = '0000:05:02.0'
 OPEN_VF = '0000:05:02.1'
 AMDGPU_VF = '0000:05:02.2'
 GONE_VF = '0000:05:02.3'
+# CPX/NPS4 on an MI300X is 8 VFs (GIM's release notes): four more, free.
+MORE_VFS = ('0000:05:02.4', '0000:05:02.5', '0000:05:02.6', '0000:05:02.7')
 AMDGPU_PF = '0000:26:00.0'
 NVIDIA_PF = '0000:1b:00.0'
 
@@ -82,7 +84,10 @@ class UdevPathTest(testtools.TestCase):
         self.pci(FREE_VF, '0x74b5', 'vfio-pci', files={'enable': '0\n'})
         self.pci(OPEN_VF, '0x74b5', 'vfio-pci', files={'enable': '1\n'})
         self.pci(AMDGPU_VF, '0x74b5', 'amdgpu')
-        for index, vf in enumerate((FREE_VF, OPEN_VF, AMDGPU_VF, GONE_VF)):
+        for vf in MORE_VFS:
+            self.pci(vf, '0x74b5', 'vfio-pci', files={'enable': '0\n'})
+        for index, vf in enumerate((FREE_VF, OPEN_VF, AMDGPU_VF, GONE_VF)
+                                   + MORE_VFS):
             self.link(GIM_PF, 'virtfn%d' % index, '../' + vf)
             if vf != GONE_VF:
                 self.link(vf, 'physfn', '../' + GIM_PF)
@@ -122,7 +127,8 @@ class UdevPathTest(testtools.TestCase):
         self.assertEqual(1, pci.numa_node(GIM_PF))
         self.assertEqual('74a1', pci.device_id(GIM_PF))
         self.assertEqual(
-            [(0, FREE_VF), (1, OPEN_VF), (2, AMDGPU_VF), (3, GONE_VF)],
+            [(0, FREE_VF), (1, OPEN_VF), (2, AMDGPU_VF), (3, GONE_VF)]
+            + [(4 + i, vf) for i, vf in enumerate(MORE_VFS)],
             pci.virtfns(GIM_PF))
         self.assertEqual(GIM_PF, pci.physfn(OPEN_VF))
         self.assertFalse(pci.exists(GONE_VF))
@@ -143,7 +149,7 @@ class UdevPathTest(testtools.TestCase):
         [deployable] = gpu[0].deployable_list
         self.assertEqual('mi300x-udev_0000_05_00_0_MI300X-CPX',
                          deployable.name)
-        self.assertEqual(2, deployable.num_accelerators)
+        self.assertEqual(6, deployable.num_accelerators)
         attributes = sorted(a.value for a in deployable.attribute_list)
         for name in ('CUSTOM_GPU_VF_MI300X_CPX',
                      'CUSTOM_GPU_COMPUTE_PARTITION_CPX',
@@ -152,12 +158,13 @@ class UdevPathTest(testtools.TestCase):
             self.assertIn(name, attributes)
         handles = {h.attach_info: h.in_use
                    for h in deployable.attach_handle_list}
-        self.assertEqual(2, len(handles))
+        self.assertEqual(6, len(handles))
         inventory_handles = driver.collect().gpus
         by_address = {g.address: g for g in inventory_handles}
         self.assertEqual(
             [inventory.AttachHandle(inventory.PCI, FREE_VF),
-             inventory.AttachHandle(inventory.PCI, OPEN_VF, in_use=True)],
+             inventory.AttachHandle(inventory.PCI, OPEN_VF, in_use=True)]
+            + [inventory.AttachHandle(inventory.PCI, vf) for vf in MORE_VFS],
             by_address[GIM_PF].slices[0].handles)
         output = self.log.output
         self.assertIn('VF %s (virtfn2 of %s) is bound to amdgpu' % (
