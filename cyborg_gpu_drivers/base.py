@@ -57,6 +57,7 @@ from oslo_log import log as logging
 
 from cyborg_gpu_drivers import conf  # noqa: F401  (registers the options)
 from cyborg_gpu_drivers import inventory
+from cyborg_gpu_drivers import providers
 from cyborg_gpu_drivers import report
 
 LOG = logging.getLogger(__name__)
@@ -318,7 +319,7 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
     def _keep_allocated(self, unhealthy):
         for gpu in unhealthy:
             for slice_ in gpu.slices:
-                name = report.provider_name(self.hostname, gpu, slice_)
+                name = providers.provider_name(self.hostname, gpu, slice_)
                 slice_.allocated = self.contained(
                     'Placement usages of %s' % name, self.allocated_units,
                     name, slice_.resource_class)
@@ -355,14 +356,14 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
         for gpu in host_inventory.gpus:
             if gpu.stub:
                 continue
-            for slice_ in report.offered_slices(gpu):
-                name = report.provider_name(host_inventory.hostname, gpu,
-                                            slice_)
-                if not slice_.in_use and self._reserved.get(name) == 0:
+            for slice_ in providers.offered_slices(gpu):
+                spec = providers.provider_spec(host_inventory.hostname, gpu,
+                                               slice_)
+                if not spec.reserved and self._reserved.get(spec.name) == 0:
                     continue
-                self.contained('Placement inventory of %s' % name,
-                               self._reserve, name, slice_.resource_class,
-                               slice_.in_use)
+                self.contained('Placement inventory of %s' % spec.name,
+                               self._reserve, spec.name, spec.resource_class,
+                               spec.reserved)
 
     def _reserve(self, name, resource_class, in_use):
         found = self.placement_inventory(name, resource_class)

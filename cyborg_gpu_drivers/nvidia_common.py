@@ -10,13 +10,20 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 """What the NVIDIA MIG and vGPU drivers share: GPUs sysfs shows, NVLink
-cliques, GPU traits and the NVML scan both drivers run per GPU.
+cliques, GPU traits, the slices (providers) they report and the NVML scan
+both drivers run per GPU.
 
-The drivers never import each other; both import this module.
+The drivers never import each other; both import this module, and so does
+the simulator's fleet (:mod:`gpu_partitions.simulator.fleet`), which
+builds its hosts' inventories with the same slice and trait builders.
+Nothing here imports Cyborg.
 """
+
+import dataclasses
 
 from cyborg_gpu_drivers import inventory
 from cyborg_gpu_drivers import nvidia_vfio
+from cyborg_gpu_drivers import vgpu_types
 import placement_traits
 
 NVIDIA_VENDOR_ID = '10de'
@@ -141,6 +148,75 @@ def link_traits(clique):
     if clique is None:
         return []
     return [placement_traits.nvlink_clique_trait(clique)]
+
+# --- slices, as both drivers and the simulator build them -----------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TypeFacts:
+    """A vGPU type as the driver reports it."""
+    name: vgpu_types.TypeName
+    framebuffer_mib: int | None
+    max_instances: int | None
+
+
+def mig_slice(profile, handles):
+    return inventory.Slice(
+        name=profile.name,
+        resource_class=placement_traits.mig_resource_class(profile.name),
+        traits=sorted({placement_traits.mig_profile_trait(profile.name),
+                       placement_traits.TRAIT_MIG_BACKED,
+                       mig_framebuffer_trait(profile)}),
+        handles=handles, total=len(handles))
+
+
+def mig_framebuffer_trait(profile):
+    """The nominal size of NVIDIA's profile table (``1g.10gb``: 10 GB),
+    as vGPU type names give theirs; NVML's figure (9,728 MiB there on an
+    A100 80GB) only for a name without one.
+    """
+    nominal = placement_traits.mig_profile_framebuffer_gb(profile.name)
+    if nominal is None:
+        return placement_traits.framebuffer_trait(profile.memory_mib)
+    return placement_traits.nominal_framebuffer_trait(nominal)
+
+
+def vgpu_slice(facts, handles, mixed_size, clique=None):
+    """One provider: a vGPU type on one physical GPU.
+
+    The framebuffer trait is the nominal size the type's name gives
+    (``A100DX-80C``: 80 GB), as NVIDIA's type tables list it; NVML's
+    figure only for a name without one. The GPU's NVLink ``clique``
+    becomes a trait only for a type that owns the whole framebuffer (one
+    instance per GPU): NVIDIA gives NVLink P2P to no other vGPU.
+    """
+    name = facts.name
+    traits = set()
+    if name.series:
+        traits.add(placement_traits.vgpu_series_trait(name.series))
+    if name.framebuffer_gb is not None:
+        traits.add(placement_traits.nominal_framebuffer_trait(
+            name.framebuffer_gb))
+    elif facts.framebuffer_mib is not None:
+        traits.add(placement_traits.framebuffer_trait(facts.framebuffer_mib))
+    if mixed_size:
+        traits.add(placement_traits.TRAIT_VGPU_HETEROGENEOUS)
+    if owns_whole_gpu(facts):
+        traits.update(link_traits(clique))
+    handles = sorted(handles, key=lambda h: (h.address, h.mark or ''))
+    return inventory.Slice(
+        name=name.short,
+        resource_class=placement_traits.vgpu_resource_class(name.full),
+        traits=sorted(traits), handles=handles, total=len(handles))
+
+
+def owns_whole_gpu(facts):
+    """True for a time-sliced type of which one instance fills the GPU.
+
+    Unknown (NVML cannot give the type's maximum) is False: link affinity
+    never counts on P2P it cannot show.
+    """
+    return not facts.name.mig_backed and facts.max_instances == 1
 
 
 class NvidiaScanMixin:

@@ -96,27 +96,6 @@ def vgpu_series(type_name):
     return letters[:1].upper() or None
 
 
-def mig_slice(profile, handles):
-    return inventory.Slice(
-        name=profile.name,
-        resource_class=placement_traits.mig_resource_class(profile.name),
-        traits=sorted({placement_traits.mig_profile_trait(profile.name),
-                       placement_traits.TRAIT_MIG_BACKED,
-                       mig_framebuffer_trait(profile)}),
-        handles=handles, total=len(handles))
-
-
-def mig_framebuffer_trait(profile):
-    """The nominal size of NVIDIA's profile table (``1g.10gb``: 10 GB),
-    as vGPU type names give theirs; NVML's figure (9,728 MiB there on an
-    A100 80GB) only for a name without one.
-    """
-    nominal = placement_traits.mig_profile_framebuffer_gb(profile.name)
-    if nominal is None:
-        return placement_traits.framebuffer_trait(profile.memory_mib)
-    return placement_traits.nominal_framebuffer_trait(nominal)
-
-
 def _limit(address, profile, in_use, free, instances, note):
     """Offer no more units than complete GPU instances back them.
 
@@ -157,7 +136,7 @@ def vf_slices(address, profiles, complete_instances, types_by_profile, vfs,
                                     in_use=vf in in_use)
              for vf in in_use + free), key=lambda h: h.address)
         if handles:
-            slices.append(mig_slice(profile, handles))
+            slices.append(nvidia_common.mig_slice(profile, handles))
         elif instances:
             note('GPU %s: %d GPU instances of %s reach no guest: no VF '
                  'holds a MIG-backed vGPU type of that profile'
@@ -224,7 +203,7 @@ def mdev_slices(profiles, complete_instances, types_by_profile, parents):
     for profile in profiles:
         handles = in_use[profile.id] + free[profile.id]
         if handles:
-            slices.append(mig_slice(profile, sorted(
+            slices.append(nvidia_common.mig_slice(profile, sorted(
                 handles, key=lambda h: h.address)))
     return slices
 

@@ -32,8 +32,6 @@ the only vGPUs NVIDIA gives NVLink P2P. GPUs with MIG enabled belong to the MIG
 driver and are never reported here.
 """
 
-import dataclasses
-
 from oslo_config import cfg
 from oslo_log import log as logging
 
@@ -57,53 +55,7 @@ VENDOR_VFIO = 'vendor-vfio'
 MDEV = 'mdev'
 
 
-@dataclasses.dataclass(frozen=True)
-class TypeFacts:
-    """A vGPU type as the driver reports it."""
-    name: vgpu_types.TypeName
-    framebuffer_mib: int | None
-    max_instances: int | None
-
-
 # --- plain logic ------------------------------------------------------------
-
-def vgpu_slice(facts, handles, mixed_size, clique=None):
-    """One provider: a vGPU type on one physical GPU.
-
-    The framebuffer trait is the nominal size the type's name gives
-    (``A100DX-80C``: 80 GB), as NVIDIA's type tables list it; NVML's
-    figure only for a name without one. The GPU's NVLink ``clique``
-    becomes a trait only for a type that owns the whole framebuffer (one
-    instance per GPU): NVIDIA gives NVLink P2P to no other vGPU.
-    """
-    name = facts.name
-    traits = set()
-    if name.series:
-        traits.add(placement_traits.vgpu_series_trait(name.series))
-    if name.framebuffer_gb is not None:
-        traits.add(placement_traits.nominal_framebuffer_trait(
-            name.framebuffer_gb))
-    elif facts.framebuffer_mib is not None:
-        traits.add(placement_traits.framebuffer_trait(facts.framebuffer_mib))
-    if mixed_size:
-        traits.add(placement_traits.TRAIT_VGPU_HETEROGENEOUS)
-    if owns_whole_gpu(facts):
-        traits.update(nvidia_common.link_traits(clique))
-    handles = sorted(handles, key=lambda h: (h.address, h.mark or ''))
-    return inventory.Slice(
-        name=name.short,
-        resource_class=placement_traits.vgpu_resource_class(name.full),
-        traits=sorted(traits), handles=handles, total=len(handles))
-
-
-def owns_whole_gpu(facts):
-    """True for a time-sliced type of which one instance fills the GPU.
-
-    Unknown (NVML cannot give the type's maximum) is False: link affinity
-    never counts on P2P it cannot show.
-    """
-    return not facts.name.mig_backed and facts.max_instances == 1
-
 
 def vf_handles(vfs, type_id, busy_addresses):
     """PCI handles of the VFs holding ``type_id``; in use when busy."""
@@ -300,7 +252,8 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
                                                      type_id, error))
                 return None
             framebuffer = limit = None
-        return TypeFacts(vgpu_types.parse_type_name(name), framebuffer, limit)
+        return nvidia_common.TypeFacts(vgpu_types.parse_type_name(name),
+                                       framebuffer, limit)
 
     def _choice(self, device, hosted, mixed_size):
         declaration = vgpu_types.declaration_for(
@@ -342,9 +295,9 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
                           'type %s; reported as a stub'
                           % (address, type_facts.name.short))
                 return self.STUB
-            slices.append(vgpu_slice(type_facts,
-                                     vf_handles(vfs, type_id, busy),
-                                     mixed_size, clique))
+            slices.append(nvidia_common.vgpu_slice(
+                type_facts, vf_handles(vfs, type_id, busy), mixed_size,
+                clique))
         if not slices and any(vf.current_type and vf.current_type
                               not in facts for vf in vfs):
             # Types held, none NVML can describe now: unknown, not empty.
@@ -352,7 +305,7 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
         return slices
 
     def _held_types(self, session, device, vfs):
-        """``{type id: TypeFacts}`` of the types the VFs hold."""
+        """``{type id: nvidia_common.TypeFacts}`` of the types the VFs hold."""
         facts = {}
         for type_id in sorted({vf.current_type for vf in vfs
                                if vf.current_type}):
@@ -449,8 +402,8 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
             handles = mdev_handles(parents, mdevs_on, name,
                                    facts.max_instances)
             if handles:
-                slices.append(vgpu_slice(facts, handles, mixed_size,
-                                         clique))
+                slices.append(nvidia_common.vgpu_slice(
+                    facts, handles, mixed_size, clique))
             else:
                 self.note('GPU %s: vGPU type %s has no instance available'
                           % (device.address, facts.name.short), LOG.info)

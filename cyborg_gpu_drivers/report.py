@@ -15,9 +15,10 @@ This is the only module that builds Cyborg's versioned objects, so a change
 of Cyborg's object API touches this file alone. The shape is:
 
 * one ``DriverDevice`` per physical GPU, keyed on its PCI address;
-* one ``DriverDeployable`` per slice kind on that GPU (it becomes one
-  Placement provider under the compute node), named by
-  :func:`placement_traits.provider_name` so its UUID is stable;
+* one ``DriverDeployable`` per provider of
+  :func:`cyborg_gpu_drivers.providers.provider_spec` (one per slice kind
+  on that GPU, a Placement provider under the compute node, named so its
+  UUID is stable), with the spec's resource class, total and traits;
 * one attach handle per unit, ``PCI`` for a VF and ``MDEV`` for an mdev.
 
 Cyborg's conductor compares attributes and attach handles as strings, so
@@ -36,6 +37,7 @@ from cyborg.objects.driver_objects import driver_deployable
 from cyborg.objects.driver_objects import driver_device
 
 from cyborg_gpu_drivers import inventory
+from cyborg_gpu_drivers import providers
 import placement_traits
 
 
@@ -48,48 +50,24 @@ def attach_info(handle):
     return cyborg_utils.pci_str_to_json(address)
 
 
-def deployable_traits(gpu, slice_):
-    """Traits of one provider, sorted: the GPU's own plus the slice's."""
-    traits = {placement_traits.OWNER_CYBORG,
-              placement_traits.physical_gpu_trait(gpu.address)}
-    traits.update(gpu.traits)
-    traits.update(slice_.traits)
-    return sorted(traits)
-
-
-def provider_name(hostname, gpu, slice_):
-    return placement_traits.provider_name(hostname, gpu.address, slice_.name)
-
-
 def to_deployable(hostname, gpu, slice_, driver_name):
+    spec = providers.provider_spec(hostname, gpu, slice_)
     attributes = [driver_attribute.DriverAttribute(
-        key='rc', value=slice_.resource_class)]
+        key='rc', value=spec.resource_class)]
     attributes.extend(
         driver_attribute.DriverAttribute(key='trait%d' % i, value=trait)
-        for i, trait in enumerate(deployable_traits(gpu, slice_)))
+        for i, trait in enumerate(spec.traits))
     handles = [
         driver_attach_handle.DriverAttachHandle(
             attach_type=handle.attach_type, attach_info=attach_info(handle),
             in_use=handle.in_use)
         for handle in slice_.handles]
     return driver_deployable.DriverDeployable(
-        name=provider_name(hostname, gpu, slice_),
-        num_accelerators=inventory.offered_total(gpu, slice_),
+        name=spec.name,
+        num_accelerators=spec.total,
         attribute_list=attributes,
         attach_handle_list=handles,
         driver_name=driver_name)
-
-
-def offered_slices(gpu):
-    """The slices that become providers: those with something to offer.
-
-    Placement refuses an inventory of 0, so a slice with nothing to offer
-    (a lost GPU with nothing in use or allocated, a profile with no usable
-    VF) has no provider; Cyborg's conductor deletes the provider it had,
-    which Placement allows because nothing is allocated on it.
-    """
-    return [slice_ for slice_ in gpu.slices
-            if inventory.offered_total(gpu, slice_) > 0]
 
 
 def to_driver_device(hostname, gpu, driver_name):
@@ -108,7 +86,7 @@ def to_driver_device(hostname, gpu, driver_name):
                 _colon_address(gpu.address))),
         deployable_list=[
             to_deployable(hostname, gpu, slice_, driver_name)
-            for slice_ in offered_slices(gpu)])
+            for slice_ in providers.offered_slices(gpu)])
 
 
 def to_driver_devices(host_inventory, driver_name):

@@ -144,36 +144,12 @@ class _NullNotifier:
 
 
 def _host_states(hosts):
-    from oslo_utils import timeutils
+    from gpu_partitions.simulator import host_state
 
-    from nova.scheduler import host_manager
-
-    now = timeutils.utcnow()
-    states = []
-    for name, root in hosts:
-        state = host_manager.HostState(name, name, CELL_UUID)
-        state.uuid = root
-        state.free_ram_mb = 2 ** 21 - 8192
-        state.total_usable_ram_mb = 2 ** 21
-        state.free_disk_mb = 7000 * 1024
-        state.total_usable_disk_gb = 7000
-        state.vcpus_total = 224
-        state.vcpus_used = 8
-        state.cpu_allocation_ratio = 1.0
-        state.ram_allocation_ratio = 1.0
-        state.disk_allocation_ratio = 1.0
-        state.hypervisor_type = 'QEMU'
-        state.hypervisor_version = 9002000
-        state.supported_instances = [('x86_64', 'kvm', 'hvm')]
-        state.service = {'disabled': False, 'forced_down': False,
-                         'host': name, 'created_at': now,
-                         'updated_at': now, 'last_seen_up': now}
-        state.updated = None
-        state.num_instances = 1
-        state.num_io_ops = 0
-        state.stats = {}
-        states.append(state)
-    return states
+    return [host_state.host_state(
+        name, root, vcpus=224, memory_mb=2 ** 21, vcpus_used=8,
+        memory_mb_used=8192, num_instances=1, cell_uuid=CELL_UUID)
+        for name, root in hosts]
 
 
 def _scheduler(host_states_for_request):

@@ -46,7 +46,7 @@ def on_demand_fleet(fleet):
     hosts = []
     for host in fleet.hosts:
         slices = _all_slices(host.kind)
-        gpus = tuple(dataclasses.replace(gpu, layout='on-demand',
+        gpus = tuple(dataclasses.replace(gpu, layout=fleet_mod.ON_DEMAND,
                                          slices=slices)
                      for gpu in host.gpus)
         hosts.append(dataclasses.replace(host, gpus=gpus))
@@ -85,16 +85,8 @@ class OnDemandPlacement(placement_mod.InMemoryPlacement):
     """
 
     def __init__(self, fleet, weights=None):
-        import placement_traits
-
         self.fleet = on_demand_fleet(fleet)
-        providers = placement_mod.fleet_providers(self.fleet)
-        trait = placement_traits.mig_on_demand_trait(fleet_mod.MIG_SLICES)
-        for provider in providers:
-            if any(t.startswith(placement_traits.TRAIT_MIG_PROFILE)
-                   for t in provider.traits):
-                provider.traits = provider.traits | {trait}
-        super().__init__(providers)
+        super().__init__(placement_mod.fleet_providers(self.fleet))
         self.weights = weights or {}
         self._gpu_of = {}
         for rp, _, key, _ in run_mod.slice_providers(self.fleet):

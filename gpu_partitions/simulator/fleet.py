@@ -47,6 +47,10 @@ import dataclasses
 import math
 import random
 
+from cyborg_gpu_drivers.adapters import nvml as nvml_adapter
+from cyborg_gpu_drivers import inventory
+from cyborg_gpu_drivers import nvidia_common
+from cyborg_gpu_drivers import vgpu_types
 import placement_traits
 
 MIG = 'mig'
@@ -62,6 +66,13 @@ MIG_GEOMETRY = {
 }
 MIG_SLOTS = 8
 MIG_SLICES = 7
+# NVML's GPU instance profile ids of these profiles on A100/H100 80GB
+# (nvidia-smi mig -lgip).
+MIG_PROFILE_IDS = {'1g.10gb': 19, '2g.20gb': 14, '3g.40gb': 9,
+                   '4g.40gb': 5, '7g.80gb': 0}
+# The layout of a GPU whose MIG instances or vGPU type follow demand
+# (:mod:`.dynamic`).
+ON_DEMAND = 'on-demand'
 
 # Named layouts: ((profile, start), ...), largest instances first.
 MIG_LAYOUTS = {
@@ -108,8 +119,13 @@ for _layout in MIG_LAYOUTS.values():
 
 @dataclasses.dataclass(frozen=True)
 class Kind:
+    """A GPU host kind; ``model``, ``device_id`` and ``cuda_capability``
+    as NVML gives them for the GPU.
+    """
     name: str
-    model: str            # for the model trait
+    model: str
+    device_id: str
+    cuda_capability: tuple
     mode: str             # MIG or VGPU
     vgpu_types: tuple = ()  # ((type name, fraction of the GPU), ...)
     clique_size: int = 0  # GPUs per NVLink clique, 0 when PCIe only
@@ -152,22 +168,22 @@ def _vgpu(prefix, sizes):
 
 
 KINDS = {
-    'a100-80gb-mig': Kind('a100-80gb-mig', 'A100-SXM4-80GB', MIG,
-                          clique_size=8),
-    'h100-80gb-mig': Kind('h100-80gb-mig', 'H100 80GB HBM3', MIG,
-                          clique_size=8),
-    'v100-32gb-vgpu': Kind('v100-32gb-vgpu', 'Tesla V100-SXM2-32GB', VGPU,
-                           _vgpu('V100DX', (4, 8, 16, 32)), clique_size=4,
-                           memory_gib=32),
-    'v100-16gb-vgpu': Kind('v100-16gb-vgpu', 'Tesla V100-SXM2-16GB', VGPU,
-                           _vgpu('V100X', (2, 4, 8, 16)), clique_size=4,
-                           memory_gib=16),
-    't4-vgpu': Kind('t4-vgpu', 'Tesla T4', VGPU, _vgpu('T4', (2, 4, 8, 16)),
-                    memory_gib=16),
-    'p100-vgpu': Kind('p100-vgpu', 'Tesla P100-PCIE-16GB', VGPU,
-                      _vgpu('P100', (2, 4, 8, 16)), memory_gib=16),
-    'a10-vgpu': Kind('a10-vgpu', 'A10', VGPU, _vgpu('A10', (3, 6, 12, 24)),
-                     memory_gib=24),
+    'a100-80gb-mig': Kind('a100-80gb-mig', 'NVIDIA A100-SXM4-80GB', '20b2',
+                          (8, 0), MIG, clique_size=8),
+    'h100-80gb-mig': Kind('h100-80gb-mig', 'NVIDIA H100 80GB HBM3', '2330',
+                          (9, 0), MIG, clique_size=8),
+    'v100-32gb-vgpu': Kind('v100-32gb-vgpu', 'Tesla V100-SXM2-32GB', '1db5',
+                           (7, 0), VGPU, _vgpu('V100DX', (4, 8, 16, 32)),
+                           clique_size=4, memory_gib=32),
+    'v100-16gb-vgpu': Kind('v100-16gb-vgpu', 'Tesla V100-SXM2-16GB', '1db1',
+                           (7, 0), VGPU, _vgpu('V100X', (2, 4, 8, 16)),
+                           clique_size=4, memory_gib=16),
+    't4-vgpu': Kind('t4-vgpu', 'Tesla T4', '1eb8', (7, 5), VGPU,
+                    _vgpu('T4', (2, 4, 8, 16)), memory_gib=16),
+    'p100-vgpu': Kind('p100-vgpu', 'Tesla P100-PCIE-16GB', '15f8', (6, 0),
+                      VGPU, _vgpu('P100', (2, 4, 8, 16)), memory_gib=16),
+    'a10-vgpu': Kind('a10-vgpu', 'NVIDIA A10', '2236', (8, 6), VGPU,
+                     _vgpu('A10', (3, 6, 12, 24)), memory_gib=24),
 }
 
 TRACE_MODELS = {
@@ -240,12 +256,22 @@ def gpu_address(index):
     return '0000:%02x:00.0' % (0x10 + index * 0x08)
 
 
+def mig_instances(layout):
+    """``((profile, start), ...)`` of a layout given by name
+    (:data:`MIG_LAYOUTS`) or as such a tuple, checked.
+    """
+    if isinstance(layout, str):
+        return MIG_LAYOUTS[layout]
+    check_mig_layout(layout)
+    return tuple(layout)
+
+
 def layout_slices(kind, layout):
     """``(SliceSet, ...)`` of one GPU of ``kind`` laid out as ``layout``
-    (a MIG layout name, or a vGPU type name).
+    (a MIG layout, see :func:`mig_instances`, or a vGPU type name).
     """
     if kind.mode == MIG:
-        counts = collections.Counter(p for p, _ in MIG_LAYOUTS[layout])
+        counts = collections.Counter(p for p, _ in mig_instances(layout))
         total = sum(MIG_GEOMETRY[p][0] * n for p, n in counts.items())
         return tuple(
             SliceSet(p, kind.resource_class(p), n, MIG_GEOMETRY[p][0] / total)
@@ -263,19 +289,84 @@ def layout_names(kind):
 
 
 def make_host(name, kind, cpu_milli, memory_mib, layouts):
-    """A host of ``kind`` whose GPUs have ``layouts`` (one per GPU)."""
+    """A host of ``kind`` whose GPUs have ``layouts`` (one per GPU).
+
+    GPUs are numbered as the drivers number them: NUMA node 0 for the
+    first half, NVLink cliques ``0, 1, ...`` of ``kind.clique_size`` GPUs
+    in PCI address order.
+    """
     gpus = []
     half = max(1, len(layouts) // 2)
     for index, layout in enumerate(layouts):
         clique = None
         if kind.clique_size and len(layouts) > 1:
-            clique = '%s_%d' % (name, index // kind.clique_size)
+            clique = str(index // kind.clique_size)
         gpus.append(FleetGpu(
-            address=gpu_address(index), layout=layout,
+            address=gpu_address(index),
+            layout=layout if isinstance(layout, str) else ','.join(
+                '%s@%d' % instance for instance in layout),
             slices=layout_slices(kind, layout), clique=clique,
             numa_node=0 if index < half else 1))
     return FleetHost(name=name, kind=kind, cpu_milli=cpu_milli,
                      memory_mib=memory_mib, gpus=tuple(gpus))
+
+
+# --- the drivers' view of a host ---------------------------------------------
+
+def host_inventory(host):
+    """The :class:`~cyborg_gpu_drivers.inventory.HostInventory` the
+    NVIDIA drivers report for ``host``: their own slice and trait builders
+    over the facts NVML would give, one SR-IOV VF per unit. A GPU laid out
+    :data:`ON_DEMAND` (MIG) also carries the on-demand trait.
+    """
+    return inventory.HostInventory(
+        hostname=host.name,
+        gpus=[_inventory_gpu(host.kind, index, gpu)
+              for index, gpu in enumerate(host.gpus)])
+
+
+def _inventory_gpu(kind, index, gpu):
+    device = nvml_adapter.Device(
+        index=index, handle=None, address=gpu.address, name=kind.model,
+        device_id=kind.device_id, memory_mib=kind.memory_gib * 1024,
+        cuda_capability=kind.cuda_capability)
+    traits = nvidia_common.gpu_traits(device, gpu.numa_node)
+    if kind.mode == MIG and gpu.layout == ON_DEMAND:
+        traits.append(placement_traits.mig_on_demand_trait(MIG_SLICES))
+    vfs = iter(_vf_addresses(gpu.address))
+    slices = []
+    for slice_set in gpu.slices:
+        handles = [inventory.AttachHandle(inventory.PCI, next(vfs))
+                   for _ in range(slice_set.count)]
+        if kind.mode == MIG:
+            count, size, starts = MIG_GEOMETRY[slice_set.name]
+            profile = nvml_adapter.GpuInstanceProfile(
+                id=MIG_PROFILE_IDS[slice_set.name], name=slice_set.name,
+                slice_count=count, instance_count=len(starts),
+                memory_mib=placement_traits.mig_profile_framebuffer_gb(
+                    slice_set.name) * 1024,
+                placements=tuple((start, size) for start in starts))
+            slices.append(nvidia_common.mig_slice(profile, handles))
+        else:
+            name = vgpu_types.parse_type_name(slice_set.name)
+            facts = nvidia_common.TypeFacts(
+                name, name.framebuffer_gb * 1024,
+                int(round(1 / dict(kind.vgpu_types)[slice_set.name])))
+            slices.append(nvidia_common.vgpu_slice(
+                facts, handles, mixed_size=False,
+                clique=None if gpu.clique is None else int(gpu.clique)))
+    return inventory.Gpu(
+        address=gpu.address, vendor_id=nvidia_common.NVIDIA_VENDOR_ID,
+        device_id=kind.device_id, model=kind.model,
+        memory_mib=kind.memory_gib * 1024, numa_node=gpu.numa_node,
+        link_domain=gpu.clique, traits=traits, slices=slices)
+
+
+def _vf_addresses(address):
+    # The VFs of a GPU follow it on its bus, eight functions a device.
+    domain, bus, _ = address.split(':', 2)
+    for number in range(1, 32 * 8):
+        yield '%s:%s:%02x.%d' % (domain, bus, number // 8, number % 8)
 
 
 # --- requests -------------------------------------------------------------

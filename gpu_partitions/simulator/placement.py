@@ -34,7 +34,8 @@ import uuid
 
 import os_resource_classes as orc
 
-import placement_traits
+from cyborg_gpu_drivers import providers as provider_specs
+from gpu_partitions.simulator import fleet as fleet_mod
 
 MAX_PLACEMENT_RESULTS = 1000
 _NAMESPACE = uuid.UUID('1d3c0d2e-5b7a-4d6c-9a57-6a2b1f0e9c11')
@@ -74,13 +75,18 @@ class Provider:
     inventories: dict
     traits: frozenset
     used: dict = dataclasses.field(default_factory=dict)
+    reserved: dict = dataclasses.field(default_factory=dict)
 
     def free(self, rc):
-        return self.inventories.get(rc, 0) - self.used.get(rc, 0)
+        return (self.inventories.get(rc, 0) - self.reserved.get(rc, 0)
+                - self.used.get(rc, 0))
 
 
 def fleet_providers(fleet):
-    """The providers the fleet's drivers would report, roots first."""
+    """The providers the fleet's drivers would report (through
+    :func:`cyborg_gpu_drivers.providers.provider_specs` of each host's
+    inventory), under one compute node provider per host, roots first.
+    """
     providers = []
     for host in fleet.hosts:
         root = provider_uuid(host.name)
@@ -89,25 +95,14 @@ def fleet_providers(fleet):
             inventories={orc.VCPU: host.cpu_milli,
                          orc.MEMORY_MB: host.memory_mib},
             traits=frozenset(['COMPUTE_ACCELERATORS'])))
-        for gpu in host.gpus:
-            traits = {placement_traits.OWNER_CYBORG,
-                      placement_traits.physical_gpu_trait(gpu.address),
-                      placement_traits.model_trait(host.kind.model),
-                      placement_traits.numa_node_trait(gpu.numa_node)}
-            if gpu.clique is not None:
-                traits.add(placement_traits.nvlink_clique_trait(gpu.clique))
-            for slice_set in gpu.slices:
-                extra = set()
-                if host.kind.mode == 'mig':
-                    extra.add(placement_traits.mig_profile_trait(
-                        slice_set.name))
-                name = placement_traits.provider_name(
-                    host.name, gpu.address, slice_set.name)
-                providers.append(Provider(
-                    uuid=provider_uuid(name), name=name, root=root,
-                    parent=root,
-                    inventories={slice_set.resource_class: slice_set.count},
-                    traits=frozenset(traits | extra)))
+        for spec in provider_specs.provider_specs(
+                fleet_mod.host_inventory(host)):
+            providers.append(Provider(
+                uuid=provider_uuid(spec.name), name=spec.name, root=root,
+                parent=provider_uuid(spec.parent),
+                inventories={spec.resource_class: spec.total},
+                reserved={spec.resource_class: spec.reserved},
+                traits=frozenset(spec.traits)))
     return providers
 
 
@@ -251,9 +246,10 @@ class InMemoryPlacement:
         cached = self._summary_cache.get(provider.uuid)
         if cached is None:
             cached = {
-                'resources': {rc: {'capacity': total,
-                                   'used': provider.used.get(rc, 0)}
-                              for rc, total in provider.inventories.items()},
+                'resources': {rc: {'capacity': (
+                    total - provider.reserved.get(rc, 0)),
+                    'used': provider.used.get(rc, 0)}
+                    for rc, total in provider.inventories.items()},
                 'traits': sorted(provider.traits),
                 'parent_provider_uuid': provider.parent,
                 'root_provider_uuid': provider.root}

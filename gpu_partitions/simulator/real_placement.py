@@ -72,9 +72,10 @@ class RealPlacement:
             generation = self._call(
                 'PUT', '/resource_providers/%s/inventories' % provider.uuid,
                 {'resource_provider_generation': 0,
-                 'inventories': {rc: {'total': total}
-                                 for rc, total
-                                 in provider.inventories.items()}})[
+                 'inventories': {
+                     rc: {'total': total,
+                          'reserved': provider.reserved.get(rc, 0)}
+                     for rc, total in provider.inventories.items()}})[
                 'resource_provider_generation']
             self._call('PUT', '/resource_providers/%s/traits' % provider.uuid,
                        {'resource_provider_generation': generation,

@@ -30,12 +30,10 @@ import uuid
 
 from nova import objects
 from nova.scheduler import filters as nova_filters_api
-from nova.scheduler import host_manager
 from nova.scheduler import weights as nova_weights
 
+from gpu_partitions.simulator import host_state
 from gpu_partitions.simulator import policies as policies_mod
-
-_FREE_DISK_MB = 10 ** 7
 
 objects.register_all()
 
@@ -55,7 +53,10 @@ class Scheduler:
         host_info = {}
         for host in fleet.hosts:
             root = root_of(host.name)
-            self.states[root] = _host_state(host, root)
+            # VCPU in thousandths of a core, as the trace gives them.
+            self.states[root] = host_state.host_state(
+                host.name, root, vcpus=host.cpu_milli,
+                memory_mb=host.memory_mib)
             host_info[root] = (host.kind.name, host)
         self.context = policies_mod.RequestContext(host_info)
         self.filters, self.weighers = policy.build(
@@ -129,30 +130,6 @@ def _default_root_of(name):
 def _root_of_candidate(candidate, summaries):
     for rp in candidate['allocations']:
         return summaries[rp]['root_provider_uuid']
-
-
-def _host_state(host, root):
-    state = host_manager.HostState(host.name, host.name, None)
-    state.uuid = root
-    state.vcpus_total = host.cpu_milli   # thousandths of a core
-    state.vcpus_used = 0
-    state.total_usable_ram_mb = host.memory_mib
-    state.free_ram_mb = host.memory_mib
-    state.total_usable_disk_gb = _FREE_DISK_MB // 1024
-    state.free_disk_mb = _FREE_DISK_MB
-    state.disk_mb_used = 0
-    state.num_instances = 0
-    state.num_io_ops = 0
-    state.failed_builds = 0
-    state.cpu_allocation_ratio = 1.0
-    state.ram_allocation_ratio = 1.0
-    state.disk_allocation_ratio = 1.0
-    state.hypervisor_version = 1
-    state.hypervisor_type = 'QEMU'
-    state.limits = {}
-    state.aggregates = []
-    state.instances = {}
-    return state
 
 
 def _request_spec(task, extra_specs, consumer):

@@ -484,7 +484,8 @@ class PlainLogicTest(testtools.TestCase):
                 ('odd', 9728, 'CUSTOM_GPU_FB_9GB')):
             profile = nvml_adapter.GpuInstanceProfile(
                 1, name, 1, 1, memory_mib, ((0, 1),))
-            self.assertEqual(trait, nvidia_mig.mig_framebuffer_trait(profile))
+            self.assertEqual(trait,
+                             nvidia_common.mig_framebuffer_trait(profile))
 
     def test_cliques_of_a_partial_mesh_are_true_cliques(self):
         # A 4-way bridge with the link between the first and the third

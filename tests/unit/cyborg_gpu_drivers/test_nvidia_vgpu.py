@@ -24,6 +24,7 @@ import testtools
 from cyborg_gpu_drivers.adapters import libvirt_nodedev
 from cyborg_gpu_drivers.adapters import sysfs as sysfs_adapter
 from cyborg_gpu_drivers import inventory
+from cyborg_gpu_drivers import nvidia_common
 from cyborg_gpu_drivers import nvidia_vfio
 from cyborg_gpu_drivers import nvidia_vgpu
 from cyborg_gpu_drivers import privsep
@@ -48,12 +49,12 @@ class SliceLogicTest(testtools.TestCase):
     """The plain functions, over small data."""
 
     def test_type_with_spaces_and_no_nvml_facts(self):
-        facts = nvidia_vgpu.TypeFacts(
+        facts = nvidia_common.TypeFacts(
             vgpu_types.parse_type_name(
                 'NVIDIA RTX Pro 6000 Blackwell DC-24Q'), None, None)
         handles = [inventory.AttachHandle(inventory.PCI, '0000:02:00.5'),
                    inventory.AttachHandle(inventory.PCI, '0000:02:00.4')]
-        slice_ = nvidia_vgpu.vgpu_slice(facts, handles, mixed_size=True)
+        slice_ = nvidia_common.vgpu_slice(facts, handles, mixed_size=True)
         self.assertEqual(('DC-24Q', 'CUSTOM_VGPU_DC_24Q', 2),
                          (slice_.name, slice_.resource_class, slice_.total))
         self.assertEqual(['CUSTOM_GPU_FB_24GB', 'CUSTOM_GPU_VGPU_MIXED_SIZE',
@@ -62,9 +63,9 @@ class SliceLogicTest(testtools.TestCase):
                          [h.address for h in slice_.handles])
 
     def test_unknown_name_gets_no_series_or_size_trait(self):
-        facts = nvidia_vgpu.TypeFacts(
+        facts = nvidia_common.TypeFacts(
             vgpu_types.parse_type_name('nvidia-999'), None, None)
-        slice_ = nvidia_vgpu.vgpu_slice(facts, [], mixed_size=False)
+        slice_ = nvidia_common.vgpu_slice(facts, [], mixed_size=False)
         self.assertEqual(('CUSTOM_VGPU_NVIDIA_999', []),
                          (slice_.resource_class, slice_.traits))
 

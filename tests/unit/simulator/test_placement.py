@@ -50,9 +50,14 @@ class InMemoryPlacementTest(testtools.TestCase):
         self.assertEqual({MIG_7G: 1}, provider.inventories)
         self.assertIn(placement_traits.physical_gpu_trait('0000:18:00.0'),
                       provider.traits)
-        self.assertIn(placement_traits.nvlink_clique_trait('h0_0'),
-                      provider.traits)
         self.assertIn(placement_traits.OWNER_CYBORG, provider.traits)
+        self.assertIn(placement_traits.vendor_trait('10de'), provider.traits)
+        self.assertIn(placement_traits.TRAIT_MIG_BACKED, provider.traits)
+        self.assertIn(placement_traits.nominal_framebuffer_trait(80),
+                      provider.traits)
+        # MIG-backed vGPUs get no NVLink P2P: no clique trait, as the MIG
+        # driver reports them.
+        self.assertIsNone(placement_traits.link_domain_of(provider.traits))
 
     def test_one_candidate_per_provider_that_fits(self):
         candidates, summaries = self.placement.allocation_candidates(
