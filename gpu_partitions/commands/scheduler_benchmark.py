@@ -24,8 +24,9 @@ turns on the same hosts in one process:
   False`` (the plugins ask Placement once more per request).
 
 The hosts are HGX-style: 8 H100 GPUs, each with a ``3g.40gb + 2g.20gb +
-2 x 1g.10gb`` MIG layout (three providers per GPU, 25 per host), two NVLink
-cliques, two NUMA nodes, some GPUs partly used. The request asks one
+2 x 1g.10gb`` MIG layout (three providers per GPU, 25 per host), built by
+the simulator's fleet with the traits the MIG driver reports, two NUMA
+nodes, some GPUs partly used. The request asks one
 ``1g.10gb`` slice, so every host has up to 8 candidates and, as Placement
 is answered without a ``limit``, the scheduler sees every host.
 
@@ -54,7 +55,8 @@ import uuid
 
 GPUS_PER_HOST = 8
 CELL_UUID = str(uuid.uuid5(uuid.NAMESPACE_DNS, 'bench-cell'))
-LAYOUT = (('3g.40gb', 1), ('2g.20gb', 1), ('1g.10gb', 2))
+# 3g.40gb + 2g.20gb + 2 x 1g.10gb, as (profile, memory slot start).
+LAYOUT = (('3g.40gb', 4), ('2g.20gb', 0), ('1g.10gb', 2), ('1g.10gb', 3))
 NOVA_DEFAULT_FILTERS = [
     'ComputeFilter', 'ComputeCapabilitiesFilter', 'ImagePropertiesFilter',
     'ServerGroupAntiAffinityFilter', 'ServerGroupAffinityFilter']
@@ -63,16 +65,23 @@ OUR_WEIGHER = 'nova_filters.gpu_weigher.GpuPartitionWeigher'
 
 
 def build_fleet(num_hosts):
-    """``(hosts, answer_json)``: host rows and Placement's answer text."""
+    """``(hosts, answer_json)``: host rows and Placement's answer text.
+
+    The GPU providers are the simulator's (the drivers' provider specs of
+    each host's inventory); the compute nodes are a busy cloud's.
+    """
+    from gpu_partitions.simulator import fleet
+    from gpu_partitions.simulator import placement
     import placement_traits
 
-    rc_1g = placement_traits.mig_resource_class('1g.10gb')
+    kind = fleet.KINDS['h100-80gb-mig']
+    rc_1g = kind.resource_class('1g.10gb')
     summaries = {}
     allocation_requests = []
     hosts = []
     for h in range(num_hosts):
         name = 'hgx-%05d' % h
-        root = str(uuid.uuid5(uuid.NAMESPACE_DNS, name))
+        root = placement.provider_uuid(name)
         hosts.append((name, root))
         summaries[root] = {
             'resources': {'VCPU': {'capacity': 224, 'used': 8},
@@ -80,35 +89,26 @@ def build_fleet(num_hosts):
                           'DISK_GB': {'capacity': 7000, 'used': 40}},
             'traits': ['COMPUTE_ACCELERATORS', 'COMPUTE_NODE'],
             'parent_provider_uuid': None, 'root_provider_uuid': root}
-        for g in range(GPUS_PER_HOST):
-            address = '0000:%02x:00.0' % (0x18 + g * 0x10)
-            traits = [placement_traits.OWNER_CYBORG,
-                      placement_traits.physical_gpu_trait(address),
-                      placement_traits.model_trait('H100 80GB HBM3'),
-                      placement_traits.vendor_trait('10de'),
-                      placement_traits.numa_node_trait(g // 4),
-                      placement_traits.nvlink_clique_trait('c%d' % (g // 4)),
-                      placement_traits.TRAIT_MIG_BACKED]
-            for profile, count in LAYOUT:
-                rc = placement_traits.mig_resource_class(profile)
-                rp = str(uuid.uuid5(uuid.NAMESPACE_DNS,
-                                    '%s/%s/%s' % (name, address, profile)))
-                used = (h + g) % (count + 1) if profile == '1g.10gb' else 0
-                summaries[rp] = {
-                    'resources': {rc: {'capacity': count, 'used': used}},
-                    'traits': sorted(
-                        traits + [placement_traits.mig_profile_trait(
-                            profile)]),
-                    'parent_provider_uuid': root,
-                    'root_provider_uuid': root}
-                if rc == rc_1g and used < count:
-                    allocation_requests.append({
-                        'allocations': {
-                            root: {'resources': {'VCPU': 4,
-                                                 'MEMORY_MB': 4096,
-                                                 'DISK_GB': 20}},
-                            rp: {'resources': {rc: 1}}},
-                        'mappings': {'': [root], '1': [rp]}})
+        host = fleet.make_host(name, kind, 224000, 2 ** 21,
+                               [LAYOUT] * GPUS_PER_HOST)
+        index = {gpu.address: g for g, gpu in enumerate(host.gpus)}
+        for provider in placement.fleet_providers(fleet.Fleet([host])):
+            if provider.parent is None:
+                continue
+            [(rc, count)] = provider.inventories.items()
+            g = index[placement_traits.physical_gpu_of(provider.traits)]
+            used = (h + g) % (count + 1) if rc == rc_1g else 0
+            summaries[provider.uuid] = {
+                'resources': {rc: {'capacity': count, 'used': used}},
+                'traits': sorted(provider.traits),
+                'parent_provider_uuid': root, 'root_provider_uuid': root}
+            if rc == rc_1g and used < count:
+                allocation_requests.append({
+                    'allocations': {
+                        root: {'resources': {'VCPU': 4, 'MEMORY_MB': 4096,
+                                             'DISK_GB': 20}},
+                        provider.uuid: {'resources': {rc: 1}}},
+                    'mappings': {'': [root], '1': [provider.uuid]}})
     answer = json.dumps({'allocation_requests': allocation_requests,
                          'provider_summaries': summaries})
     return hosts, answer
