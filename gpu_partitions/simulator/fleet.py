@@ -18,6 +18,7 @@ trace     kind                partitioning, links
 ========  ==================  =========================================
 G2        ``a100-80gb-mig``   MIG, 7 compute slices / 8 memory slots;
                               the GPUs of a host form one NVLink clique
+                              (MIG-backed slices get no P2P from it)
 G3        ``h100-80gb-mig``   same geometry (H100 SXM)
 V100M32   ``v100-32gb-vgpu``  time-sliced vGPU, one type per GPU;
                               cliques of 4 GPUs (hybrid cube-mesh halves)
@@ -32,7 +33,11 @@ that holds it: on MIG kinds ``ceil(7 * gpu_milli / 1000)`` compute slices
 rounded up to a profile (1g, 2g, 3g, 4g, else 7g); on vGPU kinds the
 smallest type of 1/8, 1/4, 1/2 or the whole framebuffer. ``num_gpu`` > 1
 asks for that many whole GPUs (7g instances, full-size vGPU types), one
-request group each, which must share an NVLink clique.
+request group each, which must share an NVLink clique: only full-size
+time-sliced vGPU types carry a clique trait, as the drivers report them.
+
+:func:`host_inventory` gives the ``HostInventory`` the drivers report for
+a host; the simulator's Placement holds its provider specs.
 
 MIG layouts are fixed per GPU, as the MIG driver reports the instances
 that exist; each one is checked against the placement start/size rules

@@ -12,9 +12,11 @@
 """GpuPartitionFilter and GpuPartitionWeigher in the in-process cloud.
 
 Nova's real API, conductor and scheduler, the real Placement and Cyborg's
-real conductor report path. GPU hosts are built by hand as HostInventory
-data (an HGX-style host: H100 GPUs with a MIG layout, one SR-IOV VF per MIG
-instance, two NVLink cliques of four, two NUMA nodes).
+real conductor report path. GPU hosts are simulator fleet hosts, whose
+inventories are the ones the drivers report (HGX-style: H100 GPUs with a
+MIG layout, one SR-IOV VF per MIG instance, two NUMA nodes; V100 GPUs with
+a full-size vGPU type in two NVLink cliques of four), and MI300X hosts
+built as HostInventory data.
 """
 
 import threading
@@ -26,11 +28,12 @@ from nova.tests.functional.api import client as api_client
 
 from cyborg_gpu_drivers import inventory
 from gpu_partitions.cloud import harness
+from gpu_partitions.simulator import fleet
 import placement_traits
 from tests.functional import base
 
-MODEL = 'NVIDIA H100 80GB HBM3'
 DRIVER = 'hand_built'
+MIG_1G = placement_traits.mig_resource_class('1g.10gb')
 NOVA_DEFAULT_FILTERS = [
     'ComputeFilter', 'ComputeCapabilitiesFilter', 'ImagePropertiesFilter',
     'ServerGroupAntiAffinityFilter', 'ServerGroupAffinityFilter']
@@ -40,39 +43,15 @@ def gpu_address(index):
     return '0000:%02x:00.0' % (0x18 + index * 0x10)
 
 
-def hgx_host(hostname, gpus=8, layout=(('1g.10gb', 3),), cliques=2):
-    """``gpus`` H100s; GPU i is in clique ``i * cliques // gpus`` and on
-    NUMA node ``i * 2 // gpus``.
+THREE_1G = (('1g.10gb', 0), ('1g.10gb', 1), ('1g.10gb', 2))
+
+
+def hgx_host(hostname, gpus=8, layout=THREE_1G, kind='h100-80gb-mig'):
+    """``gpus`` GPUs of ``kind`` laid out as ``layout`` (MIG instances or
+    a vGPU type); GPU i is on NUMA node ``i * 2 // gpus``.
     """
-    result = []
-    for index in range(gpus):
-        address = gpu_address(index)
-        bus = int(address.split(':')[1], 16)
-        slices = []
-        function = 1
-        for profile, count in layout:
-            handles = [inventory.AttachHandle(
-                inventory.PCI, '0000:%02x:00.%d' % (bus, function + i))
-                for i in range(count)]
-            function += count
-            slices.append(inventory.Slice(
-                name=profile,
-                resource_class=placement_traits.mig_resource_class(profile),
-                traits=[placement_traits.mig_profile_trait(profile),
-                        placement_traits.TRAIT_MIG_BACKED],
-                handles=handles, total=count))
-        numa = index * 2 // gpus
-        traits = [placement_traits.vendor_trait('10de'),
-                  placement_traits.model_trait(MODEL),
-                  placement_traits.numa_node_trait(numa)]
-        if cliques:
-            traits.append(placement_traits.nvlink_clique_trait(
-                'hgx%s' % (index * cliques // gpus)))
-        result.append(inventory.Gpu(
-            address=address, vendor_id='10de', device_id='2330',
-            model=MODEL, memory_mib=81559, numa_node=numa, traits=traits,
-            slices=slices))
-    return inventory.HostInventory(hostname=hostname, gpus=result)
+    return fleet.host_inventory(fleet.make_host(
+        hostname, fleet.KINDS[kind], 224000, 2 ** 21, [layout] * gpus))
 
 
 def mi300x_host(hostname, gpus=8, vfs=2, hives=2):
@@ -138,10 +117,10 @@ class SchedulerTestBase(base.GpuCloudTestCase):
                     indexes.add(index)
         return sorted(indexes)
 
-    def pin_to_gpu(self, host, index, profile='1g.10gb', count=1):
+    def pin_to_gpu(self, host, index, resource_class=MIG_1G, count=1):
         """Boot a server on GPU ``index`` of ``host`` (by its PCI trait)."""
         flavor = self.create_flavor(harness.gpu_extra_specs(
-            placement_traits.mig_resource_class(profile),
+            resource_class,
             required_traits=[placement_traits.physical_gpu_trait(
                 host.gpus[index].address)], count=count))
         server = self.boot(flavor)
@@ -160,7 +139,7 @@ class TestPackAndSpread(SchedulerTestBase):
 
     def _boot_series(self, policy, count, pinned_gpu=None):
         host = self.add_hgx('hgx-a', gpus=4)
-        rc = placement_traits.mig_resource_class('1g.10gb')
+        rc = MIG_1G
         if pinned_gpu is not None:
             self.pin_to_gpu(host, pinned_gpu)
         specs = harness.gpu_extra_specs(rc)
@@ -202,7 +181,7 @@ class TestPackAndSpread(SchedulerTestBase):
 
     def test_pack_and_spread_across_hosts(self):
         hosts = [self.add_hgx('hgx-%d' % i, gpus=2) for i in range(2)]
-        rc = placement_traits.mig_resource_class('1g.10gb')
+        rc = MIG_1G
         for policy, expected in (('pack', [2, 0]), ('spread', [1, 1])):
             specs = harness.gpu_extra_specs(rc)
             specs['gpu_partitions:policy'] = policy
@@ -233,9 +212,12 @@ class TestLinkAffinity(SchedulerTestBase):
 
     def setUp(self):
         super().setUp()
-        # One 7g instance per GPU: a 4-GPU request takes 4 whole GPUs.
-        self.host = self.add_hgx('hgx-a', layout=(('7g.80gb', 1),))
-        self.rc = placement_traits.mig_resource_class('7g.80gb')
+        # One full-size time-sliced vGPU per GPU, the only slices that
+        # get NVLink P2P (MIG-backed ones carry no clique trait): a 4-GPU
+        # request takes 4 whole GPUs.
+        self.host = self.add_hgx('hgx-a', layout='V100DX-32Q',
+                                 kind='v100-32gb-vgpu')
+        self.rc = placement_traits.vgpu_resource_class('V100DX-32Q')
 
     def _four_gpu_flavor(self, affinity):
         specs = {'group_policy': 'isolate',
@@ -249,15 +231,15 @@ class TestLinkAffinity(SchedulerTestBase):
 
     def test_four_gpu_request_lands_inside_one_clique(self):
         # GPU 1 busy: Placement's candidates now mix the cliques first.
-        self.pin_to_gpu(self.host, 1, profile='7g.80gb')
+        self.pin_to_gpu(self.host, 1, self.rc)
         server = self.boot(self._four_gpu_flavor('required'))
         self.assertEqual('ACTIVE', server['status'], server.get('fault'))
         gpus = self.gpus_of(server, self.host)
         self.assertEqual([4, 5, 6, 7], gpus)
 
     def test_no_clique_fits_required_fails_preferred_lands(self):
-        self.pin_to_gpu(self.host, 0, profile='7g.80gb')
-        self.pin_to_gpu(self.host, 4, profile='7g.80gb')
+        self.pin_to_gpu(self.host, 0, self.rc)
+        self.pin_to_gpu(self.host, 4, self.rc)
         server = self.boot(self._four_gpu_flavor('required'))
         self.assertEqual('ERROR', server['status'])
         self.assertIn('No valid host', server['fault']['message'])
@@ -320,7 +302,7 @@ class TestConcurrentBoots(SchedulerTestBase):
     def test_concurrent_boots_never_share_a_vf(self):
         # 2 GPUs x 3 VFs: 6 units for 8 concurrent boots under pack.
         host = self.add_hgx('hgx-a', gpus=2)
-        rc = placement_traits.mig_resource_class('1g.10gb')
+        rc = MIG_1G
         flavor = self.create_flavor(harness.gpu_extra_specs(rc))
         # Bodies are built first: Nova's _build_server briefly changes the
         # API client's microversion, which threads must not race on.
