@@ -19,7 +19,14 @@ Three levels, each overriding the one before:
    aggregates disagree, the strictest affinity wins (required, then
    preferred, then none) and a pack/spread conflict keeps level 1;
 3. the flavor's extra spec ``gpu_partitions:<name>`` (validated at
-   nova-api by :mod:`nova_filters.extra_specs`).
+   nova-api by :mod:`nova_filters.extra_specs`). A flavor written before
+   the validators were installed, or through an API microversion older
+   than 2.86, may still carry a value outside the allowed set: case and
+   surrounding blanks are forgiven; anything else is logged, and for an
+   affinity it counts as ``required``, because the flavor asked for an
+   affinity we cannot read and dropping it silently could break a
+   multi-GPU workload. A bad ``policy`` only loses a preference, so it
+   falls back to the levels below.
 
 The weight multiplier follows Nova's own pattern
 (``nova.scheduler.utils.get_weight_multiplier``): aggregate key
@@ -59,13 +66,7 @@ def aggregate_key(name):
 
 def resolve(name, host_state, spec_obj):
     """The value of policy ``name`` for ``host_state`` and ``spec_obj``."""
-    allowed = ALLOWED[name]
-    value = getattr(conf.CONF.gpu_partitions_scheduler, name)
-    value = _from_aggregates(name, host_state, allowed, value)
-    flavor_value = flavor_extra_specs(spec_obj).get(flavor_key(name))
-    if flavor_value in allowed:
-        value = flavor_value
-    return value
+    return resolver(name, spec_obj)(host_state)
 
 
 def for_host(host_state, spec_obj):
@@ -80,8 +81,8 @@ def resolver(name, spec_obj):
     that reads the option and the flavor once, not once per host.
     """
     allowed = ALLOWED[name]
-    flavor_value = flavor_extra_specs(spec_obj).get(flavor_key(name))
-    if flavor_value in allowed:
+    flavor_value = _flavor_value(name, spec_obj)
+    if flavor_value is not None:
         return lambda host_state: flavor_value
     default = getattr(conf.CONF.gpu_partitions_scheduler, name)
     return lambda host_state: _from_aggregates(name, host_state, allowed,
@@ -118,6 +119,33 @@ def weight_multiplier(host_state, default=None):
                         {'key': key, 'value': value, 'error': error,
                          'host': getattr(host_state, 'host', '?')})
     return min(valid) if valid else default
+
+
+_WARNED = set()
+
+
+def _flavor_value(name, spec_obj):
+    """The flavor's value of policy ``name``, None when it sets none."""
+    raw = flavor_extra_specs(spec_obj).get(flavor_key(name))
+    if raw is None:
+        return None
+    allowed = ALLOWED[name]
+    value = raw.strip().lower() if isinstance(raw, str) else raw
+    if value in allowed:
+        return value
+    fallback = conf.REQUIRED if allowed is conf.AFFINITY_POLICIES else None
+    if (name, raw) in _WARNED:
+        return fallback
+    # Once per key and value: the filter asks for every host.
+    _WARNED.add((name, raw))
+    LOG.warning('Flavor extra spec %(key)s=%(raw)r is not one of '
+                '%(allowed)s (nova-api validates it only from '
+                'microversion 2.86 on): %(effect)s.',
+                {'key': flavor_key(name), 'raw': raw,
+                 'allowed': ', '.join(allowed),
+                 'effect': ('treating it as "required"' if fallback else
+                            'using the configured and aggregate policy')})
+    return fallback
 
 
 def flavor_extra_specs(spec_obj):
