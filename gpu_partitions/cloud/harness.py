@@ -179,9 +179,8 @@ class CloudTestCase(integrated_helpers.ProviderUsageBaseTestCase):
     def start_cyborg_agent(self, hostname, drivers, mdev_bus):
         """Start ``nova-compute`` and Cyborg's real agent on ``hostname``.
 
-        The agent is :class:`~cyborg_gpu_drivers.agent.
-        GpuPartitionsAgentManager` (Cyborg's ``AgentManager`` with the
-        bind hook), built by its own
+        The agent is ``cyborg_gpu_drivers.agent.GpuPartitionsAgentManager``
+        (Cyborg's ``AgentManager`` with the bind hook), built by its own
         ``__init__`` (it finds the compute node provider in Placement)
         with ``drivers`` in place of those its resource tracker loads
         from ``[agent] enabled_drivers``, and served on the agent RPC
