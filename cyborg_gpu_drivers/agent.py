@@ -21,7 +21,9 @@ with those two RPC methods wrapped: each loaded driver that has
 the unit needs), then Cyborg's own code creates the mdev; if that fails,
 the driver undoes what it made and the error goes back to Cyborg's
 conductor, which marks the request ``BindFailed``. After Cyborg removes an
-mdev, the drivers' ``release_unit`` runs. Everything else (the periodic
+mdev, the drivers' ``release_unit`` runs; removing an mdev that does not
+exist (its bind failed before it was made) is not an error, so the
+failed request can be deleted. Everything else (the periodic
 report, FPGA programming) is Cyborg's code as it is.
 
 ``gpu-partitions-cyborg-agent`` starts it the way ``cyborg-agent`` starts
@@ -70,8 +72,18 @@ class GpuPartitionsAgentManager(cyborg_manager.AgentManager):
             raise
 
     def remove_vgpu_mdev(self, context, pci_addr, asked_type, ah_uuid):
-        result = super().remove_vgpu_mdev(context, pci_addr, asked_type,
-                                          ah_uuid)
+        try:
+            result = super().remove_vgpu_mdev(context, pci_addr, asked_type,
+                                              ah_uuid)
+        except FileNotFoundError:
+            # A bind that failed before its mdev was made leaves the
+            # attach handle on the ARQ; when Nova deletes the ARQ, Cyborg
+            # removes an mdev that never existed, and its error path
+            # (UnbindFailed, missing from its state table) makes the
+            # delete fail: the ARQ and its attach handle would stay taken.
+            LOG.info('No mdev %s of type %s on %s: nothing to remove',
+                     ah_uuid, asked_type, pci_addr)
+            result = None
         for release in self._drivers_with('release_unit'):
             try:
                 if release(pci_addr, asked_type):

@@ -28,7 +28,6 @@ import time
 
 import fixtures
 import pynvml
-from testtools import content
 
 from cyborg_gpu_drivers.adapters import nvml as nvml_adapter
 from cyborg_gpu_drivers import nvidia_mig
@@ -302,25 +301,34 @@ class TestFailedCreation(OnDemandTestCase):
     def test_failed_creation_rolls_back(self):
         self.break_compute_instances(1)
         server = self.boot(self.flavors['3g.40gb'])
-        # Cyborg's bind fails, Nova's conductor does not reschedule: the
-        # server goes to ERROR (stock Nova, see dynamic-partitioning.rst).
+        # Cyborg's bind fails and Nova's conductor does not reschedule:
+        # the server goes to ERROR; Nova deletes its ARQ (which Cyborg can
+        # do only because the agent takes the removal of the mdev that
+        # was never made as done).
         self.assertLeftNothing(server)
+        self.assertIn('Failed to bind accelerator requests',
+                      self.stdlog.logger.output)
         # Nothing on the GPU: the GPU instance made before the compute
         # instance failed was destroyed, no mdev was created.
         self.assertEqual([], self.gpu_instances())
         self.assertEqual({}, self.mdevs())
-        self.assertEqual([], [c for c in self.bus.calls
-                              if c[0] == 'create'])
-        # Placement: what stock Nova leaves for an ERROR instance.
-        held = self.allocations(server)
-        # The next boot of the same profile works, in the same slots.
+        self.assertEqual(['remove'], [c[0] for c in self.bus.calls])
+        # Stock Nova keeps the ERROR server's allocation until the server
+        # is deleted (_cleanup_build_artifacts): the 3g unit stays held,
+        # and the agent's offer keeps counting it.
+        provider = names.provider_name(self.hostname, GPU, '3g.40gb')
+        rc = names.mig_resource_class('3g.40gb')
+        self.assertEqual({provider: {rc: 1}}, {
+            name: res for name, res in self.allocations(server).items()
+            if rc in res})
+        self.agent_cycle(self.hostname)
+        self.assertEqual({'1g.10gb': 4, '3g.40gb': 1}, self.offered())
+        self.assertLeftNothing(self.boot(self.flavors['3g.40gb']))
+        # Deleting it gives the unit back; the next 3g is created.
+        self.delete(server)
+        self.agent_cycle(self.hostname)
         ok = self.boot(self.flavors['3g.40gb'])
         self.assertEqual('ACTIVE', ok['status'], ok.get('fault'))
-        self.agent_cycle(self.hostname)
-        self.addDetail('failed-server-allocations',
-                       content.text_content(repr(held)))
-        self.delete(server)
-        self.assertEqual({}, self.allocations(server))
         self.agent_cycle(self.hostname)
         self.assertHonest([('3g.40gb', ok)])
 
