@@ -540,8 +540,14 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
                               address, units[profile.name], profile.name,
                               len(handles)))
             if handles:
-                slices.append(mig_slice(profile, sorted(
-                    handles, key=lambda h: h.address)))
+                slice_ = mig_slice(profile, sorted(
+                    handles, key=lambda h: h.address))
+                # The scheduler weighs a unit against the GPU's slices,
+                # not against the sum of what the offer holds now.
+                slice_.traits = sorted(slice_.traits + [
+                    placement_traits.mig_on_demand_trait(
+                        mig_geometry.total_slices(table))])
+                slices.append(slice_)
         return slices
 
     def _gpu_of_parent(self, parent_address):

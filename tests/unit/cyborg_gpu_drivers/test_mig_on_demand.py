@@ -67,6 +67,9 @@ class OnDemandDriverTest(test_nvidia_mig.DriverTestCase):
         vfs = [vf for _, handles in slices.values() for vf in handles]
         self.assertEqual(5, len(set(vfs)))
         self.assertEqual([], self.gpu_instances())
+        [gpu] = self.on_demand_driver().collect().gpus
+        for slice_ in gpu.slices:
+            self.assertIn(names.mig_on_demand_trait(7), slice_.traits)
 
     def test_claims_read_from_placement_shape_the_offer(self):
         # Two 3g claimed in Placement, none bound yet: the offer keeps
