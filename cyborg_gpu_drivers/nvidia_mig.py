@@ -45,6 +45,7 @@ it when the unit is released. Cyborg's agent calls neither:
 """
 
 import collections
+import contextlib
 import dataclasses
 import threading
 
@@ -554,11 +555,18 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
         """The PF of an mdev parent (a VF, or the GPU itself)."""
         return self._sysfs.physfn(parent_address) or parent_address
 
-    def _unit_state(self, session, gpu_address, mdev_type):
-        """``(device, profile, profiles, GPU instances of the GPU, mdev
-        parents)`` for an mdev type; None when the GPU is not one this
-        driver creates instances on.
+    @contextlib.contextmanager
+    def _unit(self, parent_address, mdev_type):
+        """Hold the GPU of an mdev parent (one bind or release at a time
+        per GPU) and give ``(GPU address, profile, profiles, GPU
+        instances, mdev parents, types by profile id)`` for the mdev type,
+        or None when the GPU is not one this driver makes instances on.
         """
+        gpu_address = self._gpu_of_parent(parent_address)
+        with self._gpu_locks[gpu_address], self._nvml.session() as session:
+            yield self._unit_state(session, gpu_address, mdev_type)
+
+    def _unit_state(self, session, gpu_address, mdev_type):
         device = next((d for d in session.devices()
                        if d.address == gpu_address), None)
         if not self._on_demand or device is None or not device.mig_enabled \
@@ -573,7 +581,7 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
                        None)
         if profile is None:
             return None
-        return (device, profile, profiles,
+        return (gpu_address, profile, profiles,
                 session.gpu_instances(device, profiles),
                 self._mdev_parents(gpu_address), types)
 
@@ -595,12 +603,11 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
         rest of the GPU's offer placeable. Raises when none is free: the
         bind fails and Cyborg marks the ARQ BindFailed.
         """
-        gpu_address = self._gpu_of_parent(parent_address)
-        with self._gpu_locks[gpu_address], self._nvml.session() as session:
-            state = self._unit_state(session, gpu_address, mdev_type)
+        with self._unit(parent_address, mdev_type) as state:
             if state is None:
                 return None
-            device, profile, profiles, gpu_instances, parents, types = state
+            gpu_address, profile, profiles, gpu_instances, parents, types = \
+                state
             same = [gi for gi in gpu_instances
                     if gi.profile_id == profile.id and gi.complete]
             if len(same) > self._mdevs_of(profile, types, parents):
@@ -655,12 +662,10 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
         destroyed only once no mdev of the profile is left, since which
         instance an mdev sits on cannot be told before its guest runs.
         """
-        gpu_address = self._gpu_of_parent(parent_address)
-        with self._gpu_locks[gpu_address], self._nvml.session() as session:
-            state = self._unit_state(session, gpu_address, mdev_type)
+        with self._unit(parent_address, mdev_type) as state:
             if state is None:
                 return False
-            _, profile, _, gpu_instances, parents, types = state
+            gpu_address, profile, _, gpu_instances, parents, types = state
             made = self._made.pop(parent_address, None)
             if self._keep_warm:
                 return True

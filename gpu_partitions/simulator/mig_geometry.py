@@ -9,23 +9,11 @@
 #    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 #    License for the specific language governing permissions and limitations
 #    under the License.
-"""MIG placement geometry of the A100/H100 family and a fragmentation
+"""MIG placement geometry of the simulator's fleet and a fragmentation
 score over it.
 
-A GPU instance of a profile takes ``size`` consecutive memory slots of
-the GPU's 8 and may only start at the slots NVIDIA lists for the profile
-(NVIDIA MIG User Guide, "Supported MIG Profiles" and "A100 MIG
-placement"; ``nvidia-smi mig -lgipp``; summarised with its sources in
-``../shared/reference/hardware.md`` section 2.1)::
-
-    profile   compute slices  memory slots  starts
-    1g.10gb   1               1             0 1 2 3 4 5 6
-    2g.20gb   2               2             0 2 4
-    3g.40gb   3               4             0 4
-    4g.40gb   4               4             0
-    7g.80gb   7               8             0
-
-The table is :data:`gpu_partitions.simulator.fleet.MIG_GEOMETRY`, which
+The table is :data:`gpu_partitions.simulator.fleet.MIG_GEOMETRY` (the
+A100/H100 profiles, starts and slices, with their sources there), which
 the fixed layouts are checked against; this module binds it to the
 geometry the MIG driver uses too (:mod:`cyborg_gpu_drivers.mig_geometry`),
 so the simulator and the driver place instances alike.

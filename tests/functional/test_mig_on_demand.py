@@ -29,9 +29,7 @@ import time
 import fixtures
 import pynvml
 
-from cyborg_gpu_drivers.adapters import nvml as nvml_adapter
 from cyborg_gpu_drivers import nvidia_mig
-from cyborg_gpu_drivers import privsep
 from gpu_partitions.cloud import harness
 from gpu_partitions import reference_hosts
 from gpu_partitions.reference_hosts import fake_mdev
@@ -62,11 +60,12 @@ class OnDemandTestCase(base.GpuCloudTestCase):
         # The privileged functions read the sysfs root from the options.
         self.flags(sysfs_root=self.env.sysfs_root, group='gpu_partitions')
         self.bus = fake_mdev.FakeMdevBus(self.env)
+        # What the privsep daemon runs, on the host's fake NVML.
+        create, destroy = hosts.privileged_on(self.env.nvml)
         self.driver = nvidia_mig.NvidiaMigDriver(
             hostname=self.hostname, nvml=self.env.nvml,
-            sysfs_root=self.env.sysfs_root,
-            create_gpu_instance=self.create_gpu_instance,
-            destroy_gpu_instance=self.destroy_gpu_instance)
+            sysfs_root=self.env.sysfs_root, create_gpu_instance=create,
+            destroy_gpu_instance=destroy)
         self.agent = self.start_cyborg_agent(self.hostname, [self.driver],
                                              self.bus)
         self.flavors = {}
@@ -76,17 +75,6 @@ class OnDemandTestCase(base.GpuCloudTestCase):
                 names.mig_resource_class(profile))])
             self.flavors[profile] = self.create_flavor(
                 harness.accel_extra_specs(name))
-
-    # What the privsep daemon runs, on the host's fake NVML.
-
-    def create_gpu_instance(self, address, profile_id, start):
-        with nvml_adapter.Nvml(self.env.nvml).session() as session:
-            return privsep.create_gpu_instance(session, address, profile_id,
-                                               start)
-
-    def destroy_gpu_instance(self, address, gpu_instance_id):
-        with nvml_adapter.Nvml(self.env.nvml).session() as session:
-            privsep.destroy_gpu_instance(session, address, gpu_instance_id)
 
     # --- views --------------------------------------------------------------
 

@@ -14,7 +14,6 @@
 from cyborg_gpu_drivers.adapters import nvml as nvml_adapter
 from cyborg_gpu_drivers import base as driver_base
 from cyborg_gpu_drivers import mig_layouts
-from cyborg_gpu_drivers import privsep
 from gpu_partitions.reference_hosts import fake_mdev
 import placement_traits as names
 from tests.unit.cyborg_gpu_drivers import hosts
@@ -35,19 +34,11 @@ class OnDemandDriverTest(test_nvidia_mig.DriverTestCase):
                          sysfs_root=self.env_.sysfs_root)
         self.bus = fake_mdev.FakeMdevBus(self.env_)
 
-    def create(self, address, profile_id, start):
-        with nvml_adapter.Nvml(self.env_.nvml).session() as session:
-            return privsep.create_gpu_instance(session, address, profile_id,
-                                               start)
-
-    def destroy(self, address, gpu_instance_id):
-        with nvml_adapter.Nvml(self.env_.nvml).session() as session:
-            privsep.destroy_gpu_instance(session, address, gpu_instance_id)
-
     def on_demand_driver(self):
+        create, destroy = hosts.privileged_on(self.env_.nvml)
         return self.driver(self.env_, nvml=self.env_.nvml,
-                           create_gpu_instance=self.create,
-                           destroy_gpu_instance=self.destroy)
+                           create_gpu_instance=create,
+                           destroy_gpu_instance=destroy)
 
     def gpu_instances(self):
         with nvml_adapter.Nvml(self.env_.nvml).session() as session:
