@@ -34,6 +34,7 @@ import dataclasses
 import placement_traits
 
 OPTION = '[nvidia_mig] layout'
+ON_DEMAND_OPTION = '[nvidia_mig] on_demand_profiles'
 ALL_PREFIX = 'all-'
 
 
@@ -57,7 +58,8 @@ class Layout:
 class Declaration:
     address: str | None
     model: str | None
-    layout: Layout
+    #: A :class:`Layout`, or ``{profile: weight}`` for on-demand GPUs.
+    layout: object
 
 
 def parse_layout(text):
@@ -83,22 +85,25 @@ def parse_layout(text):
     return Layout(text=text, counts=tuple(counts.items()))
 
 
-def parse_declarations(values):
-    """Parse every ``<selector>=<layout>`` value of the option.
+def parse_declarations(values, parse=None, option=OPTION,
+                       example='3g.40gb:1,1g.10gb:4'):
+    """Parse every ``<selector>=<value>`` value of an option.
 
-    Raises :class:`LayoutError` naming the option and the allowed forms;
-    a selector declared twice is refused too.
+    ``parse`` turns the value after ``=`` into what is declared
+    (:func:`parse_layout` by default). Raises :class:`LayoutError`
+    naming the option and the allowed forms; a selector declared twice is
+    refused too.
     """
+    parse = parse or parse_layout
     declarations = []
     seen = set()
     for value in values or ():
-        selector, sep, layout = value.partition('=')
+        selector, sep, declared = value.partition('=')
         selector = selector.strip()
-        if not sep or not selector or not layout.strip():
+        if not sep or not selector or not declared.strip():
             raise LayoutError(
-                '%s: %r must be <PCI address or GPU model>=<layout>, e.g. '
-                '"0000:1b:00.0=3g.40gb:1,1g.10gb:4" or '
-                '"NVIDIA H100 80GB HBM3=all-1g.10gb"' % (OPTION, value))
+                '%s: %r must be <PCI address or GPU model>=<value>, e.g. '
+                '"0000:1b:00.0=%s"' % (option, value, example))
         try:
             address, model = placement_traits.pci_address(selector), None
         except placement_traits.InvalidName:
@@ -106,11 +111,37 @@ def parse_declarations(values):
         key = address or model
         if key in seen:
             raise LayoutError('%s: %r is declared more than once'
-                              % (OPTION, selector))
+                              % (option, selector))
         seen.add(key)
-        declarations.append(Declaration(address, model,
-                                        parse_layout(layout)))
+        declarations.append(Declaration(address, model, parse(declared)))
     return declarations
+
+
+def parse_profile_weights(text):
+    """``1g.10gb:2,3g.40gb`` gives ``{'1g.10gb': 2.0, '3g.40gb': 1.0}``."""
+    weights = {}
+    for item in text.split(','):
+        profile, sep, weight = item.strip().partition(':')
+        profile = profile.strip()
+        try:
+            value = float(weight) if sep else 1.0
+        except ValueError:
+            value = None
+        if not profile or value is None or not 0 < value < float('inf') \
+                or profile in weights:
+            raise LayoutError(
+                '%s: %r is not a list of profiles; the form is '
+                '"<profile>[:<positive weight>],...", each profile once '
+                '(e.g. 1g.10gb:2,3g.40gb,7g.80gb)'
+                % (ON_DEMAND_OPTION, text))
+        weights[profile] = value
+    return weights
+
+
+def parse_on_demand(values):
+    """The ``[nvidia_mig] on_demand_profiles`` declarations."""
+    return parse_declarations(values, parse_profile_weights,
+                              ON_DEMAND_OPTION, '1g.10gb:2,3g.40gb,7g.80gb')
 
 
 def _model_key(model):
@@ -118,7 +149,7 @@ def _model_key(model):
 
 
 def declaration_for(declarations, address, model):
-    """The layout declared for a GPU (address first, then model), or None."""
+    """What is declared for a GPU (address first, then model), or None."""
     by_model = None
     for declaration in declarations:
         if declaration.address == address:

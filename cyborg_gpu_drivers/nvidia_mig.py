@@ -33,9 +33,21 @@ cannot read are handled one by one by the scan skeleton of
 :mod:`cyborg_gpu_drivers.base`. Declared layouts
 (``[nvidia_mig] layout``) are applied by :meth:`NvidiaMigDriver.apply`, a
 step of its own, retried at every pass until the GPU has them.
+
+With ``[nvidia_mig] mode = on_demand`` an mdev GPU is offered as a set of
+profiles that can all be placed together (:func:`mig_geometry.offer`,
+computed from the instances that exist and the units Placement has
+allocated), and :meth:`NvidiaMigDriver.prepare_unit` creates the GPU
+instance a unit needs when Cyborg binds it, at the start the
+fragmentation score picks; :meth:`NvidiaMigDriver.release_unit` destroys
+it when the unit is released. Cyborg's agent calls neither:
+:mod:`cyborg_gpu_drivers.agent` is the agent that does.
 """
 
+import collections
+import contextlib
 import dataclasses
+import threading
 
 from oslo_config import cfg
 from oslo_log import log as logging
@@ -45,6 +57,7 @@ from cyborg_gpu_drivers.adapters import sysfs as sysfs_adapter
 from cyborg_gpu_drivers import base
 from cyborg_gpu_drivers import conf  # noqa: F401  (registers the options)
 from cyborg_gpu_drivers import inventory
+from cyborg_gpu_drivers import mig_geometry
 from cyborg_gpu_drivers import mig_layouts
 from cyborg_gpu_drivers import nvidia_common
 from cyborg_gpu_drivers import nvidia_vfio
@@ -241,7 +254,8 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
 
     def __init__(self, hostname=None, nvml=None, sysfs_root=None,
                  libvirt_uri=None, amdsmi=None, apply_layout=None,
-                 write_vgpu_type=None, read_only=False):
+                 write_vgpu_type=None, read_only=False,
+                 create_gpu_instance=None, destroy_gpu_instance=None):
         super().__init__(hostname, read_only=read_only)
         self._nvml = nvml_adapter.Nvml(nvml)
         self._sysfs = sysfs_adapter.Sysfs(
@@ -251,9 +265,30 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
                               privsep.privileged_apply_mig_layout)
         self._write_vgpu_type = (write_vgpu_type or
                                  privsep.privileged_write_vgpu_type)
+        self._create_gpu_instance = (
+            create_gpu_instance or privsep.privileged_create_gpu_instance)
+        self._destroy_gpu_instance = (
+            destroy_gpu_instance or privsep.privileged_destroy_gpu_instance)
         self._series = CONF.nvidia_mig.vgpu_series
         self._declarations = mig_layouts.parse_declarations(
             CONF.nvidia_mig.layout)
+        self._on_demand = CONF.nvidia_mig.mode == 'on_demand'
+        self._allowed = mig_layouts.parse_on_demand(
+            CONF.nvidia_mig.on_demand_profiles)
+        self._keep_warm = CONF.nvidia_mig.idle_instances == 'keep_warm'
+        if self._on_demand and self._declarations:
+            raise mig_layouts.LayoutError(
+                '%s and [nvidia_mig] mode = on_demand exclude each other: '
+                'an on-demand GPU\'s instances follow the guests' %
+                mig_layouts.OPTION)
+        # GPU address -> ({profile: units} last offered, its table and
+        # weights), for the bind hook; parent address -> GPU instance id
+        # made for the unit bound there.
+        self._offers = {}
+        self._made = {}
+        # One bind or release at a time per GPU: two concurrent binds must
+        # not choose the same free start.
+        self._gpu_locks = collections.defaultdict(threading.Lock)
         if self._declarations:
             self._check_layouts()
 
@@ -318,6 +353,10 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
                                            gpu_instance.profile_id,
                                            gpu_instance.start))
         if self._has_vendor_vfio(address):
+            if self._on_demand:
+                self.note('GPU %s has vendor-VFIO VFs: Cyborg binds their '
+                          'PCI units without calling the agent, so its MIG '
+                          'instances stay static in on_demand mode' % address)
             vfs = nvidia_vfio.list_vfs(self._sysfs, address, unknown,
                                        self.note)
             slices = vf_slices(address, profiles, complete,
@@ -329,8 +368,12 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
             unknown.update(vf for _, vf in self._sysfs.virtfns(address)
                            if not self._sysfs.exists(vf))
             parents = self._mdev_parents(address)
-            slices = mdev_slices(profiles, complete, types_by_profile,
-                                 parents)
+            if self._on_demand:
+                slices = self._on_demand_slices(
+                    device, profiles, instances, types_by_profile, parents)
+            else:
+                slices = mdev_slices(profiles, complete, types_by_profile,
+                                     parents)
             if not parents and not unknown and complete:
                 self.note('GPU %s has MIG on but neither vendor-VFIO VFs '
                           'nor mdev parents: its GPU instances reach no '
@@ -373,6 +416,254 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
                 if self._sysfs.link_name(candidate, entry + '/mdev_type'))
             parents.append(MdevParent(candidate, available, created))
         return parents
+
+    # --- on demand ----------------------------------------------------------
+
+    def _allowed_weights(self, device, profiles, types_by_profile):
+        """``{profile name: weight}`` an on-demand GPU may be split into:
+        the declared ones that have a MIG-backed type, else all of those.
+        """
+        with_type = {profile.name for profile in profiles
+                     if types_by_profile.get(profile.id)}
+        declared = mig_layouts.declaration_for(self._allowed, device.address,
+                                               device.name)
+        if declared is None:
+            return dict.fromkeys(sorted(with_type), 1.0)
+        unknown = sorted(set(declared) - with_type)
+        if unknown:
+            self.note('GPU %s (%s): %s names %s, which it has no MIG-backed '
+                      'vGPU type for; offering only %s' % (
+                          device.address, device.name,
+                          mig_layouts.ON_DEMAND_OPTION, ', '.join(unknown),
+                          ', '.join(sorted(set(declared) & with_type))
+                          or 'nothing new'), LOG.error)
+        return {name: weight for name, weight in declared.items()
+                if name in with_type}
+
+    def _claimed(self, address, names):
+        """``{profile: units Placement has allocated}``; None if unknown."""
+        claimed = {}
+        for name in names:
+            units = self.contained(
+                'Placement usages of %s %s' % (address, name),
+                self.allocated_units,
+                placement_traits.provider_name(self.hostname, address, name),
+                placement_traits.mig_resource_class(name))
+            if units is None:
+                return None
+            claimed[name] = units
+        return claimed
+
+    def _on_demand_slices(self, device, profiles, gpu_instances,
+                          types_by_profile, parents):
+        """Slices of an on-demand mdev GPU: the offer of
+        :func:`mig_geometry.offer`, one MDEV handle per unit.
+
+        A parent with an mdev of a profile's type is a unit in use of it;
+        each other unit gets a free parent of its own that lists a type of
+        its profile. When Placement cannot be read, the last offer stays
+        (nothing new), or only what exists on a first read. Every GPU
+        instance holds its slots, a half-created one too.
+        """
+        address = device.address
+        table = {p.name: (p.slice_count, p.placements) for p in profiles}
+        by_id = {profile.id: profile for profile in profiles}
+        types = {profile.name: ['nvidia-%d' % type_id for type_id in
+                                types_by_profile.get(profile.id, ())]
+                 for profile in profiles}
+        weights = self._allowed_weights(device, profiles, types_by_profile)
+        instances = [(by_id[gi.profile_id].name, gi.start)
+                     for gi in gpu_instances if gi.profile_id in by_id]
+        in_use = collections.defaultdict(list)
+        free_parents = []
+        for parent in parents:
+            name = next((n for n, ts in types.items()
+                         if set(parent.created) & set(ts)), None)
+            if name is None and parent.created:
+                continue
+            if name is None:
+                free_parents.append(parent)
+                continue
+            mdev_type = next(t for t in types[name] if t in parent.created)
+            in_use[name].append(inventory.AttachHandle(
+                inventory.MDEV, parent.address, mdev_type=mdev_type,
+                mark='%s_0' % mdev_type, in_use=True))
+        claimed = self._claimed(address, sorted(
+            set(weights) | {name for name, _ in instances} | set(in_use)))
+        if claimed is None:
+            last = self._offers.get(address)
+            units = dict(last[0]) if last else collections.Counter(
+                name for name, _ in instances)
+        else:
+            for name, handles in in_use.items():
+                claimed[name] = max(claimed.get(name, 0), len(handles))
+            units = mig_geometry.offer(table, instances, claimed, weights,
+                                       weights)
+        self._offers[address] = (units, table, weights)
+        slices = []
+        for profile in profiles:
+            handles = list(in_use.get(profile.name, ()))
+            for parent in list(free_parents):
+                if len(handles) >= units.get(profile.name, 0):
+                    break
+                mdev_type = next((t for t in types[profile.name]
+                                  if t in parent.available), None)
+                if mdev_type is None:
+                    continue
+                free_parents.remove(parent)
+                handles.append(inventory.AttachHandle(
+                    inventory.MDEV, parent.address, mdev_type=mdev_type,
+                    mark='%s_0' % mdev_type))
+            if len(handles) < units.get(profile.name, 0):
+                self.note('GPU %s: %d units of %s planned but only %d mdev '
+                          'parents can take them' % (
+                              address, units[profile.name], profile.name,
+                              len(handles)))
+            if handles:
+                slice_ = mig_slice(profile, sorted(
+                    handles, key=lambda h: h.address))
+                # The scheduler weighs a unit against the GPU's slices,
+                # not against the sum of what the offer holds now.
+                slice_.traits = sorted(slice_.traits + [
+                    placement_traits.mig_on_demand_trait(
+                        mig_geometry.total_slices(table))])
+                slices.append(slice_)
+        return slices
+
+    def _gpu_of_parent(self, parent_address):
+        """The PF of an mdev parent (a VF, or the GPU itself)."""
+        return self._sysfs.physfn(parent_address) or parent_address
+
+    @contextlib.contextmanager
+    def _unit(self, parent_address, mdev_type):
+        """Hold the GPU of an mdev parent (one bind or release at a time
+        per GPU) and give ``(GPU address, profile, profiles, GPU
+        instances, mdev parents, types by profile id)`` for the mdev type,
+        or None when the GPU is not one this driver makes instances on.
+        """
+        gpu_address = self._gpu_of_parent(parent_address)
+        with self._gpu_locks[gpu_address], self._nvml.session() as session:
+            yield self._unit_state(session, gpu_address, mdev_type)
+
+    def _unit_state(self, session, gpu_address, mdev_type):
+        device = next((d for d in session.devices()
+                       if d.address == gpu_address), None)
+        if not self._on_demand or device is None or not device.mig_enabled \
+                or self._has_vendor_vfio(gpu_address):
+            return None
+        profiles = session.gpu_instance_profiles(device)
+        types = mig_types_by_profile(session.supported_vgpu_types(device),
+                                     self._series)
+        profile = next((p for p in profiles
+                        if mdev_type in ['nvidia-%d' % t
+                                         for t in types.get(p.id, ())]),
+                       None)
+        if profile is None:
+            return None
+        return (gpu_address, profile, profiles,
+                session.gpu_instances(device, profiles),
+                self._mdev_parents(gpu_address), types)
+
+    @staticmethod
+    def _mdevs_of(profile, types, parents):
+        names = {'nvidia-%d' % t for t in types.get(profile.id, ())}
+        return sum(1 for parent in parents
+                   for created in parent.created if created in names)
+
+    def prepare_unit(self, parent_address, mdev_type):
+        """Make the GPU instance a unit bound on ``parent_address`` needs,
+        before the mdev of ``mdev_type`` is created there.
+
+        Returns None when the parent is not on an on-demand GPU of this
+        driver (the agent then goes on as Cyborg's does), else a token
+        for :meth:`abort_unit`. An idle instance of the profile is used
+        when there is one (``keep_warm``); otherwise one is created at the
+        free start the fragmentation score picks among those that keep the
+        rest of the GPU's offer placeable. Raises when none is free: the
+        bind fails and Cyborg marks the ARQ BindFailed.
+        """
+        with self._unit(parent_address, mdev_type) as state:
+            if state is None:
+                return None
+            gpu_address, profile, profiles, gpu_instances, parents, types = \
+                state
+            same = [gi for gi in gpu_instances
+                    if gi.profile_id == profile.id and gi.complete]
+            if len(same) > self._mdevs_of(profile, types, parents):
+                LOG.info('GPU %s: %s bound on %s uses an idle %s instance',
+                         gpu_address, mdev_type, parent_address,
+                         profile.name)
+                return (gpu_address, parent_address, None)
+            names = {p.id: p.name for p in profiles}
+            instances = [(names[gi.profile_id], gi.start)
+                         for gi in gpu_instances]
+            units, table, weights = self._offers.get(gpu_address) or (
+                {}, {p.name: (p.slice_count, p.placements)
+                     for p in profiles}, {})
+            rest = collections.Counter(units)
+            rest.subtract(collections.Counter(name for name, _ in instances))
+            rest[profile.name] -= 1
+            start = mig_geometry.choose_start(
+                table, instances, profile.name, weights,
+                keep=list((+rest).elements()))
+            if start is None:
+                raise mig_layouts.LayoutError(
+                    'GPU %s: no free placement for a %s instance beside %s'
+                    % (gpu_address, profile.name, ', '.join(
+                        '%s@%d' % item for item in instances) or 'nothing'))
+            gpu_instance_id = self._create_gpu_instance(
+                gpu_address, profile.id, start)
+            self._made[parent_address] = (gpu_address, gpu_instance_id)
+            LOG.info('GPU %s: created %s GPU instance %d at %d for %s on %s',
+                     gpu_address, profile.name, gpu_instance_id, start,
+                     mdev_type, parent_address)
+            return (gpu_address, parent_address, gpu_instance_id)
+
+    def abort_unit(self, token):
+        """Undo :meth:`prepare_unit` after the mdev could not be made."""
+        gpu_address, parent_address, gpu_instance_id = token
+        if gpu_instance_id is None:
+            return
+        with self._gpu_locks[gpu_address]:
+            self._made.pop(parent_address, None)
+            self._destroy_gpu_instance(gpu_address, gpu_instance_id)
+            LOG.info('GPU %s: destroyed GPU instance %d: the mdev on %s '
+                     'could not be created', gpu_address, gpu_instance_id,
+                     parent_address)
+
+    def release_unit(self, parent_address, mdev_type):
+        """After the mdev on ``parent_address`` is removed: destroy the
+        GPU instance made for it (``destroy``), or keep it idle
+        (``keep_warm``). Returns True when the parent is this driver's.
+
+        The instance made for the unit is destroyed; after an agent
+        restart (that record is lost) idle instances of the profile are
+        destroyed only once no mdev of the profile is left, since which
+        instance an mdev sits on cannot be told before its guest runs.
+        """
+        with self._unit(parent_address, mdev_type) as state:
+            if state is None:
+                return False
+            gpu_address, profile, _, gpu_instances, parents, types = state
+            made = self._made.pop(parent_address, None)
+            if self._keep_warm:
+                return True
+            same = [gi.id for gi in gpu_instances
+                    if gi.profile_id == profile.id]
+            if made is not None and made[1] in same:
+                idle = [made[1]]
+            elif not self._mdevs_of(profile, types, parents):
+                idle = same
+            else:
+                LOG.warning('GPU %s: which %s instance the mdev on %s used '
+                            'is unknown; the idle one is kept',
+                            gpu_address, profile.name, parent_address)
+                idle = []
+            for gpu_instance_id in idle:
+                self._destroy_gpu_instance(gpu_address, gpu_instance_id)
+                LOG.info('GPU %s: destroyed idle %s GPU instance %d',
+                         gpu_address, profile.name, gpu_instance_id)
+            return True
 
     # --- declared layouts -------------------------------------------------
 

@@ -12,8 +12,9 @@
 """The package's privileged contexts and their entrypoints.
 
 Every write the drivers make to the host (a vGPU type on a VF, a MIG
-layout on a GPU) goes through an entrypoint here. Each entrypoint checks
-its arguments before touching anything and then calls a plain function of
+layout on a GPU, one GPU instance made or destroyed on demand) goes
+through an entrypoint here. Each entrypoint checks its arguments before
+touching anything and then calls a plain function of
 the same name without the ``privileged_`` prefix; tests call those plain
 functions directly, on a fake sysfs tree or a fake NVML.
 
@@ -265,3 +266,59 @@ def privileged_apply_mig_layout(gpu_address, instances):
     from cyborg_gpu_drivers.adapters import nvml
     with nvml.Nvml().session() as session:
         apply_mig_layout(session, gpu_address, instances)
+
+
+def create_gpu_instance(session, gpu_address, profile_id, start):
+    """Create one GPU instance (and its compute instance) on a GPU.
+
+    Checked inside the daemon, whatever the caller said: the address is a
+    PCI device under the configured sysfs root, the profile and start are
+    the GPU's own, and the new instance overlaps no existing one in
+    memory slots or compute slices (NVML is asked, not the caller).
+    Returns the GPU instance id.
+    """
+    check_pci_address(gpu_address)
+    check_non_negative_int('profile_id', profile_id)
+    check_non_negative_int('start', start)
+    device_directory(gpu_address)
+    try:
+        return session.create_gpu_instance(gpu_address, profile_id, start)
+    except ValueError as error:
+        raise InvalidPrivilegedRequest(str(error))
+
+
+def destroy_gpu_instance(session, gpu_address, gpu_instance_id):
+    """Destroy one GPU instance no running vGPU uses.
+
+    Refused (:class:`DeviceBusy`) when NVML cannot list the GPU's running
+    vGPUs, or one of them runs on that instance or on an instance NVML
+    cannot name.
+    """
+    check_pci_address(gpu_address)
+    check_non_negative_int('gpu_instance_id', gpu_instance_id)
+    device_directory(gpu_address)
+    active = session.active_vgpus_at(gpu_address)
+    if active is None:
+        raise DeviceBusy('GPU %s: NVML cannot list its running vGPUs'
+                         % gpu_address)
+    if any(vgpu.gpu_instance_id in (None, gpu_instance_id)
+           for vgpu in active):
+        raise DeviceBusy('GPU %s: a running vGPU may use GPU instance %d'
+                         % (gpu_address, gpu_instance_id))
+    session.destroy_gpu_instance(gpu_address, gpu_instance_id)
+
+
+@mig_layout_pctxt.entrypoint
+def privileged_create_gpu_instance(gpu_address, profile_id, start):
+    """Create one GPU instance on demand (real NVML, as root)."""
+    from cyborg_gpu_drivers.adapters import nvml
+    with nvml.Nvml().session() as session:
+        return create_gpu_instance(session, gpu_address, profile_id, start)
+
+
+@mig_layout_pctxt.entrypoint
+def privileged_destroy_gpu_instance(gpu_address, gpu_instance_id):
+    """Destroy one idle GPU instance (real NVML, as root)."""
+    from cyborg_gpu_drivers.adapters import nvml
+    with nvml.Nvml().session() as session:
+        destroy_gpu_instance(session, gpu_address, gpu_instance_id)

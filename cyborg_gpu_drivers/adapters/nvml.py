@@ -485,6 +485,12 @@ class Session:
                                  % (sorted(slots & used), address))
             used |= slots
             checked.append((profile_id, start, size))
+        slices = sum(profiles[profile_id].slice_count
+                     for profile_id, _, _ in checked)
+        whole = max(profile.slice_count for profile in profiles.values())
+        if slices > whole:
+            raise ValueError('MIG layout takes %d compute slices of the %d '
+                             'of GPU %s' % (slices, whole, address))
         return checked
 
     def replace_gpu_instances(self, address, instances):
@@ -509,6 +515,47 @@ class Session:
             self._destroy_all(device, profiles)
             self._create(device.handle, before)
             raise
+
+    def create_gpu_instance(self, address, profile_id, start):
+        """Create one GPU instance of ``profile_id`` at ``start`` beside
+        those that exist, with one compute instance covering it; returns
+        the new GPU instance's id.
+
+        Checked with :meth:`check_layout` together with the existing
+        instances first. If the compute instance cannot be made, the GPU
+        instance is destroyed again before the error is raised, so a
+        failure leaves the GPU as it was.
+        """
+        device = self._device_at(address)
+        existing = [(gi.profile_id, gi.start) for gi in self.gpu_instances(
+            device, self.gpu_instance_profiles(device))]
+        [wanted] = self.check_layout(
+            address, existing + [(profile_id, start)])[-1:]
+        placement = self._module.c_nvmlGpuInstancePlacement_t()
+        placement.start, placement.size = wanted[1], wanted[2]
+        gpu_instance = self._call('nvmlDeviceCreateGpuInstanceWithPlacement',
+                                  device.handle, profile_id,
+                                  ctypes.byref(placement))
+        try:
+            self._create_full_compute_instance(gpu_instance)
+        except NvmlError:
+            try:
+                self._destroy_compute_instances(gpu_instance)
+                self._call('nvmlGpuInstanceDestroy', gpu_instance)
+            except NvmlError as error:
+                LOG.error('GPU %s: the GPU instance made at %d could not be '
+                          'destroyed after its compute instance failed: %s',
+                          address, start, error)
+            raise
+        return self._call('nvmlGpuInstanceGetInfo', gpu_instance).id
+
+    def destroy_gpu_instance(self, address, gpu_instance_id):
+        """Destroy one GPU instance and its compute instances."""
+        device = self._device_at(address)
+        gpu_instance = self._call('nvmlDeviceGetGpuInstanceById',
+                                  device.handle, gpu_instance_id)
+        self._destroy_compute_instances(gpu_instance)
+        self._call('nvmlGpuInstanceDestroy', gpu_instance)
 
     def _destroy_all(self, device, profiles):
         for existing in self.gpu_instances(device, profiles):

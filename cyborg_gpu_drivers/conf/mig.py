@@ -45,5 +45,51 @@ OPTS = [
         help='Series of the MIG-backed vGPU type the driver gives the free '
              'VFs of a GPU after applying a layout (one VF per GPU '
              'instance, e.g. H100XM-3-40C for 3g.40gb with series C). '
-             'Used only together with "layout".'),
+             'Used with "layout", and in on_demand mode for the types of '
+             'the mdevs Cyborg creates.'),
+    cfg.StrOpt(
+        'mode',
+        default='static',
+        choices=[('static', 'report the GPU instances that exist (and '
+                            'apply "layout"); never create any at a '
+                            'guest\'s request'),
+                 ('on_demand', 'offer each MIG GPU\'s capacity as a set of '
+                               'profiles that can all be placed together '
+                               'and create a GPU instance when Cyborg '
+                               'binds a unit, destroying it when the unit '
+                               'is released')],
+        help='How MIG GPUs are partitioned. on_demand needs the agent '
+             'started as gpu-partitions-cyborg-agent (Cyborg\'s agent with '
+             'the bind hook of this package) and GPUs whose VFs are mdev '
+             'parents (Ampere); GPUs with NVIDIA\'s vendor VFIO interface '
+             '(Hopper and later) stay static, because Cyborg binds their '
+             'PCI units without calling the agent. Exclusive with '
+             '"layout".'),
+    cfg.MultiStrOpt(
+        'on_demand_profiles',
+        default=[],
+        help='In on_demand mode, the MIG profiles a GPU model or GPU may '
+             'be partitioned into, with their popularity among the '
+             'requests: "<selector>=<profile>[:<weight>],...". The '
+             'selector is a PCI address or a model name, as for "layout" '
+             '(an address wins over a model); profile names are those of '
+             '"nvidia-smi mig -lgip"; a weight is a positive number '
+             '(default 1). An idle GPU offers one unit of each profile in '
+             'turn, the most popular per unit already offered first, '
+             'while all of them can still be placed together (with 1g, '
+             '3g and 7g alike: four 1g and one 3g; with 7g weighted 4: '
+             'the whole GPU). A GPU no value selects may take every '
+             'profile that has a MIG-backed vGPU type, alike. Repeat the '
+             'option for several selectors.'),
+    cfg.StrOpt(
+        'idle_instances',
+        default='destroy',
+        choices=[('destroy', 'destroy a GPU instance as soon as its unit '
+                             'is released, so its slots go back to the '
+                             'offer'),
+                 ('keep_warm', 'keep it for the next guest asking for its '
+                               'profile (saves the seconds of creating '
+                               'it, but its slots stay that profile\'s)')],
+        help='In on_demand mode, what becomes of a GPU instance whose '
+             'guest is gone.'),
 ]

@@ -46,9 +46,13 @@ Only plumbing is replaced here, nothing of Cyborg's logic:
 * Cyborg's agents: binding an ``MDEV`` ARQ makes Cyborg's conductor call
   ``create_vgpu_mdev`` on the agent of the ARQ's host over RPC (the agent
   writes the attach handle's UUID into the parent's
-  ``mdev_supported_types/<type>/create``). :class:`RecordingAgent` answers
-  that RPC for each GPU host and records the calls instead of writing to
-  this machine's sysfs.
+  ``mdev_supported_types/<type>/create``). By default
+  :class:`RecordingAgent` answers that RPC for each GPU host and records
+  the calls instead of writing to this machine's sysfs. A host may run a
+  real agent instead (:meth:`CyborgApi.start_agent` with an endpoint):
+  the harness's ``start_cyborg_agent`` serves Cyborg's ``AgentManager``
+  (with this package's bind hook) on the agent topic; only the kernel's
+  mdev files are stood in for (:class:`MdevBusFixture`).
 """
 
 import collections
@@ -290,10 +294,37 @@ class CyborgApi(fixtures.Fixture):
         self.addCleanup(server.wait)
         self.addCleanup(server.stop)
 
-    def start_agent(self, hostname):
-        """Serve Cyborg's agent RPC for ``hostname``; returns the agent."""
+    def start_agent(self, hostname, endpoint=None):
+        """Serve Cyborg's agent RPC for ``hostname``; returns the agent.
+
+        ``endpoint`` answers it (a Cyborg ``AgentManager``); a
+        :class:`RecordingAgent` when None.
+        """
         if hostname not in self.agents:
-            self.agents[hostname] = RecordingAgent()
+            self.agents[hostname] = endpoint or RecordingAgent()
             self._serve(cyborg_constants.AGENT_TOPIC, hostname,
                         self.agents[hostname])
         return self.agents[hostname]
+
+
+class MdevBusFixture(fixtures.Fixture):
+    """Cyborg's two mdev writes, into ``bus`` instead of ``/sys``.
+
+    Cyborg's ``AgentManager`` calls ``create_mdev_privileged`` and
+    ``remove_mdev_privileged`` (``cyborg/accelerator/drivers/gpu/utils.py``),
+    privsep entrypoints that write under ``/sys/class/mdev_bus``; here they
+    go to ``bus`` (a ``FakeMdevBus`` of a materialized host), which does
+    what the kernel would.
+    """
+
+    def __init__(self, bus):
+        super().__init__()
+        self.bus = bus
+
+    def _setUp(self):
+        self.useFixture(fixtures.MonkeyPatch(
+            'cyborg.accelerator.drivers.gpu.utils.create_mdev_privileged',
+            self.bus.create))
+        self.useFixture(fixtures.MonkeyPatch(
+            'cyborg.accelerator.drivers.gpu.utils.remove_mdev_privileged',
+            self.bus.remove))

@@ -51,8 +51,11 @@ import time
 import unittest
 import urllib.parse
 
+from cyborg.common import constants as cyborg_constants
+from cyborg import context as cyborg_context
 from nova.tests.functional import integrated_helpers
 
+from cyborg_gpu_drivers import agent as cyborg_agent
 from cyborg_gpu_drivers import report
 from gpu_partitions.cloud import cyborg_side
 
@@ -172,6 +175,35 @@ class CloudTestCase(integrated_helpers.ProviderUsageBaseTestCase):
         self._start_compute(hostname)
         self.cyborg_side_api.start_agent(hostname)
         return self.report(hostname, driver_devices)
+
+    def start_cyborg_agent(self, hostname, drivers, mdev_bus):
+        """Start ``nova-compute`` and Cyborg's real agent on ``hostname``.
+
+        The agent is ``cyborg_gpu_drivers.agent.GpuPartitionsAgentManager``
+        (Cyborg's ``AgentManager`` with the bind hook), built by its own
+        ``__init__`` (it finds the compute node provider in Placement)
+        with ``drivers`` in place of those its resource tracker loads
+        from ``[agent] enabled_drivers``, and served on the agent RPC
+        topic of the host. Cyborg's mdev writes go to ``mdev_bus``.
+        Runs one agent cycle (:meth:`agent_cycle`); returns the agent.
+        """
+        self._start_compute(hostname)
+        self.useFixture(cyborg_side.MdevBusFixture(mdev_bus))
+        self.flags(resource_provider_name=hostname, group='agent')
+        manager = cyborg_agent.GpuPartitionsAgentManager(
+            cyborg_constants.AGENT_TOPIC, host=hostname)
+        manager._rt.acc_drivers = list(drivers)
+        self.cyborg_side_api.start_agent(hostname, manager)
+        self.agent_cycle(hostname)
+        return manager
+
+    def agent_cycle(self, hostname):
+        """One periodic pass of the real agent of ``hostname``: its
+        ``update_available_resource`` (the drivers' ``discover`` and the
+        RPC ``report_data`` to Cyborg's conductor).
+        """
+        self.cyborg_side_api.agents[hostname].update_available_resource(
+            cyborg_context.get_admin_context())
 
     def add_inventory(self, host_inventory, driver_name):
         """:meth:`add_gpu_host` for a host given as a HostInventory."""

@@ -451,6 +451,10 @@ class FakeNvml:
             if slots & set(range(data['start'],
                                  data['start'] + data['size'])):
                 raise pynvml.NVMLError_InsufficientResources()
+        # Compute slices and the profile's instance limit bound it too
+        # (nvmlDeviceGetGpuInstanceRemainingCapacity says the same).
+        if _remaining_capacity(gpu, profile) < 1:
+            raise pynvml.NVMLError_InsufficientResources()
         used = {existing.data['id'] for existing in gpu.gpu_instances}
         gi_id = min(set(range(len(used) + 1)) - used)
         gpu_instance = _GpuInstance(gpu, {

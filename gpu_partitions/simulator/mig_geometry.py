@@ -9,24 +9,14 @@
 #    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 #    License for the specific language governing permissions and limitations
 #    under the License.
-"""MIG placement geometry of the A100/H100 family and a fragmentation
+"""MIG placement geometry of the simulator's fleet and a fragmentation
 score over it.
 
-A GPU instance of a profile takes ``size`` consecutive memory slots of
-the GPU's 8 and may only start at the slots NVIDIA lists for the profile
-(NVIDIA MIG User Guide, "Supported MIG Profiles" and "A100 MIG
-placement"; ``nvidia-smi mig -lgipp``; summarised with its sources in
-``../shared/reference/hardware.md`` section 2.1)::
-
-    profile   compute slices  memory slots  starts
-    1g.10gb   1               1             0 1 2 3 4 5 6
-    2g.20gb   2               2             0 2 4
-    3g.40gb   3               4             0 4
-    4g.40gb   4               4             0
-    7g.80gb   7               8             0
-
-The table is :data:`gpu_partitions.simulator.fleet.MIG_GEOMETRY`, which
-the fixed layouts are checked against; this module only reads it.
+The table is :data:`gpu_partitions.simulator.fleet.MIG_GEOMETRY` (the
+A100/H100 profiles, starts and slices, with their sources there), which
+the fixed layouts are checked against; this module binds it to the
+geometry the MIG driver uses too (:mod:`cyborg_gpu_drivers.mig_geometry`),
+so the simulator and the driver place instances alike.
 
 An *instance set* is a collection of ``(profile, start)`` pairs already
 created on one GPU. Instances in use cannot move, so where a new
@@ -36,86 +26,53 @@ usable by the typical requests (``weights``: profile -> popularity),
 that is the one that least increases :func:`fragmentation`.
 """
 
+from cyborg_gpu_drivers import mig_geometry as shared
 from gpu_partitions.simulator import fleet as fleet_mod
 
 GEOMETRY = fleet_mod.MIG_GEOMETRY
 SLICES = fleet_mod.MIG_SLICES
+#: ``{profile: (compute slices, ((start, size), ...))}``.
+TABLE = {profile: (slices, tuple((start, size) for start in starts))
+         for profile, (slices, size, starts) in GEOMETRY.items()}
 
 
 def slots(profile, start):
     """Memory slots an instance of ``profile`` at ``start`` takes."""
-    return range(start, start + GEOMETRY[profile][1])
+    return shared.slots(TABLE, profile, start)
 
 
 def occupied(instances):
-    return {slot for profile, start in instances
-            for slot in slots(profile, start)}
+    return shared.occupied(TABLE, instances)
 
 
 def free_starts(instances, profile):
     """Starts where one more ``profile`` instance fits, lowest first."""
-    taken = occupied(instances)
-    return [start for start in GEOMETRY[profile][2]
-            if not taken.intersection(slots(profile, start))]
+    return shared.free_starts(TABLE, instances, profile)
 
 
 def capacity(instances, profile):
-    """How many more ``profile`` instances fit. The placements of one
-    profile never overlap each other, so it is the number of free
-    starts.
-    """
-    return len(free_starts(instances, profile))
+    """How many more ``profile`` instances fit."""
+    return shared.capacity(TABLE, instances, profile)
 
 
 def free_slices(instances):
-    return SLICES - sum(GEOMETRY[p][0] for p, _ in instances)
+    return SLICES - shared.used_slices(TABLE, instances)
 
 
 def fragmentation(instances, weights):
-    """Expected free compute slices (of 7) that the next request cannot
-    use: for each profile, the free slices beyond what more instances of
-    it could fill, weighted by the profile's popularity (weights sum to
-    1; an empty ``weights`` counts every profile alike). The GPU-level
-    form of FGD's fragmentation measure, with MIG's placements as the
-    reason a task cannot use free capacity.
+    """:func:`cyborg_gpu_drivers.mig_geometry.fragmentation` on the
+    fleet's table.
     """
-    weights = _normalised(weights)
-    free = free_slices(instances)
-    return sum(
-        weight * max(0, free - GEOMETRY[profile][0]
-                     * capacity(instances, profile))
-        for profile, weight in weights.items())
+    return shared.fragmentation(TABLE, instances, weights)
 
 
 def choose_start(instances, profile, weights):
-    """The free start of ``profile`` whose instance leaves the least
-    fragmentation (the highest start on a tie, keeping slot 0 for 4g and
-    7g); None when none is free.
+    """The free start of ``profile`` leaving the least fragmentation (the
+    highest start on a tie); None when none is free.
     """
-    best = None
-    for start in free_starts(instances, profile):
-        after = list(instances) + [(profile, start)]
-        key = (fragmentation(after, weights), -start)
-        if best is None or key < best[0]:
-            best = (key, start)
-    return None if best is None else best[1]
+    return shared.choose_start(TABLE, instances, profile, weights)
 
 
 def placeable(instances, profiles):
-    """Whether the ``profiles`` (a list, repeats allowed) can all be
-    created beside ``instances``, in some placement.
-    """
-    if not profiles:
-        return True
-    first, rest = profiles[0], profiles[1:]
-    return any(placeable(list(instances) + [(first, start)], rest)
-               for start in free_starts(instances, first))
-
-
-def _normalised(weights):
-    weights = {p: w for p, w in (weights or {}).items()
-               if p in GEOMETRY and w > 0}
-    if not weights:
-        weights = dict.fromkeys(GEOMETRY, 1.0)
-    total = sum(weights.values())
-    return {p: w / total for p, w in weights.items()}
+    """Whether the ``profiles`` can all be created beside ``instances``."""
+    return shared.placeable(TABLE, instances, profiles)

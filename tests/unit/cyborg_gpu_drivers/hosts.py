@@ -13,6 +13,7 @@
 tests that only read the tree."""
 
 import atexit
+import copy
 import shutil
 import tempfile
 
@@ -32,3 +33,82 @@ def shared_env(name):
         atexit.register(shutil.rmtree, directory, True)
         _SHARED[name] = reference_hosts.load(name).materialize(directory)
     return _SHARED[name]
+
+
+#: MIG-backed vGPU types of the A100 80GB PCIe that on-demand tests offer:
+#: NVIDIA's names (vGPU for Compute, "NVIDIA A100 PCIe 80GB" types) and
+#: the GPU instance profiles NVML lists for them on pcie-a100; the type
+#: ids are illustrative (the recorded host runs time-sliced types only).
+A100_MIG_TYPES = {700: ('NVIDIA A100D-1-10C', 19, 10240),
+                  701: ('NVIDIA A100D-3-40C', 9, 40960),
+                  702: ('NVIDIA A100D-7-80C', 0, 81920)}
+
+
+def add_a100_mig_types(data, types):
+    """Give pcie-a100's model and GPU 0 the MIG-backed vGPU types
+    ``{type id: (name, GPU instance profile id, framebuffer MiB)}``.
+    """
+    model = data['nvml']['models']['A100-PCIE-80GB']
+    for type_id, (name, profile_id, framebuffer) in types.items():
+        model['vgpu_types'].append({
+            'id': type_id, 'name': name, 'class': 'Compute',
+            'framebuffer_mb': framebuffer, 'max_instances': 1,
+            'gpu_instance_profile_id': profile_id})
+    data['nvml']['devices'][0]['supported_vgpus'] += sorted(types)
+
+
+def mdev_type_files(types, available):
+    """sysfs files of an mdev parent listing ``types``; ``available``
+    maps a type id to its available instances (0 when absent).
+    """
+    files = {}
+    for type_id, (name, _, framebuffer) in types.items():
+        prefix = 'mdev_supported_types/nvidia-%d/' % type_id
+        files[prefix + 'name'] = name + '\n'
+        files[prefix + 'device_api'] = 'vfio-pci\n'
+        files[prefix + 'description'] = (
+            'num_heads=1, frl_config=60, framebuffer=%dM, max_instance=1\n'
+            % framebuffer)
+        files[prefix + 'available_instances'] = '%d\n' % available.get(
+            type_id, 0)
+    return files
+
+
+def a100_on_demand():
+    """pcie-a100 with GPU 0 (01:00.0) switched to MIG and idle: no GPU
+    instance, no vGPU, every VF an mdev parent listing the MIG-backed
+    types of 1g.10gb, 3g.40gb and 7g.80gb (none available: NVIDIA's driver
+    shows none while no GPU instance exists). GPU 1 keeps MIG off.
+    """
+    data = copy.deepcopy(reference_hosts.load('pcie-a100').data)
+    add_a100_mig_types(data, A100_MIG_TYPES)
+    device = data['nvml']['devices'][0]
+    device['mig_mode'] = [1, 1]
+    device['creatable_vgpus'] = []
+    device['gpu_instances'] = []
+    device['active_vgpus'] = []
+    pf = data['pci_devices'][0]
+    pf['vf_defaults']['files'] = mdev_type_files(A100_MIG_TYPES, {})
+    for vf in pf['virtfns']:
+        vf.pop('files', None)
+        vf.pop('mdevs', None)
+    return data
+
+
+def privileged_on(nvml):
+    """``(create, destroy)``: what the MIG privsep daemon runs for
+    on-demand instances, on a fake NVML.
+    """
+    from cyborg_gpu_drivers.adapters import nvml as nvml_adapter
+    from cyborg_gpu_drivers import privsep
+
+    def create(address, profile_id, start):
+        with nvml_adapter.Nvml(nvml).session() as session:
+            return privsep.create_gpu_instance(session, address, profile_id,
+                                               start)
+
+    def destroy(address, gpu_instance_id):
+        with nvml_adapter.Nvml(nvml).session() as session:
+            privsep.destroy_gpu_instance(session, address, gpu_instance_id)
+
+    return create, destroy

@@ -539,18 +539,12 @@ def a100_mig_over_mdev():
     A100 80GB PCIe MIG-backed types; ids 700-702 are illustrative.
     """
     data = host_data('pcie-a100')
-    model = data['nvml']['models']['A100-PCIE-80GB']
     types = {700: ('NVIDIA A100D-4-40C', 5, 40960),
              701: ('NVIDIA A100D-2-20C', 14, 20480),
              702: ('NVIDIA A100D-1-10C', 19, 10240)}
-    for type_id, (name, profile_id, framebuffer) in types.items():
-        model['vgpu_types'].append({
-            'id': type_id, 'name': name, 'class': 'Compute',
-            'framebuffer_mb': framebuffer, 'max_instances': 1,
-            'gpu_instance_profile_id': profile_id})
+    hosts.add_a100_mig_types(data, types)
     device = data['nvml']['devices'][0]
     device['mig_mode'] = [1, 1]
-    device['supported_vgpus'] += sorted(types)
     device['creatable_vgpus'] = [700, 702]
     device['gpu_instances'] = [
         {'id': gi, 'profile_id': profile, 'start': start, 'size': size,
@@ -564,25 +558,12 @@ def a100_mig_over_mdev():
     active.update(type_id=701, gpu_instance_id=2)
     device['active_vgpus'] = [active]
 
-    def type_files(available):
-        files = {}
-        for type_id, (name, _, framebuffer) in types.items():
-            prefix = 'mdev_supported_types/nvidia-%d/' % type_id
-            files[prefix + 'name'] = name + '\n'
-            files[prefix + 'device_api'] = 'vfio-pci\n'
-            files[prefix + 'description'] = (
-                'num_heads=1, frl_config=60, framebuffer=%dM, '
-                'max_instance=1\n' % framebuffer)
-            files[prefix + 'available_instances'] = '%d\n' % available.get(
-                type_id, 0)
-        return files
-
     pf = data['pci_devices'][0]
-    pf['vf_defaults']['files'] = type_files({700: 1, 702: 1})
+    pf['vf_defaults']['files'] = hosts.mdev_type_files(types, {700: 1, 702: 1})
     for vf in pf['virtfns']:
         vf.pop('files', None)
         vf.pop('mdevs', None)
-    pf['virtfns'][0]['files'] = type_files({})
+    pf['virtfns'][0]['files'] = hosts.mdev_type_files(types, {})
     pf['virtfns'][0]['mdevs'] = [{'uuid': active['mdev_uuid'],
                                   'type': 'nvidia-701'}]
     return data

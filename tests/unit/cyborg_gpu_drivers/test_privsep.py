@@ -228,3 +228,78 @@ class ContextsTest(testtools.TestCase):
         self.assertIn(privsep_conf.VGPU_TYPE_PRIVSEP_GROUP, groups)
         self.assertIn(privsep_conf.MIG_LAYOUT_PRIVSEP_GROUP, groups)
         self.assertNotIn('cyborg_gpu_drivers_privsep', groups)
+
+
+class OnDemandInstanceTest(MigLayoutTest):
+    """One GPU instance made or destroyed inside the daemon."""
+
+    def create(self, nvml, *args):
+        with nvml_adapter.Nvml(nvml).session() as session:
+            return privsep.create_gpu_instance(session, *args)
+
+    def destroy(self, nvml, *args):
+        with nvml_adapter.Nvml(nvml).session() as session:
+            privsep.destroy_gpu_instance(session, *args)
+
+    def test_the_caller_is_not_trusted(self):
+        before = self.layout(self.env.nvml)
+        taken = before[0][1]
+        for bad in (('0000:df:00.0/../x', 19, 6), (None, 19, 6),
+                    ('0000:df:00.0', '19', 6), ('0000:df:00.0', 19, -1),
+                    ('0000:df:00.0', True, 6), ('0000:df:00.0', 999, 0),
+                    ('0000:df:00.0', 19, 99), ('0000:df:00.0', 0, 0),
+                    ('0000:df:00.0', 19, taken), ('0000:99:00.0', 19, 6)):
+            self.assertRaises(privsep.InvalidPrivilegedRequest, self.create,
+                              self.env.nvml, *bad)
+        self.assertEqual(before, self.layout(self.env.nvml))
+        self.assertEqual(0, self.env.nvml.calls[
+            'nvmlDeviceCreateGpuInstanceWithPlacement'])
+
+    def test_destroy_refuses_an_instance_a_vgpu_runs_on(self):
+        data = copy.deepcopy(self.data)
+        device = data['nvml']['devices'][0]
+        gpu_instance = device['gpu_instances'][0]
+        device['active_vgpus'] = [{
+            'id': 1, 'type_id': device['supported_vgpus'][0],
+            'vf_pci_bus_id': '00000000:DF:00.4',
+            'uuid': '0c7c3a7e-3f1e-4a55-9d1b-5e3c7a9b2f10',
+            'gpu_instance_id': gpu_instance['id']}]
+        nvml = fake_nvml.FakeNvml(data['nvml'])
+        before = self.layout(nvml)
+        self.assertRaises(privsep.DeviceBusy, self.destroy, nvml,
+                          '0000:df:00.0', gpu_instance['id'])
+        self.assertRaises(privsep.InvalidPrivilegedRequest, self.destroy,
+                          nvml, '0000:df:00.0', '1')
+        self.assertEqual(before, self.layout(nvml))
+
+    def test_failed_compute_instance_leaves_the_gpu_as_it_was(self):
+        # The GPU without its 3g at 4: slots 4-7 are free.
+        data = copy.deepcopy(self.data)
+        device = data['nvml']['devices'][0]
+        device['gpu_instances'] = [gi for gi in device['gpu_instances']
+                                   if gi['start'] != 4]
+
+        class NoCompute(fake_nvml.FakeNvml):
+            def nvmlGpuInstanceCreateComputeInstance(self, *args):
+                raise pynvml.NVMLError_Unknown()
+
+        nvml = NoCompute(data['nvml'])
+        before = self.layout(nvml)
+        self.assertRaises(nvml_adapter.NvmlError, self.create, nvml,
+                          '0000:df:00.0', 19, 6)
+        self.assertEqual(before, self.layout(nvml))
+        self.assertEqual(1, nvml.calls['nvmlGpuInstanceDestroy'])
+        # With compute instances working, the same call makes one.
+        nvml = fake_nvml.FakeNvml(data['nvml'])
+        made = self.create(nvml, '0000:df:00.0', 19, 6)
+        self.assertIn((19, 6, 1), self.layout(nvml))
+        self.destroy(nvml, '0000:df:00.0', made)
+        self.assertEqual(before, self.layout(nvml))
+
+    def test_entrypoints_run_in_the_mig_context(self):
+        for entrypoint in (privsep.privileged_create_gpu_instance,
+                           privsep.privileged_destroy_gpu_instance):
+            self.assertTrue(privsep.mig_layout_pctxt.is_entrypoint(
+                entrypoint))
+            self.assertFalse(privsep.vgpu_type_pctxt.is_entrypoint(
+                entrypoint))
