@@ -520,7 +520,7 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
                               address, units[profile.name], profile.name,
                               len(handles)))
             if handles:
-                slice_ = mig_slice(profile, sorted(
+                slice_ = nvidia_common.mig_slice(profile, sorted(
                     handles, key=lambda h: h.address))
                 # The scheduler weighs a unit against the GPU's slices,
                 # not against the sum of what the offer holds now.
