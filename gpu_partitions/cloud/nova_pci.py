@@ -30,6 +30,7 @@ import json
 
 from oslo_serialization import jsonutils
 
+from nova import objects
 from nova.virt import fake
 
 import placement_traits
@@ -47,9 +48,31 @@ class PciGpuDriver(fake.FakeDriver):
     def get_available_resource(self, nodename):
         status = super().get_available_resource(nodename)
         if status and nodename in self.DEVICES:
-            status['pci_passthrough_devices'] = jsonutils.dumps(
-                self.DEVICES[nodename])
+            devices = self.DEVICES[nodename]
+            status['pci_passthrough_devices'] = jsonutils.dumps(devices)
+            status['numa_topology'] = host_numa_topology(
+                {device['numa_node'] for device in devices})._to_json()
         return status
+
+
+def host_numa_topology(nodes, cpus=8, memory_mb=65536):
+    """A host NUMA topology of ``nodes`` (ids), each with ``cpus`` CPUs
+    and ``memory_mb`` of 4 KiB pages, so instances with ``hw:numa_nodes``
+    fit and Nova's claim checks their PCI devices' NUMA nodes.
+    """
+    cells = []
+    for node in sorted(nodes):
+        cpuset = set(range(node * cpus, (node + 1) * cpus))
+        cells.append(objects.NUMACell(
+            id=node, cpuset=cpuset, pcpuset=set(), memory=memory_mb,
+            cpu_usage=0, memory_usage=0, pinned_cpus=set(),
+            siblings=[{cpu} for cpu in sorted(cpuset)],
+            mempages=[objects.NUMAPagesTopology(
+                size_kb=4, total=memory_mb * 256, used=0)],
+            network_metadata=objects.NetworkMetadata(
+                physnets=set(), tunneled=False),
+            socket=0))
+    return objects.NUMATopology(cells=cells)
 
 
 def install(test_case):

@@ -27,7 +27,8 @@ from tests.functional import test_scheduler_gpu
 VENDOR = '10de'
 PRODUCT = '2330'  # H100 SXM5 80GB
 RC = placement_traits.nova_pci_resource_class(VENDOR, PRODUCT)
-# Four GPUs: NVLink clique 0 on NUMA node 0, clique 1 on NUMA node 1.
+# Four GPUs in two NVLink cliques (0, 0, 1, 1), on NUMA nodes (0, 0, 1, 1)
+# unless a test case says otherwise.
 ADDRESSES = ['0000:%02x:00.0' % (0x18 + 0x10 * i) for i in range(4)]
 
 
@@ -49,7 +50,8 @@ class PassthroughTestBase(base.GpuCloudTestCase):
         self.flags(pci_in_placement=True, group='filter_scheduler')
         self.flags(device_spec=[
             nova_pci.device_spec(address, VENDOR, PRODUCT,
-                                 numa_node=clique_of(i), clique=clique_of(i))
+                                 numa_node=self.numa_of(i),
+                                 clique=clique_of(i))
             for i, address in enumerate(ADDRESSES)], group='pci')
         # 'h100' takes any GPU; 'h100-clique<n>' only GPUs of clique n.
         self.flags(alias=[nova_pci.alias('h100', VENDOR, PRODUCT)] + [
@@ -59,9 +61,13 @@ class PassthroughTestBase(base.GpuCloudTestCase):
             for clique in (0, 1)], group='pci')
         super().setUp()
 
+    @staticmethod
+    def numa_of(index):
+        return index // 2
+
     def add_passthrough_host(self, hostname):
         nova_pci.PciGpuDriver.DEVICES[hostname] = [
-            nova_pci.gpu_device(address, VENDOR, PRODUCT, clique_of(i))
+            nova_pci.gpu_device(address, VENDOR, PRODUCT, self.numa_of(i))
             for i, address in enumerate(ADDRESSES)]
         self._start_compute(hostname)
 
@@ -97,7 +103,7 @@ class TestNovaPciProviders(PassthroughTestBase):
             provider = self.provider(nova_pci.provider_name('pt-a', address))
             self.assertEqual({RC: 1}, provider.inventories)
             for trait in ('COMPUTE_MANAGED_PCI_DEVICE', 'OWNER_NOVA',
-                          placement_traits.numa_node_trait(clique_of(i)),
+                          placement_traits.numa_node_trait(self.numa_of(i)),
                           placement_traits.nvlink_clique_trait(
                               clique_of(i))):
                 self.assertIn(trait, provider.traits)
@@ -145,3 +151,27 @@ class TestPassthroughLinkAffinity(PassthroughTestBase):
         self.assertIn('No valid host', server['fault']['message'])
         server = self.boot_active(self.flavor(2, link_affinity='preferred'))
         self.assertEqual(2, len(self.gpus_of(server)[1]))
+
+
+class TestPassthroughNumaAffinity(PassthroughTestBase):
+    """Both cliques span both NUMA nodes (0, 1, 0, 1), so NUMA decides."""
+
+    @staticmethod
+    def numa_of(index):
+        return index % 2
+
+    def test_two_gpu_request_of_a_one_node_instance_stays_on_one_node(self):
+        self.add_passthrough_host('pt-a')
+        first = self.boot_active(self.flavor(1, alias='h100-clique0'))
+        (taken,) = self.gpus_of(first)[1]
+        # The free GPUs: one on the taken GPU's node, two on the other.
+        # With numa_affinity none, Nova claims a candidate spanning both
+        # nodes, which its NUMA claim refuses (no valid host left).
+        other_node = [i for i in range(4) if self.numa_of(i) !=
+                      self.numa_of(taken)]
+        flavor = self.create_flavor({
+            'pci_passthrough:alias': 'h100:2', 'hw:numa_nodes': '1',
+            'gpu_partitions:numa_affinity': 'required',
+            'gpu_partitions:link_affinity': 'none'})
+        pair = self.boot_active(flavor)
+        self.assertEqual(('pt-a', other_node), self.gpus_of(pair))
