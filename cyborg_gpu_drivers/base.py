@@ -38,7 +38,10 @@ skeleton here, not each driver, guarantees for every exception type:
 * units the hardware shows in use that Placement has no allocation for
   (guests that ran before the host's providers existed, allocations lost)
   are reserved in Placement (:meth:`_reserve_busy_units`) until they are
-  freed, so Placement never offers a unit Cyborg cannot bind.
+  freed, so Placement never offers a unit Cyborg cannot bind; units in use
+  when their provider first appears get no attach handle in Cyborg until
+  they are freed (:meth:`_without_held_outside`), so Cyborg binds them
+  once freed and not before.
 
 A driver implements :meth:`bound_gpus`, :meth:`stub_gpu`,
 :meth:`open_session` and :meth:`scan`, and :meth:`apply` if it changes
@@ -148,6 +151,9 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
         # provider name -> units this agent saw reserved in Placement; a
         # provider not listed is asked once (a restart forgets).
         self._reserved = {}
+        # (provider name, handle identity) of units held by guests Cyborg
+        # did not bind, left out of the report (see _without_held_outside).
+        self._held_outside = set()
 
     @property
     def hostname(self):
@@ -339,6 +345,91 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
 
     # --- units in use without allocations --------------------------------
 
+    def _without_held_outside(self, host_inventory):
+        """``host_inventory`` without the attach handles of units held by
+        guests Cyborg did not bind.
+
+        Cyborg's conductor stores an attach handle with the ``in_use`` of
+        the report that first lists it and never updates it from later
+        reports (``drv_ah_make_diff`` compares ``attach_info`` only, and
+        only an ARQ's unbind frees a handle). A unit busy when its
+        provider first appeared (an adopted host) would thus stay in use
+        in Cyborg after its guest went away, and a boot Placement lets
+        through would fail at the bind. So such a unit (in use while its
+        provider is not in Placement yet, so no ARQ can hold it) is left
+        out of the report's attach handles for as long as the hardware
+        shows it busy: Cyborg has no handle for it and cannot bind it,
+        Placement holds it reserved (:meth:`_reserve_busy_units`), the
+        provider's total still counts it. Once it is free it is reported,
+        and the conductor adds it as a free handle Cyborg can bind.
+
+        Nothing once reported is left out: the conductor deletes a handle
+        that disappears by looking it up with a filter Cyborg's database
+        API ignores (``attach_info`` is not among the exact-match filters
+        of ``attach_handle_get_by_filters``), so it would delete another
+        handle of the deployable, maybe a bound one. A restart of the
+        agent forgets which units were held: a unit still busy then is
+        reported in use and stays in use in Cyborg after it is freed.
+        """
+        held = set()
+        gpus = []
+        for gpu in host_inventory.gpus:
+            slices = []
+            for slice_ in gpu.slices:
+                name = report.provider_name(host_inventory.hostname, gpu,
+                                            slice_)
+                if gpu.stub:
+                    # Cyborg changes nothing for a stub: what was held
+                    # stays held.
+                    held.update(key for key in self._held_outside
+                                if key[0] == name)
+                    slices.append(slice_)
+                    continue
+                reported = dataclasses.replace(
+                    slice_, handles=self._reportable_handles(
+                        name, slice_, held))
+                if slice_.allocated is not None:
+                    # An unhealthy GPU offers its units in use
+                    # (inventory.offered_total): held ones still count.
+                    reported.allocated = max(slice_.allocated,
+                                             slice_.in_use)
+                slices.append(reported)
+            gpus.append(dataclasses.replace(gpu, slices=slices))
+        for name, *_identity in sorted(self._held_outside - held):
+            LOG.info('%s: %s: a unit held by a guest Cyborg did not bind '
+                     'is free; reported to Cyborg, which can bind it now',
+                     self.DRIVER_NAME, name)
+        self._held_outside = held
+        return dataclasses.replace(host_inventory, gpus=gpus)
+
+    def _reportable_handles(self, name, slice_, held):
+        new_provider = None
+        handles = []
+        left_out = 0
+        for handle in slice_.handles:
+            key = (name, handle.attach_type, handle.address, handle.mark)
+            if handle.in_use and key not in self._held_outside:
+                if new_provider is None:
+                    # Unknown (Placement unreadable) is not new: a handle
+                    # once reported must stay reported.
+                    new_provider = not self.contained(
+                        'Placement provider %s' % name,
+                        self.provider_in_placement, name, failed=True)
+                if not new_provider:
+                    handles.append(handle)
+                    continue
+                left_out += 1
+            elif not handle.in_use:
+                handles.append(handle)
+                continue
+            held.add(key)
+        if left_out:
+            LOG.warning('%s: %s: %d units are in use by guests Cyborg did '
+                        'not bind (they ran before the provider existed); '
+                        'Cyborg gets no attach handle for them until they '
+                        'are freed', self.DRIVER_NAME, name, left_out)
+        return handles
+
     def _reserve_busy_units(self, host_inventory):
         """Make each provider's ``reserved`` the units in use that hold
         no allocation: ``max(0, in use - used in Placement)``.
@@ -388,6 +479,14 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
                          self.DRIVER_NAME, name, wanted, reserved)
         self._reserved[name] = wanted
 
+    def provider_in_placement(self, provider_name):
+        """Whether Placement has the provider (Cyborg's conductor makes
+        a deployable's provider when it first stores the deployable).
+        """
+        return _placement_json(_placement_client().get(
+            '/resource_providers/%s' % provider_uuid(provider_name))) \
+            is not None
+
     def placement_inventory(self, provider_name, resource_class):
         """``(units used, inventory record)`` of a provider's resource
         class in Placement; None when Placement has no such inventory.
@@ -423,8 +522,11 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
             self.contained('applying the declared state', self.apply)
         try:
             host_inventory = self.collect()
-            devices = report.to_driver_devices(host_inventory,
-                                               self.DRIVER_NAME)
+            if self.reserves_in_placement:
+                reported = self._without_held_outside(host_inventory)
+            else:
+                reported = host_inventory
+            devices = report.to_driver_devices(reported, self.DRIVER_NAME)
         except Exception:
             LOG.exception('%s: building the report failed; re-sending the '
                           'last good report of %d GPUs as stubs so nothing '

@@ -21,7 +21,7 @@ import dataclasses
 import os_resource_classes as orc
 
 from nova_filters import gpu_view
-import placement_traits
+from nova_filters import passthrough
 
 
 def gpu_units(host_states):
@@ -30,6 +30,7 @@ def gpu_units(host_states):
     Every candidate of a request takes the same amounts, so the first one
     found tells.
     """
+    configured = passthrough.configured_classes()
     for host in host_states:
         for candidate in getattr(host, 'allocation_candidates', None) or ():
             try:
@@ -37,7 +38,7 @@ def gpu_units(host_states):
                     int(amount)
                     for alloc in candidate['allocations'].values()
                     for rc, amount in alloc['resources'].items()
-                    if placement_traits.is_gpu_resource_class(rc))
+                    if passthrough.is_gpu_class(rc, configured))
             except (AttributeError, KeyError, TypeError, ValueError):
                 continue
     return 0

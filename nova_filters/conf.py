@@ -154,6 +154,21 @@ OPTS = [
              'the filter and weigher of that request (and the later '
              'instances of a multi-create). A request still running after '
              'that builds a new view.'),
+    cfg.ListOpt(
+        'passthrough_resource_classes',
+        default=[],
+        help='Resource classes of whole GPUs that Nova passes through as '
+             'PCI devices reported in Placement ([pci] '
+             'report_in_placement), when the [pci] device_spec gives them '
+             'a resource_class (as a [pci] alias "resource_class" names '
+             'it), for example CUSTOM_A100_80GB. Nova\'s default names '
+             'CUSTOM_PCI_10DE_<product> (NVIDIA) and CUSTOM_PCI_1002_'
+             '<product> (AMD) count as GPUs without being listed. The '
+             'filter and weigher pack or spread these GPUs like slices, '
+             'and apply link and NUMA affinity from the device_spec '
+             '"traits" CUSTOM_GPU_NVLINK_CLIQUE_<n> and '
+             'CUSTOM_GPU_NUMA_NODE_<n>. Names are upper-cased; a name '
+             'without the CUSTOM_ prefix gets it, as Nova does.'),
     cfg.IntOpt(
         'topology_cache_ttl',
         default=600,

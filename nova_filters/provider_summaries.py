@@ -24,6 +24,7 @@ remembers which providers each host has. A host's
 import os_resource_classes as orc
 
 from nova_filters import gpu_view
+from nova_filters import passthrough
 from nova_filters import topology as topology_mod
 import placement_traits
 
@@ -35,10 +36,20 @@ _ERRORS = (AttributeError, KeyError, TypeError, ValueError,
            ZeroDivisionError)
 
 # Resource class -> MIG compute slices per unit, 0 for another GPU class
-# (vGPU type, VF), -1 for a class that is not a GPU's. A process meets few
-# classes; the bound only guards against a flood of odd names.
+# (vGPU type, VF, whole GPU passed through), -1 for a class that is not a
+# GPU's. A process meets few classes; the bound only guards against a
+# flood of odd names. Built for the passthrough classes configured when
+# it was last checked (see _check_passthrough_classes).
 _CLASSES = {}
 _MAX_CLASSES = 4096
+_PASSTHROUGH = [frozenset()]
+
+
+def _check_passthrough_classes():
+    configured = passthrough.configured_classes()
+    if configured != _PASSTHROUGH[0]:
+        _CLASSES.clear()
+        _PASSTHROUGH[0] = configured
 
 
 def _classify(resource_class):
@@ -47,7 +58,9 @@ def _classify(resource_class):
     slices = _CLASSES.get(resource_class)
     if slices is None:
         slices = (gpu_view.mig_slices(resource_class) or 0
-                  if resource_class.startswith(_GPU_PREFIXES) else -1)
+                  if resource_class.startswith(_GPU_PREFIXES)
+                  or passthrough.is_passthrough_class(
+                      resource_class, _PASSTHROUGH[0]) else -1)
         if len(_CLASSES) < _MAX_CLASSES:
             _CLASSES[resource_class] = slices
     return slices
@@ -66,6 +79,7 @@ def parse(summaries, roots=None, topology=None):
     traits that did not change, and remembers them. Anything that is not
     a well-formed GPU provider is skipped.
     """
+    _check_passthrough_classes()
     expires = topology.expiry() if topology is not None else None
     places = topology.places if topology is not None else {}
     host_free = {}

@@ -37,6 +37,10 @@ OWNER_CYBORG = os_traits.OWNER_CYBORG
 RC_MIG = 'CUSTOM_MIG_'
 RC_VGPU = 'CUSTOM_VGPU_'
 RC_GPU_VF = 'CUSTOM_GPU_VF_'
+# Nova's name for a PCI device it reports in Placement ([pci]
+# report_in_placement) when its device_spec gives no resource_class:
+# CUSTOM_PCI_<VENDOR>_<PRODUCT>. Nova names these, not this project.
+RC_NOVA_PCI = 'CUSTOM_PCI_'
 
 TRAIT_VENDOR = 'CUSTOM_GPU_VENDOR_'
 TRAIT_MODEL = 'CUSTOM_GPU_MODEL_'
@@ -310,6 +314,23 @@ def link_domain_of(traits):
 
 def is_gpu_resource_class(name):
     return name.startswith((RC_MIG, RC_VGPU, RC_GPU_VF))
+
+
+def nova_pci_resource_class(vendor_id, product_id):
+    """Nova's default class of a PCI device in Placement:
+    ``10de``, ``2330`` gives ``CUSTOM_PCI_10DE_2330``.
+    """
+    return custom(RC_NOVA_PCI, vendor_id, product_id)
+
+
+def is_nova_pci_gpu_class(name):
+    """Whether ``name`` is Nova's default class of a PCI device of a GPU
+    vendor (:data:`VENDOR_NAMES`), such as ``CUSTOM_PCI_10DE_2330``.
+    """
+    if not name.startswith(RC_NOVA_PCI):
+        return False
+    vendor, _, product = name[len(RC_NOVA_PCI):].partition('_')
+    return vendor.lower() in VENDOR_NAMES and bool(product)
 
 
 # --- helpers ----------------------------------------------------------------

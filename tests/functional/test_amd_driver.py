@@ -20,6 +20,9 @@ scheduler and, for device profiles, Cyborg's ARQ binding.
 import os
 import urllib.parse
 
+from cyborg import context as cyborg_context
+from cyborg.objects import attach_handle as attach_handle_obj
+from cyborg.objects import deployable as deployable_obj
 import fixtures
 
 from cyborg_gpu_drivers import amd_mxgpu
@@ -220,6 +223,10 @@ class TestAmdDriver(base.GpuCloudTestCase):
                          self.inventory(provider, CPX))
         self.assertIn('3 reserved in Placement until freed',
                       self.stdlog.logger.output)
+        self.assertIn('3 units are in use by guests Cyborg did not bind',
+                      self.stdlog.logger.output)
+        # Cyborg has attach handles for the five free VFs only.
+        self.assertEqual(5, len(self.attach_handles(provider)))
         # Placement offers that GPU's five free VFs, not eight: a boot
         # asking for all eight VFs of that GPU finds no host instead of
         # failing at Cyborg's bind.
@@ -259,6 +266,28 @@ class TestAmdDriver(base.GpuCloudTestCase):
         self.assertEqual([[(provider.name, 8)]], [sorted(c.items()) for c in
                          self.candidates(resources1='%s:8' % CPX,
                                          required1=gpu)])
+        self.assertIn('is free; reported to Cyborg, which can bind it now',
+                      self.stdlog.logger.output)
+        self.assertEqual([False] * 8, self.attach_handles(provider))
+        # And Cyborg binds them: eight VFs of that GPU, the three freed
+        # ones among them.
+        eight = self.boot(flavor)
+        self.assertEqual('ACTIVE', eight['status'], eight.get('fault'))
+        bound = {self.pci_address(arq['attach_handle_info'])
+                 for arq in self.arqs(eight)}
+        self.assertEqual(8, len(bound))
+        self.assertEqual(set(busy), bound & set(busy))
+
+    def attach_handles(self, provider):
+        """``in_use`` of each attach handle Cyborg's database holds for
+        the deployable of ``provider``.
+        """
+        context = cyborg_context.get_admin_context()
+        deployable = deployable_obj.Deployable.get_by_device_rp_uuid(
+            context, provider.uuid)
+        return [handle.in_use for handle in
+                attach_handle_obj.AttachHandle.get_ah_list_by_deployable_id(
+                    context, deployable.id)]
 
     def inventory(self, provider, resource_class):
         record = self.placement_get('/resource_providers/%s/inventories'

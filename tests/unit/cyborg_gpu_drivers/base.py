@@ -44,6 +44,13 @@ class DriverTestCase(testtools.TestCase):
             lambda driver, name, resource_class:
             (self.allocations.get(name, 0), dict(self.inventories[name]))
             if name in self.inventories else None))
+        # Whether a provider exists in Placement (units in use on a new
+        # one are held by guests Cyborg did not bind): yes unless a test
+        # says otherwise.
+        self.provider_exists = lambda name: True
+        self.useFixture(fixtures.MockPatchObject(
+            base.GpuPartitionDriver, 'provider_in_placement',
+            lambda driver, name: self.provider_exists(name)))
         self.useFixture(fixtures.MockPatchObject(
             base.GpuPartitionDriver, 'set_reserved',
             lambda driver, name, resource_class, record, reserved:

@@ -139,3 +139,82 @@ class BusyUnitsTest(base.DriverTestCase):
         self.assertEqual({0}, {record['reserved']
                                for record in self.inventories.values()})
         self.assertTrue(any(used for _total, used in units.values()))
+
+
+def handles(devices):
+    """``{(provider name, attach_info): in_use}`` of a report."""
+    return {(deployable.name, handle.attach_info): handle.in_use
+            for device in devices if not device.stub
+            for deployable in device.deployable_list
+            for handle in deployable.attach_handle_list}
+
+
+class HeldOutsideTest(base.DriverTestCase):
+    """Units in use when their provider first appears get no attach
+    handle until freed: Cyborg's conductor keeps a handle's first
+    ``in_use`` for ever, so a handle reported busy then would never be
+    bindable.
+    """
+
+    VFS = ('0000:05:02.0', '0000:05:02.3')
+
+    def setUp(self):
+        super().setUp()
+        self.env = reference_hosts.load('mi300x-cpx').materialize(
+            self.useFixture(fixtures.TempDir()).path)
+        self.open_vfs('1')
+        self.driver = fixture_drivers.build(AMD, self.env,
+                                            reserves_in_placement=True)
+        self.provider_exists = lambda name: name in self.inventories
+
+    def open_vfs(self, count, vfs=VFS):
+        for vf in vfs:
+            with open(os.path.join(self.env.sysfs_root, 'bus', 'pci',
+                                   'devices', vf, 'enable'), 'w') as f:
+                f.write(count + '\n')
+
+    def report(self):
+        devices = self.driver.discover()
+        for device in devices:
+            for deployable in device.deployable_list:
+                self.inventories.setdefault(deployable.name, {
+                    'total': deployable.num_accelerators, 'reserved': 0})
+        return devices
+
+    def test_busy_units_of_a_new_provider_wait_until_freed(self):
+        first = self.report()
+        totals = {d.name: d.num_accelerators for device in first
+                  for d in device.deployable_list}
+        # Every handle reported is free; the two busy VFs are missing but
+        # still counted in the totals Placement gets.
+        self.assertEqual({False}, set(handles(first).values()))
+        self.assertEqual(sum(totals.values()) - 2, len(handles(first)))
+        self.assertIn('2 units are in use by guests Cyborg did not bind',
+                      self.log.output)
+        # The providers exist now; the VFs stay busy and stay out.
+        self.assertEqual(handles(first), handles(self.report()))
+        self.assertEqual(
+            [2], [record['reserved'] for record in self.inventories.values()
+                  if record['reserved']])
+        # One guest stops: its VF is reported, free.
+        self.open_vfs('0', vfs=self.VFS[:1])
+        freed = handles(self.report())
+        self.assertEqual({False}, set(freed.values()))
+        self.assertEqual(len(handles(first)) + 1, len(freed))
+        self.assertIn('is free; reported to Cyborg, which can bind it now',
+                      self.log.output)
+        # A unit Cyborg bound (busy on an existing provider) is reported
+        # in use, never left out.
+        self.open_vfs('1', vfs=self.VFS[:1])
+        again = handles(self.report())
+        self.assertEqual(len(freed), len(again))
+        self.assertEqual([True], [used for used in again.values() if used])
+
+    def test_held_units_stay_held_while_their_gpu_is_a_stub(self):
+        self.report()
+        self.driver.scan = lambda session: {}
+        self.report()
+        del self.driver.scan
+        # Readable again, still busy: still left out, not "freed".
+        self.assertEqual({False}, set(handles(self.report()).values()))
+        self.assertNotIn('which can bind it now', self.log.output)

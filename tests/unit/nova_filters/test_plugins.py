@@ -366,7 +366,7 @@ class LoadingTest(test.NoDBTestCase):
             {'policy', 'link_affinity', 'numa_affinity', 'weight_multiplier',
              'reuse_scheduler_query', 'request_view_ttl',
              'topology_cache_ttl', 'workload_window', 'workload_classes',
-             'weigh_requests_without_gpu'},
+             'weigh_requests_without_gpu', 'passthrough_resource_classes'},
             {opt.name for opt in opts})
         self.assertIsInstance(objects.RequestSpec(), objects.RequestSpec)
 
