@@ -376,8 +376,8 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
         for gpu in host_inventory.gpus:
             slices = []
             for slice_ in gpu.slices:
-                name = report.provider_name(host_inventory.hostname, gpu,
-                                            slice_)
+                name = providers.provider_name(host_inventory.hostname, gpu,
+                                               slice_)
                 if gpu.stub:
                     # Cyborg changes nothing for a stub: what was held
                     # stays held.
