@@ -27,13 +27,22 @@ longer use:
 
     fragmentation(host) = sum over workloads w of weight(w) * (
         free(host)                       if w cannot run on the host,
-        sum of free(g) over GPUs g that w cannot use   otherwise)
+        free(host) - usable(w)           otherwise)
+
+    usable(w) = min(sum of free(g) over GPUs g that w can use,
+                    room(w) * share(w))
 
 ``free(g)`` is the free share of GPU ``g`` (0..1, see ``unit_share``).
 A workload cannot run on a host when the host's free VCPU or memory
 (read from the compute node's provider) is below what it asks, or, for a
 workload spanning several GPUs, when no link domain has that many GPUs it
-can use. The typical workloads are a :class:`WorkloadMix`: the requests
+can use. ``room(w)`` is how many more instances of ``w`` the host's free
+VCPU and memory hold and ``share(w)`` the GPU share one takes: a host
+whose CPU or memory runs out before its GPUs strands the GPU share
+beyond it, so a request (with or without GPU) that takes CPU from such a
+host raises its fragmentation, and one that takes CPU from a host with
+CPU to spare does not. FGD's measure asks only whether one more
+instance fits. The typical workloads are a :class:`WorkloadMix`: the requests
 the scheduler saw recently (:mod:`nova_filters.workload_mix`), or, before
 it saw any, :func:`default_workloads`. Packing picks the placement that
 raises fragmentation least, then the fullest GPU: a request lands where
