@@ -27,13 +27,22 @@ longer use:
 
     fragmentation(host) = sum over workloads w of weight(w) * (
         free(host)                       if w cannot run on the host,
-        sum of free(g) over GPUs g that w cannot use   otherwise)
+        free(host) - usable(w)           otherwise)
+
+    usable(w) = min(sum of free(g) over GPUs g that w can use,
+                    room(w) * share(w))
 
 ``free(g)`` is the free share of GPU ``g`` (0..1, see ``unit_share``).
 A workload cannot run on a host when the host's free VCPU or memory
 (read from the compute node's provider) is below what it asks, or, for a
 workload spanning several GPUs, when no link domain has that many GPUs it
-can use. The typical workloads are a :class:`WorkloadMix`: the requests
+can use. ``room(w)`` is how many more instances of ``w`` the host's free
+VCPU and memory hold and ``share(w)`` the GPU share one takes: a host
+whose CPU or memory runs out before its GPUs strands the GPU share
+beyond it, so a request (with or without GPU) that takes CPU from such a
+host raises its fragmentation, and one that takes CPU from a host with
+CPU to spare does not. FGD's measure asks only whether one more
+instance fits. The typical workloads are a :class:`WorkloadMix`: the requests
 the scheduler saw recently (:mod:`nova_filters.workload_mix`), or, before
 it saw any, :func:`default_workloads`. Packing picks the placement that
 raises fragmentation least, then the fullest GPU: a request lands where
@@ -56,6 +65,7 @@ sit on no more host NUMA nodes than the instance has NUMA cells.
 import dataclasses
 
 from nova_filters import gpu_view
+import placement_traits
 
 PACK = 'pack'
 SPREAD = 'spread'
@@ -141,16 +151,31 @@ class WorkloadMix:
                        else host.free_memory_mb - memory_mb)
         result = 0.0
         for bit, workload in self._bits:
-            if ((free_vcpus is not None and workload.vcpus > free_vcpus)
-                    or (free_memory is not None
-                        and workload.memory_mb > free_memory)
-                    or (workload.gpus > 1 and not _domain_has(
-                        masks, bit, workload.gpus))):
+            room = _instances_room(workload, free_vcpus, free_memory)
+            if room == 0 or (workload.gpus > 1 and not _domain_has(
+                    masks, bit, workload.gpus)):
                 result += workload.weight * total
                 continue
-            result += workload.weight * sum(
-                free for mask, free in by_mask.items() if not mask & bit)
+            usable = sum(free for mask, free in by_mask.items()
+                         if mask & bit)
+            if room is not None and usable > 0.0:
+                # Where the host's CPU or memory runs out before its GPUs,
+                # the GPU share beyond ``room`` more instances is stranded
+                # too, not only what no single instance fits into.
+                usable = min(usable, room * self._share(workload, bit,
+                                                        masks))
+            result += workload.weight * (total - usable)
         return result
+
+    def _share(self, workload, bit, masks):
+        """GPU share one instance of ``workload`` takes on the first of
+        ``masks``' GPUs it fits (all GPUs of a host are one model).
+        """
+        for gpu, mask in masks:
+            if mask & bit:
+                return workload.gpus * workload.units * _unit_share(
+                    gpu, workload.resource_class)
+        return 0.0
 
 
 def default_workloads(view):
@@ -166,6 +191,42 @@ def default_workloads(view):
     weight = 1.0 / len(kinds)
     return WorkloadMix(Workload(kind=kind, weight=weight, resource_class=rc)
                        for kind, rc in kinds)
+
+
+def _instances_room(workload, free_vcpus, free_memory):
+    """How many more instances of ``workload`` the host's free VCPU and
+    memory hold, 0 when not one; None when neither limits it (unknown, or
+    the workload asks for none). Not rounded down beyond that: a fraction
+    says how close the host is to holding one more, so that each VCPU
+    taken from a host whose CPU runs out first counts.
+    """
+    room = None
+    for free, asked in ((free_vcpus, workload.vcpus),
+                        (free_memory, workload.memory_mb)):
+        if free is not None and asked > 0:
+            fit = free / asked
+            room = fit if room is None else min(room, fit)
+    return room if room is None or room >= 1 else 0
+
+
+def _unit_share(gpu, resource_class):
+    """GPU share of one unit of ``resource_class`` on ``gpu``, by the rule
+    of :func:`nova_filters.gpu_view.used_share` (MIG: its compute slices
+    over those the GPU offers; else one unit of its provider's capacity).
+    """
+    slices = gpu_view.mig_slices(resource_class) if resource_class else None
+    if slices:
+        offered = placement_traits.mig_on_demand_slices(
+            gpu.providers[0].traits) or sum(
+                (gpu_view.mig_slices(p.resource_class) or 0) * p.capacity
+                for p in gpu.providers)
+        return slices / offered if offered else 0.0
+    if resource_class is None:
+        return 1.0
+    for provider in gpu.providers:
+        if provider.resource_class == resource_class and provider.capacity:
+            return 1.0 / provider.capacity
+    return 0.0
 
 
 def _fits(workload, gpu, domain_idle):

@@ -204,8 +204,10 @@ class FilterTest(PluginTestBase):
         weights = weigher.weigh_objects(
             [nova_weights.WeighedHost(s, 0.0) for s in states],
             fakes.request_spec())
-        # On h1, 2 VCPUs would be left: the 8 idle GPUs are stranded.
-        self.assertAlmostEqual(-8.0, weights[0], places=1)
+        # On h1 the 6 VCPUs left hold 1.5 typical 1g instances, 1.5/7 of
+        # a GPU; the other idle GPU share is stranded by the CPU already.
+        # 2 VCPUs left would hold none: the request strands that 1.5/7.
+        self.assertAlmostEqual(-1.5 / 7, weights[0], places=3)
         self.assertGreater(weights[1], 0.0)
         states.append(cpu_only(bare, 'h3'))
         weighed = nova_weights.HostWeightHandler().get_weighed_objects(

@@ -238,11 +238,43 @@ class HostResourcesTest(testtools.TestCase):
         root = self._root('h', 16)
         host = _view(self.placement).host(root)
         mix = scoring.WorkloadMix([_workload(vcpus=8)])
-        self.assertEqual(0.0, scoring.fragmentation(host, mix))
+        # 16 VCPUs hold two more 8-VCPU 1g instances: 2/7 of a GPU is
+        # usable, the rest of the 8 free GPUs is stranded by the CPU.
+        self.assertAlmostEqual(8 - 2 / 7, scoring.fragmentation(host, mix))
         # Taking 9 VCPUs leaves 7: the 8-VCPU workload fits nowhere, so
         # all 8 free GPUs are stranded.
         self.assertAlmostEqual(8.0, scoring.fragmentation(host, mix,
                                                           vcpus=9))
+
+    def test_cpu_only_request_goes_where_cpu_exceeds_what_gpus_need(self):
+        # The typical request is a 1g with 2 VCPUs; the 56 free 1g
+        # instances of a host need 112 VCPUs. 'short' has 100: every VCPU
+        # taken strands GPU share. 'spare' has 250: 16 VCPUs strand none.
+        short = self._root('short', 100)
+        spare = self._root('spare', 250)
+        view = _view(self.placement)
+        mix = scoring.WorkloadMix([_workload(vcpus=2)])
+        rise = {}
+        for root in (short, spare):
+            host = view.host(root)
+            rise[root] = (scoring.fragmentation(host, mix, vcpus=16)
+                          - scoring.fragmentation(host, mix))
+        self.assertAlmostEqual(0.0, rise[spare])
+        # 8 instances fewer: 8/7 of a GPU more stranded.
+        self.assertAlmostEqual(8 / 7, rise[short])
+
+    def test_unit_share_of_a_mig_profile_and_of_a_vf(self):
+        mixed = self.placement.add_host('mixed', fakes.hgx_gpus('mixed'))
+        vf = placement_traits.vf_resource_class('MI300X', 'CPX')
+        vfs = self.placement.add_host(
+            'vfs', [{'layout': (vf, 8), 'clique': None, 'numa': 0}])
+        view = _view(self.placement)
+        address = fakes.gpu_address(0)
+        # 3 compute slices of the 7 the mixed layout offers.
+        self.assertAlmostEqual(3 / 7, scoring._unit_share(
+            view.host(mixed).gpus[address], MIG_3G))
+        self.assertAlmostEqual(1 / 8, scoring._unit_share(
+            view.host(vfs).gpus[address], vf))
 
     def test_pack_puts_the_slice_where_cpu_is_left_for_the_typical_one(self):
         tight = self._root('tight', 10)

@@ -244,6 +244,13 @@ class BenchmarkTest(testtools.TestCase):
         self.assertGreaterEqual(mine['gap_to_free_layout_bound_points'],
                                 -1e-6)
         self.assertLessEqual(mine['best_static'], mine['nova_default'])
+        # Each operator layout is reported; the best takes the better
+        # one at each seed, so it is no worse than either on average.
+        self.assertEqual({'whole', 'even-mix'},
+                         set(mine['operator_static']))
+        for value in mine['operator_static'].values():
+            self.assertLessEqual(mine['operator_static_best'],
+                                 value + 1e-9)
 
 
 class OnDemandViewTest(testtools.TestCase):
