@@ -82,14 +82,9 @@ def parse(summaries, roots=None, topology=None):
     _check_passthrough_classes()
     expires = topology.expiry() if topology is not None else None
     places = topology.places if topology is not None else {}
-    host_free = {}
-    # Per GPU (Place.gpu_key): its root, MIG slices used and offered, and
-    # the share of its other units in use. Numbers in flat dicts, not an
-    # object per GPU: fewer allocations, fewer garbage collections.
-    gpu_root = {}
-    mig_used = {}
-    mig_offered = {}
-    other_share = {}
+    # Per GPU (Place.gpu_key): [root, MIG slices used, MIG slices
+    # offered, share of its other units in use], updated in place.
+    gpus = {}
     members = {}
     classes = set()
     linked = False
@@ -98,30 +93,29 @@ def parse(summaries, roots=None, topology=None):
             root = summary.get('root_provider_uuid') or uuid
             if roots is not None and root not in roots:
                 continue
-            resources = summary['resources']
-            key = None
-            for rc, amounts in resources.items():
+            gpu = None
+            for rc, amounts in summary['resources'].items():
                 slices = _CLASSES.get(rc)
                 if slices is None:
                     slices = _classify(rc)
                 if slices < 0:
-                    if rc == _VCPU:
-                        host_free[root] = _free_of(resources)
                     continue
                 capacity = amounts['capacity']
                 if capacity <= 0:
                     continue
-                if key is None:
+                if gpu is None:
                     traits = summary.get('traits') or []
                     place = places.get(uuid)
                     if (place is None or place.traits != traits
                             or place.root != root):
-                        place = _place(uuid, root, resources, traits,
-                                       topology, expires)
+                        place = _place(uuid, root, summary['resources'],
+                                       traits, topology, expires)
                     elif expires is not None:
                         place.expires_at = expires
-                    key = place.gpu_key
-                    gpu_root[key] = root
+                    on_demand = place.on_demand_slices
+                    gpu = gpus.get(place.gpu_key)
+                    if gpu is None:
+                        gpu = gpus[place.gpu_key] = [root, 0, 0, 0.0]
                     uuids = members.get(root)
                     if uuids is None:
                         members[root] = [uuid]
@@ -129,18 +123,13 @@ def parse(summaries, roots=None, topology=None):
                         uuids.append(uuid)
                     if place.topology[2] is not None:
                         linked = True
-                used = amounts['used']
                 if slices:
-                    mig_used[key] = mig_used.get(key, 0) + slices * used
+                    gpu[1] += slices * amounts['used']
                     # An on-demand MIG GPU offers every profile: its
-                    # slices count against the GPU's, not the offers' sum.
-                    mig_offered[key] = (
-                        placement_traits.mig_on_demand_slices(
-                            summary.get('traits') or ())
-                        or mig_offered.get(key, 0) + slices * capacity)
+                    # slices count, not the sum of its offers.
+                    gpu[2] = on_demand or gpu[2] + slices * capacity
                 else:
-                    other_share[key] = (other_share.get(key, 0.0)
-                                        + used / capacity)
+                    gpu[3] += amounts['used'] / capacity
                 classes.add(rc)
         except _ERRORS:
             continue
@@ -148,13 +137,12 @@ def parse(summaries, roots=None, topology=None):
         topology.sweep()
     totals = {}
     counts = {}
-    for key, root in gpu_root.items():
+    for root, used, offered, other in gpus.values():
         totals[root] = totals.get(root, 0.0) + gpu_view.used_share(
-            mig_used.get(key, 0), mig_offered.get(key, 0),
-            other_share.get(key, 0.0))
+            used, offered, other)
         counts[root] = counts.get(root, 0) + 1
     return gpu_view.GpuView(
-        source=_Hosts(summaries, members, host_free, topology),
+        source=_Hosts(summaries, members, topology),
         fills={root: total / counts[root] for root, total in totals.items()},
         resource_classes=frozenset(classes), linked=linked)
 
@@ -168,13 +156,17 @@ def _place(uuid, root, resources, traits, topology, expires):
     return topology.place(uuid, root, traits, capacities, expires)
 
 
-def _free_of(resources):
-    """``(free VCPU, free MEMORY_MB)`` of a compute node's summary."""
+def _free_of(summary):
+    """``(free VCPU, free MEMORY_MB)`` of a compute node's summary, None
+    for what cannot be read.
+    """
     free = []
     for rc in (_VCPU, _MEMORY_MB):
-        amounts = resources.get(rc)
-        free.append(None if amounts is None
-                    else int(amounts['capacity']) - int(amounts['used']))
+        try:
+            amounts = summary['resources'][rc]
+            free.append(int(amounts['capacity']) - int(amounts['used']))
+        except _ERRORS:
+            free.append(None)
     return tuple(free)
 
 
@@ -183,10 +175,9 @@ class _Hosts:
     summaries when the view first asks for it.
     """
 
-    def __init__(self, summaries, members, host_free, topology):
+    def __init__(self, summaries, members, topology):
         self._summaries = summaries
         self._members = members
-        self._host_free = host_free
         self._topology = topology
 
     def roots(self):
@@ -205,8 +196,10 @@ class _Hosts:
         providers = []
         for uuid in uuids:
             providers.extend(self._providers(uuid, root))
+        # The compute node's free VCPU and memory, read for the few hosts
+        # that are built, not in the loop over every provider.
         return gpu_view.host_gpus(root, providers,
-                                  self._host_free.get(root))
+                                  _free_of(self._summaries.get(root)))
 
     def _providers(self, uuid, root):
         summary = self._summaries[uuid]

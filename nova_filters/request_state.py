@@ -43,11 +43,27 @@ def instance_uuid(spec_obj):
         return None
 
 
+def release_when_gone(holder):
+    """A weakref callback that drops ``holder.view`` when the request's
+    RequestSpec is gone: the view holds Placement's whole answer (hundreds
+    of thousands of objects at 5,000 hosts), freed then, not when the next
+    request cleans up. It takes no lock, so a garbage collection anywhere
+    may run it.
+    """
+    holder_ref = weakref.ref(holder)
+
+    def release(_):
+        held = holder_ref()
+        if held is not None:
+            held.view = None
+    return release
+
+
 class RequestState:
     """One request's GPU view, workload mix and multi-create bookkeeping."""
 
     def __init__(self, spec_obj, host_states, view, expires_at):
-        self.spec_ref = weakref.ref(spec_obj)
+        self.spec_ref = weakref.ref(spec_obj, release_when_gone(self))
         self.instance_uuid = instance_uuid(spec_obj)
         self.view = view
         self.expires_at = expires_at

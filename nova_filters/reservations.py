@@ -27,6 +27,7 @@ import threading
 import weakref
 
 from nova_filters import allocations
+from nova_filters import request_state
 
 # How long a request's first candidates count as about to be claimed by it.
 # Nova claims right after the weighers, in the same call.
@@ -35,7 +36,8 @@ IN_FLIGHT_SECONDS = 5.0
 
 class _Reservation:
     def __init__(self, spec_obj, view):
-        self.spec_ref = weakref.ref(spec_obj)
+        self.spec_ref = weakref.ref(
+            spec_obj, request_state.release_when_gone(self))
         self.view = view
         self.noted_at = float('-inf')
         # root -> (candidate, weakref to the HostState, its num_instances)

@@ -37,11 +37,13 @@ def parse_topology(uuid, traits):
 class Place:
     """Where one provider sits: ``topology`` is ``(gpu, numa_node,
     link_domain)``; ``gpu_key`` names its GPU across the fleet (root and
-    address), a ready-hashed dictionary key for the parser's hot loop.
+    address), a ready-hashed dictionary key for the parser's hot loop;
+    ``on_demand_slices`` the compute slices of an on-demand MIG GPU (None
+    for a fixed layout), read from the traits once, not per request.
     """
 
     __slots__ = ('expires_at', 'traits', 'root', 'topology', 'gpu_key',
-                 'capacities')
+                 'on_demand_slices', 'capacities')
 
     def __init__(self, uuid, root, traits, capacities, expires_at):
         self.expires_at = expires_at
@@ -49,6 +51,7 @@ class Place:
         self.root = root
         self.topology = parse_topology(uuid, traits)
         self.gpu_key = '%s/%s' % (root, self.topology[0])
+        self.on_demand_slices = placement_traits.mig_on_demand_slices(traits)
         self.capacities = capacities
 
 

@@ -12,6 +12,7 @@
 """GpuPartitionFilter and GpuPartitionWeigher with Nova's FakeHostState
 and weight handler over an HGX H100 host's candidate lists."""
 
+import gc
 from unittest import mock
 
 import fixtures
@@ -492,3 +493,22 @@ class CaptureTest(PluginTestBase):
         flt.filter_all(self._states([root], [('', MIG_1G, 1)]),
                        fakes.request_spec())
         self.assertEqual(0, placement.queries)
+
+
+class ReleaseTest(PluginTestBase):
+
+    def test_the_answer_is_released_when_the_request_is_gone(self):
+        (root,) = self._hosts(None)
+        states = self._states([root], [('', MIG_1G, 1)])
+        spec = fakes.request_spec()
+        self._weigh(states + self._states([root], [('', MIG_1G, 1)]),
+                    spec)
+        (state,) = self.views.states._states.values()
+        (reserved,) = self.views.reservations._requests.values()
+        self.assertIsNotNone(state.view)
+        self.assertIsNotNone(reserved.view)
+        del spec
+        gc.collect()
+        # Placement's answer is no longer held by the plugins.
+        self.assertIsNone(state.view)
+        self.assertIsNone(reserved.view)

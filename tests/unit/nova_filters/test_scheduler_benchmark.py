@@ -27,4 +27,21 @@ class SchedulerBenchmarkTest(test.NoDBTestCase):
         self.assertEqual(
             2, figures['plugins_extra_request']['placement_requests'])
         for arm in figures.values():
+            self.assertGreater(arm['cpu_seconds'], 0)
             self.assertGreater(arm['seconds'], 0)
+        # The GPU plugins' own time is told apart inside each request.
+        self.assertEqual([0.0], figures['baseline']['plugin_cpu_rounds'])
+        self.assertGreater(figures['plugins']['plugin_cpu_rounds'][0], 0)
+        self.assertGreater(
+            scheduler_benchmark.in_request_ratios(figures['plugins'])[0], 1)
+
+    def test_the_first_request_after_start_reuses_novas_answer(self):
+        # Round 0 is each arm's first request after its scheduler (and
+        # the plugins) started: Nova's real select_destinations.
+        figures = scheduler_benchmark.measure(30, rounds=1)
+        self.assertEqual(
+            1, figures['baseline']['first_request_placement_requests'])
+        self.assertEqual(
+            1, figures['plugins']['first_request_placement_requests'])
+        self.assertEqual(2, figures['plugins_extra_request'][
+            'first_request_placement_requests'])
