@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from unittest import mock
 
@@ -80,7 +81,10 @@ class GuestBootTest(testtools.TestCase):
         self.lines = []
 
     def guest(self):
-        guest = guestvm.Guest(self.image, self.directory, '#cloud-config\n',
+        # A folder per guest: an earlier guest's QEMU, still running,
+        # must not write into this one's console log.
+        directory = tempfile.mkdtemp(dir=self.directory)
+        guest = guestvm.Guest(self.image, directory, '#cloud-config\n',
                               firmware='bios', log=self.lines.append)
         self.addCleanup(guest.stop)
         return guest
