@@ -167,8 +167,10 @@ OPTS = [
              'filter and weigher pack or spread these GPUs like slices, '
              'and apply link and NUMA affinity from the device_spec '
              '"traits" CUSTOM_GPU_NVLINK_CLIQUE_<n> and '
-             'CUSTOM_GPU_NUMA_NODE_<n>. Names are upper-cased; a name '
-             'without the CUSTOM_ prefix gets it, as Nova does.'),
+             'CUSTOM_GPU_NUMA_NODE_<n>. Names are read as Nova names a '
+             'device_spec resource_class: upper-cased, standard and '
+             'CUSTOM_ names kept, any other made a custom name '
+             '(nvidia-a100 is CUSTOM_NVIDIA_A100).'),
     cfg.IntOpt(
         'topology_cache_ttl',
         default=600,

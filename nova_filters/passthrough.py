@@ -35,13 +35,20 @@ devices (:func:`placement_traits.is_nova_pci_gpu_class`) and the classes
 listed in ``[gpu_partitions_scheduler] passthrough_resource_classes``.
 """
 
+import os_resource_classes as orc
+
 from nova_filters import conf
 import placement_traits
 
 
 def _normalized(name):
+    # As Nova names a device_spec's resource_class in Placement: standard
+    # and CUSTOM_ names kept, any other made a legal custom name (so
+    # "nvidia-a100" is CUSTOM_NVIDIA_A100).
     name = name.strip().upper()
-    return name if name.startswith('CUSTOM_') else 'CUSTOM_' + name
+    if name in orc.STANDARDS or orc.is_custom(name):
+        return name
+    return orc.normalize_name(name)
 
 
 def configured_classes():

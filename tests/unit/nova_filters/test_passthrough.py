@@ -98,6 +98,15 @@ class ClassTest(PassthroughTestBase):
                          passthrough.configured_classes())
         self.assertTrue(passthrough.is_gpu_class('CUSTOM_A100_80GB'))
 
+    def test_alias_classes_are_named_as_nova_names_them(self):
+        # Nova's pci_placement_translator: standard and CUSTOM_ names
+        # kept, others made legal custom names.
+        self.gpu_flags(passthrough_resource_classes=[
+            'nvidia-a100.80gb', 'PGPU', 'custom_mi210'])
+        self.assertEqual(
+            {'CUSTOM_NVIDIA_A100_80GB', 'PGPU', 'CUSTOM_MI210'},
+            passthrough.configured_classes())
+
     def test_view_counts_whole_gpus_and_reads_their_traits(self):
         root = add_passthrough_host(self.placement, 'h1', nics=2)
         rp = self._rp(root, 1)
