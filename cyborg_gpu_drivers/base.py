@@ -511,11 +511,15 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
     def set_reserved(self, provider_name, resource_class, record, reserved):
         """PUT the inventory ``record`` back with ``reserved``; a conflict
         (the provider changed since it was read) is retried next scan.
+
+        Microversion 1.26: before it Placement refuses ``reserved`` equal
+        to ``total`` (a capacity of 0), which holding every unit needs.
         """
         body = dict(record, reserved=reserved)
         response = _placement_client().put(
             '/resource_providers/%s/inventories/%s' % (
-                provider_uuid(provider_name), resource_class), body)
+                provider_uuid(provider_name), resource_class), body,
+            version='1.26')
         if response.status_code != 200:
             raise RuntimeError('Placement answered %s to the inventory of '
                                '%s' % (response.status_code, provider_name))

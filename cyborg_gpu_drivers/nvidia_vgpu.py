@@ -375,28 +375,35 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
         """
         declaration = vgpu_types.declaration_for(
             self._declarations, gpu.address, gpu.model)
-        movable = (declaration is not None and gpu.healthy and not gpu.stub
-                   and not gpu.unknown_units and len(gpu.slices) == 1
-                   and not gpu.board_info.get('mixed_size'))
-        uses = []
-        for slice_ in gpu.slices:
-            allocated = None
-            if gpu.healthy and not gpu.stub and not gpu.unknown_units:
-                allocated = self.contained(
-                    'Placement usages of %s' % gpu.address,
-                    self.allocated_units,
-                    providers.provider_name(self.hostname, gpu, slice_),
-                    slice_.resource_class)
-            uses.append(retype.GpuUse(
-                address=gpu.address, kind=slice_.name.upper(),
-                allowed=tuple(placement_traits.vgpu_short_name(name).upper()
-                              for name in declaration.types)
-                if movable else (),
-                units=inventory.offered_total(gpu, slice_),
-                used=None if allocated is None
-                else max(allocated, slice_.in_use),
-                changed_at=self._changed_at.get(gpu.address)))
-        return uses
+        readable = gpu.healthy and not gpu.stub and not gpu.unknown_units
+        movable = (declaration is not None and readable and
+                   len(gpu.slices) == 1 and
+                   not gpu.board_info.get('mixed_size'))
+        return [retype.GpuUse(
+            address=gpu.address, kind=slice_.name.upper(),
+            allowed=tuple(placement_traits.vgpu_short_name(name).upper()
+                          for name in declaration.types) if movable else (),
+            units=inventory.offered_total(gpu, slice_),
+            used=self._units_unavailable(gpu, slice_) if readable else None,
+            changed_at=self._changed_at.get(gpu.address))
+            for slice_ in gpu.slices]
+
+    def _units_unavailable(self, gpu, slice_):
+        """Units Placement can no longer offer (used and reserved, which
+        holds the units busy without an allocation), or busy in the
+        hardware if more; None when Placement cannot be read.
+        """
+        name = providers.provider_name(self.hostname, gpu, slice_)
+        found = self.contained('Placement inventory of %s' % name,
+                               self.placement_inventory, name,
+                               slice_.resource_class, failed=self.FAILED)
+        if found is self.FAILED:
+            return None
+        if found is None:
+            return slice_.in_use
+        used, record = found
+        return max(slice_.in_use,
+                   min(record['total'], used + record.get('reserved', 0)))
 
     def _retype(self, gpu, move, now):
         """Move one idle GPU to ``move.new``: its provider held closed in

@@ -24,9 +24,11 @@ from cyborg_gpu_drivers import privsep
 from cyborg_gpu_drivers import providers
 from cyborg_gpu_drivers import retype
 from cyborg_gpu_drivers import vgpu_types
+from tests.unit.cyborg_gpu_drivers import hosts
 from tests.unit.cyborg_gpu_drivers import test_nvidia_vgpu as vgpu_tests
 
 L40S = vgpu_tests.L40S
+A100 = vgpu_tests.A100
 TYPE_8Q, TYPE_12Q = 1505, 1506
 
 
@@ -156,43 +158,16 @@ class FollowDemandTest(vgpu_tests.DriverTestCase):
         self.env = self.env('pcie-l40s')
         self.sysfs = sysfs_adapter.Sysfs(self.env.sysfs_root)
         self.released = []
-        # The recorded idle L40S (GPU 2) lists what a GPU holding no type
-        # offers; a GPU holding a type offers only it (NVIDIA's rule
-        # without mixed-size mode).
-        self.idle_offer = self.read(L40S[2] + '/../0000:b1:00.4')
-
-    def read(self, relative):
-        path = os.path.join(self.env.sysfs_root, 'bus', 'pci', 'devices',
-                            relative, 'nvidia', 'creatable_vgpu_types')
-        with open(os.path.realpath(path)) as creatable:
-            return creatable.read()
-
-    def refresh_offers(self, pf):
-        """What the nvidia module does: free VFs offer the type the GPU
-        holds, or every type when it holds none.
-        """
-        vfs = nvidia_vfio.list_vfs(self.sysfs, pf)
-        held = {vf.current_type for vf in vfs if vf.current_type}
-        lines = self.idle_offer.splitlines()
-        offer = lines if not held else lines[:1] + [
-            line for line in lines[1:]
-            if int(line.split(':')[0]) in held]
-        for vf in vfs:
-            if not vf.current_type:
-                path = os.path.join(self.env.sysfs_root, 'bus', 'pci',
-                                    'devices', vf.address, 'nvidia',
-                                    'creatable_vgpu_types')
-                with open(path, 'w') as creatable:
-                    creatable.write('\n'.join(offer) + '\n')
+        self.offers = hosts.VfOffers(self.env.sysfs_root)
 
     def write(self, address, type_id):
         super().write(address, type_id)
-        self.refresh_offers('0000:%s:00.0' % address.split(':')[1])
+        self.offers.refresh(self.offers.pf_of(address))
 
     def release(self, pf):
         self.released.append(pf)
         privsep.release_idle_gpu(pf)
-        self.refresh_offers(pf)
+        self.offers.refresh(pf)
 
     def driver(self):
         driver = super().driver(self.env)
@@ -318,11 +293,13 @@ class FollowDemandTest(vgpu_tests.DriverTestCase):
         driver = self.driver()
         self.settle(driver)
 
+        self.allocations[self.provider(driver, L40S[0], 'L40S-12Q')] = 4
+
         def unreadable(driver_, name, resource_class):
             raise RuntimeError('Placement answered 503')
 
         self.useFixture(fixtures.MockPatchObject(
-            type(driver), 'allocated_units', unreadable))
+            type(driver), 'placement_inventory', unreadable))
         self.run_pass(driver)
         self.assertEqual([], self.released)
 
@@ -333,3 +310,36 @@ class FollowDemandTest(vgpu_tests.DriverTestCase):
         self.conf.config(group='nvidia_vgpu', vgpu_type=[])
         self.conf.config(group='gpu_partitions', follow_demand_low=0.9)
         self.assertRaises(vgpu_types.DeclarationError, self.driver)
+
+
+class FollowDemandMdevTest(vgpu_tests.DriverTestCase):
+    """On mdev hosts (``pcie-a100``: GPU 0 runs two A100D-20C, GPU 1 is
+    idle) a type is only what the driver offers: nothing is written.
+    """
+
+    def test_the_idle_gpu_offers_the_type_in_demand(self):
+        self.conf.config(group='nvidia_vgpu', type_mode='follow_demand',
+                         allowed_types=[
+                             '0000:01:00.0=A100D-20C,A100D-10C',
+                             '0000:41:00.0=A100D-10C,A100D-20C'])
+        env = hosts.shared_env('pcie-a100')
+        driver = self.driver(env)
+        driver._release_gpu = self.fail
+        found = self.slices(driver.collect())
+        self.assertEqual(8, found[(A100[1], 'A100D-10C')][0])
+        gpu = driver.known_gpu(A100[1])
+        old = providers.provider_name(env.hostname, gpu, gpu.slices[0])
+        self.inventories[old] = {'total': 8, 'reserved': 0}
+        busy = driver.known_gpu(A100[0])
+        claimed = providers.provider_name(env.hostname, busy,
+                                          busy.slices[0])
+        # Two guests the hardware shows (reserved) and two claims.
+        self.inventories[claimed] = {'total': 4, 'reserved': 2}
+        self.allocations[claimed] = 2
+        driver.apply()
+        found = self.slices(driver.collect())
+        self.assertEqual({(A100[0], 'A100D-20C'), (A100[1], 'A100D-20C')},
+                         set(found))
+        self.assertEqual((4, 0), found[(A100[1], 'A100D-20C')][:2])
+        self.assertEqual(8, self.inventories[old]['reserved'])
+        self.assertEqual([], self.writes)
