@@ -203,6 +203,15 @@ class FollowDemandTest(vgpu_tests.DriverTestCase):
         self.run_pass(driver)
         return self.run_pass(driver)
 
+    def demand_for_12q(self):
+        """A settled driver with all of GPU 0's L40S-12Q claimed; and the
+        provider of idle GPU 1's L40S-8Q, the one demand would move.
+        """
+        driver = self.driver()
+        self.settle(driver)
+        self.allocations[self.provider(driver, L40S[0], 'L40S-12Q')] = 4
+        return driver, self.provider(driver, L40S[1], 'L40S-8Q')
+
     def test_an_idle_gpu_follows_demand_and_a_busy_one_never_moves(self):
         driver = self.driver()
         found = self.settle(driver)
@@ -232,10 +241,7 @@ class FollowDemandTest(vgpu_tests.DriverTestCase):
         self.assertEqual({TYPE_12Q}, self.held_types(L40S[0]) - {0})
 
     def test_a_claim_racing_the_hold_leaves_the_gpu_as_it_was(self):
-        driver = self.driver()
-        self.settle(driver)
-        self.allocations[self.provider(driver, L40S[0], 'L40S-12Q')] = 4
-        old = self.provider(driver, L40S[1], 'L40S-8Q')
+        driver, old = self.demand_for_12q()
         put = []
 
         def claim_lands(driver_, name, resource_class, record, reserved):
@@ -254,10 +260,7 @@ class FollowDemandTest(vgpu_tests.DriverTestCase):
         self.assertEqual(0, self.inventories[old]['reserved'])
 
     def test_a_claim_seen_after_the_hold_is_given_back(self):
-        driver = self.driver()
-        self.settle(driver)
-        self.allocations[self.provider(driver, L40S[0], 'L40S-12Q')] = 4
-        old = self.provider(driver, L40S[1], 'L40S-8Q')
+        driver, old = self.demand_for_12q()
         real_set = type(driver).set_reserved
 
         def claim_before_put(driver_, name, resource_class, record,
@@ -274,10 +277,7 @@ class FollowDemandTest(vgpu_tests.DriverTestCase):
         self.assertEqual({TYPE_8Q}, self.held_types(L40S[1]) - {0})
 
     def test_a_failed_release_changes_nothing_on_other_gpus(self):
-        driver = self.driver()
-        self.settle(driver)
-        self.allocations[self.provider(driver, L40S[0], 'L40S-12Q')] = 4
-        old = self.provider(driver, L40S[1], 'L40S-8Q')
+        driver, old = self.demand_for_12q()
 
         def refuse(pf):
             raise privsep.DeviceBusy('GPU %s: VF open' % pf)
@@ -290,10 +290,7 @@ class FollowDemandTest(vgpu_tests.DriverTestCase):
         self.assertEqual(1, len(self.log_lines('VF open')))
 
     def test_unreadable_placement_moves_nothing(self):
-        driver = self.driver()
-        self.settle(driver)
-
-        self.allocations[self.provider(driver, L40S[0], 'L40S-12Q')] = 4
+        driver, _old = self.demand_for_12q()
 
         def unreadable(driver_, name, resource_class):
             raise RuntimeError('Placement answered 503')
