@@ -346,8 +346,13 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
 
     def apply(self):
         if self._follow_demand:
-            self.contained('following demand (%s)'
-                           % vgpu_types.ALLOWED_OPTION, self._follow)
+            try:
+                self._follow()
+            except Exception as error:
+                self.note('following demand (%s) failed: %s: %s; no GPU '
+                          'changed type' % (vgpu_types.ALLOWED_OPTION,
+                                            type(error).__name__, error),
+                          LOG.error)
         super().apply()
 
     def _follow(self):
@@ -359,14 +364,23 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
         move = retype.plan(
             [use for gpu in sorted(self._known.values(),
                                    key=lambda gpu: gpu.address)
-             for use in self._uses(gpu, now)],
+             for use in self._uses(gpu)],
             now, options.follow_demand_high, options.follow_demand_low,
             options.follow_demand_hold_seconds)
-        if move is not None:
-            self.contained(move.address, self._retype,
-                           self._known[move.address], move, now)
+        if move is None:
+            return
+        # Not in a bounded worker thread: a change given up half-way
+        # would go on beside the next scan and report.
+        try:
+            self._retype(self._known[move.address], move, now)
+        except Exception as error:
+            # This GPU alone: it keeps its type and is tried again at a
+            # later pass if demand still says so.
+            self.note('GPU %s keeps vGPU type %s: moving it to %s failed: '
+                      '%s: %s' % (move.address, move.old, move.new,
+                                  type(error).__name__, error), LOG.error)
 
-    def _uses(self, gpu, now):
+    def _uses(self, gpu):
         """:class:`retype.GpuUse` of each type a reported GPU offers.
 
         Only a healthy GPU read in full, hosting one type, in single-type

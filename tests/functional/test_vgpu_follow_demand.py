@@ -22,6 +22,9 @@ that hold no allocation (Placement reserves them), GPU 31 L40S-8Q (idle),
 GPU b1 nothing (idle), GPU ca L40S-24C (1 guest).
 """
 
+import copy
+import os
+
 import fixtures
 
 from cyborg_gpu_drivers import nvidia_vgpu
@@ -32,6 +35,20 @@ from gpu_partitions.reference_hosts import fake_nvml
 import placement_traits as names
 from tests.functional import base
 from tests.unit.cyborg_gpu_drivers import hosts
+
+TYPE_12Q = 1506
+
+
+class SwitchableNvml:
+    """The pynvml the driver holds; a test swaps the fake behind it
+    between agent passes (the fake lists the vGPUs of its data as built).
+    """
+
+    def __init__(self, fake):
+        self.fake = fake
+
+    def __getattr__(self, name):
+        return getattr(self.fake, name)
 
 
 class TestVgpuFollowDemand(base.GpuCloudTestCase):
@@ -47,9 +64,10 @@ class TestVgpuFollowDemand(base.GpuCloudTestCase):
         self.offers = hosts.VfOffers(self.env.sysfs_root)
         self.writes = []
         self.released = []
+        self.nvml_data = copy.deepcopy(self.host.data['nvml'])
+        self.nvml = SwitchableNvml(fake_nvml.FakeNvml(self.nvml_data))
         self.driver = nvidia_vgpu.NvidiaVgpuDriver(
-            hostname=self.host.hostname,
-            nvml=fake_nvml.FakeNvml(self.host.data['nvml']),
+            hostname=self.host.hostname, nvml=self.nvml,
             sysfs_root=self.env.sysfs_root, libvirt_uri=self.env.libvirt_uri,
             write_vgpu_type=self.write, release_gpu=self.release)
 
@@ -62,6 +80,26 @@ class TestVgpuFollowDemand(base.GpuCloudTestCase):
         self.released.append(pf_address)
         privsep.release_idle_gpu(pf_address)
         self.offers.refresh(pf_address)
+
+    def run_guest(self, server, type_id):
+        """What the host shows once the guest of ``server`` runs: its VF
+        open (vfio-pci) and its vGPU active in NVML.
+        """
+        [arq] = self.arqs(server)
+        vf = self.pci_address(arq['attach_handle_info'])
+        with open(os.path.join(self.env.sysfs_root, 'bus', 'pci', 'devices',
+                               vf, 'enable'), 'w') as enable:
+            enable.write('1\n')
+        device = next(d for d in self.nvml_data['devices']
+                      if d['pci_bus_id'].split(':')[1].lower() ==
+                      vf.split(':')[1])
+        number = 100 + sum(len(d['active_vgpus'])
+                           for d in self.nvml_data['devices'])
+        device['active_vgpus'].append({
+            'id': number, 'type_id': type_id,
+            'vf_pci_bus_id': '0000' + vf.upper(),
+            'uuid': '00000000-0000-0000-0000-%012d' % number})
+        self.nvml.fake = fake_nvml.FakeNvml(self.nvml_data)
 
     def name(self, bus, vgpu_type):
         return names.provider_name(self.host.hostname, '0000:%s:00.0' % bus,
@@ -99,6 +137,7 @@ class TestVgpuFollowDemand(base.GpuCloudTestCase):
         for server in servers:
             self.assertLandedOn(server, self.host.hostname,
                                 self.name('17', 'L40S-12Q'), rc)
+            self.run_guest(server, TYPE_12Q)
         # GPU 17 is full; a third 12Q finds no host yet.
         self.assertEqual('ERROR', self.boot(flavor)['status'])
 
