@@ -75,17 +75,17 @@ def parse(summaries, roots=None, topology=None):
 
     The view keeps ``summaries`` and must not see it changed. ``roots``
     limits it to those compute nodes. ``topology``, a
-    :class:`~nova_filters.topology.TopologyCache`, avoids re-reading
-    traits that did not change, and remembers them. Anything that is not
+    :class:`~nova_filters.topology.TopologyCache`, remembers the hosts'
+    GPU providers for when Placement cannot be read. Anything that is not
     a well-formed GPU provider is skipped.
     """
     _check_passthrough_classes()
-    expires = topology.expiry() if topology is not None else None
-    places = topology.places if topology is not None else {}
-    # Per GPU (Place.gpu_key): [root, MIG slices used, MIG slices
-    # offered, share of its other units in use], updated in place.
-    gpus = {}
-    members = {}
+    # root -> (its providers in a flat list, see topology.HOSTED_FIELDS;
+    # {GPU address: [MIG slices used, MIG slices offered, share of its
+    # other units in use]}). Flat, not a tuple kept per provider: objects
+    # kept from this loop wake the garbage collector, which then walks the
+    # whole answer.
+    hosts = {}
     classes = set()
     linked = False
     for uuid, summary in summaries.items():
@@ -103,57 +103,47 @@ def parse(summaries, roots=None, topology=None):
                 capacity = amounts['capacity']
                 if capacity <= 0:
                     continue
+                used = amounts['used']
                 if gpu is None:
-                    traits = summary.get('traits') or []
-                    place = places.get(uuid)
-                    if (place is None or place.traits != traits
-                            or place.root != root):
-                        place = _place(uuid, root, summary['resources'],
-                                       traits, topology, expires)
-                    elif expires is not None:
-                        place.expires_at = expires
-                    on_demand = place.on_demand_slices
-                    gpu = gpus.get(place.gpu_key)
+                    place = topology_mod.topology_of(
+                        summary.get('traits') or ())
+                    host = hosts.get(root)
+                    if host is None:
+                        host = hosts[root] = ([], {})
+                    hosted, gpus = host
+                    address = place.gpu or uuid
+                    gpu = gpus.get(address)
                     if gpu is None:
-                        gpu = gpus[place.gpu_key] = [root, 0, 0, 0.0]
-                    uuids = members.get(root)
-                    if uuids is None:
-                        members[root] = [uuid]
-                    else:
-                        uuids.append(uuid)
-                    if place.topology[2] is not None:
+                        gpu = gpus[address] = [0, 0, 0.0]
+                    if place.link_domain is not None:
                         linked = True
                 if slices:
-                    gpu[1] += slices * amounts['used']
+                    gpu[0] += slices * used
                     # An on-demand MIG GPU offers every profile: its
                     # slices count, not the sum of its offers.
-                    gpu[2] = on_demand or gpu[2] + slices * capacity
+                    gpu[1] = (place.on_demand_slices
+                              or gpu[1] + slices * capacity)
                 else:
-                    gpu[3] += amounts['used'] / capacity
+                    gpu[2] += used / capacity
+                hosted += (uuid, place, rc, capacity, used)
                 classes.add(rc)
         except _ERRORS:
             continue
+    members = {root: hosted for root, (hosted, _) in hosts.items()}
     if topology is not None:
-        topology.sweep()
-    totals = {}
-    counts = {}
-    for root, used, offered, other in gpus.values():
-        totals[root] = totals.get(root, 0.0) + gpu_view.used_share(
-            used, offered, other)
-        counts[root] = counts.get(root, 0) + 1
+        topology.remember(members)
     return gpu_view.GpuView(
-        source=_Hosts(summaries, members, topology),
-        fills={root: total / counts[root] for root, total in totals.items()},
+        source=_Hosts(summaries, members),
+        fills={root: _fill(gpus) for root, (_, gpus) in hosts.items()},
         resource_classes=frozenset(classes), linked=linked)
 
 
-def _place(uuid, root, resources, traits, topology, expires):
-    capacities = {rc: amounts['capacity']
-                  for rc, amounts in resources.items()
-                  if _classify(rc) >= 0}
-    if topology is None:
-        return topology_mod.Place(uuid, root, traits, capacities, None)
-    return topology.place(uuid, root, traits, capacities, expires)
+def _fill(gpus):
+    """Mean used share of a host's GPUs, as HostGpus.used_share adds."""
+    total = 0.0
+    for used, offered, other in gpus.values():
+        total += gpu_view.used_share(used, offered, other)
+    return total / len(gpus)
 
 
 def _free_of(summary):
@@ -172,13 +162,12 @@ def _free_of(summary):
 
 class _Hosts:
     """Builds a host's :class:`~nova_filters.gpu_view.HostGpus` from the
-    summaries when the view first asks for it.
+    providers :func:`parse` listed, when the view first asks for it.
     """
 
-    def __init__(self, summaries, members, topology):
+    def __init__(self, summaries, members):
         self._summaries = summaries
         self._members = members
-        self._topology = topology
 
     def roots(self):
         return self._members.keys()
@@ -190,25 +179,16 @@ class _Hosts:
         return summary.get('root_provider_uuid') or uuid
 
     def host(self, root):
-        uuids = self._members.get(root)
-        if uuids is None:
+        hosted = self._members.get(root)
+        if hosted is None:
             return None
-        providers = []
-        for uuid in uuids:
-            providers.extend(self._providers(uuid, root))
+        providers = [
+            gpu_view.GpuProvider(
+                uuid, root, place.gpu or uuid, rc, int(capacity), int(used),
+                place.traits, place.numa_node, place.link_domain)
+            for uuid, place, rc, capacity, used in topology_mod.hosted_providers(hosted)
+            if int(capacity) > 0]
         # The compute node's free VCPU and memory, read for the few hosts
         # that are built, not in the loop over every provider.
         return gpu_view.host_gpus(root, providers,
                                   _free_of(self._summaries.get(root)))
-
-    def _providers(self, uuid, root):
-        summary = self._summaries[uuid]
-        resources = summary['resources']
-        traits = summary.get('traits') or []
-        gpu, numa, link = _place(uuid, root, resources, traits,
-                                 self._topology, None).topology
-        return [gpu_view.GpuProvider(
-                    uuid, root, gpu, rc, int(amounts['capacity']),
-                    int(amounts['used']), traits, numa, link)
-                for rc, amounts in resources.items()
-                if _classify(rc) >= 0 and int(amounts['capacity']) > 0]
