@@ -80,14 +80,21 @@ def parse(summaries, roots=None, topology=None):
     a well-formed GPU provider is skipped.
     """
     _check_passthrough_classes()
-    # root -> (its providers in a flat list, see topology.HOSTED_FIELDS;
-    # {GPU address: [MIG slices used, MIG slices offered, share of its
-    # other units in use]}). Flat, not a tuple kept per provider: objects
-    # kept from this loop wake the garbage collector, which then walks the
-    # whole answer.
-    hosts = {}
+    # One list per host, and numbers: objects kept from this loop, one
+    # per provider or per GPU, would trip the garbage collector's full
+    # collection that Nova's decoding of the answer has just armed (a walk
+    # over the whole answer, longer than this loop).
+    # root -> its GPU providers, flat: see topology.HOSTED_FIELDS.
+    members = {}
+    # GPU key (root and address) -> index in sums, which holds per GPU:
+    # root, MIG slices used, MIG slices offered, share of its other units
+    # in use.
+    gpus = {}
+    sums = []
     classes = set()
     linked = False
+    topology_of = topology_mod.topology_of
+    classify = _CLASSES.get
     for uuid, summary in summaries.items():
         try:
             root = summary.get('root_provider_uuid') or uuid
@@ -95,7 +102,7 @@ def parse(summaries, roots=None, topology=None):
                 continue
             gpu = None
             for rc, amounts in summary['resources'].items():
-                slices = _CLASSES.get(rc)
+                slices = classify(rc)
                 if slices is None:
                     slices = _classify(rc)
                 if slices < 0:
@@ -105,45 +112,49 @@ def parse(summaries, roots=None, topology=None):
                     continue
                 used = amounts['used']
                 if gpu is None:
-                    place = topology_mod.topology_of(
-                        summary.get('traits') or ())
-                    host = hosts.get(root)
-                    if host is None:
-                        host = hosts[root] = ([], {})
-                    hosted, gpus = host
-                    address = place.gpu or uuid
-                    gpu = gpus.get(address)
+                    place = topology_of(summary.get('traits') or ())
+                    # A provider without a GPU address is its own GPU.
+                    key = root + place.gpu if place.gpu else uuid
+                    gpu = gpus.get(key)
                     if gpu is None:
-                        gpu = gpus[address] = [0, 0, 0.0]
+                        gpu = gpus[key] = len(sums)
+                        sums += (root, 0, 0, 0.0)
+                    hosted = members.get(root)
+                    if hosted is None:
+                        hosted = members[root] = []
                     if place.link_domain is not None:
                         linked = True
                 if slices:
-                    gpu[0] += slices * used
+                    sums[gpu + 1] += slices * used
                     # An on-demand MIG GPU offers every profile: its
                     # slices count, not the sum of its offers.
-                    gpu[1] = (place.on_demand_slices
-                              or gpu[1] + slices * capacity)
+                    sums[gpu + 2] = (place.on_demand_slices
+                                     or sums[gpu + 2] + slices * capacity)
                 else:
-                    gpu[2] += used / capacity
+                    sums[gpu + 3] += used / capacity
                 hosted += (uuid, place, rc, capacity, used)
                 classes.add(rc)
         except _ERRORS:
             continue
-    members = {root: hosted for root, (hosted, _) in hosts.items()}
     if topology is not None:
         topology.remember(members)
     return gpu_view.GpuView(
-        source=_Hosts(summaries, members),
-        fills={root: _fill(gpus) for root, (_, gpus) in hosts.items()},
+        source=_Hosts(summaries, members), fills=_fills(sums),
         resource_classes=frozenset(classes), linked=linked)
 
 
-def _fill(gpus):
-    """Mean used share of a host's GPUs, as HostGpus.used_share adds."""
-    total = 0.0
-    for used, offered, other in gpus.values():
-        total += gpu_view.used_share(used, offered, other)
-    return total / len(gpus)
+def _fills(sums):
+    """``{root: mean used share of its GPUs}``, added as
+    HostGpus.used_share adds.
+    """
+    totals = {}
+    counts = {}
+    for i in range(0, len(sums), 4):
+        root = sums[i]
+        totals[root] = totals.get(root, 0.0) + gpu_view.used_share(
+            sums[i + 1], sums[i + 2], sums[i + 3])
+        counts[root] = counts.get(root, 0) + 1
+    return {root: total / counts[root] for root, total in totals.items()}
 
 
 def _free_of(summary):
