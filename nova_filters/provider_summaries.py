@@ -14,11 +14,13 @@
 :func:`parse` reads the ``provider_summaries`` of ``GET
 /allocation_candidates`` (microversion 1.29 or later: resources with
 capacity and used, traits, root provider) once per request. It is the
-scheduler plugins' hot loop (tens of thousands of providers at 5,000
-hosts), so it makes no object per provider: it sums each GPU's usage
-into the hosts' fills, which is all the weigher needs for most hosts, and
-remembers which providers each host has. A host's
-:class:`~nova_filters.gpu_view.HostGpus` is built only when asked for.
+scheduler plugins' hot loop (over a hundred thousand providers at 5,000
+hosts), so it keeps no object per provider or GPU: it reads a provider's
+traits through :func:`~nova_filters.topology.topology_of` (one hash, no
+parsing), sums each GPU's usage into the hosts' fills, which is all the
+weigher needs for most hosts, and lists each host's providers in one flat
+list. A host's :class:`~nova_filters.gpu_view.HostGpus` is built only when
+asked for.
 """
 
 import os_resource_classes as orc
@@ -197,7 +199,8 @@ class _Hosts:
             gpu_view.GpuProvider(
                 uuid, root, place.gpu or uuid, rc, int(capacity), int(used),
                 place.traits, place.numa_node, place.link_domain)
-            for uuid, place, rc, capacity, used in topology_mod.hosted_providers(hosted)
+            for uuid, place, rc, capacity, used
+            in topology_mod.hosted_providers(hosted)
             if int(capacity) > 0]
         # The compute node's free VCPU and memory, read for the few hosts
         # that are built, not in the loop over every provider.

@@ -30,7 +30,8 @@ import time
 from nova_filters import gpu_view
 import placement_traits
 
-# Distinct trait lists kept at most; past that the memo starts anew.
+# Distinct trait lists kept at most; past that the memo starts anew. No
+# lock: two threads meeting a new list at once both read it, harmlessly.
 _MAX_TOPOLOGIES = 65536
 _TOPOLOGIES = {}
 

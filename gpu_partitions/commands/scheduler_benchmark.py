@@ -38,7 +38,10 @@ Placement is a stand-in that counts ``GET /allocation_candidates`` requests
 and decodes, on each, the JSON text a real Placement would send for this
 request, so each answer costs the scheduler its real decode time. The
 extra request of ``plugins_extra_request`` therefore shows here as its
-decode and as a count, not as Placement's server time.
+decode and as a count, not as Placement's server time. Each arm has its
+own stand-in, as each is its own scheduler: the plugins' capture of
+Nova's answers sits on the plugin arms' report client only, so it holds
+no answer of the baseline (which another arm's request then freed).
 
 How it measures, so that a shared, loaded machine gives steady figures:
 the time of a request is the CPU time of the thread that runs
