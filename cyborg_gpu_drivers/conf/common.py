@@ -17,16 +17,17 @@ from oslo_config import cfg
 from oslo_config import types
 
 
-class FiniteSeconds(types.Float):
+class FiniteFloat(types.Float):
     """A bounded float that also refuses nan, which slips past the bounds
-    (every comparison with nan is false) and would disable the deadline.
+    (every comparison with nan is false): a nan deadline never expires and
+    a nan demand threshold is never reached.
     """
 
     def __call__(self, value):
-        seconds = super().__call__(value)
-        if seconds is None or not math.isfinite(seconds):
+        number = super().__call__(value)
+        if number is None or not math.isfinite(number):
             raise ValueError('%r is not a finite number' % (value,))
-        return seconds
+        return number
 
 
 GROUP = cfg.OptGroup(
@@ -43,7 +44,7 @@ OPTS = [
              'Only tests and the fake-hardware mode change it.'),
     cfg.Opt(
         'gpu_scan_timeout',
-        type=FiniteSeconds(min=0.1, max=300.0),
+        type=FiniteFloat(min=0.1, max=300.0),
         default=5.0,
         help='Seconds one read of the hardware may take during a scan: '
              'one GPU through NVML or sysfs, or opening NVML. A GPU whose '
@@ -51,16 +52,18 @@ OPTS = [
              'offering nothing new, or a Cyborg stub) and the scan goes '
              'on with the other GPUs; while the read still hangs, later '
              'scans do not start another one for that GPU.'),
-    cfg.FloatOpt(
+    cfg.Opt(
         'follow_demand_high',
-        default=0.8, min=0.0, max=1.0,
+        type=FiniteFloat(min=0.0, max=1.0),
+        default=0.8,
         help='When a GPU\'s kind follows demand ([nvidia_vgpu] '
              'type_mode = follow_demand): the share of a kind\'s units in '
              'use on this host at which an idle GPU of another kind is '
              'changed to it. Must be above follow_demand_low.'),
-    cfg.FloatOpt(
+    cfg.Opt(
         'follow_demand_low',
-        default=0.5, min=0.0, max=1.0,
+        type=FiniteFloat(min=0.0, max=1.0),
+        default=0.5,
         help='An idle GPU leaves its kind only if that kind\'s share in '
              'use, without this GPU, stays at or below this value. The '
              'gap to follow_demand_high keeps GPUs from changing back '
