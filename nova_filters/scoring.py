@@ -182,14 +182,9 @@ class WorkloadMix:
         return result / weights if weights else result
 
     def _served_bits(self, gpus):
-        """Bits of the workloads the host's GPUs offer a resource class
-        for, whatever is free now (all of them when none is offered).
-
-        A request for another GPU model never lands here, so it makes
-        none of this host's capacity unusable: counted, it would only
-        scale the host's fragmentation down by its own share of the mix,
-        and a minority model's stranded GPUs would weigh less than the
-        fullness tie-break.
+        """Bits of the workloads the host serves (see the module's
+        docstring): a resource class of its GPUs, whatever is free now, or
+        an idle GPU or link domain; all of them when it serves none.
         """
         classes = frozenset(p.resource_class for gpu in gpus
                             for p in gpu.providers)
