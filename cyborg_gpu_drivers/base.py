@@ -80,6 +80,11 @@ class ScanTimeout(Exception):
     """A read outlasted ``[gpu_partitions] gpu_scan_timeout``."""
 
 
+class ProviderInUse(Exception):
+    """A provider has, or just got, an allocation: its GPU stays as it is.
+    """
+
+
 class Notes:
     """Log each problem once while it lasts, not at every scan."""
 
@@ -506,14 +511,69 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
     def set_reserved(self, provider_name, resource_class, record, reserved):
         """PUT the inventory ``record`` back with ``reserved``; a conflict
         (the provider changed since it was read) is retried next scan.
+
+        Microversion 1.26: before it Placement refuses ``reserved`` equal
+        to ``total`` (a capacity of 0), which holding every unit needs.
         """
         body = dict(record, reserved=reserved)
         response = _placement_client().put(
             '/resource_providers/%s/inventories/%s' % (
-                provider_uuid(provider_name), resource_class), body)
+                provider_uuid(provider_name), resource_class), body,
+            version='1.26')
         if response.status_code != 200:
             raise RuntimeError('Placement answered %s to the inventory of '
                                '%s' % (response.status_code, provider_name))
+
+    # --- changing what an idle GPU offers --------------------------------
+
+    @contextlib.contextmanager
+    def provider_held(self, provider_name, resource_class):
+        """Hold a provider with no allocation closed in Placement while
+        its GPU changes kind, so no claim can be stranded.
+
+        ``reserved`` is set to ``total`` with the generation read along
+        with the usage: a claim that lands after that read bumps the
+        generation and the write fails (409); one that lands before is in
+        the usage read after the write. Either aborts
+        (:class:`ProviderInUse`) and nothing changes. If the change
+        fails, ``reserved`` is put back; if it succeeds it stays: the
+        provider leaves with this pass's report (its kind is gone) and
+        must take no claim before Cyborg's conductor deletes it. A
+        provider Placement does not have cannot be claimed: nothing to
+        hold.
+        """
+        found = self.placement_inventory(provider_name, resource_class)
+        if found is None:
+            yield
+            return
+        used, record = found
+        if used:
+            raise ProviderInUse('%s has %d units allocated in Placement'
+                                % (provider_name, used))
+        before = record.get('reserved', 0)
+        self.set_reserved(provider_name, resource_class, record,
+                          record['total'])
+        try:
+            found = self.placement_inventory(provider_name, resource_class)
+            if found is None or found[0]:
+                raise ProviderInUse('%s was claimed while it was being '
+                                    'held' % provider_name)
+            yield
+        except BaseException:
+            self.contained('Placement inventory of %s' % provider_name,
+                           self._restore_reserved, provider_name,
+                           resource_class, before)
+            raise
+        self._reserved[provider_name] = record['total']
+
+    def _restore_reserved(self, provider_name, resource_class, reserved):
+        # Forgotten first: should this fail, the next scan's
+        # _reserve_busy_units asks Placement and sets it right.
+        self._reserved.pop(provider_name, None)
+        found = self.placement_inventory(provider_name, resource_class)
+        if found is not None:
+            self.set_reserved(provider_name, resource_class, found[1],
+                              reserved)
 
     # --- Cyborg's driver API -----------------------------------------------
 

@@ -32,6 +32,8 @@ the only vGPUs NVIDIA gives NVLink P2P. GPUs with MIG enabled belong to the MIG
 driver and are never reported here.
 """
 
+import time
+
 from oslo_config import cfg
 from oslo_log import log as logging
 
@@ -44,6 +46,8 @@ from cyborg_gpu_drivers import inventory
 from cyborg_gpu_drivers import nvidia_common
 from cyborg_gpu_drivers import nvidia_vfio
 from cyborg_gpu_drivers import privsep
+from cyborg_gpu_drivers import providers
+from cyborg_gpu_drivers import retype
 from cyborg_gpu_drivers import vgpu_types
 import placement_traits
 
@@ -116,7 +120,7 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
 
     def __init__(self, hostname=None, nvml=None, sysfs_root=None,
                  libvirt_uri=None, amdsmi=None, write_vgpu_type=None,
-                 read_only=False):
+                 release_gpu=None, read_only=False):
         super().__init__(hostname, read_only=read_only)
         self._nvml = nvml_adapter.Nvml(nvml)
         self._sysfs = sysfs_adapter.Sysfs(
@@ -126,8 +130,26 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
         # Tests inject the writer; production goes through privsep.
         self._write_vgpu_type = (write_vgpu_type or
                                  privsep.privileged_write_vgpu_type)
-        self._declarations = vgpu_types.parse_declarations(
-            CONF.nvidia_vgpu.vgpu_type)
+        self._release_gpu = release_gpu or privsep.privileged_release_idle_gpu
+        self._follow_demand = (
+            CONF.nvidia_vgpu.type_mode == 'follow_demand')
+        if self._follow_demand:
+            if CONF.nvidia_vgpu.vgpu_type:
+                raise vgpu_types.DeclarationError(
+                    '%s and type_mode = follow_demand exclude each other; '
+                    'list the types in %s (the first is a new GPU\'s)'
+                    % (vgpu_types.OPTION, vgpu_types.ALLOWED_OPTION))
+            _check_thresholds()
+            # The allowed types stand in for declarations: a GPU hosting
+            # none gets the first, or the one demand chose.
+            self._declarations = vgpu_types.parse_declarations(
+                CONF.nvidia_vgpu.allowed_types, vgpu_types.ALLOWED_OPTION)
+        else:
+            self._declarations = vgpu_types.parse_declarations(
+                CONF.nvidia_vgpu.vgpu_type)
+        # GPU address -> the type demand chose for it, and when.
+        self._chosen = {}
+        self._changed_at = {}
         self._mdev_scan = None
         if self._declarations:
             self._check_declarations()
@@ -258,9 +280,15 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
     def _choice(self, device, hosted, mixed_size):
         declaration = vgpu_types.declaration_for(
             self._declarations, device.address, device.name)
+        declared = declaration.types if declaration else ()
+        if self._follow_demand and declared:
+            # Demand's choice; else the type hosted stays, and a GPU
+            # hosting none takes the first allowed.
+            chosen = self._chosen.get(device.address)
+            declared = ((chosen,) if chosen else () if hosted
+                        else declared[:1])
         choice = vgpu_types.types_for_gpu(
-            device.address, declaration.types if declaration else (),
-            hosted, mixed_size)
+            device.address, declared, hosted, mixed_size)
         for problem in choice.problems:
             self.note(problem)
         return choice.types
@@ -313,6 +341,101 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
             if found is not None:
                 facts[type_id] = found
         return facts
+
+    # --- types that follow demand ------------------------------------------
+
+    def apply(self):
+        if self._follow_demand:
+            try:
+                self._follow()
+            except Exception as error:
+                self.note('following demand (%s) failed: %s: %s; no GPU '
+                          'changed type' % (vgpu_types.ALLOWED_OPTION,
+                                            type(error).__name__, error),
+                          LOG.error)
+        super().apply()
+
+    def _follow(self):
+        """Re-type at most one idle GPU of the last report, as
+        :func:`retype.plan` decides over the host's use of each type.
+        """
+        options = CONF.gpu_partitions
+        now = time.monotonic()
+        move = retype.plan(
+            [use for gpu in sorted(self._known.values(),
+                                   key=lambda gpu: gpu.address)
+             for use in self._uses(gpu)],
+            now, options.follow_demand_high, options.follow_demand_low,
+            options.follow_demand_hold_seconds)
+        if move is None:
+            return
+        # Not in a bounded worker thread: a change given up half-way
+        # would go on beside the next scan and report.
+        try:
+            self._retype(self._known[move.address], move, now)
+        except Exception as error:
+            # This GPU alone: it keeps its type and is tried again at a
+            # later pass if demand still says so.
+            self.note('GPU %s keeps vGPU type %s: moving it to %s failed: '
+                      '%s: %s' % (move.address, move.old, move.new,
+                                  type(error).__name__, error), LOG.error)
+
+    def _uses(self, gpu):
+        """:class:`retype.GpuUse` of each type a reported GPU offers.
+
+        Only a healthy GPU read in full, hosting one type, in single-type
+        mode and selected by allowed_types may move; every GPU counts in
+        the host's use. Placement unreadable: the units count as in use.
+        """
+        declaration = vgpu_types.declaration_for(
+            self._declarations, gpu.address, gpu.model)
+        readable = gpu.healthy and not gpu.stub and not gpu.unknown_units
+        movable = (declaration is not None and readable and
+                   len(gpu.slices) == 1 and
+                   not gpu.board_info.get('mixed_size'))
+        return [retype.GpuUse(
+            address=gpu.address, kind=slice_.name.upper(),
+            allowed=tuple(placement_traits.vgpu_short_name(name).upper()
+                          for name in declaration.types) if movable else (),
+            units=inventory.offered_total(gpu, slice_),
+            used=self._units_unavailable(gpu, slice_) if readable else None,
+            changed_at=self._changed_at.get(gpu.address))
+            for slice_ in gpu.slices]
+
+    def _units_unavailable(self, gpu, slice_):
+        """Units Placement can no longer offer (used and reserved, which
+        holds the units busy without an allocation), or busy in the
+        hardware if more; None when Placement cannot be read.
+        """
+        name = providers.provider_name(self.hostname, gpu, slice_)
+        found = self.contained('Placement inventory of %s' % name,
+                               self.placement_inventory, name,
+                               slice_.resource_class, failed=self.FAILED)
+        if found is self.FAILED:
+            return None
+        if found is None:
+            return slice_.in_use
+        used, record = found
+        return max(slice_.in_use,
+                   min(record['total'], used + record.get('reserved', 0)))
+
+    def _retype(self, gpu, move, now):
+        """Move one idle GPU to ``move.new``: its provider held closed in
+        Placement, then (vendor VFIO) every VF's type released by the
+        privileged daemon, which checks that none is open; the free VFs
+        take the new type in this pass's :meth:`_apply_gpu`. On mdev
+        hosts the type is only what the driver offers.
+        """
+        slice_ = gpu.slices[0]
+        with self.provider_held(
+                providers.provider_name(self.hostname, gpu, slice_),
+                slice_.resource_class):
+            if gpu.board_info.get('vgpu_framework') == VENDOR_VFIO:
+                self._release_gpu(gpu.address)
+            self._chosen[gpu.address] = move.new
+            self._changed_at[gpu.address] = now
+        LOG.info('%s: GPU %s re-typed from %s to %s: %s', self.DRIVER_NAME,
+                 gpu.address, move.old, move.new, move.reason)
 
     # --- declared types -----------------------------------------------------
 
@@ -408,6 +531,15 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
                 self.note('GPU %s: vGPU type %s has no instance available'
                           % (device.address, facts.name.short), LOG.info)
         return slices
+
+
+def _check_thresholds():
+    options = CONF.gpu_partitions
+    if not options.follow_demand_low < options.follow_demand_high:
+        raise vgpu_types.DeclarationError(
+            '[gpu_partitions] follow_demand_low (%s) must be below '
+            'follow_demand_high (%s)' % (options.follow_demand_low,
+                                         options.follow_demand_high))
 
 
 class _Lazy:

@@ -210,6 +210,49 @@ def privileged_write_vgpu_type(vf_address, type_id):
     write_vgpu_type(vf_address, type_id)
 
 
+def release_idle_gpu(pf_address):
+    """Release the vGPU type of every VF of an idle NVIDIA GPU, so that
+    it can take another type; returns the VFs released.
+
+    Checked here, whatever the caller knows: the PF is an NVIDIA device
+    under the configured sysfs root, and *every* one of its VFs is
+    closed (``enable`` 0) with a readable type; otherwise nothing is
+    written (:class:`DeviceBusy`). Should a write fail half-way, the VFs
+    already released get their type back before the error is raised.
+    """
+    device = device_directory(pf_address)
+    if _read(device, 'vendor') != NVIDIA_VENDOR:
+        raise InvalidPrivilegedRequest('%s is not an NVIDIA GPU'
+                                       % pf_address)
+    held = []
+    for vf in _vfs(pf_address):
+        vf_device, current, _creatable = vgpu_type_state(vf)
+        if _read(vf_device, 'enable') != '0':
+            raise DeviceBusy('GPU %s: VF %s is enabled (in use by a guest); '
+                             'no type is released' % (pf_address, vf))
+        if current:
+            held.append((vf, current))
+    released = []
+    try:
+        for vf, _current in held:
+            write_vgpu_type(vf, 0)
+            released.append(vf)
+    except Exception:
+        for vf, current in held:
+            if vf in released:
+                try:
+                    write_vgpu_type(vf, current)
+                except Exception:  # the scan reports what the VF holds
+                    continue
+        raise
+    return released
+
+
+@vgpu_type_pctxt.entrypoint
+def privileged_release_idle_gpu(pf_address):
+    return release_idle_gpu(pf_address)
+
+
 def check_mig_layout(gpu_address, instances):
     """Validate a MIG layout request: ``[(profile_id, start), ...]``."""
     check_pci_address(gpu_address)

@@ -32,6 +32,7 @@ import re
 import placement_traits
 
 OPTION = 'nvidia_vgpu.vgpu_type'
+ALLOWED_OPTION = 'nvidia_vgpu.allowed_types'
 
 _TIME_SLICED = re.compile(
     r'^(?P<board>.+?)-(?P<gb>\d+)(?P<series>[ABCQ])(?P<heads>\d*)$')
@@ -123,15 +124,17 @@ def _model_key(model):
     return placement_traits.model_short_name(model or '').upper()
 
 
-def parse_declaration(text):
-    """One option value; raises :class:`DeclarationError` naming OPTION."""
+def parse_declaration(text, option=OPTION):
+    """One option value; raises :class:`DeclarationError` naming
+    ``option``.
+    """
     selector, sep, types_text = str(text).partition('=')
     selector, types_text = selector.strip(), types_text.strip()
     if not sep or not selector or not types_text:
         raise DeclarationError(
             '%s: %r is not "<PCI address or GPU model>=<vGPU type>[,<vGPU '
             'type>...]", e.g. "NVIDIA L40S=L40S-8Q" or '
-            '"0000:17:00.0=L40S-4Q,L40S-8Q"' % (OPTION, text))
+            '"0000:17:00.0=L40S-4Q,L40S-8Q"' % (option, text))
     types = tuple(name.strip() for name in types_text.split(',')
                   if name.strip())
     for name in types:
@@ -140,12 +143,12 @@ def parse_declaration(text):
             raise DeclarationError(
                 '%s: %r in %r is not an NVIDIA vGPU type name; allowed: '
                 '"<board>-<GB><series>" with series A, B, C or Q (e.g. '
-                'L40S-8Q, A100D-20C)' % (OPTION, name, text))
+                'L40S-8Q, A100D-20C)' % (option, name, text))
         if parsed.mig_backed:
             raise DeclarationError(
                 '%s: %r in %r is a MIG-backed type; declare MIG layouts '
                 'with nvidia_mig.layout instead; allowed here: time-sliced '
-                'types "<board>-<GB><series>"' % (OPTION, name, text))
+                'types "<board>-<GB><series>"' % (option, name, text))
     if _PCI_SELECTOR.match(selector):
         return Declaration(text=text,
                            address=placement_traits.pci_address(selector),
@@ -153,10 +156,10 @@ def parse_declaration(text):
     return Declaration(text=text, address=None, model=selector, types=types)
 
 
-def parse_declarations(values):
+def parse_declarations(values, option=OPTION):
     """All option values; a GPU address or model declared twice is refused.
     """
-    declarations = [parse_declaration(value) for value in values or ()]
+    declarations = [parse_declaration(value, option) for value in values or ()]
     seen = {}
     for declaration in declarations:
         key = declaration.address or _model_key(declaration.model)
@@ -164,7 +167,7 @@ def parse_declarations(values):
             raise DeclarationError(
                 '%s: %r and %r declare types for the same GPU or model; '
                 'allowed: one value per PCI address or model'
-                % (OPTION, seen[key], declaration.text))
+                % (option, seen[key], declaration.text))
         seen[key] = declaration.text
     return declarations
 

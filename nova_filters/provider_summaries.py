@@ -14,11 +14,13 @@
 :func:`parse` reads the ``provider_summaries`` of ``GET
 /allocation_candidates`` (microversion 1.29 or later: resources with
 capacity and used, traits, root provider) once per request. It is the
-scheduler plugins' hot loop (tens of thousands of providers at 5,000
-hosts), so it makes no object per provider: it sums each GPU's usage
-into the hosts' fills, which is all the weigher needs for most hosts, and
-remembers which providers each host has. A host's
-:class:`~nova_filters.gpu_view.HostGpus` is built only when asked for.
+scheduler plugins' hot loop (over a hundred thousand providers at 5,000
+hosts), so it keeps no object per provider or GPU: it reads a provider's
+traits through :func:`~nova_filters.topology.topology_of` (one hash, no
+parsing), sums each GPU's usage into the hosts' fills, which is all the
+weigher needs for most hosts, and lists each host's providers in one flat
+list. A host's :class:`~nova_filters.gpu_view.HostGpus` is built only when
+asked for.
 """
 
 import os_resource_classes as orc
@@ -75,19 +77,26 @@ def parse(summaries, roots=None, topology=None):
 
     The view keeps ``summaries`` and must not see it changed. ``roots``
     limits it to those compute nodes. ``topology``, a
-    :class:`~nova_filters.topology.TopologyCache`, avoids re-reading
-    traits that did not change, and remembers them. Anything that is not
+    :class:`~nova_filters.topology.TopologyCache`, remembers the hosts'
+    GPU providers for when Placement cannot be read. Anything that is not
     a well-formed GPU provider is skipped.
     """
     _check_passthrough_classes()
-    expires = topology.expiry() if topology is not None else None
-    places = topology.places if topology is not None else {}
-    # Per GPU (Place.gpu_key): [root, MIG slices used, MIG slices
-    # offered, share of its other units in use], updated in place.
-    gpus = {}
+    # One list per host, and numbers: objects kept from this loop, one
+    # per provider or per GPU, would trip the garbage collector's full
+    # collection that Nova's decoding of the answer has just armed (a walk
+    # over the whole answer, longer than this loop).
+    # root -> its GPU providers, flat: see topology.HOSTED_FIELDS.
     members = {}
+    # GPU key (root and address) -> index in sums, which holds per GPU:
+    # root, MIG slices used, MIG slices offered, share of its other units
+    # in use.
+    gpus = {}
+    sums = []
     classes = set()
     linked = False
+    topology_of = topology_mod.topology_of
+    classify = _CLASSES.get
     for uuid, summary in summaries.items():
         try:
             root = summary.get('root_provider_uuid') or uuid
@@ -95,7 +104,7 @@ def parse(summaries, roots=None, topology=None):
                 continue
             gpu = None
             for rc, amounts in summary['resources'].items():
-                slices = _CLASSES.get(rc)
+                slices = classify(rc)
                 if slices is None:
                     slices = _classify(rc)
                 if slices < 0:
@@ -103,57 +112,51 @@ def parse(summaries, roots=None, topology=None):
                 capacity = amounts['capacity']
                 if capacity <= 0:
                     continue
+                used = amounts['used']
                 if gpu is None:
-                    traits = summary.get('traits') or []
-                    place = places.get(uuid)
-                    if (place is None or place.traits != traits
-                            or place.root != root):
-                        place = _place(uuid, root, summary['resources'],
-                                       traits, topology, expires)
-                    elif expires is not None:
-                        place.expires_at = expires
-                    on_demand = place.on_demand_slices
-                    gpu = gpus.get(place.gpu_key)
+                    place = topology_of(summary.get('traits') or ())
+                    # A provider without a GPU address is its own GPU.
+                    key = root + place.gpu if place.gpu else uuid
+                    gpu = gpus.get(key)
                     if gpu is None:
-                        gpu = gpus[place.gpu_key] = [root, 0, 0, 0.0]
-                    uuids = members.get(root)
-                    if uuids is None:
-                        members[root] = [uuid]
-                    else:
-                        uuids.append(uuid)
-                    if place.topology[2] is not None:
+                        gpu = gpus[key] = len(sums)
+                        sums += (root, 0, 0, 0.0)
+                    hosted = members.get(root)
+                    if hosted is None:
+                        hosted = members[root] = []
+                    if place.link_domain is not None:
                         linked = True
                 if slices:
-                    gpu[1] += slices * amounts['used']
+                    sums[gpu + 1] += slices * used
                     # An on-demand MIG GPU offers every profile: its
                     # slices count, not the sum of its offers.
-                    gpu[2] = on_demand or gpu[2] + slices * capacity
+                    sums[gpu + 2] = (place.on_demand_slices
+                                     or sums[gpu + 2] + slices * capacity)
                 else:
-                    gpu[3] += amounts['used'] / capacity
+                    sums[gpu + 3] += used / capacity
+                hosted += (uuid, place, rc, capacity, used)
                 classes.add(rc)
         except _ERRORS:
             continue
     if topology is not None:
-        topology.sweep()
-    totals = {}
-    counts = {}
-    for root, used, offered, other in gpus.values():
-        totals[root] = totals.get(root, 0.0) + gpu_view.used_share(
-            used, offered, other)
-        counts[root] = counts.get(root, 0) + 1
+        topology.remember(members)
     return gpu_view.GpuView(
-        source=_Hosts(summaries, members, topology),
-        fills={root: total / counts[root] for root, total in totals.items()},
+        source=_Hosts(summaries, members), fills=_fills(sums),
         resource_classes=frozenset(classes), linked=linked)
 
 
-def _place(uuid, root, resources, traits, topology, expires):
-    capacities = {rc: amounts['capacity']
-                  for rc, amounts in resources.items()
-                  if _classify(rc) >= 0}
-    if topology is None:
-        return topology_mod.Place(uuid, root, traits, capacities, None)
-    return topology.place(uuid, root, traits, capacities, expires)
+def _fills(sums):
+    """``{root: mean used share of its GPUs}``, added as
+    HostGpus.used_share adds.
+    """
+    totals = {}
+    counts = {}
+    for i in range(0, len(sums), 4):
+        root = sums[i]
+        totals[root] = totals.get(root, 0.0) + gpu_view.used_share(
+            sums[i + 1], sums[i + 2], sums[i + 3])
+        counts[root] = counts.get(root, 0) + 1
+    return {root: total / counts[root] for root, total in totals.items()}
 
 
 def _free_of(summary):
@@ -172,13 +175,12 @@ def _free_of(summary):
 
 class _Hosts:
     """Builds a host's :class:`~nova_filters.gpu_view.HostGpus` from the
-    summaries when the view first asks for it.
+    providers :func:`parse` listed, when the view first asks for it.
     """
 
-    def __init__(self, summaries, members, topology):
+    def __init__(self, summaries, members):
         self._summaries = summaries
         self._members = members
-        self._topology = topology
 
     def roots(self):
         return self._members.keys()
@@ -190,25 +192,17 @@ class _Hosts:
         return summary.get('root_provider_uuid') or uuid
 
     def host(self, root):
-        uuids = self._members.get(root)
-        if uuids is None:
+        hosted = self._members.get(root)
+        if hosted is None:
             return None
-        providers = []
-        for uuid in uuids:
-            providers.extend(self._providers(uuid, root))
+        providers = [
+            gpu_view.GpuProvider(
+                uuid, root, place.gpu or uuid, rc, int(capacity), int(used),
+                place.traits, place.numa_node, place.link_domain)
+            for uuid, place, rc, capacity, used
+            in topology_mod.hosted_providers(hosted)
+            if int(capacity) > 0]
         # The compute node's free VCPU and memory, read for the few hosts
         # that are built, not in the loop over every provider.
         return gpu_view.host_gpus(root, providers,
                                   _free_of(self._summaries.get(root)))
-
-    def _providers(self, uuid, root):
-        summary = self._summaries[uuid]
-        resources = summary['resources']
-        traits = summary.get('traits') or []
-        gpu, numa, link = _place(uuid, root, resources, traits,
-                                 self._topology, None).topology
-        return [gpu_view.GpuProvider(
-                    uuid, root, gpu, rc, int(amounts['capacity']),
-                    int(amounts['used']), traits, numa, link)
-                for rc, amounts in resources.items()
-                if _classify(rc) >= 0 and int(amounts['capacity']) > 0]

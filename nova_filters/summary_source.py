@@ -101,10 +101,11 @@ def install_capture():
     return True
 
 
-def take_captured_summaries():
+def take_captured_summaries(roots=()):
     """The provider summaries captured on this thread in the last
-    CAPTURE_SECONDS, merged (newest wins), and forgotten; None when there
-    are none.
+    CAPTURE_SECONDS, and forgotten; None when there are none. The newest
+    answer alone when it has every one of ``roots`` (Nova built its hosts
+    from it), else the recent answers merged (newest wins).
     """
     answers = getattr(_captured, 'answers', None)
     if not answers:
@@ -114,8 +115,9 @@ def take_captured_summaries():
     answers.clear()
     if not recent:
         return None
-    if len(recent) == 1:
-        return recent[0]
+    newest = recent[-1]
+    if len(recent) == 1 or all(root in newest for root in roots):
+        return newest
     merged = {}
     for summaries in recent:
         merged.update(summaries)
@@ -189,8 +191,10 @@ class SummarySource:
         when there is none.
         """
         if self._capturing():
-            summaries = take_captured_summaries()
-            if summaries is not None and not roots.isdisjoint(summaries):
+            summaries = take_captured_summaries(roots)
+            # Not roots.isdisjoint(summaries): that walks every provider.
+            if summaries is not None and any(
+                    root in summaries for root in roots):
                 return summaries
         if wants_gpu or self._query_without_gpu:
             return self._query(spec_obj, host_states)

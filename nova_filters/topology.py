@@ -12,11 +12,16 @@
 """Where each GPU provider sits, read from its traits and remembered.
 
 A provider's physical GPU, NUMA node and link domain change only when an
-operator re-cables or re-partitions a host, so :class:`TopologyCache`
-parses a provider's traits once and reuses the result while they stay the
-same. When Placement cannot be read, :meth:`TopologyCache.view_of`
-rebuilds the hosts' topology from memory, so required affinity can still
-be enforced.
+operator re-cables or re-partitions a host. :func:`topology_of` reads them
+once per distinct trait list: the traits name a GPU by its PCI address,
+not by its host, so a fleet of like hosts has a few dozen lists, and the
+scheduler's hot loop hashes a provider's traits instead of parsing them.
+The result depends on the traits alone, so it is never stale.
+
+:class:`TopologyCache` remembers the GPU providers of each host seen in
+Placement's answers. When Placement cannot be read,
+:meth:`TopologyCache.view_of` rebuilds the hosts' topology from memory, so
+required affinity can still be enforced.
 """
 
 import threading
@@ -25,84 +30,94 @@ import time
 from nova_filters import gpu_view
 import placement_traits
 
-
-def parse_topology(uuid, traits):
-    """``(gpu, numa_node, link_domain)`` of a provider from its traits."""
-    traits = sorted(traits)
-    return (placement_traits.physical_gpu_of(traits) or uuid,
-            placement_traits.numa_node_of(traits),
-            placement_traits.link_domain_of(traits))
+# Distinct trait lists kept at most; past that the memo starts anew. No
+# lock: two threads meeting a new list at once both read it, harmlessly.
+_MAX_TOPOLOGIES = 65536
+_TOPOLOGIES = {}
 
 
-class Place:
-    """Where one provider sits: ``topology`` is ``(gpu, numa_node,
-    link_domain)``; ``gpu_key`` names its GPU across the fleet (root and
-    address), a ready-hashed dictionary key for the parser's hot loop;
-    ``on_demand_slices`` the compute slices of an on-demand MIG GPU (None
-    for a fixed layout), read from the traits once, not per request.
+class ProviderTopology:
+    """What a provider's traits say of where it sits: ``gpu``, the PCI
+    address of its physical GPU (None when no trait names it),
+    ``numa_node``, ``link_domain``, and ``on_demand_slices``, the compute
+    slices of an on-demand MIG GPU (None for a fixed layout). ``traits``
+    is the trait tuple it was read from.
     """
 
-    __slots__ = ('expires_at', 'traits', 'root', 'topology', 'gpu_key',
-                 'on_demand_slices', 'capacities')
+    __slots__ = ('traits', 'gpu', 'numa_node', 'link_domain',
+                 'on_demand_slices')
 
-    def __init__(self, uuid, root, traits, capacities, expires_at):
-        self.expires_at = expires_at
-        self.traits = list(traits)
-        self.root = root
-        self.topology = parse_topology(uuid, traits)
-        self.gpu_key = '%s/%s' % (root, self.topology[0])
-        self.on_demand_slices = placement_traits.mig_on_demand_slices(traits)
-        self.capacities = capacities
+    def __init__(self, traits):
+        ordered = sorted(traits)
+        self.traits = traits
+        self.gpu = placement_traits.physical_gpu_of(ordered)
+        self.numa_node = placement_traits.numa_node_of(ordered)
+        self.link_domain = placement_traits.link_domain_of(ordered)
+        self.on_demand_slices = placement_traits.mig_on_demand_slices(
+            traits)
+
+
+def topology_of(traits):
+    """The :class:`ProviderTopology` of a provider's trait list, read once
+    per distinct list.
+    """
+    key = tuple(traits)
+    topology = _TOPOLOGIES.get(key)
+    if topology is None:
+        topology = ProviderTopology(key)
+        if len(_TOPOLOGIES) >= _MAX_TOPOLOGIES:
+            _TOPOLOGIES.clear()
+        _TOPOLOGIES[key] = topology
+    return topology
+
+
+# A host's providers are kept in one flat list, these many entries per
+# provider: uuid, ProviderTopology, resource class, capacity, used.
+HOSTED_FIELDS = 5
+
+
+def hosted_providers(hosted):
+    """``(uuid, ProviderTopology, resource class, capacity, used)`` of
+    each provider of a flat list (see HOSTED_FIELDS).
+    """
+    return zip(*(hosted[i::HOSTED_FIELDS] for i in range(HOSTED_FIELDS)))
 
 
 class TopologyCache:
-    """Thread-safe memory of the :class:`Place` of each GPU provider and
-    its capacities ``{resource class: capacity}``.
+    """Thread-safe memory of the GPU providers of each host: ``{root:
+    providers}``, each a flat list (see HOSTED_FIELDS), as
+    :func:`nova_filters.provider_summaries.parse` lists them.
 
-    Entries expire ``ttl`` seconds after they were last seen; ``ttl`` 0
-    remembers nothing. ``ttl`` may be a function returning the number, so
-    a configuration option is read when used.
+    Placement's answer holds the whole tree of each host in it, so a
+    host's providers are replaced whenever it is seen; a host expires
+    ``ttl`` seconds after it was last seen, and ``ttl`` 0 remembers
+    nothing. ``ttl`` may be a function returning the number, so a
+    configuration option is read when used.
     """
 
     def __init__(self, ttl, clock=time.monotonic):
         self._ttl_source = ttl
         self._clock = clock
         self._lock = threading.Lock()
-        # uuid -> Place; read without the lock (one dict get is atomic).
-        self.places = {}
+        # root -> (expires_at, its providers)
+        self._hosts = {}
         self._next_sweep = 0.0
 
-    def expiry(self):
-        """When entries seen now expire; None when nothing is kept."""
+    def remember(self, hosts):
+        """Remember ``hosts`` (``{root: providers}``), seen now."""
         ttl = self._ttl
-        return self._clock() + ttl if ttl > 0 else None
-
-    def place(self, uuid, root, traits, capacities, expires):
-        """The :class:`Place` of a provider, parsed once per traits and
-        root; ``expires`` comes from :meth:`expiry`, read once per batch.
-        """
-        place = self.places.get(uuid)
-        if place is not None and place.traits == traits and (
-                place.root == root):
-            if expires is not None:
-                place.expires_at = expires
-            return place
-        place = Place(uuid, root, traits, capacities, expires)
-        if expires is not None and isinstance(capacities, dict):
-            with self._lock:
-                self.places[uuid] = place
-        return place
-
-    def sweep(self):
-        """Forget expired entries (at most once per ``ttl``)."""
-        now = self._clock()
-        if now < self._next_sweep:
+        if ttl <= 0:
             return
+        now = self._clock()
+        expires = now + ttl
         with self._lock:
-            self._next_sweep = now + self._ttl
-            for uuid in [uuid for uuid, place in self.places.items()
-                         if place.expires_at <= now]:
-                del self.places[uuid]
+            for root, providers in hosts.items():
+                self._hosts[root] = (expires, providers)
+            if now >= self._next_sweep:
+                self._next_sweep = now + ttl
+                for root in [root for root, (expires_at, _)
+                             in self._hosts.items() if expires_at <= now]:
+                    del self._hosts[root]
 
     def view_of(self, roots):
         """A view (``usage_known`` False) of the remembered providers of
@@ -110,17 +125,18 @@ class TopologyCache:
         """
         now = self._clock()
         with self._lock:
-            places = [(uuid, place) for uuid, place in self.places.items()
-                      if place.root in roots and place.expires_at > now]
+            remembered = [(root, self._hosts.get(root)) for root in roots]
         providers = []
-        for uuid, place in places:
-            gpu, numa, link = place.topology
-            for rc, capacity in place.capacities.items():
+        for root, entry in remembered:
+            if entry is None or entry[0] <= now:
+                continue
+            for uuid, place, rc, capacity, _ in hosted_providers(entry[1]):
                 providers.append(gpu_view.GpuProvider(
-                    uuid=uuid, root=place.root, gpu=gpu, resource_class=rc,
-                    capacity=capacity, used=0,
-                    traits=frozenset(place.traits), numa_node=numa,
-                    link_domain=link))
+                    uuid=uuid, root=root, gpu=place.gpu or uuid,
+                    resource_class=rc, capacity=capacity, used=0,
+                    traits=frozenset(place.traits),
+                    numa_node=place.numa_node,
+                    link_domain=place.link_domain))
         return gpu_view.build_view(providers, usage_known=False)
 
     @property

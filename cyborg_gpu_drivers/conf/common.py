@@ -51,4 +51,24 @@ OPTS = [
              'offering nothing new, or a Cyborg stub) and the scan goes '
              'on with the other GPUs; while the read still hangs, later '
              'scans do not start another one for that GPU.'),
+    cfg.FloatOpt(
+        'follow_demand_high',
+        default=0.8, min=0.0, max=1.0,
+        help='When a GPU\'s kind follows demand ([nvidia_vgpu] '
+             'type_mode = follow_demand): the share of a kind\'s units in '
+             'use on this host at which an idle GPU of another kind is '
+             'changed to it. Must be above follow_demand_low.'),
+    cfg.FloatOpt(
+        'follow_demand_low',
+        default=0.5, min=0.0, max=1.0,
+        help='An idle GPU leaves its kind only if that kind\'s share in '
+             'use, without this GPU, stays at or below this value. The '
+             'gap to follow_demand_high keeps GPUs from changing back '
+             'and forth.'),
+    cfg.IntOpt(
+        'follow_demand_hold_seconds',
+        default=600, min=0,
+        help='A GPU whose kind this agent changed is not changed again '
+             'for this many seconds. At most one GPU per host changes per '
+             'agent pass.'),
 ]

@@ -43,4 +43,31 @@ OPTS = [
         default='qemu:///system',
         help='libvirt URI the driver lists mdev parents and mdevs from '
              '(read-only connection). Used on mdev hosts only.'),
+    cfg.StrOpt(
+        'type_mode',
+        default='static',
+        choices=[('static', 'a GPU keeps the type it hosts or that '
+                            'vgpu_type declares'),
+                 ('follow_demand', 'an idle GPU (no vGPU in use, no '
+                                   'claim in Placement) may change to '
+                                   'another of its allowed_types when the '
+                                   'host\'s use of that type is high; a '
+                                   'GPU with a guest never changes')],
+        help='Whether the vGPU type of an idle time-sliced GPU follows '
+             'demand. Demand is measured on this host only: the share of '
+             'each type\'s units in use (Placement\'s usage of the '
+             'type\'s providers, or what the hardware shows busy if '
+             'more). The thresholds are in [gpu_partitions] '
+             'follow_demand_high, follow_demand_low and '
+             'follow_demand_hold_seconds. GPUs in mixed-size mode keep '
+             'their types. Exclusive with vgpu_type.'),
+    cfg.MultiStrOpt(
+        'allowed_types',
+        default=[],
+        help='In follow_demand mode, the time-sliced vGPU types a GPU '
+             'model or GPU may take: "<selector>=<type>,<type>...", with '
+             'selectors and type names as for vgpu_type (an address wins '
+             'over a model). A GPU hosting no type gets the first one. A '
+             'GPU no value selects is never re-typed. Repeat the option '
+             'for several selectors.'),
 ]

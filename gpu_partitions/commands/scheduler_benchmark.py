@@ -38,7 +38,10 @@ Placement is a stand-in that counts ``GET /allocation_candidates`` requests
 and decodes, on each, the JSON text a real Placement would send for this
 request, so each answer costs the scheduler its real decode time. The
 extra request of ``plugins_extra_request`` therefore shows here as its
-decode and as a count, not as Placement's server time.
+decode and as a count, not as Placement's server time. Each arm has its
+own stand-in, as each is its own scheduler: the plugins' capture of
+Nova's answers sits on the plugin arms' report client only, so it holds
+no answer of the baseline (which another arm's request then freed).
 
 How it measures, so that a shared, loaded machine gives steady figures:
 the time of a request is the CPU time of the thread that runs
@@ -266,7 +269,12 @@ def measure(num_hosts, rounds):
     from nova.scheduler.client import report
 
     hosts, answer = build_fleet(num_hosts)
-    placement = CountingPlacement(answer)
+    # One report client per arm, as each arm is its own scheduler
+    # process: the plugins' capture of Nova's answers is installed on the
+    # plugin arms' clients only, so the baseline's answers are not kept
+    # (and freed in a later request of another arm) by a wrapper Nova
+    # alone would not have.
+    clients = {arm: CountingPlacement(answer) for arm in ARMS}
     prepared = []
 
     def host_states_for_request():
@@ -281,8 +289,7 @@ def measure(num_hosts, rounds):
     spent = [0.0]
     # The one cell-database read of the request filters (the minimum
     # nova-compute version, for owner_nova_filter) answered as current.
-    with mock.patch.object(report, 'report_client_singleton',
-                           return_value=placement), \
+    with mock.patch.object(report, 'report_client_singleton') as singleton, \
             mock.patch.object(service_obj, 'get_minimum_version_all_cells',
                               return_value=service_obj.SERVICE_VERSION), \
             mock.patch.object(rpc, 'NOTIFIER', _NullNotifier()):
@@ -291,6 +298,7 @@ def measure(num_hosts, rounds):
         schedulers = {}
         for arm in ARMS:
             _configure(arm)
+            singleton.return_value = clients[arm]
             schedulers[arm] = _scheduler(host_states_for_request)
             _time_plugins(schedulers[arm], spent)
         for index in range(rounds + 1):
@@ -298,6 +306,7 @@ def measure(num_hosts, rounds):
             shift = index % len(ARMS)
             for arm in ARMS[shift:] + ARMS[:shift]:
                 _configure(arm)
+                placement = singleton.return_value = clients[arm]
                 prepared.append(_host_states(hosts))
                 spec = _request_spec()
                 gc.collect()

@@ -143,76 +143,78 @@ def packing(args):
 
     def run(fleet, tasks, names, seed, path, label, on_demand=False):
         result = run_mod.simulate(
-            fleet, tasks, list(names), seed=seed, jobs=2,
-            show_progress=True, trace_path=path, scale=scale,
-            dynamic=on_demand)
+            fleet, tasks, list(names), seed=seed, show_progress=True,
+            trace_path=path, scale=scale, dynamic=on_demand,
+            workers=workers)
         if output:
             prefix = os.path.join(output, label)
             report.write_json(result, prefix + '.json')
             report.write_plots(result, prefix)
         return result
 
-    summary = {}
-    for name in traces:
-        path = trace.pod_file(name)
-        tasks = trace.read_tasks(path, fleet_mod.TRACE_MODELS)
-        rows = collections.defaultdict(list)
-        for seed in range(seeds):
-            fleet = fleet_mod.build_from_nodes(nodes, tasks, scale=scale,
-                                               seed=seed)
-            label = '%s-seed%d' % (name, seed)
-            static = run(fleet, tasks, POLICIES, seed, path, label)
-            found = figures(static)
-            slices = figures(static, SLICES)
-            for key in ('ours', 'nova_default', 'best_packing', 'fgd',
-                        'best_static', 'bound'):
-                rows[key].append(found[key])
-                rows['slice_' + key].append(slices[key])
-            rows['best_static_policy'].append(found['best_static_policy'])
-            rows['ratio_static'].append(
-                _ratio(found['ours'], found['best_static']))
-            rows['ratio_packing'].append(
-                _ratio(found['ours'], found['best_packing']))
-            rows['ratio_fgd'].append(_ratio(found['ours'], found['fgd']))
-            rows['gap_static'].append(found['ours'] - found['bound'])
-            line = ('%s seed %d (%d GPUs), %s: ours %s %.2f%%, Nova '
-                    'default %.2f%%, best packing %s %.2f%%, fgd %.2f%%, '
-                    'best static %s, bound %.2f%% (slices: ours %.2f%%, '
-                    'best static %.2f%%)' % (
-                        name, seed, fleet.gpu_count, METRIC,
-                        found['ours_policy'], found['ours'],
-                        found['nova_default'], found['packing_policy'],
-                        found['best_packing'], found['fgd'],
-                        found['best_static_policy'], found['bound'],
-                        slices['ours'], slices['best_static']))
-            if dynamic:
-                operator = {}
-                for layout, other in sorted(
-                        dynamic_mod.operator_static_fleets(fleet).items()):
-                    operator[layout] = best_of(
-                        run(other, tasks, OPERATOR_POLICIES, seed, path,
-                            label + '-operator-' + layout)['policies'],
-                        OPERATOR_POLICIES)[1]
-                    rows['operator_' + layout].append(operator[layout])
-                # The better layout of the two at this seed: chosen after
-                # the run, so optimistic for an operator who must pick one.
-                operator_best = min(operator.values())
-                on_demand = run(fleet, tasks, DYNAMIC_POLICIES, seed, path,
-                                label + '-dynamic', on_demand=True)
-                _, ours_dynamic = best_of(on_demand['policies'],
-                                          DYNAMIC_POLICIES)
-                free = static['free_layout_bound'][-1][1]
-                rows['ours_dynamic'].append(ours_dynamic)
-                rows['operator_static_best'].append(operator_best)
-                rows['free_layout_bound'].append(free)
-                rows['ratio'].append(
-                    _ratio(ours_dynamic, found['best_static']))
-                rows['gap'].append(ours_dynamic - free)
-                line += ('; on demand: ours %.2f%%, operator-static best '
-                         '%.2f%%, free-layout bound %.2f%%' % (
-                             ours_dynamic, operator_best, free))
-            print(line, flush=True)
-        summary[name] = _summarise(rows, dynamic, scale, seeds)
+    # Two processes, started once for every run of the benchmark.
+    with run_mod.Workers(2) as workers:
+        summary = {}
+        for name in traces:
+            path = trace.pod_file(name)
+            tasks = trace.read_tasks(path, fleet_mod.TRACE_MODELS)
+            rows = collections.defaultdict(list)
+            for seed in range(seeds):
+                fleet = fleet_mod.build_from_nodes(nodes, tasks, scale=scale,
+                                                   seed=seed)
+                label = '%s-seed%d' % (name, seed)
+                static = run(fleet, tasks, POLICIES, seed, path, label)
+                found = figures(static)
+                slices = figures(static, SLICES)
+                for key in ('ours', 'nova_default', 'best_packing', 'fgd',
+                            'best_static', 'bound'):
+                    rows[key].append(found[key])
+                    rows['slice_' + key].append(slices[key])
+                rows['best_static_policy'].append(found['best_static_policy'])
+                rows['ratio_static'].append(
+                    _ratio(found['ours'], found['best_static']))
+                rows['ratio_packing'].append(
+                    _ratio(found['ours'], found['best_packing']))
+                rows['ratio_fgd'].append(_ratio(found['ours'], found['fgd']))
+                rows['gap_static'].append(found['ours'] - found['bound'])
+                line = ('%s seed %d (%d GPUs), %s: ours %s %.2f%%, Nova '
+                        'default %.2f%%, best packing %s %.2f%%, fgd %.2f%%, '
+                        'best static %s, bound %.2f%% (slices: ours %.2f%%, '
+                        'best static %.2f%%)' % (
+                            name, seed, fleet.gpu_count, METRIC,
+                            found['ours_policy'], found['ours'],
+                            found['nova_default'], found['packing_policy'],
+                            found['best_packing'], found['fgd'],
+                            found['best_static_policy'], found['bound'],
+                            slices['ours'], slices['best_static']))
+                if dynamic:
+                    operator = {}
+                    for layout, other in sorted(
+                            dynamic_mod.operator_static_fleets(fleet).items()):
+                        operator[layout] = best_of(
+                            run(other, tasks, OPERATOR_POLICIES, seed, path,
+                                label + '-operator-' + layout)['policies'],
+                            OPERATOR_POLICIES)[1]
+                        rows['operator_' + layout].append(operator[layout])
+                    # The better layout of the two at this seed: chosen after
+                    # the run, so optimistic for an operator who must pick one.
+                    operator_best = min(operator.values())
+                    on_demand = run(fleet, tasks, DYNAMIC_POLICIES, seed, path,
+                                    label + '-dynamic', on_demand=True)
+                    _, ours_dynamic = best_of(on_demand['policies'],
+                                              DYNAMIC_POLICIES)
+                    free = static['free_layout_bound'][-1][1]
+                    rows['ours_dynamic'].append(ours_dynamic)
+                    rows['operator_static_best'].append(operator_best)
+                    rows['free_layout_bound'].append(free)
+                    rows['ratio'].append(
+                        _ratio(ours_dynamic, found['best_static']))
+                    rows['gap'].append(ours_dynamic - free)
+                    line += ('; on demand: ours %.2f%%, operator-static best '
+                             '%.2f%%, free-layout bound %.2f%%' % (
+                                 ours_dynamic, operator_best, free))
+                print(line, flush=True)
+            summary[name] = _summarise(rows, dynamic, scale, seeds)
     print(json.dumps(summary, sort_keys=True))
     return 0
 

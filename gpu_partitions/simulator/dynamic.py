@@ -41,13 +41,17 @@ from gpu_partitions.simulator import run as run_mod
 
 def on_demand_fleet(fleet):
     """``fleet`` with every GPU offering all the slices its kind can make
-    (each at its count on an empty GPU) instead of one layout.
+    (each at its count on an empty GPU) instead of one layout, except
+    MIG-off GPUs: the MIG driver cannot switch MIG mode, so they keep
+    their full-size time-sliced type (the whole GPUs multi-GPU tasks
+    need, with the NVLink clique MIG-backed slices lack).
     """
     hosts = []
     for host in fleet.hosts:
         slices = _all_slices(host.kind)
-        gpus = tuple(dataclasses.replace(gpu, layout=fleet_mod.ON_DEMAND,
-                                         slices=slices)
+        gpus = tuple(gpu if gpu.layout == fleet_mod.MIG_OFF
+                     else dataclasses.replace(gpu, layout=fleet_mod.ON_DEMAND,
+                                              slices=slices)
                      for gpu in host.gpus)
         hosts.append(dataclasses.replace(host, gpus=gpus))
     return fleet_mod.Fleet(hosts=hosts)
@@ -88,17 +92,19 @@ class OnDemandPlacement(placement_mod.InMemoryPlacement):
         self.fleet = on_demand_fleet(fleet)
         super().__init__(placement_mod.fleet_providers(self.fleet))
         self.weights = weights or {}
-        self._gpu_of = {}
-        for rp, _, key, _ in run_mod.slice_providers(self.fleet):
-            self._gpu_of[rp] = key
         self._gpus = {}
         for host in self.fleet.hosts:
             for gpu in host.gpus:
+                if gpu.layout != fleet_mod.ON_DEMAND:
+                    continue    # MIG off: a fixed layout
                 providers = {s.name: self._rp(host, gpu, s.name)
                              for s in gpu.slices}
                 self._gpus[(host.name, gpu.address)] = _Gpu(
                     host.kind, providers,
                     {s.name: s.count for s in gpu.slices})
+        self._gpu_of = {rp: key for rp, _, key, _
+                        in run_mod.slice_providers(self.fleet)
+                        if key in self._gpus}
 
     @staticmethod
     def _rp(host, gpu, name):
@@ -197,12 +203,13 @@ def placement_factory(fleet, tasks):
 
 def operator_static_fleets(fleet):
     """``{name: fleet}``: ``fleet``'s hosts with layouts an operator
-    chooses without the trace. ``whole``: no partitioning (every GPU one
-    7g instance or the full-size vGPU type). ``even-mix``: one layout per
-    host for all its GPUs (as NVIDIA's mig-manager applies one
-    configuration per node label), the kind's layouts (MIG) or types
-    (vGPU) taken in turn, largest hosts first, so each is on about as
-    many hosts as the others.
+    chooses without the trace. ``whole``: no partitioning (every GPU
+    the full-size time-sliced type, MIG off on the MIG kinds).
+    ``even-mix``: one layout per host for all its GPUs (as NVIDIA's
+    mig-manager applies one configuration per node label), the kind's
+    layouts (MIG: MIG off, then the MIG layouts) or types (vGPU) taken in
+    turn, largest hosts first, so each is on about as many hosts as the
+    others.
     """
     turn = collections.Counter()
     whole, mix = [], []
@@ -269,15 +276,18 @@ def free_layout_requested(fleet, tasks):
                     (('cpu', kind_name), cpu[kind_name], task_cpu),
                     (('memory', kind_name), memory[kind_name], task_memory)]
             if kind.mode == fleet_mod.MIG:
-                slices, size, starts = fleet_mod.MIG_GEOMETRY[name]
+                # A MIG-off GPU's full-size type takes the whole GPU, as
+                # a 7g instance does: one of them per GPU, both counted.
+                profile = name if kind.is_mig_profile(name) else '7g.80gb'
+                slices, size, starts = fleet_mod.MIG_GEOMETRY[profile]
                 uses += [
                     (('slices', kind_name), fleet_mod.MIG_SLICES * count,
                      slices * num_gpu),
                     (('slots', kind_name), fleet_mod.MIG_SLOTS * count,
                      size * num_gpu),
-                    (('profile', kind_name, name), len(starts) * count,
+                    (('profile', kind_name, profile), len(starts) * count,
                      num_gpu)]
-                if name in ('4g.40gb', '7g.80gb'):
+                if profile in ('4g.40gb', '7g.80gb'):
                     uses.append((('slot0', kind_name), count, num_gpu))
             else:
                 uses.append((('share', kind_name), count,

@@ -16,10 +16,12 @@ Trace GPU models map onto our host kinds (:data:`TRACE_MODELS`):
 ========  ==================  =========================================
 trace     kind                partitioning, links
 ========  ==================  =========================================
-G2        ``a100-80gb-mig``   MIG, 7 compute slices / 8 memory slots;
-                              the GPUs of a host form one NVLink clique
-                              (MIG-backed slices get no P2P from it)
-G3        ``h100-80gb-mig``   same geometry (H100 SXM)
+G2        ``a100-80gb-mig``   MIG, 7 compute slices / 8 memory slots, or
+                              MIG off with the full-size time-sliced type
+                              (``A100DX-80C``); the GPUs of a host form
+                              one NVLink clique, which only MIG-off GPUs
+                              use (MIG-backed slices get no P2P)
+G3        ``h100-80gb-mig``   same (H100 SXM, ``H100XM-80C``)
 V100M32   ``v100-32gb-vgpu``  time-sliced vGPU, one type per GPU;
                               cliques of 4 GPUs (hybrid cube-mesh halves)
 V100M16   ``v100-16gb-vgpu``  same
@@ -29,12 +31,21 @@ A10       ``a10-vgpu``        same
 ========  ==================  =========================================
 
 A task's ``gpu_milli`` of one GPU maps onto the smallest slice of the kind
-that holds it: on MIG kinds ``ceil(7 * gpu_milli / 1000)`` compute slices
+that holds it: on MIG kinds a whole GPU (1000) is a MIG-off GPU's
+full-size type, a fraction ``ceil(7 * gpu_milli / 1000)`` compute slices
 rounded up to a profile (1g, 2g, 3g, 4g, else 7g); on vGPU kinds the
 smallest type of 1/8, 1/4, 1/2 or the whole framebuffer. ``num_gpu`` > 1
-asks for that many whole GPUs (7g instances, full-size vGPU types), one
-request group each, which must share an NVLink clique: only full-size
-time-sliced vGPU types carry a clique trait, as the drivers report them.
+asks for that many whole GPUs (full-size time-sliced types, on MIG kinds
+those of MIG-off GPUs), one request group each, which must share an
+NVLink clique: only full-size time-sliced vGPU types carry a clique
+trait, as the drivers report them.
+
+Whole GPUs of the MIG kinds are modelled as an operator runs them: MIG
+disabled (:data:`MIG_OFF`), so the MIG driver leaves the GPU to the
+time-sliced vGPU driver, which reports the one type that owns the whole
+framebuffer, with the GPU's NVLink clique. The MIG driver cannot switch
+a GPU's MIG mode (not even in ``on_demand`` mode), so which GPUs are MIG
+off is fixed when the fleet is built, like any layout.
 
 :func:`host_inventory` gives the ``HostInventory`` the drivers report for
 a host; the simulator's Placement holds its provider specs.
@@ -42,9 +53,9 @@ a host; the simulator's Placement holds its provider specs.
 MIG layouts are fixed per GPU, as the MIG driver reports the instances
 that exist; each one is checked against the placement start/size rules
 of the A100/H100 geometry. The layout of each GPU (and the vGPU type of
-each time-sliced GPU) is chosen when the fleet is built, in proportion to
-the demand of the trace, as an operator would size them
-(:func:`plan_layouts`).
+each time-sliced GPU, and which MIG GPUs are MIG off) is chosen when the
+fleet is built, in proportion to the whole trace's demand: oracle
+provisioning, which no operator can do (:func:`plan_layouts`).
 """
 
 import collections
@@ -78,6 +89,9 @@ MIG_PROFILE_IDS = {'1g.10gb': 19, '2g.20gb': 14, '3g.40gb': 9,
 # The layout of a GPU whose MIG instances or vGPU type follow demand
 # (:mod:`.dynamic`).
 ON_DEMAND = 'on-demand'
+# The layout of a MIG-capable GPU with MIG disabled: the vGPU driver
+# reports it with the kind's full-size time-sliced type (Kind.mig_off_type).
+MIG_OFF = 'mig-off'
 
 # Named layouts: ((profile, start), ...), largest instances first.
 MIG_LAYOUTS = {
@@ -135,16 +149,23 @@ class Kind:
     vgpu_types: tuple = ()  # ((type name, fraction of the GPU), ...)
     clique_size: int = 0  # GPUs per NVLink clique, 0 when PCIe only
     memory_gib: int = 80
+    # MIG kinds: the time-sliced type that owns a MIG-off GPU's whole
+    # framebuffer (one instance per GPU, so it gets NVLink P2P).
+    mig_off_type: str = ''
 
     @property
     def whole_slice(self):
         if self.mode == MIG:
-            return '7g.80gb'
+            return self.mig_off_type
         return self.vgpu_types[-1][0]
 
     def slice_for(self, gpu_milli):
-        """The slice name holding ``gpu_milli`` of one GPU."""
+        """The slice name holding ``gpu_milli`` of one GPU; on MIG kinds
+        a whole GPU is a MIG-off GPU, a fraction a MIG profile.
+        """
         if self.mode == MIG:
+            if gpu_milli >= 1000 - 1e-9:
+                return self.mig_off_type
             slices = math.ceil(MIG_SLICES * gpu_milli / 1000.0 - 1e-9)
             for profile, (count, _, _) in MIG_GEOMETRY.items():
                 if count >= slices:
@@ -155,13 +176,11 @@ class Kind:
         raise LayoutError('%d milli-GPU fits no slice of %s'
                           % (gpu_milli, self.name))
 
-    def slice_names(self):
-        if self.mode == MIG:
-            return tuple(MIG_GEOMETRY)
-        return tuple(name for name, _ in self.vgpu_types)
+    def is_mig_profile(self, slice_name):
+        return self.mode == MIG and slice_name != self.mig_off_type
 
     def resource_class(self, slice_name):
-        if self.mode == MIG:
+        if self.is_mig_profile(slice_name):
             return placement_traits.mig_resource_class(slice_name)
         return placement_traits.vgpu_resource_class(slice_name)
 
@@ -173,10 +192,14 @@ def _vgpu(prefix, sizes):
 
 
 KINDS = {
+    # NVIDIA's vGPU type names: A100DX for the HGX A100 80GB, H100XM for
+    # the HGX H100 80GB (recorded on the hgx-h100 reference host).
     'a100-80gb-mig': Kind('a100-80gb-mig', 'NVIDIA A100-SXM4-80GB', '20b2',
-                          (8, 0), MIG, clique_size=8),
+                          (8, 0), MIG, clique_size=8,
+                          mig_off_type='A100DX-80C'),
     'h100-80gb-mig': Kind('h100-80gb-mig', 'NVIDIA H100 80GB HBM3', '2330',
-                          (9, 0), MIG, clique_size=8),
+                          (9, 0), MIG, clique_size=8,
+                          mig_off_type='H100XM-80C'),
     'v100-32gb-vgpu': Kind('v100-32gb-vgpu', 'Tesla V100-SXM2-32GB', '1db5',
                            (7, 0), VGPU, _vgpu('V100DX', (4, 8, 16, 32)),
                            clique_size=4, memory_gib=32),
@@ -273,8 +296,12 @@ def mig_instances(layout):
 
 def layout_slices(kind, layout):
     """``(SliceSet, ...)`` of one GPU of ``kind`` laid out as ``layout``
-    (a MIG layout, see :func:`mig_instances`, or a vGPU type name).
+    (a MIG layout, see :func:`mig_instances`, :data:`MIG_OFF`, or a vGPU
+    type name).
     """
+    if kind.mode == MIG and layout == MIG_OFF:
+        name = kind.mig_off_type
+        return (SliceSet(name, kind.resource_class(name), 1, 1.0),)
     if kind.mode == MIG:
         counts = collections.Counter(p for p, _ in mig_instances(layout))
         total = sum(MIG_GEOMETRY[p][0] * n for p, n in counts.items())
@@ -288,8 +315,9 @@ def layout_slices(kind, layout):
 
 
 def layout_names(kind):
+    """The kind's layouts, whole GPUs first."""
     if kind.mode == MIG:
-        return tuple(MIG_LAYOUTS)
+        return (MIG_OFF,) + tuple(MIG_LAYOUTS)
     return tuple(reversed([name for name, _ in kind.vgpu_types]))
 
 
@@ -322,7 +350,8 @@ def host_inventory(host):
     """The :class:`~cyborg_gpu_drivers.inventory.HostInventory` the
     NVIDIA drivers report for ``host``: their own slice and trait builders
     over the facts NVML would give, one SR-IOV VF per unit. A GPU laid out
-    :data:`ON_DEMAND` (MIG) also carries the on-demand trait.
+    :data:`ON_DEMAND` (MIG) also carries the on-demand trait; a
+    :data:`MIG_OFF` GPU is reported as the vGPU driver reports it.
     """
     return inventory.HostInventory(
         hostname=host.name,
@@ -343,7 +372,7 @@ def _inventory_gpu(kind, index, gpu):
     for slice_set in gpu.slices:
         handles = [inventory.AttachHandle(inventory.PCI, next(vfs))
                    for _ in range(slice_set.count)]
-        if kind.mode == MIG:
+        if kind.is_mig_profile(slice_set.name):
             count, size, starts = MIG_GEOMETRY[slice_set.name]
             profile = nvml_adapter.GpuInstanceProfile(
                 id=MIG_PROFILE_IDS[slice_set.name], name=slice_set.name,
@@ -353,10 +382,10 @@ def _inventory_gpu(kind, index, gpu):
                 placements=tuple((start, size) for start in starts))
             slices.append(nvidia_common.mig_slice(profile, handles))
         else:
+            # A GPU holds ``count`` instances of its type at most.
             name = vgpu_types.parse_type_name(slice_set.name)
             facts = nvidia_common.TypeFacts(
-                name, name.framebuffer_gb * 1024,
-                int(round(1 / dict(kind.vgpu_types)[slice_set.name])))
+                name, name.framebuffer_gb * 1024, slice_set.count)
             slices.append(nvidia_common.vgpu_slice(
                 facts, handles, mixed_size=False,
                 clique=None if gpu.clique is None else int(gpu.clique)))
@@ -401,8 +430,10 @@ def gpu_groups(task, kind):
 
 def slice_share(kind, slice_name):
     """GPU share of one unit in the layout a task of it would use."""
-    if kind.mode == MIG:
+    if kind.is_mig_profile(slice_name):
         return MIG_GEOMETRY[slice_name][0] / MIG_SLICES
+    if slice_name == kind.mig_off_type:
+        return 1.0
     return dict(kind.vgpu_types)[slice_name]
 
 
@@ -435,7 +466,8 @@ def _gpus_per_layout(kind, units):
         fractions = dict(kind.vgpu_types)
         return {name: units.get(name, 0) * fractions[name]
                 for name in fractions}
-    need = {'whole': units.get('7g.80gb', 0),
+    need = {MIG_OFF: units.get(kind.mig_off_type, 0),
+            'whole': units.get('7g.80gb', 0),
             '4g-3g': units.get('4g.40gb', 0)}
     need['3g-x2'] = max(0.0, units.get('3g.40gb', 0) - need['4g-3g']) / 2
     need['2g-x3-1g'] = units.get('2g.20gb', 0) / 3

@@ -153,6 +153,10 @@ class InMemoryPlacement:
             members.sort(key=lambda p: p.name)
         self._children_named_after_roots = all(
             p.name.startswith(self.names[p.root]) for p in providers)
+        self._children = {root: [p for p in members if p.parent is not None]
+                          for root, members in self._tree.items()}
+        # The order of ordered_summaries(), found once.
+        self._in_name_order = sorted(providers, key=lambda p: p.name)
         self.consumers = {}
         self._summary_cache = {}
 
@@ -177,6 +181,7 @@ class InMemoryPlacement:
         # every candidate of a large fleet.
         in_order = (root_needs and len(set(groups)) <= 1
                     and self._children_named_after_roots)
+        labels = [str(index) for index in range(1, len(groups) + 1)]
         candidates = []
         for root in roots:
             if in_order and limit and len(candidates) >= limit:
@@ -191,12 +196,14 @@ class InMemoryPlacement:
                 if root_needs:
                     allocations[root] = {'resources': dict(root_needs)}
                     mappings[''] = [root]
-                for index, ((rc, amount), rp) in enumerate(
-                        zip(groups, picks), start=1):
-                    resources = allocations.setdefault(
-                        rp, {'resources': {}})['resources']
-                    resources[rc] = resources.get(rc, 0) + amount
-                    mappings[str(index)] = [rp]
+                for label, (rc, amount), rp in zip(labels, groups, picks):
+                    alloc = allocations.get(rp)
+                    if alloc is None:
+                        allocations[rp] = {'resources': {rc: amount}}
+                    else:
+                        resources = alloc['resources']
+                        resources[rc] = resources.get(rc, 0) + amount
+                    mappings[label] = [rp]
                 candidates.append({'allocations': allocations,
                                    'mappings': mappings})
                 if in_order and limit and len(candidates) >= limit:
@@ -208,8 +215,11 @@ class InMemoryPlacement:
     def _roots_with(self, groups):
         roots = None
         for rc, amount in set(groups):
+            # Provider.free inlined: this runs over the fleet's providers
+            # for every request.
             mine = {p.root for p in self._by_rc.get(rc, ())
-                    if p.free(rc) >= amount}
+                    if p.inventories.get(rc, 0) - p.reserved.get(rc, 0)
+                    - p.used.get(rc, 0) >= amount}
             roots = mine if roots is None else roots & mine
         return sorted(roots or (), key=lambda r: self.names[r])
 
@@ -220,13 +230,16 @@ class InMemoryPlacement:
         if not groups:
             yield ()
             return
-        options = []
-        for rc, amount in groups:
-            options.append([p.uuid for p in self._tree[root]
-                            if p.parent is not None
-                            and p.free(rc) >= amount
-                            and rc in p.inventories])
-        if len(set(groups)) == 1:
+        # Provider.free inlined, once per distinct group.
+        fitting = {}
+        for rc, amount in set(groups):
+            fitting[(rc, amount)] = [
+                p.uuid for p in self._children.get(root, ())
+                if rc in p.inventories
+                and p.inventories[rc] - p.reserved.get(rc, 0)
+                - p.used.get(rc, 0) >= amount]
+        options = [fitting[group] for group in groups]
+        if len(fitting) == 1:
             yield from itertools.combinations(options[0], len(groups))
             return
         for picks in itertools.product(*options):
@@ -236,11 +249,11 @@ class InMemoryPlacement:
     def provider_summaries(self, candidates):
         trees = {self.providers[rp].root for c in candidates
                  for rp in c['allocations']}
-        summaries = {}
-        for root in trees:
-            for provider in self._tree[root]:
-                summaries[provider.uuid] = self._summary(provider)
-        return ordered_summaries(summaries, self.names)
+        if not trees:
+            return {}
+        cached = self._summary_cache
+        return {p.uuid: cached.get(p.uuid) or self._summary(p)
+                for p in self._in_name_order if p.root in trees}
 
     def _summary(self, provider):
         cached = self._summary_cache.get(provider.uuid)

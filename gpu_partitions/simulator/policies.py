@@ -52,6 +52,7 @@ from nova_filters import gpu_weigher
 from nova_filters import provider_summaries
 from nova_filters import request_view
 from nova_filters import scoring
+from nova_filters import topology as topology_mod
 
 
 class RequestContext:
@@ -63,6 +64,10 @@ class RequestContext:
     # Simulated seconds between two requests: longer than any expiry of
     # our plugins' per-request state, since requests run one at a time.
     REQUEST_INTERVAL = 10000.0
+    # A simulated provider's traits never change: its place (GPU, NUMA
+    # node, link domain) is read from them once per run, not once per
+    # request that shows it.
+    TOPOLOGY_TTL = float('inf')
 
     def __init__(self, host_info):
         self.host_info = host_info    # root uuid -> (kind, FleetHost)
@@ -71,6 +76,8 @@ class RequestContext:
         self.scores = {}
         self._view = None
         self.now = 0.0
+        self.topology = topology_mod.TopologyCache(self.TOPOLOGY_TTL,
+                                                   clock=self.clock)
 
     def start(self, task, summaries):
         self.task = task
@@ -89,7 +96,8 @@ class RequestContext:
     @property
     def view(self):
         if self._view is None:
-            self._view = provider_summaries.parse(self.summaries)
+            self._view = provider_summaries.parse(
+                self.summaries, topology=self.topology)
         return self._view
 
     def query(self, spec_obj, host_states):
@@ -333,6 +341,9 @@ def host_fragmentation(host, kind_name, free_cpu, free_memory, workloads):
     total_free = sum(free)
     if total_free <= 0:
         return 0.0
+    # Typical tasks share a few resource classes: which GPUs fit one is
+    # read once per call.
+    fits_of = {}
     result = 0.0
     for task in workloads:
         rc = dict(task.resource_class_by_kind).get(kind_name)
@@ -341,7 +352,10 @@ def host_fragmentation(host, kind_name, free_cpu, free_memory, workloads):
             continue
         if task.num_gpu == 0:
             continue
-        fits = [rc is not None and _gpu_fits(g, rc) for g in gpus]
+        fits = fits_of.get(rc)
+        if fits is None:
+            fits = fits_of[rc] = [rc is not None and _gpu_fits(g, rc)
+                                  for g in gpus]
         if task.num_gpu > 1:
             per_clique = collections.Counter(
                 g.link_domain for g, ok in zip(gpus, fits)
@@ -442,6 +456,7 @@ def _ours(with_nova):
     def build(context, seed, workloads):
         views = request_view.RequestViews(query=context.query,
                                           clock=context.clock,
+                                          topology=context.topology,
                                           query_without_gpu=True)
         weighers = [gpu_weigher.GpuPartitionWeigher(views=views)]
         if with_nova:

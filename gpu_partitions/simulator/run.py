@@ -508,18 +508,60 @@ def _run_one(fleet, tasks, seed, protocol, policy_name, target, speedup,
     return policy_name, data
 
 
+class Workers:
+    """Worker processes for :func:`simulate`, kept over several calls so
+    that each imports Nova once (seconds of CPU per process), not once
+    per call. A context manager; ``jobs`` processes at most.
+
+    Fresh interpreters with a fixed hash seed: the scoring functions
+    iterate over sets of strings while summing floats, so ties among
+    equal placements otherwise depend on the process's hash seed.
+    """
+
+    def __init__(self, jobs=1):
+        import concurrent.futures
+        import multiprocessing
+
+        context = multiprocessing.get_context('spawn')
+        self.counter = context.Value('l', 0)
+        self.pool = concurrent.futures.ProcessPoolExecutor(
+            max_workers=max(1, jobs), mp_context=context,
+            initializer=_init_worker, initargs=(self.counter,))
+
+    def submit(self, *args):
+        """``self.pool.submit(*args)``; a process it starts gets the
+        fixed hash seed.
+        """
+        import os
+
+        saved = os.environ.get('PYTHONHASHSEED')
+        os.environ['PYTHONHASHSEED'] = str(HASH_SEED)
+        try:
+            return self.pool.submit(*args)
+        finally:
+            if saved is None:
+                del os.environ['PYTHONHASHSEED']
+            else:
+                os.environ['PYTHONHASHSEED'] = saved
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.pool.shutdown()
+
+
 def simulate(fleet, tasks, policy_names, protocol=ARRIVALS, seed=0,
              target=1.0, jobs=1, show_progress=True, trace_path='',
-             scale=1.0, speedup=1.0, dynamic=False):
-    """Run every policy (in ``jobs`` processes) and the bounds; a dict
-    ready for :mod:`gpu_partitions.simulator.report`. ``dynamic``: MIG
-    instances and vGPU types created on demand
+             scale=1.0, speedup=1.0, dynamic=False, workers=None):
+    """Run every policy (in ``jobs`` processes, or on ``workers``, a
+    :class:`Workers`) and the bounds; a dict ready for
+    :mod:`gpu_partitions.simulator.report`. ``dynamic``: MIG instances
+    and vGPU types created on demand
     (:mod:`gpu_partitions.simulator.dynamic`), the fleet's layouts
     ignored.
     """
     import concurrent.futures
-    import multiprocessing
-    import os
 
     unknown = [n for n in policy_names if n not in policies_mod.POLICIES]
     if unknown:
@@ -531,34 +573,29 @@ def simulate(fleet, tasks, policy_names, protocol=ARRIVALS, seed=0,
         steps = sum(1 for t in tasks if t.creation_time is not None)
     progress = Progress(steps * len(policy_names), enabled=show_progress)
     progress.label = protocol
-    # Fresh interpreters with a fixed hash seed: the scoring functions
-    # iterate over sets of strings while summing floats, so ties among
-    # equal placements otherwise depend on the process's hash seed.
-    context = multiprocessing.get_context('spawn')
-    counter = context.Value('l', 0)
+    owned = workers is None
+    if owned:
+        workers = Workers(jobs)
+    counter = workers.counter
+    counted = counter.value
     outcomes = {}
-    saved = os.environ.get('PYTHONHASHSEED')
-    os.environ['PYTHONHASHSEED'] = str(HASH_SEED)
     try:
-        pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=max(1, jobs), mp_context=context,
-            initializer=_init_worker, initargs=(counter,))
-        futures = [pool.submit(_run_one, fleet, tasks, seed, protocol, name,
-                               target, speedup, dynamic)
+        futures = [workers.submit(_run_one, fleet, tasks, seed, protocol,
+                                  name, target, speedup, dynamic)
                    for name in policy_names]
-    finally:
-        if saved is None:
-            del os.environ['PYTHONHASHSEED']
-        else:
-            os.environ['PYTHONHASHSEED'] = saved
-    with pool:
+        # The bounds (linear programs, in this process) while they run.
+        bounds = (_bounds(fleet, tasks, seed, target)
+                  if protocol == ARRIVALS else {})
         pending = set(futures)
         while pending:
             done, pending = concurrent.futures.wait(pending, timeout=0.5)
-            progress.step(counter.value - progress.done)
+            progress.step(counter.value - counted - progress.done)
         for future in futures:
             name, data = future.result()
             outcomes[name] = data
+    finally:
+        if owned:
+            workers.pool.shutdown()
     progress.step(progress.total - progress.done)
     progress.close()
     result = {
@@ -570,12 +607,15 @@ def simulate(fleet, tasks, policy_names, protocol=ARRIVALS, seed=0,
                            else max(o['curve'][-1][0]
                                     for o in outcomes.values())),
     }
-    if protocol == ARRIVALS:
-        from gpu_partitions.simulator import dynamic as dynamic_mod
-        runner = Runner(fleet, tasks, seed=seed)
-        result['bound'] = runner.bound(target)
-        result['bound_requested'] = runner.bound(
-            target, allocation=relaxed_requested)
-        result['free_layout_bound'] = runner.bound(
-            target, allocation=dynamic_mod.free_layout_requested)
+    result.update(bounds)
     return result
+
+
+def _bounds(fleet, tasks, seed, target):
+    from gpu_partitions.simulator import dynamic as dynamic_mod
+    runner = Runner(fleet, tasks, seed=seed)
+    return {'bound': runner.bound(target),
+            'bound_requested': runner.bound(
+                target, allocation=relaxed_requested),
+            'free_layout_bound': runner.bound(
+                target, allocation=dynamic_mod.free_layout_requested)}

@@ -14,9 +14,12 @@ tests that only read the tree."""
 
 import atexit
 import copy
+import os
 import shutil
 import tempfile
 
+from cyborg_gpu_drivers.adapters import sysfs as sysfs_adapter
+from cyborg_gpu_drivers import nvidia_vfio
 from gpu_partitions import reference_hosts
 
 _SHARED = {}
@@ -112,3 +115,39 @@ def privileged_on(nvml):
             privsep.destroy_gpu_instance(session, address, gpu_instance_id)
 
     return create, destroy
+
+
+class VfOffers:
+    """What the nvidia module does to ``creatable_vgpu_types`` as types
+    come and go on a vendor-VFIO GPU without mixed-size mode: free VFs
+    offer only the type the GPU holds, or, when it holds none, what the
+    recorded idle L40S of ``pcie-l40s`` (``0000:b1:00.4``) offers.
+    """
+
+    IDLE_VF = '0000:b1:00.4'
+
+    def __init__(self, sysfs_root):
+        self._root = sysfs_root
+        self._sysfs = sysfs_adapter.Sysfs(sysfs_root)
+        with open(self._path(self.IDLE_VF)) as creatable:
+            self._idle = creatable.read().splitlines()
+
+    def _path(self, address):
+        return os.path.join(self._root, 'bus', 'pci', 'devices', address,
+                            'nvidia', 'creatable_vgpu_types')
+
+    def refresh(self, pf_address):
+        vfs = nvidia_vfio.list_vfs(self._sysfs, pf_address)
+        held = {vf.current_type for vf in vfs if vf.current_type}
+        offer = self._idle if not held else self._idle[:1] + [
+            line for line in self._idle[1:]
+            if int(line.split(':')[0]) in held]
+        for vf in vfs:
+            if not vf.current_type:
+                with open(self._path(vf.address), 'w') as creatable:
+                    creatable.write('\n'.join(offer) + '\n')
+
+    @staticmethod
+    def pf_of(vf_address):
+        """The PF of an L40S VF of the reference host (function 0)."""
+        return vf_address.rsplit(':', 1)[0] + ':00.0'

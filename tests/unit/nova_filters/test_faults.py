@@ -225,3 +225,16 @@ class CaptureBoundTest(test_plugins.PluginTestBase):
         clock.mock.return_value = 100.0 + summary_source.CAPTURE_SECONDS + 1
         self.assertIsNone(summary_source.take_captured_summaries())
         self.assertIsNone(summary_source.take_captured_summaries())
+
+    def test_newest_answer_alone_when_it_has_every_host(self):
+        older = {'a': {'old': True}, 'b': {}}
+        newer = {'a': {'old': False}}
+        for summaries in (older, newer):
+            summary_source._capturing(lambda s=summaries: ([], s, '1.36'))()
+        self.assertIs(newer, summary_source.take_captured_summaries({'a'}))
+        for summaries in (older, newer):
+            summary_source._capturing(lambda s=summaries: ([], s, '1.36'))()
+        # A host only the older answer has: merged, the newer one wins.
+        self.assertEqual(
+            {'a': {'old': False}, 'b': {}},
+            summary_source.take_captured_summaries({'a', 'b'}))

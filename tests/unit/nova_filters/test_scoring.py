@@ -99,6 +99,24 @@ class GpuViewTest(testtools.TestCase):
         now[0] = 61.0
         self.assertEqual({}, cache.view_of({root}).hosts)
 
+    def test_changed_traits_are_read_at_the_next_request(self):
+        placement = fakes.FakePlacement()
+        root = placement.add_host('h', fakes.hgx_gpus())
+        address = fakes.gpu_address(0)
+        self.assertEqual(0, _view(placement).host(root).gpus[
+            address].numa_node)
+        summary = placement.summaries[
+            placement.provider(root, address, MIG_1G)]
+        summary['traits'] = [
+            placement_traits.numa_node_trait(1) if trait.startswith(
+                placement_traits.TRAIT_NUMA_NODE) else trait
+            for trait in summary['traits']]
+        self.assertEqual(1, _view(placement).host(root).gpus[
+            address].numa_node)
+        # Equal trait lists share one reading.
+        self.assertIs(topology.topology_of(list(summary['traits'])),
+                      topology.topology_of(tuple(summary['traits'])))
+
 
 class ScoringTest(testtools.TestCase):
 

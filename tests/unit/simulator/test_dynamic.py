@@ -138,13 +138,14 @@ class OnDemandPlacementTest(testtools.TestCase):
 
     def test_inventories_follow_the_instances_and_release_frees(self):
         placement = dynamic.OnDemandPlacement(self.fleet)
-        host = next(h for h in self.fleet.hosts
-                    if h.kind.mode == fleet.MIG)
+        host, gpu = next((h, g) for h in placement.fleet.hosts
+                         for g in h.gpus if g.layout == fleet.ON_DEMAND
+                         and h.kind.mode == fleet.MIG)
         providers = {p.name: p for p in placement.providers.values()}
 
         def provider(profile):
             return providers[placement_traits.provider_name(
-                host.name, host.gpus[0].address, profile)]
+                host.name, gpu.address, profile)]
 
         def claim(consumer, profile):
             rp = provider(profile)
@@ -165,7 +166,7 @@ class OnDemandPlacementTest(testtools.TestCase):
         placement.release('b')
         self.assertTrue(claim('d', SEVEN_G))
         self.assertEqual([(SEVEN_G, 0)], placement.instances()[
-            (host.name, host.gpus[0].address)])
+            (host.name, gpu.address)])
 
     def test_an_idle_vgpu_takes_any_type_then_keeps_it(self):
         placement = dynamic.OnDemandPlacement(self.fleet)
@@ -185,6 +186,51 @@ class OnDemandPlacementTest(testtools.TestCase):
             p.free(next(iter(p.inventories))) for p in rps])
 
 
+class MigOffTest(testtools.TestCase):
+    """Whole GPUs of the MIG kinds: MIG off, the full-size time-sliced
+    type with the NVLink clique; the MIG driver cannot switch MIG mode,
+    so an on-demand fleet keeps them.
+    """
+
+    def _host(self, layouts):
+        return fleet.make_host('hgx-1', fleet.KINDS['a100-80gb-mig'],
+                               96000, 2 ** 20, layouts)
+
+    def test_multi_gpu_tasks_take_mig_off_gpus_of_one_clique(self):
+        four = trace.Task('t', 8000, 8192, num_gpu=4, gpu_milli=1000)
+        for layouts, placed in (([fleet.MIG_OFF] * 4 + ['all-1g'] * 4, 1),
+                                (['whole'] * 8, 0)):
+            runner = run.Runner(fleet.Fleet([self._host(layouts)]), [four],
+                                seed=0)
+            for name in ('ours-pack', 'nova-default'):
+                outcome = runner.arrivals(policies.POLICIES[name])
+                # Two tasks arrive (8 GPUs asked); four MIG-off GPUs hold
+                # one; 7g instances carry no clique and hold none.
+                self.assertEqual((placed, 2 - placed),
+                                 (outcome.placed, outcome.failed), layouts)
+
+    def test_an_on_demand_fleet_keeps_its_mig_off_gpus(self):
+        oracle = fleet.Fleet([self._host([fleet.MIG_OFF] * 2
+                                         + ['4g-3g'] * 6)])
+        placement = dynamic.OnDemandPlacement(oracle)
+        layouts = [g.layout for g in placement.fleet.hosts[0].gpus]
+        self.assertEqual([fleet.MIG_OFF] * 2 + [fleet.ON_DEMAND] * 6,
+                         layouts)
+        gpu = placement.fleet.hosts[0].gpus[0]
+        (rp,) = [p for p in placement.providers.values()
+                 if p.name == placement_traits.provider_name(
+                     'hgx-1', gpu.address, 'A100DX-80C')]
+        self.assertIn(placement_traits.nvlink_clique_trait(0), rp.traits)
+        self.assertNotIn(placement_traits.mig_on_demand_trait(7), rp.traits)
+        rc = 'CUSTOM_VGPU_A100DX_80C'
+        self.assertTrue(placement.claim('a', {'allocations': {
+            rp.uuid: {'resources': {rc: 1}}}}))
+        self.assertEqual(0, rp.free(rc))
+        self.assertEqual({}, placement.instances())
+        placement.release('a')
+        self.assertEqual(1, rp.free(rc))
+
+
 class FleetsAndBoundTest(testtools.TestCase):
 
     def test_operator_fleets_keep_hosts_and_ignore_the_trace(self):
@@ -197,6 +243,10 @@ class FleetsAndBoundTest(testtools.TestCase):
         self.assertTrue(all(
             g.layout == fleet.layout_names(h.kind)[0]
             for h in fleets['whole'].hosts for g in h.gpus))
+        # Unpartitioned MIG GPUs are MIG off.
+        self.assertEqual({fleet.MIG_OFF}, {
+            g.layout for h in fleets['whole'].hosts for g in h.gpus
+            if h.kind.mode == fleet.MIG})
         mig_layouts = collections.Counter(
             h.gpus[0].layout for h in fleets['even-mix'].hosts
             if h.kind.mode == fleet.MIG)
@@ -213,6 +263,17 @@ class FleetsAndBoundTest(testtools.TestCase):
             trace.Task('b', 1000, 1024, 1, 100)]
         self.assertAlmostEqual(0.8, dynamic.free_layout_requested(
             one, tasks))
+
+    def test_free_layout_bound_gives_a_whole_gpu_to_mig_off(self):
+        host = fleet.make_host('h', fleet.KINDS['a100-80gb-mig'], 96000,
+                               65536, ['all-1g', 'all-1g'])
+        two = fleet.Fleet(hosts=[host])
+        # A whole GPU (MIG off) and a 7g (0.6) each take a whole GPU:
+        # of two whole GPUs and a 0.6, two GPUs' worth at most.
+        tasks = [trace.Task('a', 1000, 1024, 1, 1000)] * 2 + [
+            trace.Task('b', 1000, 1024, 1, 600)]
+        self.assertAlmostEqual(2.0, dynamic.free_layout_requested(
+            two, tasks))
 
 
 def _in_process(max_workers, mp_context, initializer, initargs):

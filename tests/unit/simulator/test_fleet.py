@@ -53,13 +53,23 @@ class GeometryTest(testtools.TestCase):
         self.assertEqual((4, 0.25, 'CUSTOM_VGPU_T4_4Q'),
                          (vgpu.count, vgpu.share, vgpu.resource_class))
 
+    def test_a_mig_off_gpu_is_one_whole_time_sliced_unit(self):
+        (whole,) = fleet.layout_slices(A100, fleet.MIG_OFF)
+        self.assertEqual(('A100DX-80C', 'CUSTOM_VGPU_A100DX_80C', 1, 1.0),
+                         (whole.name, whole.resource_class, whole.count,
+                          whole.share))
+        self.assertEqual(1.0, fleet.slice_share(A100, 'A100DX-80C'))
+        self.assertEqual(fleet.MIG_OFF, fleet.layout_names(A100)[0])
+
 
 class MappingTest(testtools.TestCase):
 
     def test_gpu_milli_onto_mig_profiles(self):
         cases = {1: '1g.10gb', 142: '1g.10gb', 143: '2g.20gb',
                  320: '3g.40gb', 470: '4g.40gb', 500: '4g.40gb',
-                 572: '7g.80gb', 810: '7g.80gb', 1000: '7g.80gb'}
+                 572: '7g.80gb', 810: '7g.80gb', 999: '7g.80gb',
+                 # A whole GPU is a MIG-off GPU's full-size type.
+                 1000: 'A100DX-80C'}
         for milli, profile in cases.items():
             self.assertEqual(profile, A100.slice_for(milli), milli)
 
@@ -71,7 +81,9 @@ class MappingTest(testtools.TestCase):
 
     def test_multi_gpu_takes_whole_gpus_in_a_clique(self):
         task = trace.Task('t', 1000, 1000, num_gpu=4, gpu_milli=1000)
-        self.assertEqual([('CUSTOM_MIG_7G_80GB', 1)] * 4,
+        # MIG-off GPUs' full-size time-sliced type: the only whole GPU of
+        # a MIG kind that gets NVLink P2P.
+        self.assertEqual([('CUSTOM_VGPU_A100DX_80C', 1)] * 4,
                          fleet.gpu_groups(task, A100))
         kinds = fleet.kinds_for(task, sorted(fleet.KINDS))
         self.assertIn('v100-32gb-vgpu', kinds)
@@ -100,6 +112,14 @@ class PlanningTest(testtools.TestCase):
         self.assertEqual({'whole': 10, 'all-1g': 10}, dict(counts))
         self.assertEqual('whole', plan[0])
 
+    def test_mig_off_gpus_are_sized_from_whole_gpu_demand(self):
+        # Oracle provisioning: 4 whole GPUs asked (one 2-GPU task and two
+        # single whole GPUs) and 7 1g; MIG-off GPUs come first, so the
+        # largest hosts get them, together in a clique.
+        units = {'A100DX-80C': 4, '1g.10gb': 28}
+        plan = fleet.plan_layouts(A100, 8, units)
+        self.assertEqual([fleet.MIG_OFF] * 4 + ['all-1g'] * 4, plan)
+
     def test_build_from_nodes_keeps_groups_when_scaled(self):
         nodes = [trace.Node('n%d' % i, 96000, 1 << 19, 8, 'G2')
                  for i in range(40)]
@@ -123,7 +143,8 @@ class PlanningTest(testtools.TestCase):
         self.assertEqual(3, len(built.hosts))
         self.assertEqual(18, built.gpu_count)
         layouts = [g.layout for g in built.hosts[0].gpus]
-        self.assertEqual(list(fleet.MIG_LAYOUTS)[:5], layouts[:5])
+        self.assertEqual([fleet.MIG_OFF] + list(fleet.MIG_LAYOUTS),
+                         layouts[:6])
         error = self.assertRaises(fleet.LayoutError, fleet.parse_fleet_spec,
                                   'a100-80gb-mig:odd:8:1')
         self.assertIn("unknown layout 'odd'", str(error))

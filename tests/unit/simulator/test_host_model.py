@@ -11,17 +11,23 @@
 #    under the License.
 """The simulator's hosts are the hosts the drivers report.
 
-A reference host is read by the real MIG driver (fake NVML, sysfs tree)
-and the same host is built as a simulator fleet host (its kind, the MIG
-layout of each GPU, its PCI addresses); both go through the one
-provider-spec function, and each provider must have the same resource
-class, total and traits.
+A reference host is read by the real MIG and time-sliced vGPU drivers
+(fake NVML, sysfs tree) and the same host is built as a simulator fleet
+host (its kind, the MIG layout of each GPU or MIG off, its PCI
+addresses); both go through the one provider-spec function, and each
+provider must have the same resource class, total and traits.
 """
 
+import copy
 import dataclasses
 
+import fixtures
+
+from cyborg_gpu_drivers import inventory
 from cyborg_gpu_drivers import nvidia_mig
+from cyborg_gpu_drivers import nvidia_vgpu
 from cyborg_gpu_drivers import providers
+from gpu_partitions import reference_hosts
 from gpu_partitions.reference_hosts import fake_nvml
 from gpu_partitions.simulator import fleet
 from gpu_partitions.simulator import placement
@@ -43,23 +49,56 @@ def _layout(gpu):
     return tuple(instances)
 
 
+# The full-size time-sliced type of the H100 SXM5 80GB on hgx-h100
+# (NVML type id 1143, one instance per GPU).
+H100XM_80C = '1143'
+
+
+def hgx_h100_mig_off(indexes):
+    """hgx-h100 with the GPUs ``indexes`` switched to MIG off, idle, as
+    an operator runs whole GPUs: no GPU instance, the first VF holding
+    the full-size time-sliced type H100XM-80C, the other VFs free.
+    """
+    data = copy.deepcopy(reference_hosts.load('hgx-h100').data)
+    for index in indexes:
+        device = data['nvml']['devices'][index]
+        device['mig_mode'] = [0, 0]
+        device['gpu_instances'] = []
+        address = device['pci_bus_id'][4:].lower()
+        pf = next(p for p in data['pci_devices'] if p['address'] == address)
+        for vf in pf['virtfns']:
+            vf.pop('files', None)
+        pf['virtfns'][0]['files'] = {
+            'nvidia/current_vgpu_type': H100XM_80C + '\n'}
+    return reference_hosts.ReferenceHost(data, 'hgx-h100')
+
+
 class ReferenceHostTest(base.DriverTestCase):
 
-    def _driver_and_fleet(self, name, kind):
-        env = hosts.shared_env(name)
-        driver = nvidia_mig.NvidiaMigDriver(
-            hostname=env.hostname, nvml=fake_nvml.FakeNvml(
-                env.host.data['nvml']), sysfs_root=env.sysfs_root,
-            read_only=True)
-        reported = driver.collect()
-        gpus = sorted(reported.gpus, key=lambda gpu: gpu.address)
+    def _driver_and_fleet(self, env, kind):
+        """The drivers' report of ``env`` (both NVIDIA drivers, each
+        owning its GPUs) and the fleet host of ``kind`` built alike.
+        """
+        def collect(driver_class):
+            return driver_class(
+                hostname=env.hostname, nvml=fake_nvml.FakeNvml(
+                    env.host.data['nvml']), sysfs_root=env.sysfs_root,
+                libvirt_uri=env.libvirt_uri, read_only=True).collect().gpus
+
+        mig_off = collect(nvidia_vgpu.NvidiaVgpuDriver)
+        gpus = sorted(collect(nvidia_mig.NvidiaMigDriver) + mig_off,
+                      key=lambda gpu: gpu.address)
+        reported = inventory.HostInventory(hostname=env.hostname, gpus=gpus)
+        mig_off = {gpu.address for gpu in mig_off}
+        layouts = [fleet.MIG_OFF if gpu.address in mig_off
+                   else _layout(gpu) or 'whole' for gpu in gpus]
         host = fleet.make_host(env.hostname, fleet.KINDS[kind], 224000,
-                               2 ** 21, [_layout(gpu) or 'whole'
-                                         for gpu in gpus])
+                               2 ** 21, layouts)
         host = dataclasses.replace(host, gpus=tuple(
             dataclasses.replace(simulated, address=gpu.address)
             for simulated, gpu in zip(host.gpus, gpus)))
-        modelled = {gpu.address for gpu in gpus if _layout(gpu)}
+        modelled = {gpu.address for gpu in gpus
+                    if gpu.address in mig_off or _layout(gpu)}
         return reported, fleet.host_inventory(host), modelled
 
     @staticmethod
@@ -71,7 +110,7 @@ class ReferenceHostTest(base.DriverTestCase):
 
     def test_hgx_h100_providers_match_the_mig_driver(self):
         reported, simulated, modelled = self._driver_and_fleet(
-            'hgx-h100', 'h100-80gb-mig')
+            hosts.shared_env('hgx-h100'), 'h100-80gb-mig')
         # GPUs 6 and 7 use 1g.20gb and 1g.10gb+me, which the simulator's
         # geometry does not model; the six others are compared.
         self.assertEqual(6, len(modelled))
@@ -81,6 +120,31 @@ class ReferenceHostTest(base.DriverTestCase):
         for _, _, traits in expected.values():
             self.assertIn(placement_traits.vendor_trait('10de'), traits)
             self.assertIn(placement_traits.TRAIT_MIG_BACKED, traits)
+
+    def test_mig_off_gpus_match_the_vgpu_driver_with_their_clique(self):
+        # GPUs 6 and 7 (the two whose MIG profiles the simulator lacks)
+        # MIG off: the vGPU driver reports them, the MIG driver the six
+        # others; all eight are compared.
+        directory = self.useFixture(fixtures.TempDir()).path
+        env = hgx_h100_mig_off((6, 7)).materialize(directory)
+        reported, simulated, modelled = self._driver_and_fleet(
+            env, 'h100-80gb-mig')
+        self.assertEqual(8, len(modelled))
+        expected = self._providers(reported, modelled)
+        self.assertEqual(expected, self._providers(simulated, modelled))
+        clique = placement_traits.nvlink_clique_trait(0)
+        whole = {name: rc for name, (rc, total, traits) in expected.items()
+                 if clique in traits}
+        # Only the MIG-off GPUs' full-size type gets the NVLink clique,
+        # one unit per GPU, in the resource class multi-GPU tasks ask.
+        self.assertEqual(
+            {'hgx-h100-01_0000_d1_00_0_H100XM-80C': 'CUSTOM_VGPU_H100XM_80C',
+             'hgx-h100-01_0000_df_00_0_H100XM-80C':
+             'CUSTOM_VGPU_H100XM_80C'}, whole)
+        kind = fleet.KINDS['h100-80gb-mig']
+        self.assertEqual(kind.resource_class(kind.whole_slice),
+                         'CUSTOM_VGPU_H100XM_80C')
+        self.assertEqual({1}, {expected[name][1] for name in whole})
 
     def test_in_memory_placement_holds_the_specs(self):
         host = fleet.make_host('hgx-1', fleet.KINDS['v100-32gb-vgpu'],

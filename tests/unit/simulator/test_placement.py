@@ -106,9 +106,32 @@ class InMemoryPlacementTest(testtools.TestCase):
         self.assertEqual({}, self.placement.usages())
 
     def test_cpu_only_request_lists_every_host(self):
-        candidates, _ = self.placement.allocation_candidates(
+        candidates, summaries = self.placement.allocation_candidates(
             placement.ResourceRequest(root=(('VCPU', 1000),)))
         self.assertEqual(2, len(candidates))
+        # Every provider of both trees, in name order, the order the real
+        # Placement's answer is given in (ordered_summaries).
+        self.assertEqual(len(self.placement.providers), len(summaries))
+        self.assertEqual(
+            list(placement.ordered_summaries(summaries,
+                                             self.placement.names)),
+            list(summaries))
+        self.assertEqual({}, self.placement.allocation_candidates(
+            placement.ResourceRequest(root=(('VCPU', 10 ** 6),)))[1])
+
+    def test_different_groups_take_distinct_providers(self):
+        candidates, _ = self.placement.allocation_candidates(
+            self._request([(MIG_7G, 1), (MIG_1G, 2)]))
+        # The 1g provider of 0000:28 (2g-x3-1g) holds one unit, not two.
+        self.assertEqual(
+            [['h0_0000_10_00_0_1g_10gb', 'h0_0000_18_00_0_7g_80gb'],
+             ['h0_0000_10_00_0_1g_10gb', 'h0_0000_20_00_0_7g_80gb']],
+            [self._gpus(c) for c in candidates])
+        self.assertEqual(
+            {'resources': {MIG_1G: 2}},
+            candidates[0]['allocations'][placement.provider_uuid(
+                'h0_0000_10_00_0_1g_10gb')])
+        self.assertEqual(['', '1', '2'], sorted(candidates[0]['mappings']))
 
     def test_candidates_stop_at_the_limit_in_normalised_order(self):
         request = self._request([(MIG_1G, 1)])

@@ -197,14 +197,14 @@ class BoundTest(testtools.TestCase):
 
     def _fleet(self, cpu):
         host = fleet.make_host('h', fleet.KINDS['a100-80gb-mig'], cpu,
-                               65536, ['whole', 'all-1g'])
+                               65536, [fleet.MIG_OFF, 'all-1g'])
         return fleet.Fleet(hosts=[host])
 
     def test_slices_limit_the_bound(self):
         tasks = [trace.Task('a', 1000, 1024, 1, 1000)] * 3 + [
             trace.Task('b', 1000, 1024, 1, 100)] * 2
         allocated = run.relaxed_allocation(self._fleet(96000), tasks)
-        # One whole GPU, and two 1g of the all-1g GPU.
+        # One whole (MIG-off) GPU, and two 1g of the all-1g GPU.
         self.assertAlmostEqual(1 + 2 / 7, allocated)
 
     def test_cpu_limits_the_bound(self):

@@ -1,0 +1,342 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""Idle GPUs following demand: the policy, the privileged release, and
+the vGPU driver on the ``pcie-l40s`` reference host (vendor VFIO).
+"""
+
+import os
+
+import fixtures
+import testtools
+
+from cyborg_gpu_drivers.adapters import sysfs as sysfs_adapter
+from cyborg_gpu_drivers import nvidia_vfio
+from cyborg_gpu_drivers import privsep
+from cyborg_gpu_drivers import providers
+from cyborg_gpu_drivers import retype
+from cyborg_gpu_drivers import vgpu_types
+from tests.unit.cyborg_gpu_drivers import hosts
+from tests.unit.cyborg_gpu_drivers import test_nvidia_vgpu as vgpu_tests
+
+L40S = vgpu_tests.L40S
+A100 = vgpu_tests.A100
+TYPE_8Q, TYPE_12Q = 1505, 1506
+
+
+def use(address, kind, units, used, allowed=('A', 'B'), changed_at=None):
+    return retype.GpuUse(address, kind, tuple(allowed), units, used,
+                         changed_at)
+
+
+class PlanTest(testtools.TestCase):
+    """:func:`retype.plan` over small hosts."""
+
+    def plan(self, gpus, now=1000.0):
+        return retype.plan(gpus, now, high=0.8, low=0.5, hold_seconds=600)
+
+    def test_an_idle_gpu_moves_to_the_kind_in_demand(self):
+        move = self.plan([use('1', 'A', 4, 4), use('2', 'B', 6, 0),
+                          use('3', 'B', 6, 0)])
+        self.assertEqual(('2', 'B', 'A'), (move.address, move.old, move.new))
+        self.assertIn('A is 100% in use', move.reason)
+
+    def test_a_gpu_with_a_guest_or_unknown_use_never_moves(self):
+        for used in (1, None):
+            self.assertIsNone(self.plan([use('1', 'A', 4, 4),
+                                         use('2', 'B', 6, used)]))
+
+    def test_unknown_use_counts_as_in_use(self):
+        # GPU 1's use is unknown: A counts as full and takes idle GPU 2.
+        move = self.plan([use('1', 'A', 4, None), use('2', 'B', 6, 0),
+                          use('3', 'B', 6, 0)])
+        self.assertEqual(('2', 'A'), (move.address, move.new))
+
+    def test_the_donor_must_stay_below_low(self):
+        # B without GPU 2 would be 4/6 in use, above low (0.5).
+        self.assertIsNone(self.plan([use('1', 'A', 4, 4),
+                                     use('2', 'B', 6, 0),
+                                     use('3', 'B', 6, 4)]))
+
+    def test_no_flapping_after_a_move(self):
+        before = [use('1', 'A', 4, 4), use('2', 'B', 6, 0),
+                  use('3', 'B', 6, 0)]
+        move = self.plan(before)
+        # After the move GPU 2 offers 4 units of A; nothing wants it back
+        # even once the hold is over, at the same demand.
+        after = [use('1', 'A', 4, 4), use('2', 'A', 4, 0, changed_at=1000),
+                 use('3', 'B', 6, 0)]
+        self.assertIsNotNone(move)
+        self.assertIsNone(self.plan(after, now=5000.0))
+
+    def test_a_recent_change_is_held(self):
+        gpus = [use('1', 'A', 4, 4), use('2', 'B', 6, 0, changed_at=900),
+                use('3', 'B', 6, 0, changed_at=900)]
+        self.assertIsNone(self.plan(gpus, now=1000.0))
+        self.assertEqual('2', self.plan(gpus, now=1500.0).address)
+
+    def test_only_allowed_kinds(self):
+        # GPU 3 (busy) keeps B offered; C is allowed but nothing asks it.
+        self.assertIsNone(self.plan([use('1', 'A', 4, 4),
+                                     use('2', 'B', 6, 0, allowed=('B', 'C')),
+                                     use('3', 'B', 6, 1, allowed=())]))
+
+    def test_a_kind_no_gpu_offers_is_covered_while_the_donor_keeps_one(self):
+        move = self.plan([use('1', 'A', 4, 0, allowed=('A', 'B')),
+                          use('2', 'A', 4, 0, allowed=('A', 'B'))])
+        self.assertEqual(('1', 'B'), (move.address, move.new))
+        self.assertIsNone(self.plan([use('1', 'A', 4, 0),
+                                     use('2', 'A', 4, 2)]))
+
+    def test_low_must_be_below_high(self):
+        self.assertRaises(ValueError, retype.plan, [], 0, 0.5, 0.5, 0)
+
+
+class ReleaseIdleGpuTest(vgpu_tests.DriverTestCase):
+    """The privileged release checks every VF itself."""
+
+    def setUp(self):
+        super().setUp()
+        self.env = self.env('pcie-l40s')
+        self.sysfs = sysfs_adapter.Sysfs(self.env.sysfs_root)
+
+    def types(self, pf):
+        return [vf.current_type for vf in nvidia_vfio.list_vfs(
+            self.sysfs, pf)]
+
+    def set_enable(self, vf, value):
+        path = os.path.join(self.env.sysfs_root, 'bus', 'pci', 'devices',
+                            vf, 'enable')
+        with open(path, 'w') as enable:
+            enable.write('%d\n' % value)
+
+    def test_releases_every_vf_of_an_idle_gpu(self):
+        self.assertEqual([TYPE_8Q, TYPE_8Q], self.types(L40S[1])[:2])
+        released = privsep.release_idle_gpu(L40S[1])
+        self.assertEqual(['0000:31:00.4', '0000:31:00.5'], released)
+        self.assertEqual({0}, set(self.types(L40S[1])))
+
+    def test_one_open_vf_and_nothing_is_written(self):
+        self.set_enable('0000:31:00.5', 1)
+        self.assertRaises(privsep.DeviceBusy, privsep.release_idle_gpu,
+                          L40S[1])
+        self.assertEqual([TYPE_8Q, TYPE_8Q], self.types(L40S[1])[:2])
+
+    def test_the_caller_is_not_trusted(self):
+        for address in ('0000:31:00.0\n', '../31:00.0', 31, None):
+            self.assertRaises(privsep.InvalidPrivilegedRequest,
+                              privsep.release_idle_gpu, address)
+        self.assertRaises(privsep.InvalidPrivilegedRequest,
+                          privsep.release_idle_gpu, '0000:99:00.0')
+
+    def test_runs_in_the_vgpu_type_context(self):
+        self.assertTrue(privsep.vgpu_type_pctxt.is_entrypoint(
+            privsep.privileged_release_idle_gpu))
+        self.assertFalse(privsep.mig_layout_pctxt.is_entrypoint(
+            privsep.privileged_release_idle_gpu))
+
+
+class FollowDemandTest(vgpu_tests.DriverTestCase):
+    """The vGPU driver re-types an idle L40S when demand says so.
+
+    ``pcie-l40s``: GPU 0 hosts L40S-12Q (2 of 4 in use), GPU 1 L40S-8Q
+    (idle), GPU 2 nothing (idle), GPU 3 L40S-24C (1 in use).
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.conf.config(group='nvidia_vgpu', type_mode='follow_demand',
+                         allowed_types=['NVIDIA L40S=L40S-8Q,L40S-12Q'])
+        self.env = self.env('pcie-l40s')
+        self.sysfs = sysfs_adapter.Sysfs(self.env.sysfs_root)
+        self.released = []
+        self.offers = hosts.VfOffers(self.env.sysfs_root)
+
+    def write(self, address, type_id):
+        super().write(address, type_id)
+        self.offers.refresh(self.offers.pf_of(address))
+
+    def release(self, pf):
+        self.released.append(pf)
+        privsep.release_idle_gpu(pf)
+        self.offers.refresh(pf)
+
+    def driver(self):
+        driver = super().driver(self.env)
+        driver._release_gpu = self.release
+        return driver
+
+    def run_pass(self, driver):
+        """One agent pass; Placement then holds the report's providers."""
+        found = self.slices(driver.collect() if driver.read_only
+                            else self._discover(driver))
+        return found
+
+    def _discover(self, driver):
+        driver.apply()
+        host = driver.collect()
+        for spec in providers.provider_specs(host):
+            self.inventories.setdefault(spec.name, {
+                'total': spec.total, 'reserved': 0,
+                'resource_provider_generation': 1})
+        return host
+
+    def provider(self, driver, address, type_name):
+        gpu = driver.known_gpu(address)
+        slice_ = next(s for s in gpu.slices if s.name == type_name)
+        return providers.provider_name(self.env.hostname, gpu, slice_)
+
+    def held_types(self, pf):
+        return {vf.current_type for vf in nvidia_vfio.list_vfs(
+            self.sysfs, pf)}
+
+    def settle(self, driver):
+        """Pass until GPU 2 has its first type and the host is steady."""
+        self.run_pass(driver)
+        return self.run_pass(driver)
+
+    def demand_for_12q(self):
+        """A settled driver with all of GPU 0's L40S-12Q claimed; and the
+        provider of idle GPU 1's L40S-8Q, the one demand would move.
+        """
+        driver = self.driver()
+        self.settle(driver)
+        self.allocations[self.provider(driver, L40S[0], 'L40S-12Q')] = 4
+        return driver, self.provider(driver, L40S[1], 'L40S-8Q')
+
+    def test_an_idle_gpu_follows_demand_and_a_busy_one_never_moves(self):
+        driver = self.driver()
+        found = self.settle(driver)
+        # GPU 2 took the first allowed type; nothing else moved.
+        self.assertEqual(6, found[(L40S[2], 'L40S-8Q')][0])
+        self.assertEqual([], self.released)
+        # Demand for 12Q: Placement has all four of GPU 0 claimed.
+        self.allocations[self.provider(driver, L40S[0], 'L40S-12Q')] = 4
+        old = self.provider(driver, L40S[1], 'L40S-8Q')
+        found = self.run_pass(driver)
+        self.assertEqual([L40S[1]], self.released)
+        self.assertEqual({0, TYPE_12Q}, self.held_types(L40S[1]))
+        self.assertEqual(4, found[(L40S[1], 'L40S-12Q')][0])
+        self.assertNotIn((L40S[1], 'L40S-8Q'), found)
+        # The old provider (the 2 VFs GPU 1 held) stays closed until
+        # Cyborg deletes it.
+        self.assertEqual(2, self.inventories[old]['reserved'])
+        self.assertEqual(1, len(self.log_lines(
+            're-typed from L40S-8Q to L40S-12Q')))
+        # Steady: no further move, and GPUs with guests were never
+        # touched.
+        for _ in range(3):
+            self.run_pass(driver)
+        self.assertEqual([L40S[1]], self.released)
+        self.assertNotIn(L40S[0][:10], [a[:10] for a, t in self.writes])
+        self.assertNotIn('0000:ca', [a[:7] for a, t in self.writes])
+        self.assertEqual({TYPE_12Q}, self.held_types(L40S[0]) - {0})
+
+    def test_a_claim_racing_the_hold_leaves_the_gpu_as_it_was(self):
+        driver, old = self.demand_for_12q()
+        put = []
+
+        def claim_lands(driver_, name, resource_class, record, reserved):
+            # Placement took a claim after the usage was read: the
+            # generation moved and the PUT is refused.
+            put.append(reserved)
+            raise RuntimeError('Placement answered 409')
+
+        self.useFixture(fixtures.MockPatchObject(
+            type(driver), 'set_reserved', claim_lands))
+        found = self.run_pass(driver)
+        self.assertEqual([], self.released)
+        self.assertEqual([2], put)
+        self.assertEqual({TYPE_8Q}, self.held_types(L40S[1]) - {0})
+        self.assertEqual(2, found[(L40S[1], 'L40S-8Q')][0])
+        self.assertEqual(0, self.inventories[old]['reserved'])
+
+    def test_a_claim_seen_after_the_hold_is_given_back(self):
+        driver, old = self.demand_for_12q()
+        real_set = type(driver).set_reserved
+
+        def claim_before_put(driver_, name, resource_class, record,
+                             reserved):
+            real_set(driver_, name, resource_class, record, reserved)
+            if name == old and reserved:
+                self.allocations[old] = 1
+
+        self.useFixture(fixtures.MockPatchObject(
+            type(driver), 'set_reserved', claim_before_put))
+        self.run_pass(driver)
+        self.assertEqual([], self.released)
+        self.assertEqual(0, self.inventories[old]['reserved'])
+        self.assertEqual({TYPE_8Q}, self.held_types(L40S[1]) - {0})
+
+    def test_a_failed_release_changes_nothing_on_other_gpus(self):
+        driver, old = self.demand_for_12q()
+
+        def refuse(pf):
+            raise privsep.DeviceBusy('GPU %s: VF open' % pf)
+
+        driver._release_gpu = refuse
+        found = self.run_pass(driver)
+        self.assertEqual(0, self.inventories[old]['reserved'])
+        self.assertEqual(2, found[(L40S[1], 'L40S-8Q')][0])
+        self.assertEqual((4, 2), found[(L40S[0], 'L40S-12Q')][:2])
+        self.assertEqual(1, len(self.log_lines('VF open')))
+
+    def test_unreadable_placement_moves_nothing(self):
+        driver, _old = self.demand_for_12q()
+
+        def unreadable(driver_, name, resource_class):
+            raise RuntimeError('Placement answered 503')
+
+        self.useFixture(fixtures.MockPatchObject(
+            type(driver), 'placement_inventory', unreadable))
+        self.run_pass(driver)
+        self.assertEqual([], self.released)
+
+    def test_options_exclude_each_other(self):
+        self.conf.config(group='nvidia_vgpu',
+                         vgpu_type=['NVIDIA L40S=L40S-8Q'])
+        self.assertRaises(vgpu_types.DeclarationError, self.driver)
+        self.conf.config(group='nvidia_vgpu', vgpu_type=[])
+        self.conf.config(group='gpu_partitions', follow_demand_low=0.9)
+        self.assertRaises(vgpu_types.DeclarationError, self.driver)
+
+
+class FollowDemandMdevTest(vgpu_tests.DriverTestCase):
+    """On mdev hosts (``pcie-a100``: GPU 0 runs two A100D-20C, GPU 1 is
+    idle) a type is only what the driver offers: nothing is written.
+    """
+
+    def test_the_idle_gpu_offers_the_type_in_demand(self):
+        self.conf.config(group='nvidia_vgpu', type_mode='follow_demand',
+                         allowed_types=[
+                             '0000:01:00.0=A100D-20C,A100D-10C',
+                             '0000:41:00.0=A100D-10C,A100D-20C'])
+        env = hosts.shared_env('pcie-a100')
+        driver = self.driver(env)
+        driver._release_gpu = self.fail
+        found = self.slices(driver.collect())
+        self.assertEqual(8, found[(A100[1], 'A100D-10C')][0])
+        gpu = driver.known_gpu(A100[1])
+        old = providers.provider_name(env.hostname, gpu, gpu.slices[0])
+        self.inventories[old] = {'total': 8, 'reserved': 0}
+        busy = driver.known_gpu(A100[0])
+        claimed = providers.provider_name(env.hostname, busy,
+                                          busy.slices[0])
+        # Two guests the hardware shows (reserved) and two claims.
+        self.inventories[claimed] = {'total': 4, 'reserved': 2}
+        self.allocations[claimed] = 2
+        driver.apply()
+        found = self.slices(driver.collect())
+        self.assertEqual({(A100[0], 'A100D-20C'), (A100[1], 'A100D-20C')},
+                         set(found))
+        self.assertEqual((4, 0), found[(A100[1], 'A100D-20C')][:2])
+        self.assertEqual(8, self.inventories[old]['reserved'])
+        self.assertEqual([], self.writes)
