@@ -25,14 +25,22 @@ Following FGD (Weng et al., "Beware of Fragmentation", USENIX ATC 2023),
 a host's fragmentation is the GPU capacity that typical requests can no
 longer use:
 
-    fragmentation(host) = sum over workloads w of weight(w) * (
-        free(host)                       if w cannot run on the host,
-        free(host) - usable(w)           otherwise)
+    fragmentation(host) = sum over workloads w the host serves of
+        weight(w) / served weight * (
+            free(host)                   if w cannot run on the host,
+            free(host) - usable(w)       otherwise)
 
     usable(w) = min(sum of free(g) over GPUs g that w can use,
                     room(w) * share(w))
 
 ``free(g)`` is the free share of GPU ``g`` (0..1, see ``unit_share``).
+A host *serves* the workloads whose resource class one of its GPUs offers
+(and those asking for an idle GPU or link domain); their weights are
+scaled to sum to 1 (all workloads count where it serves none). FGD weighs
+the cluster's whole mix on every node; with several GPU models a
+request for another model never lands on the host, and counting it
+would scale a minority model's fragmentation down by its small share of
+the mix, below the fullness tie-break.
 A workload cannot run on a host when the host's free VCPU or memory
 (read from the compute node's provider) is below what it asks, or, for a
 workload spanning several GPUs, when no link domain has that many GPUs it
@@ -110,6 +118,7 @@ class WorkloadMix:
         self.workloads = tuple(workloads)
         self._bits = tuple((1 << i, w) for i, w in enumerate(self.workloads))
         self._masks = {}
+        self._served = {}
 
     def gpu_mask(self, gpu, domain_idle):
         """Bit ``i`` set when workload ``i`` can use ``gpu`` (one of its
@@ -149,8 +158,13 @@ class WorkloadMix:
                       else host.free_vcpus - vcpus)
         free_memory = (None if host.free_memory_mb is None
                        else host.free_memory_mb - memory_mb)
+        served = self._served_bits(gpus)
         result = 0.0
+        weights = 0.0
         for bit, workload in self._bits:
+            if not served & bit:
+                continue
+            weights += workload.weight
             room = _instances_room(workload, free_vcpus, free_memory)
             if room == 0 or (workload.gpus > 1 and not _domain_has(
                     masks, bit, workload.gpus)):
@@ -165,7 +179,25 @@ class WorkloadMix:
                 usable = min(usable, room * self._share(workload, bit,
                                                         masks))
             result += workload.weight * (total - usable)
-        return result
+        return result / weights if weights else result
+
+    def _served_bits(self, gpus):
+        """Bits of the workloads the host serves (see the module's
+        docstring): a resource class of its GPUs, whatever is free now, or
+        an idle GPU or link domain; all of them when it serves none.
+        """
+        classes = frozenset(p.resource_class for gpu in gpus
+                            for p in gpu.providers)
+        served = self._served.get(classes)
+        if served is None:
+            served = 0
+            for bit, workload in self._bits:
+                if (workload.kind != SLICE
+                        or workload.resource_class in classes):
+                    served |= bit
+            served = served or sum(bit for bit, _ in self._bits)
+            self._served[classes] = served
+        return served
 
     def _share(self, workload, bit, masks):
         """GPU share one instance of ``workload`` takes on the first of

@@ -264,6 +264,23 @@ class HostResourcesTest(testtools.TestCase):
         self.assertAlmostEqual(8.0, scoring.fragmentation(host, mix,
                                                           vcpus=9))
 
+    def test_requests_for_another_gpu_model_do_not_dilute_a_host(self):
+        root = self._root('h', 16)
+        host = _view(self.placement).host(root)
+        other = placement_traits.vf_resource_class('MI300X', 'CPX')
+        # 90% of the requests are for a model this all-1g host lacks;
+        # the 1g ones alone say how much of it is stranded, in GPUs.
+        mix = scoring.WorkloadMix([_workload(vcpus=8, weight=0.1),
+                                   _workload(rc=other, weight=0.9)])
+        self.assertAlmostEqual(8 - 2 / 7, scoring.fragmentation(host, mix))
+        # Taking 9 VCPUs strands the 2/7 the 1g requests could still use,
+        # at full weight, not at a tenth of it.
+        self.assertAlmostEqual(2 / 7, scoring.fragmentation(
+            host, mix, vcpus=9) - scoring.fragmentation(host, mix))
+        # A host serving none of the requests counts every one.
+        self.assertAlmostEqual(8.0, scoring.fragmentation(
+            host, scoring.WorkloadMix([_workload(rc=other)])))
+
     def test_cpu_only_request_goes_where_cpu_exceeds_what_gpus_need(self):
         # The typical request is a 1g with 2 VCPUs; the 56 free 1g
         # instances of a host need 112 VCPUs. 'short' has 100: every VCPU

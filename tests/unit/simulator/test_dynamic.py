@@ -78,6 +78,23 @@ class GeometryTest(testtools.TestCase):
             mig_geometry.fragmentation([(ONE_G, 6)], {FOUR_G: 1.0}),
             mig_geometry.fragmentation([(ONE_G, 0)], {FOUR_G: 1.0}))
 
+    def test_a_lone_4g_strands_its_three_slices_for_large_requests(self):
+        # What the 10% runs end with on the MIG kinds (simulator.rst):
+        # after a 4g at slot 0 only 3g, 2g and 1g can use the rest.
+        lone = [(FOUR_G, 0)]
+        self.assertEqual(0.0, mig_geometry.fragmentation(
+            lone, {THREE_G: 1.0}))
+        self.assertEqual(3.0, mig_geometry.fragmentation(
+            lone, {FOUR_G: 1.0}))
+        # Half 4g (3 slices lost), half 2g (one fits, 1 slice lost).
+        self.assertEqual(2.0, mig_geometry.fragmentation(
+            lone, {FOUR_G: 1.0, TWO_G: 1.0}))
+        # A 3g request for that GPU goes to slot 4 and leaves nothing.
+        self.assertEqual(4, mig_geometry.choose_start(
+            lone, THREE_G, {FOUR_G: 1.0}))
+        self.assertEqual(0.0, mig_geometry.fragmentation(
+            lone + [(THREE_G, 4)], {FOUR_G: 1.0}))
+
     def test_no_start_when_full(self):
         self.assertIsNone(mig_geometry.choose_start(
             [(SEVEN_G, 0)], ONE_G, {}))
