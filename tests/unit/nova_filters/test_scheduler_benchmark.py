@@ -11,6 +11,8 @@
 #    under the License.
 """``gpu-partitions benchmark scheduler`` on a small fleet."""
 
+import gc
+
 from nova import test
 
 from gpu_partitions.commands import scheduler_benchmark
@@ -34,6 +36,30 @@ class SchedulerBenchmarkTest(test.NoDBTestCase):
         self.assertGreater(figures['plugins']['plugin_cpu_rounds'][0], 0)
         self.assertGreater(
             scheduler_benchmark.in_request_ratios(figures['plugins'])[0], 1)
+        # Full garbage collections are counted per counted round, and the
+        # counter is taken out of gc.callbacks afterwards.
+        for arm in figures.values():
+            self.assertEqual(1, len(arm['full_gc_rounds']))
+            self.assertGreaterEqual(arm['full_gc_rounds'][0], 0)
+        self.assertFalse(any(
+            isinstance(callback, scheduler_benchmark.FullCollections)
+            for callback in gc.callbacks))
+
+    def test_full_collections_are_counted_while_counting(self):
+        collections = scheduler_benchmark.FullCollections()
+        gc.callbacks.append(collections)
+        try:
+            gc.collect()
+            self.assertEqual(0, collections.count)
+            collections.counting = True
+            gc.collect(1)
+            gc.collect()
+            collections.counting = False
+            gc.collect()
+        finally:
+            gc.callbacks.remove(collections)
+        self.assertEqual(1, collections.count)
+        self.assertGreaterEqual(collections.seconds, 0.0)
 
     def test_the_first_request_after_start_reuses_novas_answer(self):
         # Round 0 is each arm's first request after its scheduler (and
