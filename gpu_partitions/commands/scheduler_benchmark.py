@@ -14,7 +14,8 @@
 Runs Nova's real ``SchedulerManager.select_destinations`` (request filters,
 the ResourceRequest, the allocation-candidate bookkeeping, the filter and
 weigher handlers, the claim loop) for one request, in three arms that take
-turns on the same hosts in one process:
+turns on the same hosts, each in a process of its own as each would be
+its own nova-scheduler:
 
 * ``baseline``: Nova's default ``enabled_filters`` and ``all_weighers``;
 * ``plugins``: the same plus ``GpuPartitionFilter`` (last) and
@@ -39,9 +40,9 @@ and decodes, on each, the JSON text a real Placement would send for this
 request, so each answer costs the scheduler its real decode time. The
 extra request of ``plugins_extra_request`` therefore shows here as its
 decode and as a count, not as Placement's server time. Each arm has its
-own stand-in, as each is its own scheduler: the plugins' capture of
-Nova's answers sits on the plugin arms' report client only, so it holds
-no answer of the baseline (which another arm's request then freed).
+own stand-in and its own heap: nothing the plugins keep (the captured
+answers, the topology memory) is in the baseline's process, where it
+would change what Python's garbage collector does in Nova's requests.
 
 How it measures, so that a shared, loaded machine gives steady figures:
 the time of a request is the CPU time of the thread that runs
@@ -58,11 +59,17 @@ counted. Wall-clock medians are printed too, for reference.
 Python's full garbage collections are counted per request and arm, with
 their CPU time: at 1,000 hosts one takes about 0.18 s, a third of Nova's
 request, so whether a request trips one more of them moves its ratio far
-more than the plugins' own work does, and is printed beside it.
+more than the plugins' own work does, and is printed beside it. (When the
+arms shared one process, the plugins' memory moved the collector's
+schedule of Nova's arm too.) The ratio of the requests' CPU time less
+the time in full collections (``ratio_<N>_hosts_without_full_gc``) is
+printed beside the others: the work done, without the collector's
+schedule.
 """
 
 import gc
 import json
+import multiprocessing
 import statistics
 import time
 import uuid
@@ -76,6 +83,8 @@ NOVA_DEFAULT_FILTERS = [
     'ServerGroupAntiAffinityFilter', 'ServerGroupAffinityFilter']
 OUR_FILTER = 'nova_filters.gpu_filter.GpuPartitionFilter'
 OUR_WEIGHER = 'nova_filters.gpu_weigher.GpuPartitionWeigher'
+# Seconds an arm's process may take to answer one request.
+REQUEST_TIMEOUT = 600
 
 
 def build_fleet(num_hosts):
@@ -288,114 +297,128 @@ def _configure(arm):
                       our_conf.GROUP.name)
 
 
-def measure(num_hosts, rounds):
-    """Per arm: CPU and wall seconds per request (medians and each
-    round's), and Placement requests, per request and on the first one.
+def _arm_process(conn, arm, num_hosts):
+    """One arm's nova-scheduler, in a process of its own: its heap, and
+    so Python's garbage-collector schedule, holds only what this arm
+    holds. Answers each ``'request'`` on ``conn`` with one request's
+    figures, ends on ``None``.
     """
     from unittest import mock
 
+    from nova import config
     from nova import context as nova_context
+    from nova import objects
     from nova.objects import service as service_obj
     from nova import rpc
     from nova.scheduler.client import report
 
+    config.parse_args([], configure_db=False, init_rpc=False)
+    objects.register_all()
     hosts, answer = build_fleet(num_hosts)
-    # One report client per arm, as each arm is its own scheduler
-    # process: the plugins' capture of Nova's answers is installed on the
-    # plugin arms' clients only, so the baseline's answers are not kept
-    # (and freed in a later request of another arm) by a wrapper Nova
-    # alone would not have.
-    clients = {arm: CountingPlacement(answer) for arm in ARMS}
+    placement = CountingPlacement(answer)
     prepared = []
-
-    def host_states_for_request():
-        return prepared.pop()
-
-    ctx = nova_context.get_admin_context()
-    cpu_times = {arm: [] for arm in ARMS}
-    times = {arm: [] for arm in ARMS}
-    plugin_times = {arm: [] for arm in ARMS}
-    queries = {arm: 0 for arm in ARMS}
-    first_queries = {}
-    full_collections = {arm: [] for arm in ARMS}
-    full_collection_seconds = {arm: [] for arm in ARMS}
-    collections = FullCollections()
-    gc.callbacks.append(collections)
     spent = [0.0]
+    collections = FullCollections()
+    ctx = nova_context.get_admin_context()
     # The one cell-database read of the request filters (the minimum
     # nova-compute version, for owner_nova_filter) answered as current.
-    with mock.patch.object(report, 'report_client_singleton') as singleton, \
+    with mock.patch.object(report, 'report_client_singleton',
+                           return_value=placement), \
             mock.patch.object(service_obj, 'get_minimum_version_all_cells',
                               return_value=service_obj.SERVICE_VERSION), \
-            mock.patch.object(rpc, 'NOTIFIER', _NullNotifier()), \
-            _removed_after(gc.callbacks, collections):
+            mock.patch.object(rpc, 'NOTIFIER', _NullNotifier()):
         # Started as nova-scheduler starts: the plugins are loaded with
         # the report client that will answer the first request.
-        schedulers = {}
+        _configure(arm)
+        scheduler = _scheduler(prepared.pop)
+        _time_plugins(scheduler, spent)
+        gc.callbacks.append(collections)
+        while conn.recv() is not None:
+            prepared.append(_host_states(hosts))
+            spec = _request_spec()
+            gc.collect()
+            before = placement.queries
+            spent[0] = 0.0
+            collections.reset()
+            collections.counting = True
+            start = time.perf_counter()
+            cpu_start = time.thread_time()
+            selections = scheduler.select_destinations(
+                ctx, spec_obj=spec, instance_uuids=[spec.instance_uuid],
+                return_objects=True)
+            if not selections or not selections[0]:
+                raise RuntimeError('%s arm selected no host' % arm)
+            # The request ends as Nova's RPC server ends it: what it held
+            # is freed, in every arm.
+            del spec, selections
+            cpu = time.thread_time() - cpu_start
+            elapsed = time.perf_counter() - start
+            collections.counting = False
+            conn.send({'cpu': cpu, 'seconds': elapsed, 'plugins': spent[0],
+                       'queries': placement.queries - before,
+                       'full_gc': collections.count,
+                       'full_gc_seconds': collections.seconds})
+
+
+def measure(num_hosts, rounds):
+    """Per arm: CPU and wall seconds per request (medians and each
+    round's), and Placement requests, per request and on the first one.
+
+    Each arm is its own process, as each would be its own nova-scheduler
+    (a process shared by the arms shares one heap, and the plugins' memory
+    then moves the collector's schedule of Nova's arm too). The arms take
+    turns, one request at a time.
+    """
+    spawn = multiprocessing.get_context('spawn')
+    arms = {}
+    try:
         for arm in ARMS:
-            _configure(arm)
-            singleton.return_value = clients[arm]
-            schedulers[arm] = _scheduler(host_states_for_request)
-            _time_plugins(schedulers[arm], spent)
+            mine, theirs = spawn.Pipe()
+            process = spawn.Process(target=_arm_process,
+                                    args=(theirs, arm, num_hosts),
+                                    daemon=True)
+            process.start()
+            arms[arm] = (process, mine)
+        rows = {arm: [] for arm in ARMS}
+        first = {}
         for index in range(rounds + 1):
             # The arms take turns going first.
             shift = index % len(ARMS)
             for arm in ARMS[shift:] + ARMS[:shift]:
-                _configure(arm)
-                placement = singleton.return_value = clients[arm]
-                prepared.append(_host_states(hosts))
-                spec = _request_spec()
-                gc.collect()
-                before = placement.queries
-                spent[0] = 0.0
-                collections.reset()
-                collections.counting = True
-                start = time.perf_counter()
-                cpu_start = time.thread_time()
-                selections = schedulers[arm].select_destinations(
-                    ctx, spec_obj=spec, instance_uuids=[spec.instance_uuid],
-                    return_objects=True)
-                if not selections or not selections[0]:
-                    raise RuntimeError('%s arm selected no host' % arm)
-                # The request ends as Nova's RPC server ends it: what it
-                # held is freed, in every arm.
-                del spec, selections
-                cpu = time.thread_time() - cpu_start
-                elapsed = time.perf_counter() - start
-                collections.counting = False
+                process, conn = arms[arm]
+                conn.send('request')
+                if not conn.poll(REQUEST_TIMEOUT):
+                    raise RuntimeError('%s arm gave no answer in %d s'
+                                       % (arm, REQUEST_TIMEOUT))
+                row = conn.recv()
                 if index:
-                    times[arm].append(elapsed)
-                    cpu_times[arm].append(cpu)
-                    plugin_times[arm].append(spent[0])
-                    queries[arm] += placement.queries - before
-                    full_collections[arm].append(collections.count)
-                    full_collection_seconds[arm].append(collections.seconds)
+                    rows[arm].append(row)
                 else:
-                    first_queries[arm] = placement.queries - before
-    return {arm: {'cpu_seconds': statistics.median(cpu_times[arm]),
-                  'seconds': statistics.median(times[arm]),
-                  'cpu_rounds': cpu_times[arm], 'rounds': times[arm],
-                  'plugin_cpu_rounds': plugin_times[arm],
-                  'full_gc_rounds': full_collections[arm],
-                  'full_gc_seconds': statistics.mean(
-                      full_collection_seconds[arm]),
-                  'placement_requests': queries[arm] / rounds,
-                  'first_request_placement_requests': first_queries[arm]}
-            for arm in ARMS}
-
-
-class _removed_after:
-    """Context manager: ``item`` is taken out of ``items`` on exit."""
-
-    def __init__(self, items, item):
-        self.items = items
-        self.item = item
-
-    def __enter__(self):
-        return self.item
-
-    def __exit__(self, *exc_info):
-        self.items.remove(self.item)
+                    first[arm] = row['queries']
+    finally:
+        for process, conn in arms.values():
+            try:
+                conn.send(None)
+            except OSError:
+                pass
+            process.join(10)
+            if process.is_alive():
+                process.terminate()
+    return {arm: {
+        'cpu_seconds': statistics.median(r['cpu'] for r in rows[arm]),
+        'seconds': statistics.median(r['seconds'] for r in rows[arm]),
+        'cpu_rounds': [r['cpu'] for r in rows[arm]],
+        'rounds': [r['seconds'] for r in rows[arm]],
+        'plugin_cpu_rounds': [r['plugins'] for r in rows[arm]],
+        'full_gc_rounds': [r['full_gc'] for r in rows[arm]],
+        'cpu_without_full_gc_rounds': [
+            r['cpu'] - r['full_gc_seconds'] for r in rows[arm]],
+        'full_gc_seconds': statistics.mean(
+            r['full_gc_seconds'] for r in rows[arm]),
+        'placement_requests': sum(
+            r['queries'] for r in rows[arm]) / rounds,
+        'first_request_placement_requests': first[arm]}
+        for arm in ARMS}
 
 
 def round_ratios(ours, base, key='cpu_rounds'):
@@ -415,12 +438,6 @@ def in_request_ratios(ours):
 
 def scheduler(args):
     """The ``scheduler`` target of ``gpu-partitions benchmark``."""
-    from nova import config
-    from nova import objects
-
-    config.parse_args([], configure_db=False, init_rpc=False)
-    objects.register_all()
-
     rounds = 3 if args.quick else 7
     result = {}
     extra = {}
@@ -447,14 +464,19 @@ def scheduler(args):
             cpu_spread = round_ratios(ours, base)
             wall_spread = round_ratios(ours, base, 'rounds')
             inside = in_request_ratios(ours)
+            without_gc = round_ratios(ours, base,
+                                      'cpu_without_full_gc_rounds')
             ratio = statistics.median(cpu_spread)
             print('      %-22s %.3f s CPU per request: ratio %.3f (median '
                   'of the rounds, range %.3f-%.3f; inside the request '
+                  '%.3f, %.3f-%.3f; without full garbage collections '
                   '%.3f, %.3f-%.3f; wall clock %.3f, %.3f-%.3f), %g '
                   'Placement request(s), %d on the first'
                   % (arm, ours['cpu_seconds'], ratio, cpu_spread[0],
                      cpu_spread[-1], statistics.median(inside), inside[0],
-                     inside[-1], statistics.median(wall_spread),
+                     inside[-1], statistics.median(without_gc),
+                     without_gc[0], without_gc[-1],
+                     statistics.median(wall_spread),
                      wall_spread[0], wall_spread[-1],
                      ours['placement_requests'],
                      ours['first_request_placement_requests']))
@@ -465,6 +487,10 @@ def scheduler(args):
                 statistics.median(inside), 3)
             result[name + '_in_request_per_round'] = [
                 round(r, 3) for r in inside]
+            result[name + '_without_full_gc'] = round(
+                statistics.median(without_gc), 3)
+            result[name + '_without_full_gc_per_round'] = [
+                round(r, 3) for r in without_gc]
             result[name + '_wall'] = round(
                 statistics.median(wall_spread), 3)
             result[name + '_wall_per_round'] = [
