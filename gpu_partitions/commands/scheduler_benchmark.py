@@ -70,6 +70,7 @@ schedule.
 import gc
 import json
 import multiprocessing
+import multiprocessing.connection
 import statistics
 import time
 import uuid
@@ -387,10 +388,21 @@ def measure(num_hosts, rounds):
             for arm in ARMS[shift:] + ARMS[:shift]:
                 process, conn = arms[arm]
                 conn.send('request')
-                if not conn.poll(REQUEST_TIMEOUT):
-                    raise RuntimeError('%s arm gave no answer in %d s'
-                                       % (arm, REQUEST_TIMEOUT))
-                row = conn.recv()
+                # An arm's process that fails ends: say so at once rather
+                # than wait out the timeout.
+                ready = multiprocessing.connection.wait(
+                    [conn, process.sentinel], REQUEST_TIMEOUT)
+                try:
+                    row = conn.recv() if conn in ready else None
+                except EOFError:
+                    row = None
+                if row is None:
+                    process.join(1)
+                    raise RuntimeError('%s arm gave no answer (%s)' % (
+                        arm, 'none in %d s' % REQUEST_TIMEOUT
+                        if process.is_alive()
+                        else 'its process ended, exit code %s'
+                        % process.exitcode))
                 if index:
                     rows[arm].append(row)
                 else:

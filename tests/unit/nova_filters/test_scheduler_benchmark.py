@@ -71,3 +71,10 @@ class SchedulerBenchmarkTest(test.NoDBTestCase):
             1, figures['plugins']['first_request_placement_requests'])
         self.assertEqual(2, figures['plugins_extra_request'][
             'first_request_placement_requests'])
+
+    def test_an_arm_whose_process_fails_is_named(self):
+        # No hosts: every arm's first request selects none and its
+        # process ends; the benchmark says which, not a bare EOFError.
+        self.assertRaisesRegex(
+            RuntimeError, 'arm gave no answer .its process ended',
+            scheduler_benchmark.measure, 0, 1)
