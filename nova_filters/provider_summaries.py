@@ -195,14 +195,8 @@ class _Hosts:
         hosted = self._members.get(root)
         if hosted is None:
             return None
-        providers = [
-            gpu_view.GpuProvider(
-                uuid, root, place.gpu or uuid, rc, int(capacity), int(used),
-                place.traits, place.numa_node, place.link_domain)
-            for uuid, place, rc, capacity, used
-            in topology_mod.hosted_providers(hosted)
-            if int(capacity) > 0]
         # The compute node's free VCPU and memory, read for the few hosts
         # that are built, not in the loop over every provider.
-        return gpu_view.host_gpus(root, providers,
+        return gpu_view.host_gpus(root,
+                                  topology_mod.gpu_providers(root, hosted),
                                   _free_of(self._summaries.get(root)))

@@ -76,11 +76,20 @@ def topology_of(traits):
 HOSTED_FIELDS = 5
 
 
-def hosted_providers(hosted):
-    """``(uuid, ProviderTopology, resource class, capacity, used)`` of
-    each provider of a flat list (see HOSTED_FIELDS).
+def gpu_providers(root, hosted, usage_known=True):
+    """The :class:`~nova_filters.gpu_view.GpuProvider` of each provider
+    of host ``root``'s flat list (see HOSTED_FIELDS); ``usage_known``
+    False counts every unit free (the usage is not known).
     """
-    return zip(*(hosted[i::HOSTED_FIELDS] for i in range(HOSTED_FIELDS)))
+    return [
+        gpu_view.GpuProvider(
+            uuid=uuid, root=root, gpu=place.gpu or uuid, resource_class=rc,
+            capacity=int(capacity), used=int(used) if usage_known else 0,
+            traits=place.traits, numa_node=place.numa_node,
+            link_domain=place.link_domain)
+        for uuid, place, rc, capacity, used in zip(
+            *(hosted[i::HOSTED_FIELDS] for i in range(HOSTED_FIELDS)))
+        if int(capacity) > 0]
 
 
 class TopologyCache:
@@ -128,15 +137,8 @@ class TopologyCache:
             remembered = [(root, self._hosts.get(root)) for root in roots]
         providers = []
         for root, entry in remembered:
-            if entry is None or entry[0] <= now:
-                continue
-            for uuid, place, rc, capacity, _ in hosted_providers(entry[1]):
-                providers.append(gpu_view.GpuProvider(
-                    uuid=uuid, root=root, gpu=place.gpu or uuid,
-                    resource_class=rc, capacity=capacity, used=0,
-                    traits=frozenset(place.traits),
-                    numa_node=place.numa_node,
-                    link_domain=place.link_domain))
+            if entry is not None and entry[0] > now:
+                providers += gpu_providers(root, entry[1], usage_known=False)
         return gpu_view.build_view(providers, usage_known=False)
 
     @property
