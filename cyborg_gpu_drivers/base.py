@@ -52,6 +52,7 @@ import contextlib
 import dataclasses
 import socket
 import threading
+import urllib.parse
 import uuid
 
 from cyborg.accelerator.drivers import driver as cyborg_driver
@@ -62,6 +63,7 @@ from cyborg_gpu_drivers import conf  # noqa: F401  (registers the options)
 from cyborg_gpu_drivers import inventory
 from cyborg_gpu_drivers import providers
 from cyborg_gpu_drivers import report
+import placement_traits
 
 LOG = logging.getLogger(__name__)
 CONF = cfg.CONF
@@ -508,6 +510,38 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
         usages = _placement_json(client.get(path + '/usages')) or {}
         return int(usages.get('usages', {}).get(resource_class, 0)), record
 
+    def gpu_providers(self, address):
+        """``{provider name: {resource class: (units used, inventory
+        record)}}`` of the providers Placement has for the GPU at
+        ``address`` on this host: those under this host's compute node
+        provider that carry the GPU's physical-GPU trait. Empty when
+        Placement has no compute node of this host's name.
+        """
+        client = _placement_client()
+        roots = _placement_json(client.get(
+            '/resource_providers?name=%s' % urllib.parse.quote(
+                self.hostname), version='1.18'))
+        roots = (roots or {}).get('resource_providers', [])
+        if not roots:
+            return {}
+        listed = _placement_json(client.get(
+            '/resource_providers?in_tree=%s&required=%s' % (
+                roots[0]['uuid'], placement_traits.physical_gpu_trait(
+                    address)), version='1.18'))
+        found = {}
+        for provider in (listed or {}).get('resource_providers', []):
+            path = '/resource_providers/%s' % provider['uuid']
+            inventories = _placement_json(
+                client.get(path + '/inventories')) or {}
+            usages = (_placement_json(client.get(path + '/usages'))
+                      or {}).get('usages', {})
+            found[provider['name']] = {
+                resource_class: (int(usages.get(resource_class, 0)),
+                                 dict(record))
+                for resource_class, record in inventories.get(
+                    'inventories', {}).items()}
+        return found
+
     def set_reserved(self, provider_name, resource_class, record, reserved):
         """PUT the inventory ``record`` back with ``reserved``; a conflict
         (the provider changed since it was read) is retried next scan.
@@ -535,12 +569,13 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
         with the usage: a claim that lands after that read bumps the
         generation and the write fails (409); one that lands before is in
         the usage read after the write. Either aborts
-        (:class:`ProviderInUse`) and nothing changes. If the change
-        fails, ``reserved`` is put back; if it succeeds it stays: the
-        provider leaves with this pass's report (its kind is gone) and
-        must take no claim before Cyborg's conductor deletes it. A
-        provider Placement does not have cannot be claimed: nothing to
-        hold.
+        (:class:`ProviderInUse`) and nothing changes. If the hold write
+        or the change fails, whatever it raised, ``reserved`` is put back
+        (a write that timed out may have landed); if the change succeeds
+        it stays: the provider leaves with this pass's report (its kind
+        is gone) and must take no claim before Cyborg's conductor deletes
+        it. A provider Placement does not have cannot be claimed: nothing
+        to hold.
         """
         found = self.placement_inventory(provider_name, resource_class)
         if found is None:
@@ -551,9 +586,9 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
             raise ProviderInUse('%s has %d units allocated in Placement'
                                 % (provider_name, used))
         before = record.get('reserved', 0)
-        self.set_reserved(provider_name, resource_class, record,
-                          record['total'])
         try:
+            self.set_reserved(provider_name, resource_class, record,
+                              record['total'])
             found = self.placement_inventory(provider_name, resource_class)
             if found is None or found[0]:
                 raise ProviderInUse('%s was claimed while it was being '
@@ -571,7 +606,7 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
         # _reserve_busy_units asks Placement and sets it right.
         self._reserved.pop(provider_name, None)
         found = self.placement_inventory(provider_name, resource_class)
-        if found is not None:
+        if found is not None and found[1].get('reserved', 0) != reserved:
             self.set_reserved(provider_name, resource_class, found[1],
                               reserved)
 

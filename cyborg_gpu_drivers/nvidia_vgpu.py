@@ -120,7 +120,7 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
 
     def __init__(self, hostname=None, nvml=None, sysfs_root=None,
                  libvirt_uri=None, amdsmi=None, write_vgpu_type=None,
-                 release_gpu=None, read_only=False):
+                 release_gpu=None, read_only=False, clock=time.monotonic):
         super().__init__(hostname, read_only=read_only)
         self._nvml = nvml_adapter.Nvml(nvml)
         self._sysfs = sysfs_adapter.Sysfs(
@@ -131,6 +131,7 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
         self._write_vgpu_type = (write_vgpu_type or
                                  privsep.privileged_write_vgpu_type)
         self._release_gpu = release_gpu or privsep.privileged_release_idle_gpu
+        self._clock = clock
         self._follow_demand = (
             CONF.nvidia_vgpu.type_mode == 'follow_demand')
         if self._follow_demand:
@@ -147,9 +148,13 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
         else:
             self._declarations = vgpu_types.parse_declarations(
                 CONF.nvidia_vgpu.vgpu_type)
-        # GPU address -> the type demand chose for it, and when.
+        # GPU address -> the type it takes while it hosts none: demand's
+        # choice, or what its provider in Placement showed at the first
+        # scan after the agent started (_recovered_type).
         self._chosen = {}
-        self._changed_at = {}
+        # GPU address -> when this agent changed it or, never changed,
+        # first saw it: a change before a restart cannot be dated.
+        self._held_since = {}
         self._mdev_scan = None
         if self._declarations:
             self._check_declarations()
@@ -213,6 +218,8 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
 
     def _gpu(self, session, device, clique):
         address = device.address
+        if self._follow_demand:
+            self._held_since.setdefault(address, self._clock())
         mixed_size = session.vgpu_mixed_size(device)
         unknown = set()
         if self._has_vendor_vfio(address):
@@ -235,8 +242,13 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
                           % (address, device.name), LOG.info)
                 return None
             framework = MDEV
-            slices = self._mdev_slices(session, device, parents,
-                                       scan.mdevs_on, mixed_size, clique)
+            try:
+                slices = self._mdev_slices(session, device, parents,
+                                           scan.mdevs_on, mixed_size, clique)
+            except TypeUnknown as error:
+                self.note('%s; reported as a stub, so Cyborg keeps what it '
+                          'holds for it' % error, LOG.error)
+                return self.STUB
         if not slices and not unknown:
             self.note('GPU %s (%s) hosts no vGPU type and none of the '
                       'declared ones can be offered (%s); not reporting it'
@@ -283,15 +295,80 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
         declared = declaration.types if declaration else ()
         if self._follow_demand and declared:
             # Demand's choice; else the type hosted stays, and a GPU
-            # hosting none takes the first allowed.
+            # hosting none takes the one it offered before the agent
+            # started (the first allowed for a new GPU).
             chosen = self._chosen.get(device.address)
-            declared = ((chosen,) if chosen else () if hosted
-                        else declared[:1])
+            if chosen is None and not hosted:
+                chosen = self._chosen[device.address] = \
+                    self._recovered_type(device.address, declared)
+            declared = (chosen,) if chosen else ()
         choice = vgpu_types.types_for_gpu(
             device.address, declared, hosted, mixed_size)
         for problem in choice.problems:
             self.note(problem)
         return choice.types
+
+    def _recovered_type(self, address, allowed):
+        """The allowed type a GPU hosting nothing offered before this
+        agent started, from its providers in Placement; the first allowed
+        for a GPU without any.
+
+        Nothing read is trusted as is: a provider counts only if its name
+        and its resource class are those of an allowed type. Several of
+        them: the one with claims, else the one not held closed (a move
+        the conductor had not finished). Raises :class:`TypeUnknown` when
+        Placement cannot be read, or when a provider of another type has
+        claims: the GPU is then reported as a stub (Cyborg keeps what it
+        holds) and asked again at the next scan.
+        """
+        found = self.contained('Placement providers of GPU %s' % address,
+                               self.gpu_providers, address,
+                               failed=self.FAILED)
+        if found is self.FAILED:
+            raise TypeUnknown('GPU %s hosts no vGPU type and the type it '
+                              'offered before the agent started cannot be '
+                              'read from Placement' % address)
+        by_name = {placement_traits.provider_name(
+            self.hostname, address,
+            placement_traits.vgpu_short_name(name)).upper(): name
+            for name in allowed}
+        candidates, foreign = [], []
+        for provider, classes in sorted(found.items()):
+            name = by_name.get(provider.upper())
+            if name is not None and list(classes) == [
+                    placement_traits.vgpu_resource_class(name)]:
+                (used, record), = classes.values()
+                candidates.append((-used, record.get('reserved', 0) >=
+                                   record['total'], name))
+            else:
+                foreign.append(provider)
+                if any(used for used, _record in classes.values()):
+                    raise TypeUnknown(
+                        'GPU %s hosts no vGPU type; its provider %s in '
+                        'Placement has claims but is not one of %s' % (
+                            address, provider, vgpu_types.ALLOWED_OPTION))
+        if foreign:
+            self.note('GPU %s: its providers %s in Placement are not of '
+                      'the types %s allows; they are not taken for the '
+                      'type it offered before the agent started'
+                      % (address, ', '.join(foreign),
+                         vgpu_types.ALLOWED_OPTION))
+        candidates.sort()
+        if len(candidates) > 1 and candidates[0][:2] == candidates[1][:2]:
+            self.note('GPU %s: Placement has providers of %s for it; it '
+                      'offers the first allowed type %s' % (
+                          address, ', '.join(c[2] for c in candidates),
+                          allowed[0]))
+            return allowed[0]
+        if not candidates:
+            return allowed[0]
+        name = candidates[0][2]
+        if not vgpu_types.same_type(name, allowed[0]):
+            LOG.info('%s: GPU %s hosts no vGPU type and offers %s again, '
+                     'as its provider in Placement shows (not the first '
+                     'allowed, %s: demand chose it before the agent '
+                     'started)', self.DRIVER_NAME, address, name, allowed[0])
+        return name
 
     # --- vendor VFIO --------------------------------------------------------
 
@@ -360,7 +437,7 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
         :func:`retype.plan` decides over the host's use of each type.
         """
         options = CONF.gpu_partitions
-        now = time.monotonic()
+        now = self._clock()
         move = retype.plan(
             [use for gpu in sorted(self._known.values(),
                                    key=lambda gpu: gpu.address)
@@ -399,7 +476,7 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
                           for name in declaration.types) if movable else (),
             units=inventory.offered_total(gpu, slice_),
             used=self._units_unavailable(gpu, slice_) if readable else None,
-            changed_at=self._changed_at.get(gpu.address))
+            changed_at=self._held_since.get(gpu.address))
             for slice_ in gpu.slices]
 
     def _units_unavailable(self, gpu, slice_):
@@ -433,7 +510,7 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
             if gpu.board_info.get('vgpu_framework') == VENDOR_VFIO:
                 self._release_gpu(gpu.address)
             self._chosen[gpu.address] = move.new
-            self._changed_at[gpu.address] = now
+            self._held_since[gpu.address] = now
         LOG.info('%s: GPU %s re-typed from %s to %s: %s', self.DRIVER_NAME,
                  gpu.address, move.old, move.new, move.reason)
 
@@ -531,6 +608,10 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
                 self.note('GPU %s: vGPU type %s has no instance available'
                           % (device.address, facts.name.short), LOG.info)
         return slices
+
+
+class TypeUnknown(Exception):
+    """The type a GPU hosting nothing should offer cannot be told now."""
 
 
 def _check_thresholds():

@@ -51,6 +51,13 @@ class DriverTestCase(testtools.TestCase):
         self.useFixture(fixtures.MockPatchObject(
             base.GpuPartitionDriver, 'provider_in_placement',
             lambda driver, name: self.provider_exists(name)))
+        # The providers Placement has for one GPU, as the vGPU driver
+        # reads them after a restart: GPU address -> {provider name:
+        # {resource class: (used, record)}}; none by default.
+        self.gpu_providers = {}
+        self.useFixture(fixtures.MockPatchObject(
+            base.GpuPartitionDriver, 'gpu_providers',
+            lambda driver, address: self.gpu_providers.get(address, {})))
         self.useFixture(fixtures.MockPatchObject(
             base.GpuPartitionDriver, 'set_reserved',
             lambda driver, name, resource_class, record, reserved:

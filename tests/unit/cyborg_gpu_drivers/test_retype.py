@@ -14,8 +14,12 @@ the vGPU driver on the ``pcie-l40s`` reference host (vendor VFIO).
 """
 
 import os
+import shutil
+import time
 
+from cyborg.common import exception as cyborg_exception
 import fixtures
+from keystoneauth1 import exceptions as keystone_exceptions
 import testtools
 
 from cyborg_gpu_drivers.adapters import sysfs as sysfs_adapter
@@ -24,12 +28,14 @@ from cyborg_gpu_drivers import privsep
 from cyborg_gpu_drivers import providers
 from cyborg_gpu_drivers import retype
 from cyborg_gpu_drivers import vgpu_types
+import placement_traits
 from tests.unit.cyborg_gpu_drivers import hosts
 from tests.unit.cyborg_gpu_drivers import test_nvidia_vgpu as vgpu_tests
 
 L40S = vgpu_tests.L40S
 A100 = vgpu_tests.A100
 TYPE_8Q, TYPE_12Q = 1505, 1506
+HOLD = 600
 
 
 def use(address, kind, units, used, allowed=('A', 'B'), changed_at=None):
@@ -159,6 +165,13 @@ class FollowDemandTest(vgpu_tests.DriverTestCase):
         self.sysfs = sysfs_adapter.Sysfs(self.env.sysfs_root)
         self.released = []
         self.offers = hosts.VfOffers(self.env.sysfs_root)
+        # The agent's clock: each pass comes a hold after the last one
+        # unless a test says otherwise.
+        self.now = 0.0
+        self.step = HOLD
+
+    def clock(self):
+        return self.now
 
     def write(self, address, type_id):
         super().write(address, type_id)
@@ -172,10 +185,12 @@ class FollowDemandTest(vgpu_tests.DriverTestCase):
     def driver(self):
         driver = super().driver(self.env)
         driver._release_gpu = self.release
+        driver._clock = self.clock
         return driver
 
     def run_pass(self, driver):
         """One agent pass; Placement then holds the report's providers."""
+        self.now += self.step
         found = self.slices(driver.collect() if driver.read_only
                             else self._discover(driver))
         return found
@@ -309,34 +324,142 @@ class FollowDemandTest(vgpu_tests.DriverTestCase):
         self.assertRaises(vgpu_types.DeclarationError, self.driver)
 
 
+class FailingDict(dict):
+    """Placement as a fake dict that raises ``error`` at every read."""
+
+    def __init__(self, error):
+        super().__init__()
+        self.error = error
+
+    def get(self, *args):
+        raise self.error
+
+
 class FollowDemandMdevTest(vgpu_tests.DriverTestCase):
     """On mdev hosts (``pcie-a100``: GPU 0 runs two A100D-20C, GPU 1 is
-    idle) a type is only what the driver offers: nothing is written.
+    idle) a type is only what the driver offers: nothing is written. A
+    new driver is a restarted agent: Placement keeps what the old one
+    reported.
     """
 
-    def test_the_idle_gpu_offers_the_type_in_demand(self):
+    def setUp(self):
+        super().setUp()
         self.conf.config(group='nvidia_vgpu', type_mode='follow_demand',
                          allowed_types=[
                              '0000:01:00.0=A100D-20C,A100D-10C',
                              '0000:41:00.0=A100D-10C,A100D-20C'])
-        env = hosts.shared_env('pcie-a100')
-        driver = self.driver(env)
+        self.env = hosts.shared_env('pcie-a100')
+        self.now = 0.0
+
+    def driver(self):
+        driver = super().driver(self.env)
         driver._release_gpu = self.fail
+        driver._clock = lambda: self.now
+        return driver
+
+    def provider(self, address, type_name):
+        return placement_traits.provider_name(self.env.hostname, address,
+                                              type_name)
+
+    def in_placement(self, address, type_name, total, used=0, reserved=0):
+        """Placement holds a provider of ``type_name`` for the GPU."""
+        rc = placement_traits.vgpu_resource_class(type_name)
+        self.gpu_providers.setdefault(address, {})[
+            self.provider(address, type_name)] = {rc: (used, {
+                'total': total, 'reserved': reserved})}
+
+    def moved_to_20c(self):
+        """A driver that moved idle GPU 1 from A100D-10C to A100D-20C
+        (Placement has GPU 0's four claimed), and the old provider.
+        """
+        driver = self.driver()
         found = self.slices(driver.collect())
         self.assertEqual(8, found[(A100[1], 'A100D-10C')][0])
-        gpu = driver.known_gpu(A100[1])
-        old = providers.provider_name(env.hostname, gpu, gpu.slices[0])
+        old = self.provider(A100[1], 'A100D-10C')
         self.inventories[old] = {'total': 8, 'reserved': 0}
-        busy = driver.known_gpu(A100[0])
-        claimed = providers.provider_name(env.hostname, busy,
-                                          busy.slices[0])
+        claimed = self.provider(A100[0], 'A100D-20C')
         # Two guests the hardware shows (reserved) and two claims.
         self.inventories[claimed] = {'total': 4, 'reserved': 2}
         self.allocations[claimed] = 2
+        self.now += HOLD
         driver.apply()
+        return driver, old
+
+    def test_the_idle_gpu_offers_the_type_in_demand(self):
+        driver, old = self.moved_to_20c()
         found = self.slices(driver.collect())
         self.assertEqual({(A100[0], 'A100D-20C'), (A100[1], 'A100D-20C')},
                          set(found))
         self.assertEqual((4, 0), found[(A100[1], 'A100D-20C')][:2])
         self.assertEqual(8, self.inventories[old]['reserved'])
         self.assertEqual([], self.writes)
+
+    def test_a_restart_keeps_the_type_demand_chose(self):
+        driver, _old = self.moved_to_20c()
+        driver.collect()
+        # Cyborg's conductor deleted the old provider and made the new.
+        self.in_placement(A100[1], 'A100D-20C', 4)
+        self.in_placement(A100[0], 'A100D-20C', 4, used=2, reserved=2)
+        restarted = self.driver()
+        for _ in range(2):
+            restarted.apply()
+            found = self.slices(restarted.collect())
+            self.assertEqual((4, 0), found[(A100[1], 'A100D-20C')][:2])
+            self.assertNotIn((A100[1], 'A100D-10C'), found)
+        self.assertEqual(1, len(self.log_lines(
+            'GPU 0000:41:00.0 hosts no vGPU type and offers A100D-20C '
+            'again')))
+
+    def test_a_restart_offers_the_first_allowed_type_to_a_new_gpu(self):
+        found = self.slices(self.driver().collect())
+        self.assertEqual((8, 0), found[(A100[1], 'A100D-10C')][:2])
+        self.assertEqual([], self.log_lines('again'))
+
+    def test_placement_unreadable_at_a_restart_sends_a_stub_then_reads(self):
+        self.in_placement(A100[1], 'A100D-20C', 4)
+        readable = self.gpu_providers
+        self.gpu_providers = FailingDict(
+            keystone_exceptions.ConnectTimeout('placement'))
+        restarted = self.driver()
+        host = restarted.collect()
+        gpu = next(g for g in host.gpus if g.address == A100[1])
+        # Cyborg keeps what it holds for a stub: nothing is deleted.
+        self.assertTrue(gpu.stub)
+        self.assertEqual({A100[0], A100[1]}, {g.address for g in host.gpus})
+        self.assertEqual(1, len(self.log_lines('ConnectTimeout')))
+        self.gpu_providers = readable
+        found = self.slices(restarted.collect())
+        self.assertEqual((4, 0), found[(A100[1], 'A100D-20C')][:2])
+
+    def test_what_placement_shows_is_checked_against_allowed_types(self):
+        # A type the GPU is not allowed, and a provider named for an
+        # allowed type with another resource class: neither is taken.
+        self.in_placement(A100[1], 'A100D-40C', 2)
+        self.gpu_providers[A100[1]][self.provider(A100[1], 'A100D-20C')] = {
+            placement_traits.vgpu_resource_class('A100D-10C'): (0, {
+                'total': 4, 'reserved': 0})}
+        found = self.slices(self.driver().collect())
+        self.assertEqual((8, 0), found[(A100[1], 'A100D-10C')][:2])
+        self.assertEqual(1, len(self.log_lines(
+            'are not of the types nvidia_vgpu.allowed_types allows')))
+
+    def test_a_claim_on_a_type_not_allowed_keeps_the_gpu_a_stub(self):
+        self.in_placement(A100[1], 'A100D-40C', 2, used=1)
+        host = self.driver().collect()
+        gpu = next(g for g in host.gpus if g.address == A100[1])
+        self.assertTrue(gpu.stub)
+        self.assertEqual(1, len(self.log_lines('has claims but is not one')))
+
+    def test_a_provider_held_closed_by_an_unfinished_move_loses(self):
+        # The agent stopped after the move's hold, before the conductor
+        # deleted the old provider: the open one is the GPU's type.
+        self.in_placement(A100[1], 'A100D-10C', 8, reserved=8)
+        self.in_placement(A100[1], 'A100D-20C', 4)
+        found = self.slices(self.driver().collect())
+        self.assertEqual((4, 0), found[(A100[1], 'A100D-20C')][:2])
+        # Both open: which was last cannot be told; the first allowed.
+        self.in_placement(A100[1], 'A100D-10C', 8)
+        found = self.slices(self.driver().collect())
+        self.assertEqual((8, 0), found[(A100[1], 'A100D-10C')][:2])
+        self.assertEqual(1, len(self.log_lines(
+            'Placement has providers of A100D-10C, A100D-20C')))
