@@ -14,7 +14,6 @@ the vGPU driver on the ``pcie-l40s`` reference host (vendor VFIO).
 """
 
 import os
-import shutil
 import time
 
 from cyborg.common import exception as cyborg_exception
@@ -28,6 +27,7 @@ from cyborg_gpu_drivers import privsep
 from cyborg_gpu_drivers import providers
 from cyborg_gpu_drivers import retype
 from cyborg_gpu_drivers import vgpu_types
+from gpu_partitions.reference_hosts import fake_nvml
 import placement_traits
 from tests.unit.cyborg_gpu_drivers import hosts
 from tests.unit.cyborg_gpu_drivers import test_nvidia_vgpu as vgpu_tests
@@ -314,6 +314,170 @@ class FollowDemandTest(vgpu_tests.DriverTestCase):
             type(driver), 'placement_inventory', unreadable))
         self.run_pass(driver)
         self.assertEqual([], self.released)
+
+    def test_a_restart_keeps_the_types_and_honours_the_hold(self):
+        driver, old = self.demand_for_12q()
+        self.run_pass(driver)
+        self.assertEqual([L40S[1]], self.released)
+        new = self.provider(driver, L40S[1], 'L40S-12Q')
+        # The conductor deleted GPU 1's L40S-8Q; now every L40S-12Q is
+        # claimed and idle GPU 2 (L40S-8Q) could follow.
+        del self.inventories[old]
+        self.allocations[new] = 4
+        restarted = self.driver()
+        self.step = 1.0
+        for _ in range(3):
+            found = self.run_pass(restarted)
+            self.assertEqual(4, found[(L40S[1], 'L40S-12Q')][0])
+            self.assertEqual(6, found[(L40S[2], 'L40S-8Q')][0])
+        # The restarted agent cannot date GPU 2's last change: it holds
+        # it from its first sight, then lets it go.
+        self.assertEqual([L40S[1]], self.released)
+        self.now += HOLD
+        self.run_pass(restarted)
+        self.assertEqual([L40S[1], L40S[2]], self.released)
+
+    # Classes of fault a move can meet: Placement's answers (a conflict,
+    # a server error, a timeout), bad data, a bug, the OS, the daemon.
+    FAULTS = (RuntimeError('Placement answered 409'),
+              cyborg_exception.PlacementServerError(),
+              keystone_exceptions.ConnectTimeout('placement timed out'),
+              KeyError('inventories'), TypeError('not subscriptable'),
+              OSError(5, 'Input/output error'),
+              privsep.DeviceBusy('VF 0000:31:00.4 open'))
+
+    def faulty_placement(self, driver, old, point, error, times=1):
+        """Placement raising ``error`` at ``point`` of GPU 1's move, for
+        ``times`` calls: ``hold write`` (the write is refused),
+        ``landed write`` (the write lands, then the answer is lost),
+        ``hold read`` (the usage read after the write).
+        """
+        real_set = type(driver).set_reserved
+        real_read = type(driver).placement_inventory
+        left = [times]
+
+        def fire():
+            if left[0] <= 0:
+                return False
+            left[0] -= 1
+            return True
+
+        def set_reserved(driver_, name, resource_class, record, reserved):
+            if name == old and reserved and point != 'hold read' and fire():
+                if point == 'landed write':
+                    real_set(driver_, name, resource_class, record, reserved)
+                raise error
+            real_set(driver_, name, resource_class, record, reserved)
+
+        def read(driver_, name, resource_class):
+            if (name == old and point == 'hold read' and
+                    self.inventories[old]['reserved'] and fire()):
+                raise error
+            return real_read(driver_, name, resource_class)
+
+        self.useFixture(fixtures.MockPatchObject(
+            type(driver), 'set_reserved', set_reserved))
+        self.useFixture(fixtures.MockPatchObject(
+            type(driver), 'placement_inventory', read))
+
+    def assert_gpu_1_kept_its_type(self, found, old):
+        """GPU 1 kept L40S-8Q, its provider is open again, and the report
+        has every GPU with its units.
+        """
+        self.assertEqual([], self.released)
+        self.assertEqual({TYPE_8Q}, self.held_types(L40S[1]) - {0})
+        self.assertEqual(0, self.inventories[old]['reserved'])
+        self.assertEqual({(L40S[0], 'L40S-12Q'): 4, (L40S[1], 'L40S-8Q'): 2,
+                          (L40S[2], 'L40S-8Q'): 6, (L40S[3], 'L40S-24C'): 1},
+                         {key: value[0] for key, value in found.items()})
+
+    def test_every_fault_of_placement_in_a_move_is_contained(self):
+        driver, old = self.demand_for_12q()
+        for point in ('hold write', 'landed write', 'hold read'):
+            for error in self.FAULTS:
+                # Each pass plans the same move again: the next fault.
+                self.faulty_placement(driver, old, point, error)
+                found = self.run_pass(driver)
+                self.assert_gpu_1_kept_its_type(found, old)
+                self.assertEqual(1, len(self.log_lines(
+                    'moving it to L40S-12Q failed: %s'
+                    % type(error).__name__)), (point, error))
+                self.log.reset_output()
+        # The fault gone, the next pass moves it.
+        self.faulty_placement(driver, old, 'hold write', None, times=0)
+        self.run_pass(driver)
+        self.assertEqual([L40S[1]], self.released)
+
+    def test_a_hold_that_cannot_be_put_back_is_set_right_next_pass(self):
+        driver, old = self.demand_for_12q()
+        # The read after the hold fails, and so does the read of the
+        # clean-up: the provider stays closed for now.
+        self.faulty_placement(
+            driver, old, 'hold read',
+            keystone_exceptions.ConnectTimeout('placement'), times=2)
+        self.run_pass(driver)
+        self.assertEqual([], self.released)
+        self.assertEqual(2, self.inventories[old]['reserved'])
+        # Demand gone: the next agent pass (discover) reserves from
+        # Placement's usage again, and GPU 1's provider opens.
+        self.allocations.clear()
+        driver.discover()
+        self.assertEqual(0, self.inventories[old]['reserved'])
+        self.assertEqual({TYPE_8Q}, self.held_types(L40S[1]) - {0})
+
+    def test_every_fault_of_the_release_is_contained(self):
+        driver, old = self.demand_for_12q()
+        for error in list(self.FAULTS) + [ValueError('bad answer from the daemon')]:
+            def refuse(pf, error=error):
+                raise error
+
+            driver._release_gpu = refuse
+            found = self.run_pass(driver)
+            self.assert_gpu_1_kept_its_type(found, old)
+            self.assertEqual(1, len(self.log_lines(
+                'moving it to L40S-12Q failed: %s' % type(error).__name__)))
+            self.log.reset_output()
+
+    def test_a_gpu_vanishing_between_plan_and_move(self):
+        driver, old = self.demand_for_12q()
+        data = vgpu_tests.host_data('pcie-l40s')
+        data['nvml']['devices'][1]['lost'] = True
+
+        def vanish(pf):
+            # The PF leaves sysfs and NVML as the move starts.
+            os.unlink(os.path.join(self.env.sysfs_root, 'bus', 'pci',
+                                   'devices', pf))
+            driver._nvml = type(driver._nvml)(fake_nvml.FakeNvml(
+                data['nvml']))
+            self.release(pf)
+
+        driver._release_gpu = vanish
+        self.run_pass(driver)
+        host = driver.collect()
+        self.assertEqual(0, self.inventories[old]['reserved'])
+        self.assertEqual(1, len(self.log_lines(
+            'moving it to L40S-12Q failed: InvalidPrivilegedRequest')))
+        # Still reported, unhealthy: nothing in use, nothing offered.
+        gpu = next(g for g in host.gpus if g.address == L40S[1])
+        self.assertFalse(gpu.healthy)
+        self.assertEqual([L40S[0], L40S[1], L40S[2], L40S[3]],
+                         [g.address for g in host.gpus])
+
+    def test_a_placement_read_that_hangs_counts_as_in_use(self):
+        driver, old = self.demand_for_12q()
+        self.conf.config(group='gpu_partitions', gpu_scan_timeout=0.2)
+        real_read = type(driver).placement_inventory
+
+        def hang(driver_, name, resource_class):
+            if name == old:
+                time.sleep(1)
+            return real_read(driver_, name, resource_class)
+
+        self.useFixture(fixtures.MockPatchObject(
+            type(driver), 'placement_inventory', hang))
+        found = self.run_pass(driver)
+        self.assert_gpu_1_kept_its_type(found, old)
+        self.assertEqual(1, len(self.log_lines('gpu_scan_timeout')))
 
     def test_options_exclude_each_other(self):
         self.conf.config(group='nvidia_vgpu',
