@@ -19,7 +19,12 @@ Nova's real scheduler and Cyborg's ARQ binding.
 
 ``pcie-l40s``: GPU 17 hosts L40S-12Q with 2 of 4 VFs running guests
 that hold no allocation (Placement reserves them), GPU 31 L40S-8Q (idle),
-GPU b1 nothing (idle), GPU ca L40S-24C (1 guest).
+GPU b1 nothing (idle), GPU ca L40S-24C (1 guest). ``pcie-a100`` (mdev,
+libvirt's test driver): GPU 01 runs two A100D-20C, GPU 41 is idle.
+
+A new driver over the same host and the same Placement is a restarted
+agent. The agent's clock is the test's: each pass comes a hold
+(``follow_demand_hold_seconds``) after the last.
 """
 
 import copy
@@ -37,6 +42,7 @@ from tests.functional import base
 from tests.unit.cyborg_gpu_drivers import hosts
 
 TYPE_12Q = 1506
+HOLD = 600
 
 
 class SwitchableNvml:
@@ -66,10 +72,15 @@ class TestVgpuFollowDemand(base.GpuCloudTestCase):
         self.released = []
         self.nvml_data = copy.deepcopy(self.host.data['nvml'])
         self.nvml = SwitchableNvml(fake_nvml.FakeNvml(self.nvml_data))
-        self.driver = nvidia_vgpu.NvidiaVgpuDriver(
+        self.now = 0.0
+        self.driver = self.start_agent()
+
+    def start_agent(self):
+        return nvidia_vgpu.NvidiaVgpuDriver(
             hostname=self.host.hostname, nvml=self.nvml,
             sysfs_root=self.env.sysfs_root, libvirt_uri=self.env.libvirt_uri,
-            write_vgpu_type=self.write, release_gpu=self.release)
+            write_vgpu_type=self.write, release_gpu=self.release,
+            clock=lambda: self.now)
 
     def write(self, address, type_id):
         self.writes.append((address, type_id))
@@ -106,6 +117,7 @@ class TestVgpuFollowDemand(base.GpuCloudTestCase):
                                    vgpu_type)
 
     def agent_pass(self):
+        self.now += HOLD
         return self.report(self.host.hostname, self.driver.discover())
 
     def inventory(self, bus, vgpu_type):
@@ -114,7 +126,10 @@ class TestVgpuFollowDemand(base.GpuCloudTestCase):
                                   % provider.uuid)['inventories'][
             names.vgpu_resource_class(vgpu_type)]
 
-    def test_an_idle_gpu_is_retyped_for_demand_a_busy_one_never(self):
+    def move_gpu_31_to_12q(self):
+        """Fill GPU 17's L40S-12Q; the next pass moves idle GPU 31 to
+        it. Returns the flavor of L40S-12Q and its resource class.
+        """
         self.add_gpu_host(self.host.hostname, self.driver.discover())
         self.agent_pass()
         # GPU b1 took the first allowed type; the two guests on GPU 17
@@ -148,6 +163,10 @@ class TestVgpuFollowDemand(base.GpuCloudTestCase):
         self.assertNotIn(self.name('31', 'L40S-8Q'),
                          [p.name for p in self.providers()])
         self.assertEqual(4, self.inventory('31', 'L40S-12Q')['total'])
+        return flavor, rc
+
+    def test_an_idle_gpu_is_retyped_for_demand_a_busy_one_never(self):
+        flavor, rc = self.move_gpu_31_to_12q()
         server = self.boot(flavor)
         self.assertLandedOn(server, self.host.hostname,
                             self.name('31', 'L40S-12Q'), rc)
@@ -161,3 +180,75 @@ class TestVgpuFollowDemand(base.GpuCloudTestCase):
                          & {'0000:17', '0000:ca'})
         self.assertEqual(6, self.inventory('b1', 'L40S-8Q')['total'])
         self.assertEqual(4, self.inventory('17', 'L40S-12Q')['total'])
+
+    def test_a_restarted_agent_keeps_what_demand_chose(self):
+        flavor, rc = self.move_gpu_31_to_12q()
+        before = self.providers()
+        self.driver = self.start_agent()
+        for _ in range(2):
+            writes = self.agent_pass()
+            # Nothing deleted or made again: Cyborg's conductor has
+            # nothing to change.
+            self.assertEqual([], [w for w in writes
+                                  if w.method in ('DELETE', 'POST')], writes)
+            self.assertEqual(before, self.providers())
+        self.assertEqual(['0000:31:00.0'], self.released)
+        server = self.boot(flavor)
+        self.assertLandedOn(server, self.host.hostname,
+                            self.name('31', 'L40S-12Q'), rc)
+
+
+class TestVgpuFollowDemandMdev(base.GpuCloudTestCase):
+    """On mdev GPUs the type demand chose is only what the driver offers;
+    a restarted agent reads it back from Placement.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.flags(group='nvidia_vgpu', type_mode='follow_demand',
+                   allowed_types=['0000:41:00.0=A100D-10C,A100D-20C'])
+        self.host = reference_hosts.load('pcie-a100')
+        self.env = self.host.materialize(
+            self.useFixture(fixtures.TempDir()).path)
+        self.flags(group='gpu_partitions', sysfs_root=self.env.sysfs_root)
+        self.now = 0.0
+        self.driver = self.start_agent()
+
+    def start_agent(self):
+        return nvidia_vgpu.NvidiaVgpuDriver(
+            hostname=self.host.hostname,
+            nvml=fake_nvml.FakeNvml(self.host.data['nvml']),
+            sysfs_root=self.env.sysfs_root, libvirt_uri=self.env.libvirt_uri,
+            release_gpu=self.fail, clock=lambda: self.now)
+
+    def name(self, bus, vgpu_type):
+        return names.provider_name(self.host.hostname, '0000:%s:00.0' % bus,
+                                   vgpu_type)
+
+    def agent_pass(self):
+        self.now += HOLD
+        return self.report(self.host.hostname, self.driver.discover())
+
+    def test_a_restart_keeps_the_type_demand_chose(self):
+        self.add_gpu_host(self.host.hostname, self.driver.discover())
+        self.agent_pass()
+        rc = names.vgpu_resource_class('A100D-20C')
+        flavor = self.create_flavor(harness.gpu_extra_specs(rc))
+        # Two claims beside GPU 01's two guests fill its A100D-20C.
+        for _ in range(2):
+            self.assertLandedOn(self.boot(flavor), self.host.hostname,
+                                self.name('01', 'A100D-20C'), rc)
+        self.agent_pass()
+        names_now = [p.name for p in self.providers()]
+        self.assertIn(self.name('41', 'A100D-20C'), names_now)
+        self.assertNotIn(self.name('41', 'A100D-10C'), names_now)
+
+        before = self.providers()
+        self.driver = self.start_agent()
+        for _ in range(2):
+            writes = self.agent_pass()
+            self.assertEqual([], [w for w in writes
+                                  if w.method in ('DELETE', 'POST')], writes)
+            self.assertEqual(before, self.providers())
+        self.assertLandedOn(self.boot(flavor), self.host.hostname,
+                            self.name('41', 'A100D-20C'), rc)
