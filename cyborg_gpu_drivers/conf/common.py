@@ -72,6 +72,8 @@ OPTS = [
         'follow_demand_hold_seconds',
         default=600, min=0,
         help='A GPU whose kind this agent changed is not changed again '
-             'for this many seconds. At most one GPU per host changes per '
-             'agent pass.'),
+             'for this many seconds. After the agent starts, every GPU is '
+             'held this long from its first scan: a change made before '
+             'the restart cannot be dated. At most one GPU per host '
+             'changes per agent pass.'),
 ]
