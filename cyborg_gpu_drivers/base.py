@@ -510,7 +510,7 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
         usages = _placement_json(client.get(path + '/usages')) or {}
         return int(usages.get('usages', {}).get(resource_class, 0)), record
 
-    def gpu_providers(self, address):
+    def placement_gpu_providers(self, address):
         """``{provider name: {resource class: (units used, inventory
         record)}}`` of the providers Placement has for the GPU at
         ``address`` on this host: those under this host's compute node

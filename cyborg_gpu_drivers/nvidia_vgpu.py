@@ -322,7 +322,7 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
         holds) and asked again at the next scan.
         """
         found = self.contained('Placement providers of GPU %s' % address,
-                               self.gpu_providers, address,
+                               self.placement_gpu_providers, address,
                                failed=self.FAILED)
         if found is self.FAILED:
             raise TypeUnknown('GPU %s hosts no vGPU type and the type it '

@@ -57,22 +57,57 @@ class SwitchableNvml:
         return getattr(self.fake, name)
 
 
-class TestVgpuFollowDemand(base.GpuCloudTestCase):
+class FollowDemandTestCase(base.GpuCloudTestCase):
+    """One reference host (``HOST``) whose vGPU driver follows demand
+    within ``ALLOWED``; :meth:`start_agent` builds the driver.
+    """
+
+    HOST = None
+    ALLOWED = ()
 
     def setUp(self):
         super().setUp()
         self.flags(group='nvidia_vgpu', type_mode='follow_demand',
-                   allowed_types=['NVIDIA L40S=L40S-8Q,L40S-12Q'])
-        self.host = reference_hosts.load('pcie-l40s')
+                   allowed_types=list(self.ALLOWED))
+        self.host = reference_hosts.load(self.HOST)
         self.env = self.host.materialize(
             self.useFixture(fixtures.TempDir()).path)
         self.flags(group='gpu_partitions', sysfs_root=self.env.sysfs_root)
+        self.now = 0.0
+
+    def name(self, bus, vgpu_type):
+        return names.provider_name(self.host.hostname, '0000:%s:00.0' % bus,
+                                   vgpu_type)
+
+    def agent_pass(self):
+        self.now += HOLD
+        return self.report(self.host.hostname, self.driver.discover())
+
+    def assertRestartChangesNothing(self):
+        """A restarted agent's passes write no provider to Placement:
+        Cyborg's conductor deletes and makes none.
+        """
+        before = self.providers()
+        self.driver = self.start_agent()
+        for _ in range(2):
+            writes = self.agent_pass()
+            self.assertEqual([], [w for w in writes
+                                  if w.method in ('DELETE', 'POST')], writes)
+            self.assertEqual(before, self.providers())
+
+
+class TestVgpuFollowDemand(FollowDemandTestCase):
+
+    HOST = 'pcie-l40s'
+    ALLOWED = ('NVIDIA L40S=L40S-8Q,L40S-12Q',)
+
+    def setUp(self):
+        super().setUp()
         self.offers = hosts.VfOffers(self.env.sysfs_root)
         self.writes = []
         self.released = []
         self.nvml_data = copy.deepcopy(self.host.data['nvml'])
         self.nvml = SwitchableNvml(fake_nvml.FakeNvml(self.nvml_data))
-        self.now = 0.0
         self.driver = self.start_agent()
 
     def start_agent(self):
@@ -111,14 +146,6 @@ class TestVgpuFollowDemand(base.GpuCloudTestCase):
             'vf_pci_bus_id': '0000' + vf.upper(),
             'uuid': '00000000-0000-0000-0000-%012d' % number})
         self.nvml.fake = fake_nvml.FakeNvml(self.nvml_data)
-
-    def name(self, bus, vgpu_type):
-        return names.provider_name(self.host.hostname, '0000:%s:00.0' % bus,
-                                   vgpu_type)
-
-    def agent_pass(self):
-        self.now += HOLD
-        return self.report(self.host.hostname, self.driver.discover())
 
     def inventory(self, bus, vgpu_type):
         provider = self.provider(self.name(bus, vgpu_type))
@@ -183,35 +210,23 @@ class TestVgpuFollowDemand(base.GpuCloudTestCase):
 
     def test_a_restarted_agent_keeps_what_demand_chose(self):
         flavor, rc = self.move_gpu_31_to_12q()
-        before = self.providers()
-        self.driver = self.start_agent()
-        for _ in range(2):
-            writes = self.agent_pass()
-            # Nothing deleted or made again: Cyborg's conductor has
-            # nothing to change.
-            self.assertEqual([], [w for w in writes
-                                  if w.method in ('DELETE', 'POST')], writes)
-            self.assertEqual(before, self.providers())
+        self.assertRestartChangesNothing()
         self.assertEqual(['0000:31:00.0'], self.released)
         server = self.boot(flavor)
         self.assertLandedOn(server, self.host.hostname,
                             self.name('31', 'L40S-12Q'), rc)
 
 
-class TestVgpuFollowDemandMdev(base.GpuCloudTestCase):
+class TestVgpuFollowDemandMdev(FollowDemandTestCase):
     """On mdev GPUs the type demand chose is only what the driver offers;
     a restarted agent reads it back from Placement.
     """
 
+    HOST = 'pcie-a100'
+    ALLOWED = ('0000:41:00.0=A100D-10C,A100D-20C',)
+
     def setUp(self):
         super().setUp()
-        self.flags(group='nvidia_vgpu', type_mode='follow_demand',
-                   allowed_types=['0000:41:00.0=A100D-10C,A100D-20C'])
-        self.host = reference_hosts.load('pcie-a100')
-        self.env = self.host.materialize(
-            self.useFixture(fixtures.TempDir()).path)
-        self.flags(group='gpu_partitions', sysfs_root=self.env.sysfs_root)
-        self.now = 0.0
         self.driver = self.start_agent()
 
     def start_agent(self):
@@ -220,14 +235,6 @@ class TestVgpuFollowDemandMdev(base.GpuCloudTestCase):
             nvml=fake_nvml.FakeNvml(self.host.data['nvml']),
             sysfs_root=self.env.sysfs_root, libvirt_uri=self.env.libvirt_uri,
             release_gpu=self.fail, clock=lambda: self.now)
-
-    def name(self, bus, vgpu_type):
-        return names.provider_name(self.host.hostname, '0000:%s:00.0' % bus,
-                                   vgpu_type)
-
-    def agent_pass(self):
-        self.now += HOLD
-        return self.report(self.host.hostname, self.driver.discover())
 
     def test_a_restart_keeps_the_type_demand_chose(self):
         self.add_gpu_host(self.host.hostname, self.driver.discover())
@@ -242,13 +249,6 @@ class TestVgpuFollowDemandMdev(base.GpuCloudTestCase):
         names_now = [p.name for p in self.providers()]
         self.assertIn(self.name('41', 'A100D-20C'), names_now)
         self.assertNotIn(self.name('41', 'A100D-10C'), names_now)
-
-        before = self.providers()
-        self.driver = self.start_agent()
-        for _ in range(2):
-            writes = self.agent_pass()
-            self.assertEqual([], [w for w in writes
-                                  if w.method in ('DELETE', 'POST')], writes)
-            self.assertEqual(before, self.providers())
+        self.assertRestartChangesNothing()
         self.assertLandedOn(self.boot(flavor), self.host.hostname,
                             self.name('41', 'A100D-20C'), rc)

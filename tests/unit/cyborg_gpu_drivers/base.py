@@ -56,7 +56,7 @@ class DriverTestCase(testtools.TestCase):
         # {resource class: (used, record)}}; none by default.
         self.gpu_providers = {}
         self.useFixture(fixtures.MockPatchObject(
-            base.GpuPartitionDriver, 'gpu_providers',
+            base.GpuPartitionDriver, 'placement_gpu_providers',
             lambda driver, address: self.gpu_providers.get(address, {})))
         self.useFixture(fixtures.MockPatchObject(
             base.GpuPartitionDriver, 'set_reserved',

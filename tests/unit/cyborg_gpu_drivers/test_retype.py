@@ -427,7 +427,7 @@ class FollowDemandTest(vgpu_tests.DriverTestCase):
 
     def test_every_fault_of_the_release_is_contained(self):
         driver, old = self.demand_for_12q()
-        for error in list(self.FAULTS) + [ValueError('bad answer from the daemon')]:
+        for error in self.FAULTS + (ValueError('bad daemon answer'),):
             def refuse(pf, error=error):
                 raise error
 
