@@ -463,6 +463,19 @@ class FollowDemandTest(vgpu_tests.DriverTestCase):
         self.assertEqual([L40S[0], L40S[1], L40S[2], L40S[3]],
                          [g.address for g in host.gpus])
 
+    def test_a_fault_while_planning_moves_nothing_and_loses_nothing(self):
+        driver, old = self.demand_for_12q()
+
+        def broken(*args):
+            raise TypeError("'NoneType' object is not iterable")
+
+        self.useFixture(fixtures.MockPatchObject(retype, 'plan', broken))
+        found = self.run_pass(driver)
+        self.assert_gpu_1_kept_its_type(found, old)
+        self.assertEqual(1, len(self.log_lines(
+            'failed: TypeError: \'NoneType\' object is not iterable; no '
+            'GPU changed type')))
+
     def test_a_placement_read_that_hangs_counts_as_in_use(self):
         driver, old = self.demand_for_12q()
         self.conf.config(group='gpu_partitions', gpu_scan_timeout=0.2)
