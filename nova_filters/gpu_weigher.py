@@ -21,8 +21,8 @@ Each host is weighed by the best placement of the request on it
 (:func:`nova_filters.scoring.host_score`). ``pack`` prefers the host where
 the request strands the least GPU share (the rise in fragmentation, in
 GPUs: free GPU capacity the typical requests can no longer use, by its
-slices or by the host's CPU and memory left), and among hosts within a
-tenth of a GPU of that, the fullest: GPU share stranded is lost for good,
+slices or by the host's CPU and memory left), and among hosts within
+0.03 GPU of that, the fullest: GPU share stranded is lost for good,
 while fullness only keeps idle hosts idle for large requests. ``spread``
 prefers the emptiest host. The host's ``allocation_candidates`` are
 reordered so that the candidate Nova claims is that best placement: the

@@ -54,7 +54,7 @@ instance fits. The typical workloads are a :class:`WorkloadMix`: the requests
 the scheduler saw recently (:mod:`nova_filters.workload_mix`), or, before
 it saw any, :func:`default_workloads`. Packing picks the placement that
 raises fragmentation least, then the fullest host and GPU (a host's
-fullness weighs a tenth of a GPU, see :func:`host_score`): a request
+fullness weighs 0.03 GPU, see :func:`host_score`): a request
 lands where its CPU and memory strand the least GPU capacity, on a GPU
 already in use rather than on an idle one, and on an idle GPU of a broken
 clique rather than one of an intact clique.
@@ -90,11 +90,11 @@ AFFINITY_BONUS = 10.0
 _FULLNESS_TIE_BREAK = 0.01
 # Pack: weight of a host's fullness (0 to 1) beside the rise in its
 # fragmentation (in GPUs). Fullness decides only between hosts whose
-# placements strand GPU share within a tenth of a GPU of each other. At
-# 1, a placement that stranded half a GPU on a half-full host beat one
-# that stranded none on an emptier host: the fullest hosts ran out of CPU
-# or memory while GPUs were free (doc/source/simulator.rst).
-_HOST_FULLNESS = 0.1
+# placements strand GPU share within 0.03 GPU of each other. At 1, a
+# placement that stranded half a GPU on a half-full host beat one that
+# stranded none on an emptier host: the fullest hosts ran out of CPU or
+# memory while GPUs were free (doc/source/simulator.rst, CPU-heavy traces).
+_HOST_FULLNESS = 0.03
 
 
 @dataclasses.dataclass(frozen=True)
@@ -443,9 +443,9 @@ def host_score(host, best_rank, policy):
     """Weight of a host whose best allocation has ``best_rank``.
 
     ``pack``: the best placement score (least rise in fragmentation, in
-    GPUs) plus a tenth of the host's fullness, so of the hosts where the
-    request strands least GPU share, the fullest wins; stranding a tenth
-    of a GPU more outweighs a whole host's fullness. ``spread``: minus the
+    GPUs) plus 0.03 times the host's fullness, so of the hosts where the
+    request strands least GPU share, the fullest wins; stranding 0.03 GPU
+    more outweighs a whole host's fullness. ``spread``: minus the
     host's fullness, the placement score only breaking ties, so the
     emptiest host wins.
     """

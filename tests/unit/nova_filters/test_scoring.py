@@ -364,16 +364,17 @@ class HostResourcesTest(testtools.TestCase):
         weights = self._pack_host_weights((roomy, idle), mix, vcpus=4)
         self.assertGreater(weights[roomy], weights[idle])
 
-    def test_host_fullness_weighs_a_tenth_of_a_gpu(self):
+    def test_host_fullness_weighs_three_hundredths_of_a_gpu(self):
         root = self._half_full('h', 256)
         host = _view(self.placement).host(root)
-        # A placement stranding 0.06 GPU more on this half-full host
-        # (fullness 0.5) loses to a placement stranding none on an idle one.
-        self.assertAlmostEqual(0.05, scoring.host_score(
+        # A placement stranding 0.02 GPU more on this half-full host
+        # (fullness 0.5) loses to one stranding none on an idle host
+        # (weight 0); a preferred affinity honoured outweighs both.
+        self.assertAlmostEqual(0.015, scoring.host_score(
             host, (0, 0.0), scoring.PACK))
-        self.assertAlmostEqual(-0.01, scoring.host_score(
-            host, (0, -0.06), scoring.PACK))
-        self.assertAlmostEqual(10.05, scoring.host_score(
+        self.assertAlmostEqual(-0.005, scoring.host_score(
+            host, (0, -0.02), scoring.PACK))
+        self.assertAlmostEqual(10.015, scoring.host_score(
             host, (1, 0.0), scoring.PACK))
 
     def test_a_multi_gpu_workload_needs_enough_usable_gpus_in_a_clique(self):
