@@ -18,11 +18,18 @@ Enable it in nova.conf::
         nova_filters.gpu_weigher.GpuPartitionWeigher
 
 Each host is weighed by the best placement of the request on it
-(:func:`nova_filters.scoring.host_score`): ``pack`` prefers the fullest host
-whose placement fragments least, ``spread`` the emptiest host. The host's
-``allocation_candidates`` are reordered so that the candidate Nova claims
-is that best placement: the fullest GPU that fits (pack) or the emptiest
-(spread). Hosts and requests without GPU get weight 0.
+(:func:`nova_filters.scoring.host_score`). ``pack`` prefers the host where
+the request strands the least GPU share (the rise in fragmentation, in
+GPUs: free GPU capacity the typical requests can no longer use, by its
+slices or by the host's CPU and memory left), and among hosts within
+0.03 GPU of that, the fullest: GPU share stranded is lost for good,
+while fullness only keeps idle hosts idle for large requests. ``spread``
+prefers the emptiest host. The host's ``allocation_candidates`` are
+reordered so that the candidate Nova claims is that best placement: the
+fullest GPU that fits (pack) or the emptiest (spread). A request without
+GPU, under ``pack``, prefers the host whose GPUs its CPU and memory strand
+least, then the one with the fullest GPUs; otherwise hosts and requests
+without GPU get weight 0.
 
 The multiplier is ``[gpu_partitions_scheduler] weight_multiplier``,
 overridable by the aggregate metadata key

@@ -53,10 +53,11 @@ CPU to spare does not. FGD's measure asks only whether one more
 instance fits. The typical workloads are a :class:`WorkloadMix`: the requests
 the scheduler saw recently (:mod:`nova_filters.workload_mix`), or, before
 it saw any, :func:`default_workloads`. Packing picks the placement that
-raises fragmentation least, then the fullest GPU: a request lands where
-its CPU and memory strand the least GPU capacity, on a GPU already in use
-rather than on an idle one, and on an idle GPU of a broken clique rather
-than one of an intact clique.
+raises fragmentation least, then the fullest host and GPU (a host's
+fullness weighs 0.03 GPU, see :func:`host_score`): a request
+lands where its CPU and memory strand the least GPU capacity, on a GPU
+already in use rather than on an idle one, and on an idle GPU of a broken
+clique rather than one of an intact clique.
 
 MIG layouts are fixed by the operator (the MIG driver reports the GPU
 instances that exist), so geometry shows here only as which existing
@@ -87,6 +88,13 @@ WHOLE_LINK_DOMAIN = 'whole_link_domain'
 AFFINITY_BONUS = 10.0
 # Among placements that fragment equally, the fullest (pack) GPU wins.
 _FULLNESS_TIE_BREAK = 0.01
+# Pack: weight of a host's fullness (0 to 1) beside the rise in its
+# fragmentation (in GPUs). Fullness decides only between hosts whose
+# placements strand GPU share within 0.03 GPU of each other. At 1, a
+# placement that stranded half a GPU on a half-full host beat one that
+# stranded none on an emptier host: the fullest hosts ran out of CPU or
+# memory while GPUs were free (doc/source/simulator.rst, CPU-heavy traces).
+_HOST_FULLNESS = 0.03
 
 
 @dataclasses.dataclass(frozen=True)
@@ -434,15 +442,17 @@ def order(allocations, ranks):
 def host_score(host, best_rank, policy):
     """Weight of a host whose best allocation has ``best_rank``.
 
-    ``pack``: the best placement score (least fragmentation) plus the
-    host's fullness, so the fullest host that fits well wins. ``spread``:
-    minus the host's fullness, the placement score only breaking ties, so
-    the emptiest host wins.
+    ``pack``: the best placement score (least rise in fragmentation, in
+    GPUs) plus 0.03 times the host's fullness, so of the hosts where the
+    request strands least GPU share, the fullest wins; stranding 0.03 GPU
+    more outweighs a whole host's fullness. ``spread``: minus the
+    host's fullness, the placement score only breaking ties, so the
+    emptiest host wins.
     """
     rank, score = best_rank
     fill = host.used_share
     if policy == SPREAD:
         base = -fill + _FULLNESS_TIE_BREAK * score
     else:
-        base = score + fill
+        base = score + _HOST_FULLNESS * fill
     return AFFINITY_BONUS * rank + base

@@ -326,6 +326,57 @@ class HostResourcesTest(testtools.TestCase):
                 mix, vcpus=4)
         self.assertGreater(scores[roomy], scores[tight])
 
+    def _half_full(self, name, free_vcpus):
+        # GPUs 0 to 3 full: half the host's GPU share in use.
+        root = self._root(name, free_vcpus)
+        for index in range(4):
+            rp = self.placement.provider(root, fakes.gpu_address(index),
+                                         MIG_1G)
+            self.placement.claim({'allocations': {rp: {'resources': {
+                MIG_1G: 7}}}})
+        return root
+
+    def _pack_host_weights(self, roots, mix, vcpus):
+        view = _view(self.placement)
+        weights = {}
+        for root in roots:
+            host = view.host(root)
+            found = [allocations.gpu_allocation(view, candidate)
+                     for candidate in self.placement.candidates(
+                         root, [('', MIG_1G, 1)])]
+            best = max(scoring.rank_allocations(
+                host, found, scoring.PACK, mix, vcpus=vcpus))
+            weights[root] = scoring.host_score(host, best, scoring.PACK)
+        return weights
+
+    def test_pack_strands_least_before_it_fills_the_fullest_host(self):
+        # The 28 free 1g instances of 'tight' need the 56 VCPUs it has
+        # left: a 1g request with 4 VCPUs strands 1/7 of a GPU there. The
+        # idle host has CPU to spare and strands nothing: it wins, though
+        # 'tight' is half full.
+        tight = self._half_full('tight', 56)
+        idle = self._root('idle', 256)
+        mix = scoring.WorkloadMix([_workload(vcpus=2)])
+        weights = self._pack_host_weights((tight, idle), mix, vcpus=4)
+        self.assertGreater(weights[idle], weights[tight])
+        # Where neither strands anything, the fuller host wins.
+        roomy = self._half_full('roomy', 256)
+        weights = self._pack_host_weights((roomy, idle), mix, vcpus=4)
+        self.assertGreater(weights[roomy], weights[idle])
+
+    def test_host_fullness_weighs_three_hundredths_of_a_gpu(self):
+        root = self._half_full('h', 256)
+        host = _view(self.placement).host(root)
+        # A placement stranding 0.02 GPU more on this half-full host
+        # (fullness 0.5) loses to one stranding none on an idle host
+        # (weight 0); a preferred affinity honoured outweighs both.
+        self.assertAlmostEqual(0.015, scoring.host_score(
+            host, (0, 0.0), scoring.PACK))
+        self.assertAlmostEqual(-0.005, scoring.host_score(
+            host, (0, -0.02), scoring.PACK))
+        self.assertAlmostEqual(10.015, scoring.host_score(
+            host, (1, 0.0), scoring.PACK))
+
     def test_a_multi_gpu_workload_needs_enough_usable_gpus_in_a_clique(self):
         root = self._root('h', 256, cliques=(1, 1, 1, 1, 2, 2, 2, 2))
         mix = scoring.WorkloadMix([_workload(gpus=4, units=7)])
