@@ -19,8 +19,8 @@ hosts), so it keeps no object per provider or GPU: it reads a provider's
 traits through :func:`~nova_filters.topology.topology_of` (one hash, no
 parsing), sums each GPU's usage into the hosts' fills, which is all the
 weigher needs for most hosts, and lists each host's providers in one flat
-list. A host's :class:`~nova_filters.gpu_view.HostGpus` is built only when
-asked for.
+tuple that the garbage collector does not track. A host's
+:class:`~nova_filters.gpu_view.HostGpus` is built only when asked for.
 """
 
 import os_resource_classes as orc
@@ -82,19 +82,19 @@ def parse(summaries, roots=None, topology=None):
     a well-formed GPU provider is skipped.
     """
     _check_passthrough_classes()
-    # One list per host, and numbers: objects kept from this loop, one
+    # One tuple per host, and numbers: objects kept from this loop, one
     # per provider or per GPU, would trip the garbage collector's full
     # collection that Nova's decoding of the answer has just armed (a walk
     # over the whole answer, longer than this loop).
-    # root -> its GPU providers, flat: see topology.HOSTED_FIELDS.
-    members = {}
-    # GPU key (root and address) -> index in sums, which holds per GPU:
-    # root, MIG slices used, MIG slices offered, share of its other units
-    # in use.
-    gpus = {}
+    # root -> (its GPU providers, flat: see topology.HOSTED_FIELDS; its
+    # GPUs: address -> index in sums).
+    hosts = {}
+    # Per GPU, from its index: MIG slices used, MIG slices offered, share
+    # of its other units in use.
     sums = []
     classes = set()
     linked = False
+    known_topology = topology_mod.known_topology
     topology_of = topology_mod.topology_of
     classify = _CLASSES.get
     for uuid, summary in summaries.items():
@@ -114,49 +114,53 @@ def parse(summaries, roots=None, topology=None):
                     continue
                 used = amounts['used']
                 if gpu is None:
-                    place = topology_of(summary.get('traits') or ())
+                    traits = tuple(summary.get('traits') or ())
+                    place = known_topology(traits) or topology_of(traits)
+                    host = hosts.get(root)
+                    if host is None:
+                        host = hosts[root] = ([], {})
+                    hosted, gpu_index = host
                     # A provider without a GPU address is its own GPU.
-                    key = root + place.gpu if place.gpu else uuid
-                    gpu = gpus.get(key)
+                    address = place.gpu or uuid
+                    gpu = gpu_index.get(address)
                     if gpu is None:
-                        gpu = gpus[key] = len(sums)
-                        sums += (root, 0, 0, 0.0)
-                    hosted = members.get(root)
-                    if hosted is None:
-                        hosted = members[root] = []
+                        gpu = gpu_index[address] = len(sums)
+                        sums += (0, 0, 0.0)
                     if place.link_domain is not None:
                         linked = True
                 if slices:
-                    sums[gpu + 1] += slices * used
+                    sums[gpu] += slices * used
                     # An on-demand MIG GPU offers every profile: its
                     # slices count, not the sum of its offers.
-                    sums[gpu + 2] = (place.on_demand_slices
-                                     or sums[gpu + 2] + slices * capacity)
+                    sums[gpu + 1] = (place.on_demand_slices
+                                     or sums[gpu + 1] + slices * capacity)
                 else:
-                    sums[gpu + 3] += used / capacity
-                hosted += (uuid, place, rc, capacity, used)
+                    sums[gpu + 2] += used / capacity
+                hosted += (uuid, place.traits, rc, capacity, used)
                 classes.add(rc)
         except _ERRORS:
             continue
+    members = {root: tuple(hosted) for root, (hosted, _) in hosts.items()}
     if topology is not None:
         topology.remember(members)
     return gpu_view.GpuView(
-        source=_Hosts(summaries, members), fills=_fills(sums),
+        source=_Hosts(summaries, members),
+        fills=_fills(hosts, sums),
         resource_classes=frozenset(classes), linked=linked)
 
 
-def _fills(sums):
+def _fills(hosts, sums):
     """``{root: mean used share of its GPUs}``, added as
     HostGpus.used_share adds.
     """
-    totals = {}
-    counts = {}
-    for i in range(0, len(sums), 4):
-        root = sums[i]
-        totals[root] = totals.get(root, 0.0) + gpu_view.used_share(
-            sums[i + 1], sums[i + 2], sums[i + 3])
-        counts[root] = counts.get(root, 0) + 1
-    return {root: total / counts[root] for root, total in totals.items()}
+    used_share = gpu_view.used_share
+    fills = {}
+    for root, (_, gpu_index) in hosts.items():
+        total = 0.0
+        for i in gpu_index.values():
+            total += used_share(sums[i], sums[i + 1], sums[i + 2])
+        fills[root] = total / len(gpu_index)
+    return fills
 
 
 def _free_of(summary):
