@@ -21,6 +21,9 @@ parsing), sums each GPU's usage into the hosts' fills, which is all the
 weigher needs for most hosts, and lists each host's providers in one flat
 tuple that the garbage collector does not track. A host's
 :class:`~nova_filters.gpu_view.HostGpus` is built only when asked for.
+The view keeps none of the answer but the compute nodes' summaries: it
+may outlive the request (until a full collection frees Nova's
+``RequestSpec``), and the garbage collector walks whatever it keeps.
 """
 
 import os_resource_classes as orc
@@ -75,7 +78,8 @@ def is_gpu_class(resource_class):
 def parse(summaries, roots=None, topology=None):
     """A view of the GPU providers in ``summaries``.
 
-    The view keeps ``summaries`` and must not see it changed. ``roots``
+    The view keeps the compute nodes' summaries of ``summaries`` (not
+    the rest) and must not see them changed. ``roots``
     limits it to those compute nodes. ``topology``, a
     :class:`~nova_filters.topology.TopologyCache`, remembers the hosts'
     GPU providers for when Placement cannot be read. Anything that is not
@@ -144,7 +148,8 @@ def parse(summaries, roots=None, topology=None):
     if topology is not None:
         topology.remember(members)
     return gpu_view.GpuView(
-        source=_Hosts(summaries, members),
+        source=_Hosts(members,
+                      {root: summaries.get(root) for root in members}),
         fills=_fills(hosts, sums),
         resource_classes=frozenset(classes), linked=linked)
 
@@ -180,20 +185,32 @@ def _free_of(summary):
 class _Hosts:
     """Builds a host's :class:`~nova_filters.gpu_view.HostGpus` from the
     providers :func:`parse` listed, when the view first asks for it.
+
+    It keeps what it needs of the answer, not the answer: a request's
+    view can outlive the request (until its RequestSpec is collected), and
+    the whole answer kept that long would be walked by the garbage
+    collector's full collections in the next request.
     """
 
-    def __init__(self, summaries, members):
-        self._summaries = summaries
+    def __init__(self, members, compute_nodes):
         self._members = members
+        self._compute_nodes = compute_nodes
+        # GPU provider -> its root, made when first needed: a candidate
+        # names its compute node first, whose host, once built, knows its
+        # providers.
+        self._owner = None
 
     def roots(self):
         return self._members.keys()
 
     def root_of(self, uuid):
-        summary = self._summaries.get(uuid)
-        if not isinstance(summary, dict):
-            return None
-        return summary.get('root_provider_uuid') or uuid
+        if uuid in self._members:
+            return uuid
+        if self._owner is None:
+            self._owner = {
+                provider: root for root, hosted in self._members.items()
+                for provider in hosted[::topology_mod.HOSTED_FIELDS]}
+        return self._owner.get(uuid)
 
     def host(self, root):
         hosted = self._members.get(root)
@@ -203,4 +220,4 @@ class _Hosts:
         # that are built, not in the loop over every provider.
         return gpu_view.host_gpus(root,
                                   topology_mod.gpu_providers(root, hosted),
-                                  _free_of(self._summaries.get(root)))
+                                  _free_of(self._compute_nodes.get(root)))
