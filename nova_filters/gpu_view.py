@@ -193,8 +193,9 @@ class GpuView:
 
     Hosts are given built (``hosts``: ``{root: HostGpus}``) or by a
     ``source`` that builds them when first asked: an object with
-    ``root_of(provider_uuid)`` (None when unknown) and ``host(root)`` (a
-    HostGpus or None), and ``fills`` (``{root: used_share}``) so that
+    ``root_of(uuid)`` (the compute node of a GPU provider, or the node
+    itself; None when unknown) and ``host(root)`` (a HostGpus or None),
+    and ``fills`` (``{root: used_share}``) so that
     weighing thousands of hosts does not build them (see
     :mod:`nova_filters.provider_summaries`). A view is not changed once
     built, except for that memo; :func:`nova_filters.allocations

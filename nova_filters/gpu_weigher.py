@@ -64,15 +64,21 @@ class GpuPartitionWeigher(weights.BaseHostWeigher):
     def __init__(self, views=None):
         self._views = views or request_view.VIEWS
         self._views.start()
+        # The option, read once per request by weigh_objects: Nova then
+        # asks weight_multiplier of every host (thousands).
+        self._default_multiplier = None
 
     def weight_multiplier(self, host_state):
-        return policy.weight_multiplier(host_state)
+        return policy.weight_multiplier(host_state,
+                                        self._default_multiplier)
 
     def _weigh_object(self, host_state, weight_properties):
         # Weights need the whole request's view: see weigh_objects.
         return 0.0
 
     def weigh_objects(self, weighed_obj_list, weight_properties):
+        self._default_multiplier = (
+            conf.CONF.gpu_partitions_scheduler.weight_multiplier)
         hosts = [weighed.obj for weighed in weighed_obj_list]
         spec_obj = weight_properties
         try:
@@ -111,9 +117,9 @@ class GpuPartitionWeigher(weights.BaseHostWeigher):
                 rough.append(fill if placement_of(host) == scoring.PACK
                              else -fill)
         known = [i for i, value in enumerate(rough) if value is not None]
-        default = conf.CONF.gpu_partitions_scheduler.weight_multiplier
-        multipliers = {i: policy.weight_multiplier(hosts[i], default)
-                       for i in known}
+        multipliers = {
+            i: policy.weight_multiplier(hosts[i], self._default_multiplier)
+            for i in known}
         if units < 2:
             known.sort(key=lambda i: rough[i] * multipliers[i],
                        reverse=True)

@@ -19,8 +19,11 @@ hosts), so it keeps no object per provider or GPU: it reads a provider's
 traits through :func:`~nova_filters.topology.topology_of` (one hash, no
 parsing), sums each GPU's usage into the hosts' fills, which is all the
 weigher needs for most hosts, and lists each host's providers in one flat
-list. A host's :class:`~nova_filters.gpu_view.HostGpus` is built only when
-asked for.
+tuple that the garbage collector does not track. A host's
+:class:`~nova_filters.gpu_view.HostGpus` is built only when asked for.
+The view keeps none of the answer but the compute nodes' summaries: it
+may outlive the request (until a full collection frees Nova's
+``RequestSpec``), and the garbage collector walks whatever it keeps.
 """
 
 import os_resource_classes as orc
@@ -75,26 +78,27 @@ def is_gpu_class(resource_class):
 def parse(summaries, roots=None, topology=None):
     """A view of the GPU providers in ``summaries``.
 
-    The view keeps ``summaries`` and must not see it changed. ``roots``
+    The view keeps the compute nodes' summaries of ``summaries`` (not
+    the rest) and must not see them changed. ``roots``
     limits it to those compute nodes. ``topology``, a
     :class:`~nova_filters.topology.TopologyCache`, remembers the hosts'
     GPU providers for when Placement cannot be read. Anything that is not
     a well-formed GPU provider is skipped.
     """
     _check_passthrough_classes()
-    # One list per host, and numbers: objects kept from this loop, one
+    # One tuple per host, and numbers: objects kept from this loop, one
     # per provider or per GPU, would trip the garbage collector's full
     # collection that Nova's decoding of the answer has just armed (a walk
     # over the whole answer, longer than this loop).
-    # root -> its GPU providers, flat: see topology.HOSTED_FIELDS.
-    members = {}
-    # GPU key (root and address) -> index in sums, which holds per GPU:
-    # root, MIG slices used, MIG slices offered, share of its other units
-    # in use.
-    gpus = {}
+    # root -> (its GPU providers, flat: see topology.HOSTED_FIELDS; its
+    # GPUs: address -> index in sums).
+    hosts = {}
+    # Per GPU, from its index: MIG slices used, MIG slices offered, share
+    # of its other units in use.
     sums = []
     classes = set()
     linked = False
+    known_topology = topology_mod.known_topology
     topology_of = topology_mod.topology_of
     classify = _CLASSES.get
     for uuid, summary in summaries.items():
@@ -114,49 +118,54 @@ def parse(summaries, roots=None, topology=None):
                     continue
                 used = amounts['used']
                 if gpu is None:
-                    place = topology_of(summary.get('traits') or ())
+                    traits = tuple(summary.get('traits') or ())
+                    place = known_topology(traits) or topology_of(traits)
+                    host = hosts.get(root)
+                    if host is None:
+                        host = hosts[root] = ([], {})
+                    hosted, gpu_index = host
                     # A provider without a GPU address is its own GPU.
-                    key = root + place.gpu if place.gpu else uuid
-                    gpu = gpus.get(key)
+                    address = place.gpu or uuid
+                    gpu = gpu_index.get(address)
                     if gpu is None:
-                        gpu = gpus[key] = len(sums)
-                        sums += (root, 0, 0, 0.0)
-                    hosted = members.get(root)
-                    if hosted is None:
-                        hosted = members[root] = []
+                        gpu = gpu_index[address] = len(sums)
+                        sums += (0, 0, 0.0)
                     if place.link_domain is not None:
                         linked = True
                 if slices:
-                    sums[gpu + 1] += slices * used
+                    sums[gpu] += slices * used
                     # An on-demand MIG GPU offers every profile: its
                     # slices count, not the sum of its offers.
-                    sums[gpu + 2] = (place.on_demand_slices
-                                     or sums[gpu + 2] + slices * capacity)
+                    sums[gpu + 1] = (place.on_demand_slices
+                                     or sums[gpu + 1] + slices * capacity)
                 else:
-                    sums[gpu + 3] += used / capacity
-                hosted += (uuid, place, rc, capacity, used)
+                    sums[gpu + 2] += used / capacity
+                hosted += (uuid, place.traits, rc, capacity, used)
                 classes.add(rc)
         except _ERRORS:
             continue
+    members = {root: tuple(hosted) for root, (hosted, _) in hosts.items()}
     if topology is not None:
         topology.remember(members)
     return gpu_view.GpuView(
-        source=_Hosts(summaries, members), fills=_fills(sums),
+        source=_Hosts(members,
+                      {root: summaries.get(root) for root in members}),
+        fills=_fills(hosts, sums),
         resource_classes=frozenset(classes), linked=linked)
 
 
-def _fills(sums):
+def _fills(hosts, sums):
     """``{root: mean used share of its GPUs}``, added as
     HostGpus.used_share adds.
     """
-    totals = {}
-    counts = {}
-    for i in range(0, len(sums), 4):
-        root = sums[i]
-        totals[root] = totals.get(root, 0.0) + gpu_view.used_share(
-            sums[i + 1], sums[i + 2], sums[i + 3])
-        counts[root] = counts.get(root, 0) + 1
-    return {root: total / counts[root] for root, total in totals.items()}
+    used_share = gpu_view.used_share
+    fills = {}
+    for root, (_, gpu_index) in hosts.items():
+        total = 0.0
+        for i in gpu_index.values():
+            total += used_share(sums[i], sums[i + 1], sums[i + 2])
+        fills[root] = total / len(gpu_index)
+    return fills
 
 
 def _free_of(summary):
@@ -176,20 +185,32 @@ def _free_of(summary):
 class _Hosts:
     """Builds a host's :class:`~nova_filters.gpu_view.HostGpus` from the
     providers :func:`parse` listed, when the view first asks for it.
+
+    It keeps what it needs of the answer, not the answer: a request's
+    view can outlive the request (until its RequestSpec is collected), and
+    the whole answer kept that long would be walked by the garbage
+    collector's full collections in the next request.
     """
 
-    def __init__(self, summaries, members):
-        self._summaries = summaries
+    def __init__(self, members, compute_nodes):
         self._members = members
+        self._compute_nodes = compute_nodes
+        # GPU provider -> its root, made when first needed: a candidate
+        # names its compute node first, whose host, once built, knows its
+        # providers.
+        self._owner = None
 
     def roots(self):
         return self._members.keys()
 
     def root_of(self, uuid):
-        summary = self._summaries.get(uuid)
-        if not isinstance(summary, dict):
-            return None
-        return summary.get('root_provider_uuid') or uuid
+        if uuid in self._members:
+            return uuid
+        if self._owner is None:
+            self._owner = {
+                provider: root for root, hosted in self._members.items()
+                for provider in hosted[::topology_mod.HOSTED_FIELDS]}
+        return self._owner.get(uuid)
 
     def host(self, root):
         hosted = self._members.get(root)
@@ -199,4 +220,4 @@ class _Hosts:
         # that are built, not in the loop over every provider.
         return gpu_view.host_gpus(root,
                                   topology_mod.gpu_providers(root, hosted),
-                                  _free_of(self._summaries.get(root)))
+                                  _free_of(self._compute_nodes.get(root)))

@@ -57,6 +57,11 @@ class ProviderTopology:
             traits)
 
 
+# The ProviderTopology of a trait tuple already read, else None: the
+# parser's hot loop looks it up without a call of topology_of.
+known_topology = _TOPOLOGIES.get
+
+
 def topology_of(traits):
     """The :class:`ProviderTopology` of a provider's trait list, read once
     per distinct list.
@@ -71,30 +76,36 @@ def topology_of(traits):
     return topology
 
 
-# A host's providers are kept in one flat list, these many entries per
-# provider: uuid, ProviderTopology, resource class, capacity, used.
+# A host's providers are kept in one flat tuple, these many entries per
+# provider: uuid, trait tuple (as topology_of keeps it), resource class,
+# capacity, used. Strings, numbers and tuples of strings only: the garbage
+# collector stops tracking such a tuple, so its full collections (a walk
+# over everything tracked, several per request at 5,000 hosts) skip the
+# hosts' lists, kept here and in each request's view.
 HOSTED_FIELDS = 5
 
 
 def gpu_providers(root, hosted, usage_known=True):
     """The :class:`~nova_filters.gpu_view.GpuProvider` of each provider
-    of host ``root``'s flat list (see HOSTED_FIELDS); ``usage_known``
+    of host ``root``'s flat tuple (see HOSTED_FIELDS); ``usage_known``
     False counts every unit free (the usage is not known).
     """
-    return [
-        gpu_view.GpuProvider(
-            uuid=uuid, root=root, gpu=place.gpu or uuid, resource_class=rc,
-            capacity=int(capacity), used=int(used) if usage_known else 0,
-            traits=place.traits, numa_node=place.numa_node,
-            link_domain=place.link_domain)
-        for uuid, place, rc, capacity, used in zip(
-            *(hosted[i::HOSTED_FIELDS] for i in range(HOSTED_FIELDS)))
-        if int(capacity) > 0]
+    providers = []
+    for uuid, traits, rc, capacity, used in zip(
+            *(hosted[i::HOSTED_FIELDS] for i in range(HOSTED_FIELDS))):
+        if int(capacity) > 0:
+            place = topology_of(traits)
+            providers.append(gpu_view.GpuProvider(
+                uuid=uuid, root=root, gpu=place.gpu or uuid,
+                resource_class=rc, capacity=int(capacity),
+                used=int(used) if usage_known else 0, traits=place.traits,
+                numa_node=place.numa_node, link_domain=place.link_domain))
+    return providers
 
 
 class TopologyCache:
     """Thread-safe memory of the GPU providers of each host: ``{root:
-    providers}``, each a flat list (see HOSTED_FIELDS), as
+    providers}``, each a flat tuple (see HOSTED_FIELDS), as
     :func:`nova_filters.provider_summaries.parse` lists them.
 
     Placement's answer holds the whole tree of each host in it, so a
