@@ -243,6 +243,11 @@ def is_busy(active_vgpus, vfs, parents, unknown=()):
     return None
 
 
+def _units_text(units):
+    return ', '.join('%d x %s' % (count, profile)
+                     for profile, count in sorted(units.items())) or 'nothing'
+
+
 # --- the driver -------------------------------------------------------------
 
 class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
@@ -286,6 +291,11 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
         # made for the unit bound there.
         self._offers = {}
         self._made = {}
+        # For the host plan, per scan: GPU address -> (table, weights,
+        # slices of an offer) of the idle on-demand GPUs, and -> profiles
+        # the other on-demand GPUs offer free units of.
+        self._idle = {}
+        self._covering = {}
         # One bind or release at a time per GPU: two concurrent binds must
         # not choose the same free start.
         self._gpu_locks = collections.defaultdict(threading.Lock)
@@ -370,7 +380,8 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
             parents = self._mdev_parents(address)
             if self._on_demand:
                 slices = self._on_demand_slices(
-                    device, profiles, instances, types_by_profile, parents)
+                    device, profiles, instances, types_by_profile, parents,
+                    quiet=busy == set() and not unknown)
             else:
                 slices = mdev_slices(profiles, complete, types_by_profile,
                                      parents)
@@ -454,16 +465,66 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
             claimed[name] = units
         return claimed
 
+    def scan(self, session):
+        """The scan of the skeleton, then the offers of the idle
+        on-demand GPUs spread across them (:meth:`_spread`).
+        """
+        self._idle = {}
+        self._covering = {}
+        found = super().scan(session)
+        if self._idle:
+            self._spread(found)
+        return found
+
+    def _spread(self, found):
+        """Give each idle on-demand GPU its part of the host plan of
+        :func:`mig_geometry.spread`; a GPU whose slices cannot be built
+        for it keeps its own offer (logged), the others go on.
+        """
+        # Only GPUs read whole in this scan (a read that outlasted its
+        # bound may still note one later).
+        idle = {address: facts for address, facts in self._idle.items()
+                if isinstance(found.get(address), inventory.Gpu)}
+        covered = set().union(*(
+            names for address, names in self._covering.items()
+            if isinstance(found.get(address), inventory.Gpu)))
+        plan = mig_geometry.spread(
+            {address: (table, weights, weights)
+             for address, (table, weights, _) in idle.items()},
+            {address: self._offers[address][0] for address in idle},
+            covered)
+        for address, units in sorted(plan.items()):
+            table, weights, build = idle[address]
+            if units == self._offers[address][0]:
+                continue
+            try:
+                slices = build(units)
+            except Exception as error:
+                self.note('GPU %s: its part of the host plan (%s) cannot '
+                          'be offered (%s: %s); it keeps its own offer' % (
+                              address, _units_text(units),
+                              type(error).__name__, error), LOG.error)
+                continue
+            found[address] = dataclasses.replace(found[address],
+                                                 slices=slices)
+            self._offers[address] = (units, table, weights)
+            LOG.info('GPU %s is idle: it offers %s, its part of the '
+                     'profiles spread across the idle GPUs of the host',
+                     address, _units_text(units))
+
     def _on_demand_slices(self, device, profiles, gpu_instances,
-                          types_by_profile, parents):
+                          types_by_profile, parents, quiet):
         """Slices of an on-demand mdev GPU: the offer of
         :func:`mig_geometry.offer`, one MDEV handle per unit.
 
         A parent with an mdev of a profile's type is a unit in use of it;
         each other unit gets a free parent of its own that lists a type of
-        its profile. When Placement cannot be read, the last offer stays
-        (nothing new), or only what exists on a first read. Every GPU
-        instance holds its slots, a half-created one too.
+        its profile. The last offer is kept as far as it still fits. When
+        Placement cannot be read, the last offer stays (nothing new), or
+        only what exists on a first read. Every GPU instance holds its
+        slots, a half-created one too. A GPU that is idle (``quiet``: no
+        vGPU running and every VF readable; no instance, no mdev and
+        nothing claimed) is noted for :meth:`_spread`.
         """
         address = device.address
         table = {p.name: (p.slice_count, p.placements) for p in profiles}
@@ -480,6 +541,7 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
             name = next((n for n, ts in types.items()
                          if set(parent.created) & set(ts)), None)
             if name is None and parent.created:
+                quiet = False
                 continue
             if name is None:
                 free_parents.append(parent)
@@ -490,16 +552,35 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
                 mark='%s_0' % mdev_type, in_use=True))
         claimed = self._claimed(address, sorted(
             set(weights) | {name for name, _ in instances} | set(in_use)))
+        last = self._offers.get(address)
         if claimed is None:
-            last = self._offers.get(address)
             units = dict(last[0]) if last else collections.Counter(
                 name for name, _ in instances)
         else:
             for name, handles in in_use.items():
                 claimed[name] = max(claimed.get(name, 0), len(handles))
             units = mig_geometry.offer(table, instances, claimed, weights,
-                                       weights)
+                                       weights, last and last[0])
         self._offers[address] = (units, table, weights)
+
+        def build(units):
+            return self._offer_slices(address, profiles, table, types,
+                                      in_use, list(free_parents), units)
+
+        if quiet and claimed is not None and not gpu_instances and \
+                not in_use and not any(claimed.values()):
+            self._idle[address] = (table, weights, build)
+        elif claimed is not None:
+            self._covering[address] = {
+                name for name, count in units.items()
+                if count > claimed.get(name, 0)}
+        return build(units)
+
+    def _offer_slices(self, address, profiles, table, types, in_use,
+                      free_parents, units):
+        """The slices offering ``units``: the units in use, then a free
+        parent of its own for each other unit.
+        """
         slices = []
         for profile in profiles:
             handles = list(in_use.get(profile.name, ()))

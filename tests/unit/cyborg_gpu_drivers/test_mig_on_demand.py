@@ -11,23 +11,30 @@
 #    under the License.
 """The MIG driver in on_demand mode, over a materialized host."""
 
+import pynvml
+
 from cyborg_gpu_drivers.adapters import nvml as nvml_adapter
 from cyborg_gpu_drivers import base as driver_base
 from cyborg_gpu_drivers import mig_layouts
 from gpu_partitions.reference_hosts import fake_mdev
 import placement_traits as names
+from tests.unit.cyborg_gpu_drivers import faults
 from tests.unit.cyborg_gpu_drivers import hosts
 from tests.unit.cyborg_gpu_drivers import test_nvidia_mig
 
 GPU = '0000:01:00.0'
+GPU_1 = '0000:41:00.0'
 ALLOWED = 'A100 80GB PCIe=1g.10gb,3g.40gb,7g.80gb'
 
 
-class OnDemandDriverTest(test_nvidia_mig.DriverTestCase):
+class OnDemandCase(test_nvidia_mig.DriverTestCase):
+    """pcie-a100 with GPU 0 on demand (``gpus``: NVML indexes)."""
+
+    gpus = (0,)
 
     def setUp(self):
         super().setUp()
-        self.env_ = self.env(hosts.a100_on_demand())
+        self.env_ = self.env(hosts.a100_on_demand(self.gpus))
         self.conf.config(group='nvidia_mig', mode='on_demand',
                          on_demand_profiles=[ALLOWED])
         self.conf.config(group='gpu_partitions',
@@ -50,6 +57,9 @@ class OnDemandDriverTest(test_nvidia_mig.DriverTestCase):
         [gpu] = driver.collect().gpus
         return {s.name: (s.total, [h.address for h in s.handles])
                 for s in gpu.slices}
+
+
+class OnDemandDriverTest(OnDemandCase):
 
     def test_idle_offer_one_vf_per_unit(self):
         slices = self.slices(self.on_demand_driver())
@@ -148,6 +158,91 @@ class OnDemandDriverTest(test_nvidia_mig.DriverTestCase):
         error = self.assertRaises(mig_layouts.LayoutError,
                                   self.on_demand_driver)
         self.assertIn('exclude each other', str(error))
+
+
+class SpreadAcrossIdleGpusTest(OnDemandCase):
+    """Both GPUs of pcie-a100 on demand: the host plan of their offers."""
+
+    gpus = (0, 1)
+
+    def offers(self, driver):
+        return {gpu.address: {s.name: s.total for s in gpu.slices}
+                for gpu in driver.collect().gpus}
+
+    def test_idle_gpus_offer_different_sets_and_stay(self):
+        driver = self.on_demand_driver()
+        spread = {GPU: {'1g.10gb': 4, '3g.40gb': 1},
+                  GPU_1: {'7g.80gb': 1}}
+        self.assertEqual(spread, self.offers(driver))
+        # Nothing changed: the same offers, pass after pass, and a new
+        # agent (a restart) plans the same.
+        self.assertEqual(spread, self.offers(driver))
+        self.assertEqual(spread, self.offers(self.on_demand_driver()))
+
+    def test_a_claimed_gpu_keeps_its_offer_and_leaves_the_plan(self):
+        driver = self.on_demand_driver()
+        self.offers(driver)
+        # The 7g of GPU 1 is claimed: GPU 1 keeps it; GPU 0, now the only
+        # idle GPU, keeps its set (it is the only one that covers 1g/3g).
+        self.allocations[names.provider_name(
+            self.env_.hostname, GPU_1, '7g.80gb')] = 1
+        expected = {GPU: {'1g.10gb': 4, '3g.40gb': 1},
+                    GPU_1: {'7g.80gb': 1}}
+        self.assertEqual(expected, self.offers(driver))
+        # A 1g claimed on GPU 0 too: neither GPU is idle; neither moves.
+        self.allocations[names.provider_name(
+            self.env_.hostname, GPU, '1g.10gb')] = 1
+        self.assertEqual(expected, self.offers(driver))
+        # The 7g is released: GPU 1 is idle again and keeps its 7g.
+        self.allocations[names.provider_name(
+            self.env_.hostname, GPU_1, '7g.80gb')] = 0
+        self.assertEqual(expected, self.offers(driver))
+
+    def test_gpu_with_an_instance_is_never_replanned(self):
+        driver = self.on_demand_driver()
+        self.offers(driver)
+        # A 1g is bound on GPU 1 (7g offered, so its offer is its own
+        # from now on) and GPU 0 takes over the 7g: the idle GPU covers
+        # what the busy one no longer can.
+        self.allocations[names.provider_name(
+            self.env_.hostname, GPU_1, '1g.10gb')] = 1
+        offers = self.offers(driver)
+        self.assertEqual({'7g.80gb': 1}, offers[GPU])
+        self.assertEqual({'1g.10gb': 4, '3g.40gb': 1}, offers[GPU_1])
+        self.assertIn('its part of the profiles spread', self.log.output)
+
+    def test_a_gpu_whose_vgpus_cannot_be_listed_is_not_idle(self):
+        nvml = self.env_.nvml
+        real = nvml.nvmlDeviceGetActiveVgpus
+
+        def not_supported(handle):
+            if faults.gpu_of(nvml, handle) is nvml._gpus[1]:
+                raise pynvml.NVMLError_NotSupported()
+            return real(handle)
+
+        self.patch(nvml, 'nvmlDeviceGetActiveVgpus', not_supported)
+        # GPU 1 may hold a guest: it is not planned and keeps its own
+        # offer, which covers 1g and 3g; GPU 0, the only idle GPU, leads
+        # the 7g.
+        offers = self.offers(self.on_demand_driver())
+        self.assertEqual({'7g.80gb': 1}, offers[GPU])
+        self.assertEqual({'1g.10gb': 4, '3g.40gb': 1}, offers[GPU_1])
+
+    def test_a_failed_build_keeps_that_gpus_own_offer(self):
+        driver = self.on_demand_driver()
+        real = driver._offer_slices
+
+        def fails_for_gpu_1(address, *args):
+            if address == GPU_1 and args[-1] != {'1g.10gb': 4,
+                                                 '3g.40gb': 1}:
+                raise KeyError('broken')
+            return real(address, *args)
+
+        self.patch(driver, '_offer_slices', fails_for_gpu_1)
+        offers = self.offers(driver)
+        self.assertEqual({'1g.10gb': 4, '3g.40gb': 1}, offers[GPU_1])
+        self.assertEqual({'1g.10gb': 4, '3g.40gb': 1}, offers[GPU])
+        self.assertIn('keeps its own offer', self.log.output)
 
 
 class VendorVfioStaysStaticTest(test_nvidia_mig.DriverTestCase):
