@@ -746,6 +746,110 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
                          gpu_address, profile.name, gpu_instance_id)
             return True
 
+    # --- idle instances -----------------------------------------------------
+
+    def apply(self):
+        """Declared layouts, or in ``on_demand`` mode with ``destroy``
+        the clean-up of idle GPU instances (:meth:`_clear_idle`), each
+        GPU contained on its own.
+        """
+        super().apply()
+        if not self._on_demand or self._keep_warm:
+            return
+        with self._nvml.session() as session:
+            for index in range(session.device_count()):
+                self.contained('clearing idle MIG instances of GPU index %d'
+                               % index, self._clear_idle, session, index)
+
+    def _clear_idle(self, session, index):
+        """Destroy the GPU instances of an on-demand GPU that no guest can
+        hold: of a profile no mdev on the GPU has and beyond the units
+        Placement has allocated for it, on no running vGPU.
+
+        Releasing a unit destroys the instance made for it; this finds
+        those left when that failed or the record was lost (an agent
+        restart). Any doubt keeps the whole GPU as it is: NVML cannot
+        list its vGPUs or name one's instance, a VF cannot be read, an
+        mdev of a type no profile has, Placement cannot be read, or a
+        bind or release holds the GPU now. The mdevs are read again
+        before each destruction; the privileged step checks the running
+        vGPUs again.
+        """
+        device = session.device(index)
+        address = device.address
+        if device.lost or not device.mig_enabled or \
+                self._has_vendor_vfio(address):
+            return
+        lock = self._gpu_locks[address]
+        if not lock.acquire(blocking=False):
+            return
+        try:
+            profiles = session.gpu_instance_profiles(device)
+            gpu_instances = session.gpu_instances(device, profiles)
+            if not gpu_instances:
+                return
+            types = mig_types_by_profile(
+                session.supported_vgpu_types(device), self._series)
+            why = self._why_not_clear(session, device, types)
+            if why:
+                LOG.debug('GPU %s: idle GPU instances are kept: %s',
+                          address, why)
+                return
+            running = {vgpu.gpu_instance_id
+                       for vgpu in session.active_vgpus(device)}
+            for profile in profiles:
+                same = [gi for gi in gpu_instances
+                        if gi.profile_id == profile.id and
+                        gi.id not in running]
+                if not same or self._has_mdev_of(address, profile, types):
+                    continue
+                claimed = self._claimed(address, [profile.name])
+                if claimed is None:
+                    return
+                # Newest first; the oldest serve the claims not bound yet.
+                for gpu_instance in sorted(same, key=lambda gi: -gi.id)[
+                        :len(same) - claimed[profile.name]]:
+                    if self._has_mdev_of(address, profile, types):
+                        break
+                    self._destroy_gpu_instance(address, gpu_instance.id)
+                    LOG.info('GPU %s: destroyed idle %s GPU instance %d '
+                             '(no mdev of its profile, nothing claimed for '
+                             'it)', address, profile.name, gpu_instance.id)
+        finally:
+            lock.release()
+
+    def _why_not_clear(self, session, device, types):
+        """Why no instance of the GPU may be destroyed now, or None."""
+        address = device.address
+        active = session.active_vgpus(device)
+        if active is None:
+            return 'NVML cannot list the vGPUs running on it'
+        if any(vgpu.gpu_instance_id is None for vgpu in active):
+            return 'NVML cannot name the instance of a running vGPU'
+        vanished = [vf for _, vf in self._sysfs.virtfns(address)
+                    if not self._sysfs.exists(vf)]
+        if vanished:
+            return 'VFs %s cannot be read' % ', '.join(sorted(vanished))
+        known = {'nvidia-%d' % t for ids in types.values() for t in ids}
+        strange = sorted(set(self._mdev_types(address)) - known)
+        if strange:
+            return 'mdevs of types no MIG profile has exist (%s)' % (
+                ', '.join(strange))
+        return None
+
+    def _mdev_types(self, address):
+        """Types of the mdevs on every mdev parent a GPU may have (its VFs,
+        else itself); raises OSError when one cannot be read.
+        """
+        candidates = [vf for _, vf in self._sysfs.virtfns(address)] or \
+            [address]
+        return [mdev_type for candidate in candidates
+                for mdev_type in self._sysfs.mdevs(candidate).values()]
+
+    def _has_mdev_of(self, address, profile, types):
+        names = {'nvidia-%d' % t for t in types.get(profile.id, ())}
+        return bool(names.intersection(self._mdev_types(address)))
+
     # --- declared layouts -------------------------------------------------
 
     def _apply_gpu(self, session, index):

@@ -117,6 +117,24 @@ class Sysfs(PciAttributes):
         except OSError:
             return []
 
+    def mdevs(self, address):
+        """``{uuid: mdev type}`` of the mdevs on a parent device.
+
+        Unlike the other reads, raises ``OSError`` when the device or one
+        of its entries cannot be read: callers that destroy what no mdev
+        uses must not take "unreadable" for "none".
+        """
+        directory = self.device_path(address)
+        found = {}
+        for entry in os.listdir(directory):
+            try:
+                target = os.readlink(os.path.join(directory, entry,
+                                                  'mdev_type'))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            found[entry] = os.path.basename(target)
+        return found
+
     def write(self, address, name, value):
         """Write an attribute. Callers run this inside a privsep context."""
         with open(self.device_path(address, name), 'w') as attribute:

@@ -11,6 +11,8 @@
 #    under the License.
 """The MIG driver in on_demand mode, over a materialized host."""
 
+import os
+
 import pynvml
 
 from cyborg_gpu_drivers.adapters import nvml as nvml_adapter
@@ -243,6 +245,213 @@ class SpreadAcrossIdleGpusTest(OnDemandCase):
         self.assertEqual({'1g.10gb': 4, '3g.40gb': 1}, offers[GPU_1])
         self.assertEqual({'1g.10gb': 4, '3g.40gb': 1}, offers[GPU])
         self.assertIn('keeps its own offer', self.log.output)
+
+
+class IdleInstanceCleanUpTest(OnDemandCase):
+    """The agent pass destroys idle instances left after a restart."""
+
+    gpus = (0, 1)
+
+    def make(self, nvml, *instances):
+        """Create ``(GPU address, profile id, start)`` instances the way
+        a bind does, as a previous agent would have left them.
+        """
+        create, _ = hosts.privileged_on(nvml)
+        for address, profile_id, start in instances:
+            create(address, profile_id, start)
+
+    def on(self, nvml):
+        create, destroy = hosts.privileged_on(nvml)
+        return self.driver(self.env_, nvml=nvml,
+                           create_gpu_instance=create,
+                           destroy_gpu_instance=destroy)
+
+    def left(self, nvml=None):
+        """``{GPU address: [(profile id, start)]}`` NVML shows."""
+        found = {}
+        with nvml_adapter.Nvml(nvml or self.env_.nvml).session() as session:
+            for index in range(session.device_count()):
+                device = session.device(index)
+                found[device.address] = [
+                    (gi.profile_id, gi.start) for gi in session.gpu_instances(
+                        device, session.gpu_instance_profiles(device))]
+        return found
+
+    def test_idle_instances_are_destroyed_after_a_restart(self):
+        before = self.on_demand_driver()
+        self.slices_of_both(before)
+        before.prepare_unit('0000:01:00.4', 'nvidia-701')
+        self.bus.create('0000:01:00.4', 'nvidia-701', 'u1')
+        before.prepare_unit('0000:41:00.4', 'nvidia-700')
+        self.bus.create('0000:41:00.4', 'nvidia-700', 'u2')
+        # The agent restarts; the guest on GPU 1 goes meanwhile.
+        self.bus.remove('0000:41:00.4', 'nvidia-700', 'u2')
+        after = self.on_demand_driver()
+        after.discover()
+        # GPU 0's 3g may hold its guest; GPU 1's idle 1g is gone and its
+        # slots are offered again.
+        self.assertEqual({GPU: [(9, 4)], GPU_1: []}, self.left())
+        self.assertIn('destroyed idle 1g.10gb GPU instance', self.log.output)
+        # The next pass changes nothing.
+        after.discover()
+        self.assertEqual({GPU: [(9, 4)], GPU_1: []}, self.left())
+
+    def add_mdev(self, parent, mdev_type):
+        """An mdev as sysfs shows it, whatever NVML holds."""
+        directory = os.path.join(self.env_.sysfs_root, 'bus', 'pci',
+                                 'devices', parent, 'u-%s' % mdev_type)
+        os.makedirs(directory)
+        os.symlink('../mdev_supported_types/%s' % mdev_type,
+                   os.path.join(directory, 'mdev_type'))
+
+    def slices_of_both(self, driver):
+        return {gpu.address: gpu.slices for gpu in driver.collect().gpus}
+
+    def test_half_created_and_every_idle_instance_of_a_profile_go(self):
+        self.make(self.env_.nvml, (GPU, 19, 6), (GPU, 19, 5), (GPU_1, 0, 0))
+        # A half-created one (its compute instance failed) too.
+        [gpu] = [g for g in self.env_.nvml._gpus
+                 if g.data['pci_bus_id'].lower().endswith('41:00.0')]
+        for gpu_instance in gpu.gpu_instances:
+            gpu_instance.compute_instances.clear()
+        self.on_demand_driver().apply()
+        self.assertEqual({GPU: [], GPU_1: []}, self.left())
+
+    def test_keep_warm_keeps_them(self):
+        self.conf.config(group='nvidia_mig', idle_instances='keep_warm')
+        self.make(self.env_.nvml, (GPU, 19, 6))
+        self.on_demand_driver().apply()
+        self.assertEqual({GPU: [(19, 6)], GPU_1: []}, self.left())
+
+    def test_static_mode_never_destroys(self):
+        self.conf.config(group='nvidia_mig', mode='static')
+        self.make(self.env_.nvml, (GPU, 19, 6))
+        self.on_demand_driver().apply()
+        self.assertEqual({GPU: [(19, 6)], GPU_1: []}, self.left())
+
+    def test_an_mdev_of_the_profile_keeps_all_its_instances(self):
+        # Which instance the mdev's guest will use cannot be told: both
+        # 1g stay; the 3g, of a profile no mdev has, goes.
+        self.make(self.env_.nvml, (GPU, 19, 6), (GPU, 19, 5), (GPU, 9, 0))
+        self.bus.create('0000:01:00.4', 'nvidia-700', 'u1')
+        self.on_demand_driver().apply()
+        self.assertEqual({GPU: [(19, 5), (19, 6)], GPU_1: []}, self.left())
+
+    def test_claims_not_bound_yet_keep_instances(self):
+        self.make(self.env_.nvml, (GPU, 19, 6), (GPU, 19, 5), (GPU, 19, 4))
+        self.allocations[names.provider_name(
+            self.env_.hostname, GPU, '1g.10gb')] = 2
+        self.on_demand_driver().apply()
+        # The newest goes; two stay for the two claims.
+        self.assertEqual(2, len(self.left()[GPU]))
+
+    def test_an_mdev_of_an_unknown_type_keeps_the_gpu(self):
+        self.make(self.env_.nvml, (GPU, 19, 6))
+        self.add_mdev('0000:01:00.5', 'nvidia-476')
+        self.on_demand_driver().apply()
+        self.assertEqual({GPU: [(19, 6)], GPU_1: []}, self.left())
+
+    def test_an_unreadable_mdev_parent_keeps_the_gpu(self):
+        self.make(self.env_.nvml, (GPU, 19, 6), (GPU_1, 19, 6))
+        real = os.listdir
+        parent = os.path.join('devices', '0000:01:00.7')
+
+        def unreadable(path='.'):
+            if str(path).endswith(parent):
+                raise PermissionError(13, 'Permission denied', path)
+            return real(path)
+
+        self.patch(os, 'listdir', unreadable)
+        self.on_demand_driver().apply()
+        self.assertEqual({GPU: [(19, 6)], GPU_1: []}, self.left())
+        self.assertIn('GPU index 0 cannot be read: PermissionError',
+                      self.log.output)
+
+    def test_a_failed_placement_read_keeps_that_gpu(self):
+        self.make(self.env_.nvml, (GPU, 19, 6), (GPU_1, 19, 6))
+
+        def fails_for_gpu_0(driver, name, resource_class):
+            if name == names.provider_name(self.env_.hostname, GPU,
+                                           '1g.10gb'):
+                raise RuntimeError('Placement answered 503')
+            return 0
+
+        self.patch(driver_base.GpuPartitionDriver, 'allocated_units',
+                   fails_for_gpu_0)
+        self.on_demand_driver().apply()
+        self.assertEqual({GPU: [(19, 6)], GPU_1: []}, self.left())
+        self.assertIn('Placement usages of %s 1g.10gb cannot be read' % GPU,
+                      self.log.output)
+
+    def test_an_mdev_made_after_the_first_read_keeps_the_instance(self):
+        self.make(self.env_.nvml, (GPU, 19, 6))
+        driver = self.on_demand_driver()
+        real = driver._claimed
+
+        def mdev_appears(address, names_):
+            # Between the mdev read and the destruction, a guest's mdev
+            # is made on the idle instance.
+            self.bus.create('0000:01:00.4', 'nvidia-700', 'late')
+            return real(address, names_)
+
+        self.patch(driver, '_claimed', mdev_appears)
+        driver.apply()
+        self.assertEqual({GPU: [(19, 6)], GPU_1: []}, self.left())
+
+    def test_a_running_vgpu_whose_instance_nvml_cannot_name(self):
+        self.make(self.env_.nvml, (GPU, 19, 6))
+        [gpu] = [g for g in self.env_.nvml._gpus
+                 if g.data['pci_bus_id'].lower().endswith('01:00.0')]
+        gpu.data['active_vgpus'] = [{'vgpu_type': 700,
+                                     'pci_bus_id': '00000000:01:00.4'}]
+        self.on_demand_driver().apply()
+        self.assertEqual([(19, 6)], self.left()[GPU])
+
+    def test_a_bind_in_progress_keeps_the_gpu(self):
+        self.make(self.env_.nvml, (GPU, 19, 6))
+        driver = self.on_demand_driver()
+        with driver._gpu_locks[GPU]:
+            driver.apply()
+        self.assertEqual([(19, 6)], self.left()[GPU])
+
+    def test_nvml_errors_of_every_kind_stay_on_their_gpu(self):
+        """Whatever NVML function the clean-up calls about GPU 0 fails,
+        with whatever error: GPU 1 is cleared, GPU 0's 1g (an mdev of its
+        profile exists) is never destroyed, and when the fault stops GPU
+        0's clean-up (logged for GPU 0) before a destruction began, its
+        idle 3g stays too.
+        """
+        section = self.env_.host.data['nvml']
+        instances = ((GPU, 19, 6), (GPU, 9, 0), (GPU_1, 19, 6))
+        self.add_mdev('0000:01:00.4', 'nvidia-700')
+
+        def clean_up(nvml):
+            self.make(nvml._fake, *instances)
+            self.on(nvml).apply()
+
+        calls, _ = faults.gpu_calls(section, clean_up, 0)
+        destroying = {'nvmlDeviceGetGpuInstanceById',
+                      'nvmlGpuInstanceGetComputeInstances',
+                      'nvmlComputeInstanceDestroy', 'nvmlGpuInstanceDestroy'}
+        self.assertTrue(destroying <= set(calls), calls)
+        stopped = 0
+        for function in calls:
+            for error_name, error in faults.ERRORS.items():
+                nvml = faults.FaultyNvml(section, function, error, 0)
+                self.make(nvml._fake, *instances)
+                logged = len(self.log.output)
+                self.on(nvml).apply()
+                left = self.left(nvml._fake)
+                where = (function, error_name)
+                self.assertEqual([], left[GPU_1], where)
+                self.assertIn((19, 6), left[GPU], where)
+                if 'GPU index 0 cannot be read' in self.log.output[logged:]:
+                    stopped += 1
+                    if function not in destroying:
+                        self.assertIn((9, 0), left[GPU], where)
+        # Most faults stop the GPU's clean-up (NotSupported of an
+        # optional read does not).
+        self.assertGreater(stopped, len(calls) * 6)
 
 
 class VendorVfioStaysStaticTest(test_nvidia_mig.DriverTestCase):
