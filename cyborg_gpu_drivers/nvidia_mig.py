@@ -777,8 +777,12 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
         """
         device = session.device(index)
         address = device.address
+        # Only a GPU whose instances reach guests through mdevs: one
+        # without mdev parents (vendor VFIO, or its VFs unreadable) could
+        # have instances in use that no mdev shows.
         if device.lost or not device.mig_enabled or \
-                self._has_vendor_vfio(address):
+                self._has_vendor_vfio(address) or \
+                not self._mdev_parents(address):
             return
         lock = self._gpu_locks[address]
         if not lock.acquire(blocking=False):

@@ -18,6 +18,7 @@ import pynvml
 from cyborg_gpu_drivers.adapters import nvml as nvml_adapter
 from cyborg_gpu_drivers import base as driver_base
 from cyborg_gpu_drivers import mig_layouts
+from cyborg_gpu_drivers import nvidia_mig
 from gpu_partitions.reference_hosts import fake_mdev
 import placement_traits as names
 from tests.unit.cyborg_gpu_drivers import faults
@@ -465,3 +466,20 @@ class VendorVfioStaysStaticTest(test_nvidia_mig.DriverTestCase):
                      for gpu in self.driver(env).collect().gpus}
         self.assertEqual(static, on_demand)
         self.assertIn('stay static in on_demand mode', self.log.output)
+
+    def test_hopper_instances_are_never_cleared(self):
+        # Its instances reach guests through vendor-VFIO VFs, which no
+        # mdev shows: even when the VFs' interface cannot be told (read
+        # as not vendor VFIO), they have no mdev parent and are left.
+        env = self.env(test_nvidia_mig.host_data('hgx-h100'))
+        self.conf.config(group='nvidia_mig', mode='on_demand')
+        destroyed = []
+        for vendor_vfio in (True, False):
+            self.patch(nvidia_mig.nvidia_common, 'has_vendor_vfio_vfs',
+                       lambda sysfs, address, answer=vendor_vfio: answer)
+            self.driver(env, destroy_gpu_instance=lambda *args:
+                        destroyed.append(args)).apply()
+        self.assertEqual([], destroyed)
+        self.assertTrue(any(
+            device['gpu_instances'] for device in
+            test_nvidia_mig.host_data('hgx-h100')['nvml']['devices']))
