@@ -19,6 +19,7 @@ at a temporary tree, never an argument.
 import copy
 import inspect
 import os
+import shutil
 
 import fixtures
 from oslo_privsep import capabilities
@@ -271,6 +272,40 @@ class OnDemandInstanceTest(MigLayoutTest):
         self.assertRaises(privsep.InvalidPrivilegedRequest, self.destroy,
                           nvml, '0000:df:00.0', '1')
         self.assertEqual(before, self.layout(nvml))
+
+    def add_mdev(self, parent, mdev_type):
+        directory = os.path.join(self.env.sysfs_root, 'bus', 'pci',
+                                 'devices', parent, 'u-%s' % mdev_type)
+        os.makedirs(directory)
+        os.symlink('../mdev_supported_types/%s' % mdev_type,
+                   os.path.join(directory, 'mdev_type'))
+        return directory
+
+    def test_destroy_keeps_an_instance_an_mdev_may_need(self):
+        # GPU instance 2 is the GPU's only 3g (profile id 9); type 1134
+        # (H100XM-3-40C) is of that profile, 1133 (2g) is not.
+        nvml = fake_nvml.FakeNvml(self.data['nvml'])
+        before = self.layout(nvml)
+        for mdev_type in ('nvidia-1134', 'other-7'):
+            mdev = self.add_mdev('0000:df:00.5', mdev_type)
+            self.assertRaises(privsep.DeviceBusy, self.destroy, nvml,
+                              '0000:df:00.0', 2)
+            self.assertEqual(before, self.layout(nvml))
+            shutil.rmtree(mdev)
+        real = os.listdir
+
+        def unreadable(path='.'):
+            if str(path).endswith('df:00.6'):
+                raise PermissionError(13, 'Permission denied', path)
+            return real(path)
+
+        with fixtures.MonkeyPatch('os.listdir', unreadable):
+            self.assertRaises(privsep.DeviceBusy, self.destroy, nvml,
+                              '0000:df:00.0', 2)
+        self.assertEqual(before, self.layout(nvml))
+        self.add_mdev('0000:df:00.5', 'nvidia-1133')
+        self.destroy(nvml, '0000:df:00.0', 2)
+        self.assertNotIn((9, 4, 4), self.layout(nvml))
 
     def test_failed_compute_instance_leaves_the_gpu_as_it_was(self):
         # The GPU without its 3g at 4: slots 4-7 are free.
