@@ -201,12 +201,28 @@ class SpreadAcrossIdleGpusTest(OnDemandCase):
             self.env_.hostname, GPU_1, '7g.80gb')] = 0
         self.assertEqual(expected, self.offers(driver))
 
-    def test_gpu_with_an_instance_is_never_replanned(self):
+    def test_gpu_with_an_instance_keeps_its_offer(self):
+        driver = self.on_demand_driver()
+        before = self.offers(driver)
+        # A 3g bound on GPU 0: its instance and mdev stay as they are, its
+        # offer too, and GPU 1 (idle) keeps its 7g rather than lead the
+        # 3g GPU 0 no longer has free.
+        driver.prepare_unit('0000:01:00.4', 'nvidia-701')
+        self.bus.create('0000:01:00.4', 'nvidia-701', 'u1')
+        self.allocations[names.provider_name(
+            self.env_.hostname, GPU, '3g.40gb')] = 1
+        made = self.gpu_instances()
+        self.assertEqual(before, self.offers(driver))
+        self.assertEqual(before, self.offers(driver))
+        self.assertEqual(made, self.gpu_instances())
+        self.assertEqual([(9, 4)], made)
+
+    def test_a_claim_on_the_7g_gpu_moves_the_7g_to_the_idle_one(self):
         driver = self.on_demand_driver()
         self.offers(driver)
-        # A 1g is bound on GPU 1 (7g offered, so its offer is its own
-        # from now on) and GPU 0 takes over the 7g: the idle GPU covers
-        # what the busy one no longer can.
+        # A 1g claimed on GPU 1 (as if offered there before): GPU 1's
+        # offer is its own from now on, and GPU 0 takes over the 7g: the
+        # idle GPU covers what the busy one no longer can.
         self.allocations[names.provider_name(
             self.env_.hostname, GPU_1, '1g.10gb')] = 1
         offers = self.offers(driver)
