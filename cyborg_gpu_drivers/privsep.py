@@ -33,6 +33,7 @@ from oslo_config import cfg
 from oslo_privsep import capabilities
 from oslo_privsep import priv_context
 
+from cyborg_gpu_drivers.adapters import sysfs as sysfs_adapter
 from cyborg_gpu_drivers import conf
 
 CONF = cfg.CONF
@@ -379,18 +380,11 @@ def _mdev_types(gpu_address):
     itself), read inside the daemon; a parent that cannot be read is
     refused (:class:`DeviceBusy`), never taken as holding none.
     """
-    parents = _vfs(gpu_address) or [gpu_address]
     found = []
-    for parent in parents:
-        directory = device_directory(parent)
+    for parent in _vfs(gpu_address) or [gpu_address]:
         try:
-            for entry in os.listdir(directory):
-                try:
-                    target = os.readlink(os.path.join(directory, entry,
-                                                      'mdev_type'))
-                except (FileNotFoundError, NotADirectoryError):
-                    continue
-                found.append(os.path.basename(target))
+            found.extend(sysfs_adapter.mdevs_in(
+                device_directory(parent)).values())
         except OSError as error:
             raise DeviceBusy('GPU %s: the mdevs of %s cannot be read (%s)'
                              % (gpu_address, parent, error.strerror))

@@ -103,6 +103,18 @@ def a100_on_demand(gpus=(0,)):
     return data
 
 
+def add_mdev(sysfs_root, parent, mdev_type):
+    """An mdev of ``mdev_type`` on ``parent`` as sysfs shows it, whatever
+    NVML holds; returns its directory.
+    """
+    directory = os.path.join(sysfs_root, 'bus', 'pci', 'devices', parent,
+                             'u-%s' % mdev_type)
+    os.makedirs(directory)
+    os.symlink('../mdev_supported_types/%s' % mdev_type,
+               os.path.join(directory, 'mdev_type'))
+    return directory
+
+
 def privileged_on(nvml):
     """``(create, destroy)``: what the MIG privsep daemon runs for
     on-demand instances, on a fake NVML.

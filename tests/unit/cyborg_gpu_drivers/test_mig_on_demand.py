@@ -313,14 +313,6 @@ class IdleInstanceCleanUpTest(OnDemandCase):
         after.discover()
         self.assertEqual({GPU: [(9, 4)], GPU_1: []}, self.left())
 
-    def add_mdev(self, parent, mdev_type):
-        """An mdev as sysfs shows it, whatever NVML holds."""
-        directory = os.path.join(self.env_.sysfs_root, 'bus', 'pci',
-                                 'devices', parent, 'u-%s' % mdev_type)
-        os.makedirs(directory)
-        os.symlink('../mdev_supported_types/%s' % mdev_type,
-                   os.path.join(directory, 'mdev_type'))
-
     def slices_of_both(self, driver):
         return {gpu.address: gpu.slices for gpu in driver.collect().gpus}
 
@@ -364,7 +356,7 @@ class IdleInstanceCleanUpTest(OnDemandCase):
 
     def test_an_mdev_of_an_unknown_type_keeps_the_gpu(self):
         self.make(self.env_.nvml, (GPU, 19, 6))
-        self.add_mdev('0000:01:00.5', 'nvidia-476')
+        hosts.add_mdev(self.env_.sysfs_root, '0000:01:00.5', 'nvidia-476')
         self.on_demand_driver().apply()
         self.assertEqual({GPU: [(19, 6)], GPU_1: []}, self.left())
 
@@ -440,7 +432,7 @@ class IdleInstanceCleanUpTest(OnDemandCase):
         """
         section = self.env_.host.data['nvml']
         instances = ((GPU, 19, 6), (GPU, 9, 0), (GPU_1, 19, 6))
-        self.add_mdev('0000:01:00.4', 'nvidia-700')
+        hosts.add_mdev(self.env_.sysfs_root, '0000:01:00.4', 'nvidia-700')
 
         def clean_up(nvml):
             self.make(nvml._fake, *instances)

@@ -32,6 +32,7 @@ from cyborg_gpu_drivers import privsep
 from gpu_partitions import reference_hosts
 from gpu_partitions.reference_hosts import fake_nvml
 from tests.unit.cyborg_gpu_drivers import base
+from tests.unit.cyborg_gpu_drivers import hosts
 from tests.unit.cyborg_gpu_drivers import test_nvidia_vfio as vfio_tests
 
 PF = vfio_tests.PF
@@ -273,21 +274,14 @@ class OnDemandInstanceTest(MigLayoutTest):
                           nvml, '0000:df:00.0', '1')
         self.assertEqual(before, self.layout(nvml))
 
-    def add_mdev(self, parent, mdev_type):
-        directory = os.path.join(self.env.sysfs_root, 'bus', 'pci',
-                                 'devices', parent, 'u-%s' % mdev_type)
-        os.makedirs(directory)
-        os.symlink('../mdev_supported_types/%s' % mdev_type,
-                   os.path.join(directory, 'mdev_type'))
-        return directory
-
     def test_destroy_keeps_an_instance_an_mdev_may_need(self):
         # GPU instance 2 is the GPU's only 3g (profile id 9); type 1134
         # (H100XM-3-40C) is of that profile, 1133 (2g) is not.
         nvml = fake_nvml.FakeNvml(self.data['nvml'])
         before = self.layout(nvml)
         for mdev_type in ('nvidia-1134', 'other-7'):
-            mdev = self.add_mdev('0000:df:00.5', mdev_type)
+            mdev = hosts.add_mdev(self.env.sysfs_root, '0000:df:00.5',
+                                  mdev_type)
             self.assertRaises(privsep.DeviceBusy, self.destroy, nvml,
                               '0000:df:00.0', 2)
             self.assertEqual(before, self.layout(nvml))
@@ -303,7 +297,7 @@ class OnDemandInstanceTest(MigLayoutTest):
             self.assertRaises(privsep.DeviceBusy, self.destroy, nvml,
                               '0000:df:00.0', 2)
         self.assertEqual(before, self.layout(nvml))
-        self.add_mdev('0000:df:00.5', 'nvidia-1133')
+        hosts.add_mdev(self.env.sysfs_root, '0000:df:00.5', 'nvidia-1133')
         self.destroy(nvml, '0000:df:00.0', 2)
         self.assertNotIn((9, 4, 4), self.layout(nvml))
 
