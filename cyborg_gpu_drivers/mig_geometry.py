@@ -129,7 +129,7 @@ def placeable(table, instances, profiles):
                for start in free_starts(table, instances, first))
 
 
-def offer(table, instances, claimed, allowed, weights):
+def offer(table, instances, claimed, allowed, weights, previous=None):
     """``{profile: units}`` a GPU offers on demand (Model 2).
 
     ``instances`` exist on the GPU; ``claimed`` is ``{profile: units
@@ -142,6 +142,11 @@ def offer(table, instances, claimed, allowed, weights):
     smaller profile on a tie. On an idle GPU with every profile alike that
     gives one unit of each in turn, smallest first: with 1g, 3g and 7g
     allowed, four 1g and one 3g.
+
+    ``previous`` (``{profile: units}``, the GPU's last offer) is kept
+    first, as far as it still fits beside the instances and claims,
+    before anything is added: an offer moves only when it must, so a
+    claim Placement admitted against it still finds its unit.
     """
     existing = collections.Counter(profile for profile, _ in instances)
     units = collections.Counter()
@@ -150,11 +155,19 @@ def offer(table, instances, claimed, allowed, weights):
     pending = list((units - existing).elements())
     weights = {profile: (weights or {}).get(profile, 1.0)
                for profile in allowed if profile in table}
+    kept = sorted((p for p in previous or {} if p in weights),
+                  key=lambda p: (-table[p][0], p))
+    for profile in kept:
+        while units[profile] < previous[profile] and placeable(
+                table, instances, pending + [profile]):
+            units[profile] += 1
+            pending.append(profile)
     while True:
         fits = [profile for profile in weights
                 if placeable(table, instances, pending + [profile])]
         if not fits:
-            return dict(units)
+            return {profile: count for profile, count in units.items()
+                    if count}
         chosen = max(fits, key=lambda p: (weights[p] / (units[p] + 1),
                                           -table[p][0], p))
         units[chosen] += 1
@@ -168,3 +181,72 @@ def normalised(table, weights):
         weights = dict.fromkeys(table, 1.0)
     total = sum(weights.values())
     return {p: w / total for p, w in weights.items()}
+
+
+def idle_offers(table, allowed, weights):
+    """The offers an idle GPU chooses from: ``{None: its own offer}`` and
+    ``{profile: the offer led by one unit of that profile}`` for each
+    allowed profile of the table.
+    """
+    offers = {None: offer(table, [], {}, allowed, weights)}
+    for profile in allowed:
+        if profile in table:
+            offers[profile] = offer(table, [], {profile: 1}, allowed,
+                                    weights)
+    return offers
+
+
+def spread(gpus, previous, covered=()):
+    """``{address: {profile: units}}``: the offers of a host's idle GPUs.
+
+    ``gpus`` maps each idle GPU (no instance, no mdev, nothing claimed) to
+    ``(table, allowed, weights)``; ``previous`` maps addresses to their
+    last offers; ``covered`` names the profiles other GPUs of the host
+    still offer free units of. Together the GPUs cover every allowed
+    profile they can:
+
+    * a GPU keeps its last offer when it is one of its
+      :func:`idle_offers`, else it takes its own offer;
+    * each allowed profile that no GPU offers, the most popular first (a
+      profile's weight share on the GPUs that allow it; the larger on a
+      tie), is then led by the GPU with the highest address whose other
+      profiles are all still offered by another GPU (idle or not) or by
+      its new offer; with no such GPU it stays uncovered.
+
+    Every offer is one GPU's own placeable offer, so the per-GPU argument
+    against over-commit holds unchanged. A function of its arguments
+    only; with the last offers as ``previous`` a GPU's offer changes only
+    when coverage needs it (a GPU becoming idle or busy).
+    """
+    choices = {address: idle_offers(*facts)
+               for address, facts in gpus.items()}
+    plan = {}
+    for address in sorted(gpus):
+        last = {p: n for p, n in (previous.get(address) or {}).items() if n}
+        plan[address] = last if last in choices[address].values() else \
+            choices[address][None]
+    popularity = collections.defaultdict(float)
+    for table, allowed, weights in gpus.values():
+        shares = normalised(table, {p: (weights or {}).get(p, 1.0)
+                                    for p in allowed}) if allowed else {}
+        for profile, share in shares.items():
+            popularity[profile] = max(popularity[profile], share)
+    sizes = {profile: table[profile][0] for table, allowed, _ in gpus.values()
+             for profile in allowed if profile in table}
+    for profile in sorted(popularity, key=lambda p: (
+            -popularity[p], -sizes[p], p)):
+        if profile in covered or any(plan[address].get(profile)
+                                     for address in plan):
+            continue
+        for address in sorted(plan, reverse=True):
+            led = choices[address].get(profile)
+            if led is None:
+                continue
+            others = [plan[a] for a in plan if a != address]
+            lost = [p for p in plan[address]
+                    if not led.get(p) and p not in covered and
+                    not any(o.get(p) for o in others)]
+            if not lost:
+                plan[address] = led
+                break
+    return plan

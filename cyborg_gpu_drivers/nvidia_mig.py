@@ -243,6 +243,11 @@ def is_busy(active_vgpus, vfs, parents, unknown=()):
     return None
 
 
+def _units_text(units):
+    return ', '.join('%d x %s' % (count, profile)
+                     for profile, count in sorted(units.items())) or 'nothing'
+
+
 # --- the driver -------------------------------------------------------------
 
 class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
@@ -286,6 +291,11 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
         # made for the unit bound there.
         self._offers = {}
         self._made = {}
+        # For the host plan, per scan: GPU address -> (table, weights,
+        # slices of an offer) of the idle on-demand GPUs, and -> profiles
+        # the other on-demand GPUs offer free units of.
+        self._idle = {}
+        self._covering = {}
         # One bind or release at a time per GPU: two concurrent binds must
         # not choose the same free start.
         self._gpu_locks = collections.defaultdict(threading.Lock)
@@ -370,7 +380,8 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
             parents = self._mdev_parents(address)
             if self._on_demand:
                 slices = self._on_demand_slices(
-                    device, profiles, instances, types_by_profile, parents)
+                    device, profiles, instances, types_by_profile, parents,
+                    quiet=busy == set() and not unknown)
             else:
                 slices = mdev_slices(profiles, complete, types_by_profile,
                                      parents)
@@ -454,16 +465,66 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
             claimed[name] = units
         return claimed
 
+    def scan(self, session):
+        """The scan of the skeleton, then the offers of the idle
+        on-demand GPUs spread across them (:meth:`_spread`).
+        """
+        self._idle = {}
+        self._covering = {}
+        found = super().scan(session)
+        if self._idle:
+            self._spread(found)
+        return found
+
+    def _spread(self, found):
+        """Give each idle on-demand GPU its part of the host plan of
+        :func:`mig_geometry.spread`; a GPU whose slices cannot be built
+        for it keeps its own offer (logged), the others go on.
+        """
+        # Only GPUs read whole in this scan (a read that outlasted its
+        # bound may still note one later).
+        idle = {address: facts for address, facts in self._idle.items()
+                if isinstance(found.get(address), inventory.Gpu)}
+        covered = set().union(*(
+            names for address, names in self._covering.items()
+            if isinstance(found.get(address), inventory.Gpu)))
+        plan = mig_geometry.spread(
+            {address: (table, weights, weights)
+             for address, (table, weights, _) in idle.items()},
+            {address: self._offers[address][0] for address in idle},
+            covered)
+        for address, units in sorted(plan.items()):
+            table, weights, build = idle[address]
+            if units == self._offers[address][0]:
+                continue
+            try:
+                slices = build(units)
+            except Exception as error:
+                self.note('GPU %s: its part of the host plan (%s) cannot '
+                          'be offered (%s: %s); it keeps its own offer' % (
+                              address, _units_text(units),
+                              type(error).__name__, error), LOG.error)
+                continue
+            found[address] = dataclasses.replace(found[address],
+                                                 slices=slices)
+            self._offers[address] = (units, table, weights)
+            LOG.info('GPU %s is idle: it offers %s, its part of the '
+                     'profiles spread across the idle GPUs of the host',
+                     address, _units_text(units))
+
     def _on_demand_slices(self, device, profiles, gpu_instances,
-                          types_by_profile, parents):
+                          types_by_profile, parents, quiet):
         """Slices of an on-demand mdev GPU: the offer of
         :func:`mig_geometry.offer`, one MDEV handle per unit.
 
         A parent with an mdev of a profile's type is a unit in use of it;
         each other unit gets a free parent of its own that lists a type of
-        its profile. When Placement cannot be read, the last offer stays
-        (nothing new), or only what exists on a first read. Every GPU
-        instance holds its slots, a half-created one too.
+        its profile. The last offer is kept as far as it still fits. When
+        Placement cannot be read, the last offer stays (nothing new), or
+        only what exists on a first read. Every GPU instance holds its
+        slots, a half-created one too. A GPU that is idle (``quiet``: no
+        vGPU running and every VF readable; no instance, no mdev and
+        nothing claimed) is noted for :meth:`_spread`.
         """
         address = device.address
         table = {p.name: (p.slice_count, p.placements) for p in profiles}
@@ -480,6 +541,7 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
             name = next((n for n, ts in types.items()
                          if set(parent.created) & set(ts)), None)
             if name is None and parent.created:
+                quiet = False
                 continue
             if name is None:
                 free_parents.append(parent)
@@ -490,16 +552,35 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
                 mark='%s_0' % mdev_type, in_use=True))
         claimed = self._claimed(address, sorted(
             set(weights) | {name for name, _ in instances} | set(in_use)))
+        last = self._offers.get(address)
         if claimed is None:
-            last = self._offers.get(address)
             units = dict(last[0]) if last else collections.Counter(
                 name for name, _ in instances)
         else:
             for name, handles in in_use.items():
                 claimed[name] = max(claimed.get(name, 0), len(handles))
             units = mig_geometry.offer(table, instances, claimed, weights,
-                                       weights)
+                                       weights, last and last[0])
         self._offers[address] = (units, table, weights)
+
+        def build(units):
+            return self._offer_slices(address, profiles, table, types,
+                                      in_use, list(free_parents), units)
+
+        if quiet and claimed is not None and not gpu_instances and \
+                not in_use and not any(claimed.values()):
+            self._idle[address] = (table, weights, build)
+        elif claimed is not None:
+            self._covering[address] = {
+                name for name, count in units.items()
+                if count > claimed.get(name, 0)}
+        return build(units)
+
+    def _offer_slices(self, address, profiles, table, types, in_use,
+                      free_parents, units):
+        """The slices offering ``units``: the units in use, then a free
+        parent of its own for each other unit.
+        """
         slices = []
         for profile in profiles:
             handles = list(in_use.get(profile.name, ()))
@@ -664,6 +745,114 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
                 LOG.info('GPU %s: destroyed idle %s GPU instance %d',
                          gpu_address, profile.name, gpu_instance_id)
             return True
+
+    # --- idle instances -----------------------------------------------------
+
+    def apply(self):
+        """Declared layouts, or in ``on_demand`` mode with ``destroy``
+        the clean-up of idle GPU instances (:meth:`_clear_idle`), each
+        GPU contained on its own.
+        """
+        super().apply()
+        if not self._on_demand or self._keep_warm:
+            return
+        with self._nvml.session() as session:
+            for index in range(session.device_count()):
+                self.contained('clearing idle MIG instances of GPU index %d'
+                               % index, self._clear_idle, session, index)
+
+    def _clear_idle(self, session, index):
+        """Destroy the GPU instances of an on-demand GPU that no guest can
+        hold: of a profile no mdev on the GPU has and beyond the units
+        Placement has allocated for it, on no running vGPU.
+
+        Releasing a unit destroys the instance made for it; this finds
+        those left when that failed or the record was lost (an agent
+        restart). Any doubt keeps the whole GPU as it is: NVML cannot
+        list its vGPUs or name one's instance, a VF cannot be read, an
+        mdev of a type no profile has, Placement cannot be read, or a
+        bind or release holds the GPU now. The mdevs are read again
+        before each destruction; the privileged step checks the running
+        vGPUs again.
+        """
+        device = session.device(index)
+        address = device.address
+        # Only a GPU whose instances reach guests through mdevs: one
+        # without mdev parents (vendor VFIO, or its VFs unreadable) could
+        # have instances in use that no mdev shows.
+        if device.lost or not device.mig_enabled or \
+                self._has_vendor_vfio(address) or \
+                not self._mdev_parents(address):
+            return
+        lock = self._gpu_locks[address]
+        if not lock.acquire(blocking=False):
+            return
+        try:
+            profiles = session.gpu_instance_profiles(device)
+            gpu_instances = session.gpu_instances(device, profiles)
+            if not gpu_instances:
+                return
+            types = mig_types_by_profile(
+                session.supported_vgpu_types(device), self._series)
+            why = self._why_not_clear(session, device, types)
+            if why:
+                LOG.debug('GPU %s: idle GPU instances are kept: %s',
+                          address, why)
+                return
+            running = {vgpu.gpu_instance_id
+                       for vgpu in session.active_vgpus(device)}
+            for profile in profiles:
+                same = [gi for gi in gpu_instances
+                        if gi.profile_id == profile.id and
+                        gi.id not in running]
+                if not same or self._has_mdev_of(address, profile, types):
+                    continue
+                claimed = self._claimed(address, [profile.name])
+                if claimed is None:
+                    return
+                # Newest first; the oldest serve the claims not bound yet.
+                for gpu_instance in sorted(same, key=lambda gi: -gi.id)[
+                        :len(same) - claimed[profile.name]]:
+                    if self._has_mdev_of(address, profile, types):
+                        break
+                    self._destroy_gpu_instance(address, gpu_instance.id)
+                    LOG.info('GPU %s: destroyed idle %s GPU instance %d '
+                             '(no mdev of its profile, nothing claimed for '
+                             'it)', address, profile.name, gpu_instance.id)
+        finally:
+            lock.release()
+
+    def _why_not_clear(self, session, device, types):
+        """Why no instance of the GPU may be destroyed now, or None."""
+        address = device.address
+        active = session.active_vgpus(device)
+        if active is None:
+            return 'NVML cannot list the vGPUs running on it'
+        if any(vgpu.gpu_instance_id is None for vgpu in active):
+            return 'NVML cannot name the instance of a running vGPU'
+        vanished = [vf for _, vf in self._sysfs.virtfns(address)
+                    if not self._sysfs.exists(vf)]
+        if vanished:
+            return 'VFs %s cannot be read' % ', '.join(sorted(vanished))
+        known = {'nvidia-%d' % t for ids in types.values() for t in ids}
+        strange = sorted(set(self._mdev_types(address)) - known)
+        if strange:
+            return 'mdevs of types no MIG profile has exist (%s)' % (
+                ', '.join(strange))
+        return None
+
+    def _mdev_types(self, address):
+        """Types of the mdevs on every mdev parent a GPU may have (its VFs,
+        else itself); raises OSError when one cannot be read.
+        """
+        candidates = [vf for _, vf in self._sysfs.virtfns(address)] or \
+            [address]
+        return [mdev_type for candidate in candidates
+                for mdev_type in self._sysfs.mdevs(candidate).values()]
+
+    def _has_mdev_of(self, address, profile, types):
+        names = {'nvidia-%d' % t for t in types.get(profile.id, ())}
+        return bool(names.intersection(self._mdev_types(address)))
 
     # --- declared layouts -------------------------------------------------
 

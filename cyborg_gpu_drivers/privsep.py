@@ -33,6 +33,7 @@ from oslo_config import cfg
 from oslo_privsep import capabilities
 from oslo_privsep import priv_context
 
+from cyborg_gpu_drivers.adapters import sysfs as sysfs_adapter
 from cyborg_gpu_drivers import conf
 
 CONF = cfg.CONF
@@ -335,7 +336,10 @@ def destroy_gpu_instance(session, gpu_address, gpu_instance_id):
 
     Refused (:class:`DeviceBusy`) when NVML cannot list the GPU's running
     vGPUs, or one of them runs on that instance or on an instance NVML
-    cannot name.
+    cannot name; or when it would leave fewer instances of its profile
+    than the GPU has mdevs that may need one (of its profile's types, or
+    of a type NVML does not name; a parent that cannot be read counts as
+    full), since a guest's mdev takes its instance only when it starts.
     """
     check_pci_address(gpu_address)
     check_non_negative_int('gpu_instance_id', gpu_instance_id)
@@ -348,7 +352,43 @@ def destroy_gpu_instance(session, gpu_address, gpu_instance_id):
            for vgpu in active):
         raise DeviceBusy('GPU %s: a running vGPU may use GPU instance %d'
                          % (gpu_address, gpu_instance_id))
+    instances, profile_of_type = session.mig_state_at(gpu_address)
+    target = next((gi for gi in instances if gi.id == gpu_instance_id), None)
+    if target is not None:
+        same = sum(1 for gi in instances if gi.profile_id == target.profile_id)
+        waiting = sum(
+            1 for mdev_type in _mdev_types(gpu_address)
+            if profile_of_type.get(_mdev_type_id(mdev_type),
+                                   target.profile_id) == target.profile_id)
+        if waiting >= same:
+            raise DeviceBusy(
+                'GPU %s: %d mdevs may need the %d GPU instances of profile '
+                'id %d; GPU instance %d is kept' % (
+                    gpu_address, waiting, same, target.profile_id,
+                    gpu_instance_id))
     session.destroy_gpu_instance(gpu_address, gpu_instance_id)
+
+
+def _mdev_type_id(mdev_type):
+    """``nvidia-700`` gives 700; None for a name of another form."""
+    prefix, _, number = mdev_type.rpartition('-')
+    return int(number) if prefix == 'nvidia' and number.isdigit() else None
+
+
+def _mdev_types(gpu_address):
+    """Types of the mdevs on the GPU's mdev parents (its VFs, else
+    itself), read inside the daemon; a parent that cannot be read is
+    refused (:class:`DeviceBusy`), never taken as holding none.
+    """
+    found = []
+    for parent in _vfs(gpu_address) or [gpu_address]:
+        try:
+            found.extend(sysfs_adapter.mdevs_in(
+                device_directory(parent)).values())
+        except OSError as error:
+            raise DeviceBusy('GPU %s: the mdevs of %s cannot be read (%s)'
+                             % (gpu_address, parent, error.strerror))
+    return found
 
 
 @mig_layout_pctxt.entrypoint

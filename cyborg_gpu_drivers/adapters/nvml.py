@@ -462,6 +462,17 @@ class Session:
         """:meth:`active_vgpus` of the GPU at ``address``."""
         return self.active_vgpus(self._device_at(address))
 
+    def mig_state_at(self, address):
+        """``(GPU instances, {MIG-backed vGPU type id: GPU instance
+        profile id})`` of the GPU at ``address``.
+        """
+        device = self._device_at(address)
+        instances = self.gpu_instances(device,
+                                       self.gpu_instance_profiles(device))
+        return instances, {t.id: t.gpu_instance_profile_id
+                           for t in self.supported_vgpu_types(device)
+                           if t.mig_backed}
+
     def check_layout(self, address, instances):
         """Refuse ``[(profile_id, start)]`` unless every profile id is one
         of the GPU's, every start one of its placements, and no two

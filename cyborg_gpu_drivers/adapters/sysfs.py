@@ -24,6 +24,24 @@ import re
 _VIRTFN = re.compile(r'^virtfn(\d+)$')
 
 
+def mdevs_in(device_directory):
+    """``{uuid: mdev type}`` of the mdevs on a parent device.
+
+    Unlike the other reads, raises ``OSError`` when the device or one of
+    its entries cannot be read: callers that destroy what no mdev uses
+    must not take "unreadable" for "none". Reads links, follows none.
+    """
+    found = {}
+    for entry in os.listdir(device_directory):
+        try:
+            target = os.readlink(os.path.join(device_directory, entry,
+                                              'mdev_type'))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        found[entry] = os.path.basename(target)
+    return found
+
+
 def virtfn_links(device_directory):
     """``[(vf_index, vf_address)]`` from a PF's ``virtfnN`` links.
 
@@ -116,6 +134,10 @@ class Sysfs(PciAttributes):
             return sorted(os.listdir(self.device_path(address, *names)))
         except OSError:
             return []
+
+    def mdevs(self, address):
+        """:func:`mdevs_in` the device's directory."""
+        return mdevs_in(self.device_path(address))
 
     def write(self, address, name, value):
         """Write an attribute. Callers run this inside a privsep context."""

@@ -78,9 +78,13 @@ OPTS = [
              'turn, the most popular per unit already offered first, '
              'while all of them can still be placed together (with 1g, '
              '3g and 7g alike: four 1g and one 3g; with 7g weighted 4: '
-             'the whole GPU). A GPU no value selects may take every '
-             'profile that has a MIG-backed vGPU type, alike. Repeat the '
-             'option for several selectors.'),
+             'the whole GPU). The idle GPUs of a host share the profiles '
+             'out: a profile no GPU of the host offers, the most popular '
+             'first, is led by one idle GPU whose other profiles stay '
+             'offered elsewhere (two idle A100s: four 1g and one 3g, and '
+             'one 7g). A GPU no value selects may take every profile that '
+             'has a MIG-backed vGPU type, alike. Repeat the option for '
+             'several selectors.'),
     cfg.StrOpt(
         'idle_instances',
         default='destroy',
@@ -91,5 +95,10 @@ OPTS = [
                                'profile (saves the seconds of creating '
                                'it, but its slots stay that profile\'s)')],
         help='In on_demand mode, what becomes of a GPU instance whose '
-             'guest is gone.'),
+             'guest is gone. With destroy, every agent pass also destroys '
+             'the instances left idle (after an agent restart or a failed '
+             'destruction): those of a profile of which no mdev exists '
+             'on the GPU, beyond the units Placement has allocated for '
+             'it; a GPU whose state cannot be read in full is left '
+             'alone.'),
 ]

@@ -38,6 +38,7 @@ from tests.functional import base
 from tests.unit.cyborg_gpu_drivers import hosts
 
 GPU = '0000:01:00.0'
+GPU_1 = '0000:41:00.0'
 PROFILES = ('1g.10gb', '3g.40gb', '7g.80gb')
 # NVML GPU instance profile id -> name on the A100 80GB.
 PROFILE_NAMES = {19: '1g.10gb', 9: '3g.40gb', 0: '7g.80gb'}
@@ -48,10 +49,12 @@ class OnDemandTestCase(base.GpuCloudTestCase):
 
     #: ``[nvidia_mig] on_demand_profiles`` of the host.
     ALLOWED = ['A100 80GB PCIe=1g.10gb,3g.40gb,7g.80gb']
+    #: NVML indexes of the GPUs switched to MIG.
+    GPUS = (0,)
 
     def setUp(self):
         super().setUp()
-        host = reference_hosts.ReferenceHost(hosts.a100_on_demand(),
+        host = reference_hosts.ReferenceHost(hosts.a100_on_demand(self.GPUS),
                                              'pcie-a100 on demand')
         self.env = host.materialize(self.useFixture(fixtures.TempDir()).path)
         self.hostname = self.env.hostname
@@ -78,10 +81,10 @@ class OnDemandTestCase(base.GpuCloudTestCase):
 
     # --- views --------------------------------------------------------------
 
-    def gpu_instances(self):
-        """``[(profile, start, size, complete)]`` NVML shows on the GPU."""
+    def gpu_instances(self, address=GPU):
+        """``[(profile, start, size, complete)]`` NVML shows on a GPU."""
         [gpu] = [gpu for gpu in self.env.nvml._gpus
-                 if gpu.data['pci_bus_id'].lower().endswith(GPU[-12:])]
+                 if gpu.data['pci_bus_id'].lower().endswith(address[-12:])]
         return sorted((PROFILE_NAMES[gi.data['profile_id']],
                        gi.data['start'], gi.data['size'],
                        bool(gi.compute_instances))
@@ -106,13 +109,13 @@ class OnDemandTestCase(base.GpuCloudTestCase):
                         names.mig_resource_class(profile), 0)
         return +totals
 
-    def offered(self):
-        """``{profile: total}`` of the GPU's providers in Placement."""
+    def offered(self, address=GPU):
+        """``{profile: total}`` of a GPU's providers in Placement."""
         found = {}
         for provider in self.providers():
             for profile in PROFILES:
-                if provider.name == names.provider_name(self.hostname, GPU,
-                                                        profile):
+                if provider.name == names.provider_name(self.hostname,
+                                                        address, profile):
                     found[profile] = provider.inventories[
                         names.mig_resource_class(profile)]
         return found
@@ -246,6 +249,50 @@ class TestOnDemandBoots(OnDemandTestCase):
         for _, server in active:
             self.delete(server)
         self.assertEqual([], self.gpu_instances())
+
+
+class TestSpreadAcrossIdleGpus(OnDemandTestCase):
+
+    # Both GPUs of the host on demand, 1g, 3g and 7g alike.
+    GPUS = (0, 1)
+
+    def test_idle_gpus_offer_different_sets_and_all_boots_land(self):
+        # Alone, each would offer four 1g and one 3g and no 7g could
+        # boot on the host; together the second idle GPU leads a 7g.
+        self.assertEqual({'1g.10gb': 4, '3g.40gb': 1}, self.offered(GPU))
+        self.assertEqual({'7g.80gb': 1}, self.offered(GPU_1))
+        wanted = ['7g.80gb', '1g.10gb', '1g.10gb', '3g.40gb']
+        servers = self.boot_all(wanted)
+        for server in servers:
+            self.assertEqual('ACTIVE', server['status'], server.get('fault'))
+        self.agent_cycle(self.hostname)
+        self.assertEqual([('7g.80gb', 0, 8, True)],
+                         self.gpu_instances(GPU_1))
+        self.assertEqual(collections.Counter({'1g.10gb': 2, '3g.40gb': 1}),
+                         collections.Counter(
+                             p for p, *_ in self.gpu_instances(GPU)))
+        # GPUs with guests keep their offers: no 1g joins the 7g GPU.
+        self.assertEqual({'1g.10gb': 4, '3g.40gb': 1}, self.offered(GPU))
+        self.assertEqual({'7g.80gb': 1}, self.offered(GPU_1))
+        self.assertLeftNothing(self.boot(self.flavors['7g.80gb']))
+        # The 7g goes: its GPU is idle again and offers the 7g again.
+        self.delete(servers[0])
+        self.assertEqual([], self.gpu_instances(GPU_1))
+        self.agent_cycle(self.hostname)
+        self.assertEqual({'7g.80gb': 1}, self.offered(GPU_1))
+        server = self.boot(self.flavors['7g.80gb'])
+        self.assertEqual('ACTIVE', server['status'], server.get('fault'))
+
+    def test_idle_instances_left_by_a_restart_are_cleared(self):
+        server = self.boot(self.flavors['3g.40gb'])
+        self.assertEqual('ACTIVE', server['status'], server.get('fault'))
+        # An instance a previous agent made and never destroyed (its
+        # guest gone while the agent was down).
+        self.driver._create_gpu_instance(GPU_1, 19, 6)
+        self.agent_cycle(self.hostname)
+        self.assertEqual([], self.gpu_instances(GPU_1))
+        self.assertEqual([('3g.40gb', 4, 4, True)], self.gpu_instances(GPU))
+        self.assertEqual({'7g.80gb': 1}, self.offered(GPU_1))
 
 
 class TestWholeGpuOffer(OnDemandTestCase):

@@ -47,9 +47,10 @@ A100_MIG_TYPES = {700: ('NVIDIA A100D-1-10C', 19, 10240),
                   702: ('NVIDIA A100D-7-80C', 0, 81920)}
 
 
-def add_a100_mig_types(data, types):
-    """Give pcie-a100's model and GPU 0 the MIG-backed vGPU types
-    ``{type id: (name, GPU instance profile id, framebuffer MiB)}``.
+def add_a100_mig_types(data, types, gpus=(0,)):
+    """Give pcie-a100's model and its GPUs ``gpus`` (NVML indexes) the
+    MIG-backed vGPU types ``{type id: (name, GPU instance profile id,
+    framebuffer MiB)}``.
     """
     model = data['nvml']['models']['A100-PCIE-80GB']
     for type_id, (name, profile_id, framebuffer) in types.items():
@@ -57,7 +58,8 @@ def add_a100_mig_types(data, types):
             'id': type_id, 'name': name, 'class': 'Compute',
             'framebuffer_mb': framebuffer, 'max_instances': 1,
             'gpu_instance_profile_id': profile_id})
-    data['nvml']['devices'][0]['supported_vgpus'] += sorted(types)
+    for index in gpus:
+        data['nvml']['devices'][index]['supported_vgpus'] += sorted(types)
 
 
 def mdev_type_files(types, available):
@@ -77,25 +79,40 @@ def mdev_type_files(types, available):
     return files
 
 
-def a100_on_demand():
-    """pcie-a100 with GPU 0 (01:00.0) switched to MIG and idle: no GPU
+def a100_on_demand(gpus=(0,)):
+    """pcie-a100 with GPU 0 (01:00.0), or the GPUs ``gpus`` (NVML
+    indexes; GPU 1 is 41:00.0), switched to MIG and idle: no GPU
     instance, no vGPU, every VF an mdev parent listing the MIG-backed
     types of 1g.10gb, 3g.40gb and 7g.80gb (none available: NVIDIA's driver
-    shows none while no GPU instance exists). GPU 1 keeps MIG off.
+    shows none while no GPU instance exists). The other GPU keeps MIG off.
     """
     data = copy.deepcopy(reference_hosts.load('pcie-a100').data)
-    add_a100_mig_types(data, A100_MIG_TYPES)
-    device = data['nvml']['devices'][0]
-    device['mig_mode'] = [1, 1]
-    device['creatable_vgpus'] = []
-    device['gpu_instances'] = []
-    device['active_vgpus'] = []
-    pf = data['pci_devices'][0]
-    pf['vf_defaults']['files'] = mdev_type_files(A100_MIG_TYPES, {})
-    for vf in pf['virtfns']:
-        vf.pop('files', None)
-        vf.pop('mdevs', None)
+    add_a100_mig_types(data, A100_MIG_TYPES, gpus)
+    for index in gpus:
+        device = data['nvml']['devices'][index]
+        device['mig_mode'] = [1, 1]
+        device['creatable_vgpus'] = []
+        device['gpu_instances'] = []
+        device['active_vgpus'] = []
+        [pf] = [pf for pf in data['pci_devices'] if pf['address'][5:] ==
+                device['pci_bus_id'][9:].lower()]
+        pf['vf_defaults']['files'] = mdev_type_files(A100_MIG_TYPES, {})
+        for vf in pf['virtfns']:
+            vf.pop('files', None)
+            vf.pop('mdevs', None)
     return data
+
+
+def add_mdev(sysfs_root, parent, mdev_type):
+    """An mdev of ``mdev_type`` on ``parent`` as sysfs shows it, whatever
+    NVML holds; returns its directory.
+    """
+    directory = os.path.join(sysfs_root, 'bus', 'pci', 'devices', parent,
+                             'u-%s' % mdev_type)
+    os.makedirs(directory)
+    os.symlink('../mdev_supported_types/%s' % mdev_type,
+               os.path.join(directory, 'mdev_type'))
+    return directory
 
 
 def privileged_on(nvml):

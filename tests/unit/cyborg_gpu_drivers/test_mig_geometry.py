@@ -111,3 +111,112 @@ class OfferTest(testtools.TestCase):
                                                   keep=rest))
         # Without a promise, the fragmentation score alone: slot 6.
         self.assertEqual(6, geometry.choose_start(TABLE, [], '1g.10gb', {}))
+
+
+class PreviousOfferTest(testtools.TestCase):
+
+    def test_claims_within_an_offer_never_move_it(self):
+        """Whatever part of any idle offer is claimed, the offer with its
+        last self as ``previous`` is the same: a claim racing the agent's
+        next write still finds every unit it was admitted against.
+        """
+        weights = dict.fromkeys(TABLE, 1.0)
+        for lead, last in geometry.idle_offers(TABLE, TABLE,
+                                               weights).items():
+            units = [p for p, n in last.items() for _ in range(n)]
+            for part in sub_multisets(units):
+                claimed = collections.Counter(part)
+                self.assertEqual(last, geometry.offer(
+                    TABLE, [], claimed, TABLE, weights, last),
+                    (lead, part))
+
+    def test_what_no_longer_fits_is_dropped(self):
+        # The last offer was a 7g; a 1g was claimed since (a claim from
+        # before): the 7g goes, the rest is the GPU's own offer.
+        self.assertEqual({'1g.10gb': 4, '3g.40gb': 1}, geometry.offer(
+            TABLE, [], {'1g.10gb': 1}, ALLOWED, {}, {'7g.80gb': 1}))
+
+    def test_profiles_no_longer_allowed_are_not_kept(self):
+        self.assertEqual({'1g.10gb': 7}, geometry.offer(
+            TABLE, [], {}, ['1g.10gb'], {}, {'3g.40gb': 1}))
+
+
+class SpreadTest(testtools.TestCase):
+
+    @staticmethod
+    def gpus(count, allowed=ALLOWED, weights=None):
+        return {'0000:%02x:00.0' % index: (TABLE, allowed, weights or {})
+                for index in range(count)}
+
+    def test_two_idle_gpus_offer_different_sets(self):
+        self.assertEqual({'0000:00:00.0': {'1g.10gb': 4, '3g.40gb': 1},
+                          '0000:01:00.0': {'7g.80gb': 1}},
+                         geometry.spread(self.gpus(2), {}))
+
+    def test_every_profile_covered_when_there_are_enough_gpus(self):
+        for count in range(1, 7):
+            plan = geometry.spread(self.gpus(count, tuple(TABLE)), {})
+            covered = {p for units in plan.values() for p in units}
+            # Own offer 2x1g+2g+3g, then 4g and 7g led by one GPU each.
+            self.assertEqual(min(count + 2, 5), len(covered), count)
+            for units in plan.values():
+                self.assertTrue(geometry.placeable(TABLE, [], [
+                    p for p, n in units.items() for _ in range(n)]))
+
+    def test_deterministic_and_stable(self):
+        gpus = self.gpus(4, tuple(TABLE))
+        plan = geometry.spread(gpus, {})
+        shuffled = dict(reversed(list(gpus.items())))
+        self.assertEqual(plan, geometry.spread(shuffled, {}))
+        self.assertEqual(plan, geometry.spread(gpus, plan))
+        self.assertEqual(plan, geometry.spread(gpus, geometry.spread(
+            gpus, plan)))
+
+    def test_a_gpu_leaving_moves_at_most_one_other(self):
+        for count in range(2, 7):
+            gpus = self.gpus(count, tuple(TABLE))
+            plan = geometry.spread(gpus, {})
+            for gone in gpus:
+                rest = {a: f for a, f in gpus.items() if a != gone}
+                after = geometry.spread(rest, plan)
+                moved = [a for a in rest if after[a] != plan[a]]
+                self.assertLessEqual(len(moved), 1, (count, gone))
+
+    def test_one_gpu_keeps_its_own_offer(self):
+        # Nothing can be led without losing 1g and 3g: 7g stays uncovered.
+        self.assertEqual({'0000:00:00.0': {'1g.10gb': 4, '3g.40gb': 1}},
+                         geometry.spread(self.gpus(1), {}))
+
+    def test_weights_shape_the_own_offer_and_the_rest_is_led(self):
+        plan = geometry.spread(self.gpus(
+            2, ('1g.10gb', '4g.40gb', '7g.80gb'),
+            {'1g.10gb': 1, '4g.40gb': 3, '7g.80gb': 2}), {})
+        self.assertEqual({'0000:00:00.0': {'4g.40gb': 1, '1g.10gb': 3},
+                          '0000:01:00.0': {'7g.80gb': 1}}, plan)
+
+    def test_leading_never_uncovers_another_profile(self):
+        # GPU 0 may take 1g only (seven of them); GPU 1 any of 1g, 4g, 7g
+        # with its own offer 4g + 3x1g. 7g is missing; GPU 1 can lead it
+        # (GPU 0 still covers 1g) only by giving up 4g, which no other
+        # GPU offers: 7g stays uncovered rather than 4g being lost.
+        gpus = self.gpus(2, ('1g.10gb', '4g.40gb', '7g.80gb'),
+                         {'1g.10gb': 1, '4g.40gb': 3, '7g.80gb': 2})
+        gpus['0000:00:00.0'] = (TABLE, ('1g.10gb',), {})
+        self.assertEqual({'0000:00:00.0': {'1g.10gb': 7},
+                          '0000:01:00.0': {'4g.40gb': 1, '1g.10gb': 3}},
+                         geometry.spread(gpus, {}))
+
+    def test_profiles_other_gpus_offer_count_as_covered(self):
+        plan = geometry.spread(self.gpus(1), {},
+                               covered={'1g.10gb', '3g.40gb'})
+        self.assertEqual({'0000:00:00.0': {'7g.80gb': 1}}, plan)
+
+    def test_a_previous_offer_that_is_no_choice_is_replaced(self):
+        plan = geometry.spread(self.gpus(1), {
+            '0000:00:00.0': {'2g.20gb': 1, '1g.10gb': 1}})
+        self.assertEqual({'0000:00:00.0': {'1g.10gb': 4, '3g.40gb': 1}},
+                         plan)
+
+    def test_gpu_without_allowed_profiles_offers_nothing(self):
+        self.assertEqual({'0000:00:00.0': {}},
+                         geometry.spread(self.gpus(1, ()), {}))

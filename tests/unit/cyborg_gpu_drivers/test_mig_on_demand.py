@@ -11,23 +11,33 @@
 #    under the License.
 """The MIG driver in on_demand mode, over a materialized host."""
 
+import os
+
+import pynvml
+
 from cyborg_gpu_drivers.adapters import nvml as nvml_adapter
 from cyborg_gpu_drivers import base as driver_base
 from cyborg_gpu_drivers import mig_layouts
+from cyborg_gpu_drivers import nvidia_mig
 from gpu_partitions.reference_hosts import fake_mdev
 import placement_traits as names
+from tests.unit.cyborg_gpu_drivers import faults
 from tests.unit.cyborg_gpu_drivers import hosts
 from tests.unit.cyborg_gpu_drivers import test_nvidia_mig
 
 GPU = '0000:01:00.0'
+GPU_1 = '0000:41:00.0'
 ALLOWED = 'A100 80GB PCIe=1g.10gb,3g.40gb,7g.80gb'
 
 
-class OnDemandDriverTest(test_nvidia_mig.DriverTestCase):
+class OnDemandCase(test_nvidia_mig.DriverTestCase):
+    """pcie-a100 with GPU 0 on demand (``gpus``: NVML indexes)."""
+
+    gpus = (0,)
 
     def setUp(self):
         super().setUp()
-        self.env_ = self.env(hosts.a100_on_demand())
+        self.env_ = self.env(hosts.a100_on_demand(self.gpus))
         self.conf.config(group='nvidia_mig', mode='on_demand',
                          on_demand_profiles=[ALLOWED])
         self.conf.config(group='gpu_partitions',
@@ -50,6 +60,9 @@ class OnDemandDriverTest(test_nvidia_mig.DriverTestCase):
         [gpu] = driver.collect().gpus
         return {s.name: (s.total, [h.address for h in s.handles])
                 for s in gpu.slices}
+
+
+class OnDemandDriverTest(OnDemandCase):
 
     def test_idle_offer_one_vf_per_unit(self):
         slices = self.slices(self.on_demand_driver())
@@ -150,6 +163,306 @@ class OnDemandDriverTest(test_nvidia_mig.DriverTestCase):
         self.assertIn('exclude each other', str(error))
 
 
+class SpreadAcrossIdleGpusTest(OnDemandCase):
+    """Both GPUs of pcie-a100 on demand: the host plan of their offers."""
+
+    gpus = (0, 1)
+
+    def offers(self, driver):
+        return {gpu.address: {s.name: s.total for s in gpu.slices}
+                for gpu in driver.collect().gpus}
+
+    def test_idle_gpus_offer_different_sets_and_stay(self):
+        driver = self.on_demand_driver()
+        spread = {GPU: {'1g.10gb': 4, '3g.40gb': 1},
+                  GPU_1: {'7g.80gb': 1}}
+        self.assertEqual(spread, self.offers(driver))
+        # Nothing changed: the same offers, pass after pass, and a new
+        # agent (a restart) plans the same.
+        self.assertEqual(spread, self.offers(driver))
+        self.assertEqual(spread, self.offers(self.on_demand_driver()))
+
+    def test_a_claimed_gpu_keeps_its_offer_and_leaves_the_plan(self):
+        driver = self.on_demand_driver()
+        self.offers(driver)
+        # The 7g of GPU 1 is claimed: GPU 1 keeps it; GPU 0, now the only
+        # idle GPU, keeps its set (it is the only one that covers 1g/3g).
+        self.allocations[names.provider_name(
+            self.env_.hostname, GPU_1, '7g.80gb')] = 1
+        expected = {GPU: {'1g.10gb': 4, '3g.40gb': 1},
+                    GPU_1: {'7g.80gb': 1}}
+        self.assertEqual(expected, self.offers(driver))
+        # A 1g claimed on GPU 0 too: neither GPU is idle; neither moves.
+        self.allocations[names.provider_name(
+            self.env_.hostname, GPU, '1g.10gb')] = 1
+        self.assertEqual(expected, self.offers(driver))
+        # The 7g is released: GPU 1 is idle again and keeps its 7g.
+        self.allocations[names.provider_name(
+            self.env_.hostname, GPU_1, '7g.80gb')] = 0
+        self.assertEqual(expected, self.offers(driver))
+
+    def test_gpu_with_an_instance_keeps_its_offer(self):
+        driver = self.on_demand_driver()
+        before = self.offers(driver)
+        # A 3g bound on GPU 0: its instance and mdev stay as they are, its
+        # offer too, and GPU 1 (idle) keeps its 7g rather than lead the
+        # 3g GPU 0 no longer has free.
+        driver.prepare_unit('0000:01:00.4', 'nvidia-701')
+        self.bus.create('0000:01:00.4', 'nvidia-701', 'u1')
+        self.allocations[names.provider_name(
+            self.env_.hostname, GPU, '3g.40gb')] = 1
+        made = self.gpu_instances()
+        self.assertEqual(before, self.offers(driver))
+        self.assertEqual(before, self.offers(driver))
+        self.assertEqual(made, self.gpu_instances())
+        self.assertEqual([(9, 4)], made)
+
+    def test_a_claim_on_the_7g_gpu_moves_the_7g_to_the_idle_one(self):
+        driver = self.on_demand_driver()
+        self.offers(driver)
+        # A 1g claimed on GPU 1 (as if offered there before): GPU 1's
+        # offer is its own from now on, and GPU 0 takes over the 7g: the
+        # idle GPU covers what the busy one no longer can.
+        self.allocations[names.provider_name(
+            self.env_.hostname, GPU_1, '1g.10gb')] = 1
+        offers = self.offers(driver)
+        self.assertEqual({'7g.80gb': 1}, offers[GPU])
+        self.assertEqual({'1g.10gb': 4, '3g.40gb': 1}, offers[GPU_1])
+        self.assertIn('its part of the profiles spread', self.log.output)
+
+    def test_a_gpu_whose_vgpus_cannot_be_listed_is_not_idle(self):
+        nvml = self.env_.nvml
+        real = nvml.nvmlDeviceGetActiveVgpus
+
+        def not_supported(handle):
+            if faults.gpu_of(nvml, handle) is nvml._gpus[1]:
+                raise pynvml.NVMLError_NotSupported()
+            return real(handle)
+
+        self.patch(nvml, 'nvmlDeviceGetActiveVgpus', not_supported)
+        # GPU 1 may hold a guest: it is not planned and keeps its own
+        # offer, which covers 1g and 3g; GPU 0, the only idle GPU, leads
+        # the 7g.
+        offers = self.offers(self.on_demand_driver())
+        self.assertEqual({'7g.80gb': 1}, offers[GPU])
+        self.assertEqual({'1g.10gb': 4, '3g.40gb': 1}, offers[GPU_1])
+
+    def test_a_failed_build_keeps_that_gpus_own_offer(self):
+        driver = self.on_demand_driver()
+        real = driver._offer_slices
+
+        def fails_for_gpu_1(address, *args):
+            if address == GPU_1 and args[-1] != {'1g.10gb': 4,
+                                                 '3g.40gb': 1}:
+                raise KeyError('broken')
+            return real(address, *args)
+
+        self.patch(driver, '_offer_slices', fails_for_gpu_1)
+        offers = self.offers(driver)
+        self.assertEqual({'1g.10gb': 4, '3g.40gb': 1}, offers[GPU_1])
+        self.assertEqual({'1g.10gb': 4, '3g.40gb': 1}, offers[GPU])
+        self.assertIn('keeps its own offer', self.log.output)
+
+
+class IdleInstanceCleanUpTest(OnDemandCase):
+    """The agent pass destroys idle instances left after a restart."""
+
+    gpus = (0, 1)
+
+    def make(self, nvml, *instances):
+        """Create ``(GPU address, profile id, start)`` instances the way
+        a bind does, as a previous agent would have left them.
+        """
+        create, _ = hosts.privileged_on(nvml)
+        for address, profile_id, start in instances:
+            create(address, profile_id, start)
+
+    def on(self, nvml):
+        create, destroy = hosts.privileged_on(nvml)
+        return self.driver(self.env_, nvml=nvml,
+                           create_gpu_instance=create,
+                           destroy_gpu_instance=destroy)
+
+    def left(self, nvml=None):
+        """``{GPU address: [(profile id, start)]}`` NVML shows."""
+        found = {}
+        with nvml_adapter.Nvml(nvml or self.env_.nvml).session() as session:
+            for index in range(session.device_count()):
+                device = session.device(index)
+                found[device.address] = [
+                    (gi.profile_id, gi.start) for gi in session.gpu_instances(
+                        device, session.gpu_instance_profiles(device))]
+        return found
+
+    def test_idle_instances_are_destroyed_after_a_restart(self):
+        before = self.on_demand_driver()
+        self.slices_of_both(before)
+        before.prepare_unit('0000:01:00.4', 'nvidia-701')
+        self.bus.create('0000:01:00.4', 'nvidia-701', 'u1')
+        before.prepare_unit('0000:41:00.4', 'nvidia-700')
+        self.bus.create('0000:41:00.4', 'nvidia-700', 'u2')
+        # The agent restarts; the guest on GPU 1 goes meanwhile.
+        self.bus.remove('0000:41:00.4', 'nvidia-700', 'u2')
+        after = self.on_demand_driver()
+        after.discover()
+        # GPU 0's 3g may hold its guest; GPU 1's idle 1g is gone and its
+        # slots are offered again.
+        self.assertEqual({GPU: [(9, 4)], GPU_1: []}, self.left())
+        self.assertIn('destroyed idle 1g.10gb GPU instance', self.log.output)
+        # The next pass changes nothing.
+        after.discover()
+        self.assertEqual({GPU: [(9, 4)], GPU_1: []}, self.left())
+
+    def slices_of_both(self, driver):
+        return {gpu.address: gpu.slices for gpu in driver.collect().gpus}
+
+    def test_half_created_and_every_idle_instance_of_a_profile_go(self):
+        self.make(self.env_.nvml, (GPU, 19, 6), (GPU, 19, 5), (GPU_1, 0, 0))
+        # A half-created one (its compute instance failed) too.
+        [gpu] = [g for g in self.env_.nvml._gpus
+                 if g.data['pci_bus_id'].lower().endswith('41:00.0')]
+        for gpu_instance in gpu.gpu_instances:
+            gpu_instance.compute_instances.clear()
+        self.on_demand_driver().apply()
+        self.assertEqual({GPU: [], GPU_1: []}, self.left())
+
+    def test_keep_warm_keeps_them(self):
+        self.conf.config(group='nvidia_mig', idle_instances='keep_warm')
+        self.make(self.env_.nvml, (GPU, 19, 6))
+        self.on_demand_driver().apply()
+        self.assertEqual({GPU: [(19, 6)], GPU_1: []}, self.left())
+
+    def test_static_mode_never_destroys(self):
+        self.conf.config(group='nvidia_mig', mode='static')
+        self.make(self.env_.nvml, (GPU, 19, 6))
+        self.on_demand_driver().apply()
+        self.assertEqual({GPU: [(19, 6)], GPU_1: []}, self.left())
+
+    def test_an_mdev_of_the_profile_keeps_all_its_instances(self):
+        # Which instance the mdev's guest will use cannot be told: both
+        # 1g stay; the 3g, of a profile no mdev has, goes.
+        self.make(self.env_.nvml, (GPU, 19, 6), (GPU, 19, 5), (GPU, 9, 0))
+        self.bus.create('0000:01:00.4', 'nvidia-700', 'u1')
+        self.on_demand_driver().apply()
+        self.assertEqual({GPU: [(19, 5), (19, 6)], GPU_1: []}, self.left())
+
+    def test_claims_not_bound_yet_keep_instances(self):
+        self.make(self.env_.nvml, (GPU, 19, 6), (GPU, 19, 5), (GPU, 19, 4))
+        self.allocations[names.provider_name(
+            self.env_.hostname, GPU, '1g.10gb')] = 2
+        self.on_demand_driver().apply()
+        # The newest goes; two stay for the two claims.
+        self.assertEqual(2, len(self.left()[GPU]))
+
+    def test_an_mdev_of_an_unknown_type_keeps_the_gpu(self):
+        self.make(self.env_.nvml, (GPU, 19, 6))
+        hosts.add_mdev(self.env_.sysfs_root, '0000:01:00.5', 'nvidia-476')
+        self.on_demand_driver().apply()
+        self.assertEqual({GPU: [(19, 6)], GPU_1: []}, self.left())
+
+    def test_an_unreadable_mdev_parent_keeps_the_gpu(self):
+        self.make(self.env_.nvml, (GPU, 19, 6), (GPU_1, 19, 6))
+        real = os.listdir
+        parent = os.path.join('devices', '0000:01:00.7')
+
+        def unreadable(path='.'):
+            if str(path).endswith(parent):
+                raise PermissionError(13, 'Permission denied', path)
+            return real(path)
+
+        self.patch(os, 'listdir', unreadable)
+        self.on_demand_driver().apply()
+        self.assertEqual({GPU: [(19, 6)], GPU_1: []}, self.left())
+        self.assertIn('GPU index 0 cannot be read: PermissionError',
+                      self.log.output)
+
+    def test_a_failed_placement_read_keeps_that_gpu(self):
+        self.make(self.env_.nvml, (GPU, 19, 6), (GPU_1, 19, 6))
+
+        def fails_for_gpu_0(driver, name, resource_class):
+            if name == names.provider_name(self.env_.hostname, GPU,
+                                           '1g.10gb'):
+                raise RuntimeError('Placement answered 503')
+            return 0
+
+        self.patch(driver_base.GpuPartitionDriver, 'allocated_units',
+                   fails_for_gpu_0)
+        self.on_demand_driver().apply()
+        self.assertEqual({GPU: [(19, 6)], GPU_1: []}, self.left())
+        self.assertIn('Placement usages of %s 1g.10gb cannot be read' % GPU,
+                      self.log.output)
+
+    def test_an_mdev_made_after_the_first_read_keeps_the_instance(self):
+        self.make(self.env_.nvml, (GPU, 19, 6))
+        driver = self.on_demand_driver()
+        real = driver._claimed
+
+        def mdev_appears(address, names_):
+            # Between the mdev read and the destruction, a guest's mdev
+            # is made on the idle instance.
+            self.bus.create('0000:01:00.4', 'nvidia-700', 'late')
+            return real(address, names_)
+
+        self.patch(driver, '_claimed', mdev_appears)
+        driver.apply()
+        self.assertEqual({GPU: [(19, 6)], GPU_1: []}, self.left())
+
+    def test_a_running_vgpu_whose_instance_nvml_cannot_name(self):
+        self.make(self.env_.nvml, (GPU, 19, 6))
+        [gpu] = [g for g in self.env_.nvml._gpus
+                 if g.data['pci_bus_id'].lower().endswith('01:00.0')]
+        gpu.data['active_vgpus'] = [{'vgpu_type': 700,
+                                     'pci_bus_id': '00000000:01:00.4'}]
+        self.on_demand_driver().apply()
+        self.assertEqual([(19, 6)], self.left()[GPU])
+
+    def test_a_bind_in_progress_keeps_the_gpu(self):
+        self.make(self.env_.nvml, (GPU, 19, 6))
+        driver = self.on_demand_driver()
+        with driver._gpu_locks[GPU]:
+            driver.apply()
+        self.assertEqual([(19, 6)], self.left()[GPU])
+
+    def test_nvml_errors_of_every_kind_stay_on_their_gpu(self):
+        """Whatever NVML function the clean-up calls about GPU 0 fails,
+        with whatever error: GPU 1 is cleared, GPU 0's 1g (an mdev of its
+        profile exists) is never destroyed, and when the fault stops GPU
+        0's clean-up (logged for GPU 0) before a destruction began, its
+        idle 3g stays too.
+        """
+        section = self.env_.host.data['nvml']
+        instances = ((GPU, 19, 6), (GPU, 9, 0), (GPU_1, 19, 6))
+        hosts.add_mdev(self.env_.sysfs_root, '0000:01:00.4', 'nvidia-700')
+
+        def clean_up(nvml):
+            self.make(nvml._fake, *instances)
+            self.on(nvml).apply()
+
+        calls, _ = faults.gpu_calls(section, clean_up, 0)
+        destroying = {'nvmlDeviceGetGpuInstanceById',
+                      'nvmlGpuInstanceGetComputeInstances',
+                      'nvmlComputeInstanceDestroy', 'nvmlGpuInstanceDestroy'}
+        self.assertTrue(destroying <= set(calls), calls)
+        stopped = 0
+        for function in calls:
+            for error_name, error in faults.ERRORS.items():
+                nvml = faults.FaultyNvml(section, function, error, 0)
+                self.make(nvml._fake, *instances)
+                logged = len(self.log.output)
+                self.on(nvml).apply()
+                left = self.left(nvml._fake)
+                where = (function, error_name)
+                self.assertEqual([], left[GPU_1], where)
+                self.assertIn((19, 6), left[GPU], where)
+                if 'GPU index 0 cannot be read' in self.log.output[logged:]:
+                    stopped += 1
+                    if function not in destroying:
+                        self.assertIn((9, 0), left[GPU], where)
+        # Most faults stop the GPU's clean-up (NotSupported of an
+        # optional read does not).
+        self.assertGreater(stopped, len(calls) * 6)
+
+
 class VendorVfioStaysStaticTest(test_nvidia_mig.DriverTestCase):
 
     def test_hopper_gpus_keep_their_instances(self):
@@ -161,3 +474,20 @@ class VendorVfioStaysStaticTest(test_nvidia_mig.DriverTestCase):
                      for gpu in self.driver(env).collect().gpus}
         self.assertEqual(static, on_demand)
         self.assertIn('stay static in on_demand mode', self.log.output)
+
+    def test_hopper_instances_are_never_cleared(self):
+        # Its instances reach guests through vendor-VFIO VFs, which no
+        # mdev shows: even when the VFs' interface cannot be told (read
+        # as not vendor VFIO), they have no mdev parent and are left.
+        env = self.env(test_nvidia_mig.host_data('hgx-h100'))
+        self.conf.config(group='nvidia_mig', mode='on_demand')
+        destroyed = []
+        for vendor_vfio in (True, False):
+            self.patch(nvidia_mig.nvidia_common, 'has_vendor_vfio_vfs',
+                       lambda sysfs, address, answer=vendor_vfio: answer)
+            self.driver(env, destroy_gpu_instance=lambda *args:
+                        destroyed.append(args)).apply()
+        self.assertEqual([], destroyed)
+        self.assertTrue(any(
+            device['gpu_instances'] for device in
+            test_nvidia_mig.host_data('hgx-h100')['nvml']['devices']))

@@ -19,6 +19,7 @@ at a temporary tree, never an argument.
 import copy
 import inspect
 import os
+import shutil
 
 import fixtures
 from oslo_privsep import capabilities
@@ -31,6 +32,7 @@ from cyborg_gpu_drivers import privsep
 from gpu_partitions import reference_hosts
 from gpu_partitions.reference_hosts import fake_nvml
 from tests.unit.cyborg_gpu_drivers import base
+from tests.unit.cyborg_gpu_drivers import hosts
 from tests.unit.cyborg_gpu_drivers import test_nvidia_vfio as vfio_tests
 
 PF = vfio_tests.PF
@@ -271,6 +273,33 @@ class OnDemandInstanceTest(MigLayoutTest):
         self.assertRaises(privsep.InvalidPrivilegedRequest, self.destroy,
                           nvml, '0000:df:00.0', '1')
         self.assertEqual(before, self.layout(nvml))
+
+    def test_destroy_keeps_an_instance_an_mdev_may_need(self):
+        # GPU instance 2 is the GPU's only 3g (profile id 9); type 1134
+        # (H100XM-3-40C) is of that profile, 1133 (2g) is not.
+        nvml = fake_nvml.FakeNvml(self.data['nvml'])
+        before = self.layout(nvml)
+        for mdev_type in ('nvidia-1134', 'other-7'):
+            mdev = hosts.add_mdev(self.env.sysfs_root, '0000:df:00.5',
+                                  mdev_type)
+            self.assertRaises(privsep.DeviceBusy, self.destroy, nvml,
+                              '0000:df:00.0', 2)
+            self.assertEqual(before, self.layout(nvml))
+            shutil.rmtree(mdev)
+        real = os.listdir
+
+        def unreadable(path='.'):
+            if str(path).endswith('df:00.6'):
+                raise PermissionError(13, 'Permission denied', path)
+            return real(path)
+
+        with fixtures.MonkeyPatch('os.listdir', unreadable):
+            self.assertRaises(privsep.DeviceBusy, self.destroy, nvml,
+                              '0000:df:00.0', 2)
+        self.assertEqual(before, self.layout(nvml))
+        hosts.add_mdev(self.env.sysfs_root, '0000:df:00.5', 'nvidia-1133')
+        self.destroy(nvml, '0000:df:00.0', 2)
+        self.assertNotIn((9, 4, 4), self.layout(nvml))
 
     def test_failed_compute_instance_leaves_the_gpu_as_it_was(self):
         # The GPU without its 3g at 4: slots 4-7 are free.
