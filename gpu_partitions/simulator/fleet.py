@@ -518,10 +518,10 @@ def host_shapes(hosts):
 
 def split_tasks(tasks, shapes):
     """``(placeable tasks, SetAside)``: a task no host of ``shapes``
-    (:func:`host_shapes`) could hold even when empty is set aside: its
-    GPU models are on no host, it asks more GPUs than a host or an
-    NVLink clique of them has, or more CPU or memory than any host of
-    the kinds it may use.
+    (:func:`host_shapes`) could hold even when empty is set aside: it
+    asks for nothing, its GPU models are on no host, it asks more GPUs
+    than a host or an NVLink clique of them has, or more CPU or memory
+    than any host of the kinds it may use.
     """
     kinds = sorted({shape[0] for shape in shapes})
     placeable = []
@@ -529,7 +529,10 @@ def split_tasks(tasks, shapes):
     for task in tasks:
         reason = None
         allowed = kinds_for(task, kinds) if task.num_gpu else kinds
-        if task.num_gpu and task.gpu_spec and not kinds_for(
+        if not (task.num_gpu or task.cpu_milli or task.memory_mib):
+            # Placement has no empty request: nothing to place.
+            reason = 'asks for no CPU, memory or GPU'
+        elif task.num_gpu and task.gpu_spec and not kinds_for(
                 dataclasses.replace(task, num_gpu=1), kinds):
             reason = 'GPU model %s on no host of the fleet' % '|'.join(
                 task.gpu_spec)

@@ -151,7 +151,9 @@ class _Reader:
         except OSError as error:
             raise TraceError(path, None, None, 'cannot read: %s'
                              % error.strerror)
-        except (UnicodeDecodeError, csv.Error) as error:
+        except UnicodeDecodeError:
+            raise _not_utf8(path)
+        except csv.Error as error:
             raise TraceError(path, None, None, 'not a CSV file: %s' % error)
         if not self.rows:
             raise TraceError(path, 1, None, 'empty file, expected a header')
@@ -235,6 +237,26 @@ _MAX_NAME = 256
 # only nonsense is refused; times are seconds, any 64-bit-safe value.
 _MAXIMA = {'gpu': 64, 'num_gpu': 64, 'cpu_milli': 10 ** 7,
            'memory_mib': 10 ** 9}
+
+
+def _not_utf8(path):
+    """Where in the file its first byte that is not UTF-8 is (line, and
+    column counted by commas before it on its line).
+    """
+    with open(path, 'rb') as stream:
+        data = stream.read()
+    try:
+        data.decode('utf-8')
+        position = 0
+    except UnicodeDecodeError as error:
+        # The reader's error counts from the start of its chunk.
+        position = error.start
+    before = data[:position]
+    line_start = before.rfind(b'\n') + 1
+    column = before[line_start:].count(b',') + 1
+    return TraceError(path, before.count(b'\n') + 1, column,
+                      'byte 0x%02x is not UTF-8 (save the file as UTF-8)'
+                      % data[position])
 
 
 def _clip(text, limit=80):

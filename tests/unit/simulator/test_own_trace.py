@@ -88,6 +88,18 @@ class FileFormsTest(testtools.TestCase):
         self.assertIn('line 3, column %d (cpu_milli)'
                       % (len(trace.POD_COLUMNS) - 1), str(error))
 
+    def test_bytes_not_utf8_are_located(self):
+        lines = synthetic.nodes_csv().encode().splitlines(keepends=True)
+        # Beyond the reader's first chunk of 8 KiB.
+        lines += [b'filler-%04d,1000,1000,2,T4\n' % n for n in range(400)]
+        lines.append('café,1000,1000,2,T4\n'.encode('latin-1'))
+        path = os.path.join(self.directory, 'latin1.csv')
+        with open(path, 'wb') as stream:
+            stream.write(b''.join(lines))
+        error = self.assertRaises(trace.TraceError, trace.read_nodes, path)
+        self.assertIn('%s, line %d, column 1: byte 0xe9 is not UTF-8'
+                      % (path, len(lines)), str(error))
+
     def test_header_problems_are_named(self):
         header = list(trace.POD_COLUMNS)
         for columns, expected in (
@@ -145,11 +157,12 @@ class SetAsideTest(testtools.TestCase):
                  task(6, num_gpu=2, milli=1000, spec=('G2', 'G3')),
                  task(7, num_gpu=4, milli=1000, spec=('T4',)),
                  task(8, cpu=100000), task(9, num_gpu=0, milli=0),
-                 task(10, spec=('A100X', 'T4'))]
+                 task(10, spec=('A100X', 'T4')),
+                 trace.Task('nothing', 0, 0, 0, 0, line=11)]
         _, kept, set_aside = fleet.split_trace(tasks, nodes=self.NODES)
         self.assertEqual([2, 6, 9, 10], [t.line for t in kept])
         found = set_aside['tasks'].to_dict()
-        self.assertEqual(5, found['total'])
+        self.assertEqual(6, found['total'])
         by_lines = {tuple(entry['lines']): reason
                     for reason, entry in found['reasons'].items()}
         self.assertIn('A100X on no host', by_lines[(3,)])
@@ -158,6 +171,7 @@ class SetAsideTest(testtools.TestCase):
         self.assertIn('more GPUs than any host or NVLink clique',
                       by_lines[(5, 7)])
         self.assertIn('more CPU or memory', by_lines[(8,)])
+        self.assertIn('asks for no CPU, memory or GPU', by_lines[(11,)])
         self.assertEqual(2, set_aside['nodes'].total)
 
     def test_fleet_spec_is_checked_like_a_node_list(self):
