@@ -108,6 +108,12 @@ def _policies(text):
             'unknown policy %s; known: %s' % (
                 ', '.join(repr(name) for name in unknown),
                 ', '.join(_policy_names())))
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        # Results are keyed by policy: a second run would overwrite the
+        # first.
+        raise argparse.ArgumentTypeError('policy %s given twice' % ', '.join(
+            repr(name) for name in twice))
     return ','.join(names)
 
 

@@ -84,9 +84,11 @@ class SimulateArgumentsTest(testtools.TestCase):
                     counted.clear(err.strip().splitlines()[-1])
                 else:
                     counted.traceback('%s: exit %r %r' % (what, code, err))
-        for value in ('bogus', '', ',', 'fgd,bogus', 'x' * 10000):
+        for value in ('bogus', '', ',', 'fgd,bogus', 'x' * 10000,
+                      'fgd,fgd'):
             code, err = parse(['simulate', '--policies=' + value])
-            if code == 2 and 'unknown policy' in err:
+            if code == 2 and ('unknown policy' in err
+                              or "policy 'fgd' given twice" in err):
                 counted.clear(err.strip().splitlines()[-1])
             else:
                 counted.traceback('--policies %r: %r %r'
@@ -97,7 +99,7 @@ class SimulateArgumentsTest(testtools.TestCase):
                 counted.clear(err.strip().splitlines()[-1])
             else:
                 counted.traceback('--protocol %r' % value)
-        counted.check(self, len(NUMERIC) * len(BAD_NUMBERS) + 7)
+        counted.check(self, len(NUMERIC) * len(BAD_NUMBERS) + 8)
 
     def test_fleet_specs(self):
         counted = outcomes.Outcomes('simulate --fleet')
