@@ -108,6 +108,12 @@ def _policies(text):
             'unknown policy %s; known: %s' % (
                 ', '.join(repr(name) for name in unknown),
                 ', '.join(_policy_names())))
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        # Results are keyed by policy: a second run would overwrite the
+        # first.
+        raise argparse.ArgumentTypeError('policy %s given twice' % ', '.join(
+            repr(name) for name in twice))
     return ','.join(names)
 
 
@@ -119,30 +125,51 @@ def _policy_names():
 
 
 def load_inputs(args):
-    """Fleet and tasks of the command line; UsageError on bad input."""
+    """Fleet, tasks, pod file path and what was set aside (a dict, see
+    :class:`.fleet.SetAside`) of the command line; UsageError on bad
+    input.
+    """
     from gpu_partitions.cli import UsageError
     from gpu_partitions.simulator import fleet as fleet_mod
     from gpu_partitions.simulator import trace
 
-    trace_path = trace.pod_file(args.trace, args.trace_dir)
     try:
-        tasks = trace.read_tasks(trace_path, fleet_mod.TRACE_MODELS)
+        trace_path = trace.pod_file(args.trace, args.trace_dir)
+        tasks = trace.read_tasks(trace_path)
         if args.fleet:
             fleet = fleet_mod.parse_fleet_spec(args.fleet)
+            _, tasks, set_aside = fleet_mod.split_trace(tasks, fleet=fleet)
         else:
-            nodes = trace.read_nodes(
-                args.nodes or trace.default_node_file(args.trace_dir),
-                fleet_mod.TRACE_MODELS)
+            node_path = args.nodes or trace.default_node_file(args.trace_dir)
+            try:
+                nodes, tasks, set_aside = fleet_mod.split_trace(
+                    tasks, nodes=trace.read_nodes(node_path))
+            except fleet_mod.LayoutError as error:
+                raise UsageError('%s: %s' % (node_path, error))
             fleet = fleet_mod.build_from_nodes(
                 nodes, tasks, scale=args.scale, seed=args.seed)
     except (trace.TraceError, fleet_mod.LayoutError) as error:
         raise UsageError(str(error))
-    if args.protocol == 'replay' and args.scale < 1 and not args.fleet:
-        # The replay keeps the trace's own load per GPU: the same share
-        # of the tasks as of the nodes.
-        rng = random.Random(args.seed)
-        tasks = [task for task in tasks if rng.random() < args.scale]
-    return fleet, tasks, trace_path
+    if args.protocol == 'replay':
+        if args.scale < 1 and not args.fleet:
+            # The replay keeps the trace's own load per GPU: the same
+            # share of the tasks as of the nodes.
+            rng = random.Random(args.seed)
+            tasks = [task for task in tasks if rng.random() < args.scale]
+        for task in tasks:
+            if task.creation_time is None:
+                set_aside['tasks'].add('no creation_time (not replayed)',
+                                       task.line)
+        if not any(task.creation_time is not None for task in tasks):
+            raise UsageError('%s has no creation times to replay (set '
+                             'aside: %s); use --protocol arrivals' % (
+                                 trace_path, set_aside['tasks'].describe()))
+    elif not any(task.num_gpu for task in tasks):
+        raise UsageError('%s: no GPU task this fleet could hold (set aside: '
+                         '%s)' % (trace_path,
+                                  set_aside['tasks'].describe() or 'none'))
+    return fleet, tasks, trace_path, {
+        what: found.to_dict() for what, found in set_aside.items()}
 
 
 def run(args):
@@ -150,27 +177,34 @@ def run(args):
     from gpu_partitions.simulator import report
     from gpu_partitions.simulator import run as run_mod
 
-    fleet, tasks, trace_path = load_inputs(args)
+    fleet, tasks, trace_path, set_aside = load_inputs(args)
     names = (args.policies.split(',') if args.policies
              else list(_policy_names()))
-    if args.protocol == 'replay' and not any(
-            t.creation_time is not None for t in tasks):
-        raise UsageError('%s has no creation times; use --protocol '
-                         'arrivals' % trace_path)
+    try:
+        # Before the run: a path it could not write would lose it.
+        for path in filter(None, (args.json, args.plots and
+                                  args.plots + '-free.png')):
+            report.check_writable(path)
+    except ValueError as error:
+        raise UsageError(str(error))
     try:
         result = run_mod.simulate(
             fleet, tasks, names, protocol=args.protocol, seed=args.seed,
             target=args.target, jobs=args.jobs,
             show_progress=not args.no_progress, trace_path=trace_path,
             scale=1.0 if args.fleet else args.scale,
-            speedup=args.speedup, dynamic=args.dynamic)
-
+            speedup=args.speedup, dynamic=args.dynamic,
+            set_aside=set_aside)
     except ValueError as error:
         raise UsageError(str(error))
     print(report.table(result))
-    if args.json:
-        report.write_json(result, args.json)
-    if args.plots:
-        for path in report.write_plots(result, args.plots):
-            print('wrote %s' % path)
+    try:
+        if args.json:
+            report.write_json(result, args.json)
+        if args.plots:
+            for path in report.write_plots(result, args.plots):
+                print('wrote %s' % path)
+    except OSError as error:
+        raise UsageError('cannot write %s: %s' % (
+            error.filename or args.json, error.strerror))
     return 0

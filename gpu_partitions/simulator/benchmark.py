@@ -40,6 +40,7 @@ the nodes), ``GPU_PARTITIONS_SIM_SEEDS``, and
 ``GPU_PARTITIONS_TRACE_DIR`` names the openb files' directory.
 """
 
+import argparse
 import collections
 import json
 import math
@@ -111,30 +112,75 @@ def _ratio(numerator, denominator):
 
 
 def _sizes(args):
+    from gpu_partitions import cli
+
     full = getattr(args, 'full', False)
-    scale = float(os.environ.get(
-        'GPU_PARTITIONS_SIM_SCALE',
-        1.0 if full else 0.03 if args.quick else 0.1))
-    seeds = int(os.environ.get('GPU_PARTITIONS_SIM_SEEDS',
-                               1 if args.quick or full else 10))
-    return scale, seeds
+    sizes = []
+    for variable, convert, default in (
+            ('GPU_PARTITIONS_SIM_SCALE', cli.number(float, above=0,
+                                                    maximum=1),
+             1.0 if full else 0.03 if args.quick else 0.1),
+            ('GPU_PARTITIONS_SIM_SEEDS', cli.number(int, minimum=1,
+                                                    maximum=1000),
+             1 if args.quick or full else 10)):
+        text = os.environ.get(variable)
+        try:
+            sizes.append(default if text is None else convert(text))
+        except argparse.ArgumentTypeError as error:
+            raise cli.UsageError('$%s: %s' % (variable, error))
+    return tuple(sizes)
+
+
+def _inputs(names):
+    """The node list's usable nodes and, per pod list name, its
+    placeable tasks and what was set aside (as
+    :func:`gpu_partitions.commands.simulate.load_inputs`); UsageError on
+    bad input.
+    """
+    from gpu_partitions import cli
+    from gpu_partitions.simulator import fleet as fleet_mod
+    from gpu_partitions.simulator import trace
+
+    try:
+        all_nodes = trace.read_nodes(trace.default_node_file())
+        traces = {}
+        for name in names:
+            path = trace.pod_file(name)
+            nodes, tasks, set_aside = fleet_mod.split_trace(
+                trace.read_tasks(path), nodes=all_nodes)
+            if not any(task.num_gpu for task in tasks):
+                raise cli.UsageError('%s: no GPU task this fleet could '
+                                     'hold (set aside: %s)' % (
+                                         path, set_aside['tasks'].describe()
+                                         or 'none'))
+            traces[name] = (path, tasks, {what: found.to_dict() for what,
+                                          found in set_aside.items()})
+    except trace.TraceError as error:
+        raise cli.UsageError(str(error))
+    except fleet_mod.LayoutError as error:
+        raise cli.UsageError('%s: %s' % (trace.default_node_file(), error))
+    return nodes, traces
 
 
 def packing(args):
+    from gpu_partitions import cli
     from gpu_partitions.simulator import dynamic as dynamic_mod
     from gpu_partitions.simulator import fleet as fleet_mod
     from gpu_partitions.simulator import report
     from gpu_partitions.simulator import run as run_mod
-    from gpu_partitions.simulator import trace
 
     scale, seeds = _sizes(args)
     dynamic = getattr(args, 'dynamic', False)
     traces = (getattr(args, 'traces', None) or ','.join(TRACES)).split(',')
     output = getattr(args, 'output', None)
     if output:
-        os.makedirs(output, exist_ok=True)
-    nodes = trace.read_nodes(trace.default_node_file(),
-                             fleet_mod.TRACE_MODELS)
+        try:
+            os.makedirs(output, exist_ok=True)
+            report.check_writable(os.path.join(output, 'x.json'))
+        except (OSError, ValueError) as error:
+            raise cli.UsageError('--output %s: %s' % (
+                output, getattr(error, 'strerror', None) or error))
+    nodes, inputs = _inputs(traces)
     print('fleet: %.0f%% of the trace\'s nodes per (model, GPUs) group; '
           'oracle-static layouts sized from the whole trace\'s demand%s; '
           '%d seeds' % (100 * scale, '; operator-static: the better of '
@@ -145,7 +191,7 @@ def packing(args):
         result = run_mod.simulate(
             fleet, tasks, list(names), seed=seed, show_progress=True,
             trace_path=path, scale=scale, dynamic=on_demand,
-            workers=workers)
+            workers=workers, set_aside=set_aside)
         if output:
             prefix = os.path.join(output, label)
             report.write_json(result, prefix + '.json')
@@ -156,8 +202,9 @@ def packing(args):
     with run_mod.Workers(2) as workers:
         summary = {}
         for name in traces:
-            path = trace.pod_file(name)
-            tasks = trace.read_tasks(path, fleet_mod.TRACE_MODELS)
+            path, tasks, set_aside = inputs[name]
+            for line in report.set_aside_lines({'set_aside': set_aside}):
+                print('%s: %s' % (name, line), flush=True)
             rows = collections.defaultdict(list)
             for seed in range(seeds):
                 fleet = fleet_mod.build_from_nodes(nodes, tasks, scale=scale,
@@ -215,6 +262,8 @@ def packing(args):
                                  ours_dynamic, operator_best, free))
                 print(line, flush=True)
             summary[name] = _summarise(rows, dynamic, scale, seeds)
+            summary[name]['set_aside'] = {
+                what: found['total'] for what, found in set_aside.items()}
     print(json.dumps(summary, sort_keys=True))
     return 0
 

@@ -437,6 +437,121 @@ def slice_share(kind, slice_name):
     return dict(kind.vgpu_types)[slice_name]
 
 
+# --- rows set aside ---------------------------------------------------------
+
+class SetAside:
+    """Rows of a trace the simulator cannot place by design, by reason,
+    with their file lines: counted and reported, never silently dropped.
+    """
+
+    SHOWN_LINES = 5
+
+    def __init__(self):
+        self.lines = collections.defaultdict(list)
+
+    def add(self, reason, line):
+        self.lines[reason].append(line)
+
+    @property
+    def total(self):
+        return sum(len(lines) for lines in self.lines.values())
+
+    def describe(self):
+        return '; '.join('%d: %s' % (len(lines), reason)
+                         for reason, lines in sorted(self.lines.items()))
+
+    def to_dict(self):
+        return {'total': self.total, 'reasons': {
+            reason: {'count': len(lines),
+                     'lines': sorted(lines)[:self.SHOWN_LINES]}
+            for reason, lines in sorted(self.lines.items())}}
+
+
+def split_nodes(nodes):
+    """``(usable nodes, SetAside)``: a node without GPUs or of a GPU
+    model no host kind models (:data:`TRACE_MODELS`) is set aside.
+    """
+    usable = []
+    set_aside = SetAside()
+    for node in nodes:
+        if node.gpus == 0:
+            set_aside.add('no GPU', node.line)
+        elif node.model not in TRACE_MODELS:
+            set_aside.add('GPU model %r not modelled (modelled: %s)' % (
+                node.model, ', '.join(sorted(TRACE_MODELS))), node.line)
+        else:
+            usable.append(node)
+    return usable, set_aside
+
+
+def split_trace(tasks, nodes=None, fleet=None):
+    """``(usable nodes, placeable tasks, set aside)`` of a trace run on
+    its ``nodes`` or on ``fleet``; ``set aside`` is ``{'nodes': ...,
+    'tasks': ...}`` (:meth:`SetAside.to_dict`). LayoutError when no node
+    is usable.
+    """
+    nodes_aside = SetAside()
+    if fleet is None:
+        nodes, nodes_aside = split_nodes(nodes)
+        if not nodes:
+            raise LayoutError('no node with a modelled GPU (%s)'
+                              % nodes_aside.describe())
+    tasks, tasks_aside = split_tasks(
+        tasks, host_shapes(fleet.hosts if fleet else nodes))
+    return nodes, tasks, {'nodes': nodes_aside, 'tasks': tasks_aside}
+
+
+def host_shapes(hosts):
+    """``{(kind name, GPUs, cpu_milli, memory_mib), ...}`` of fleet
+    hosts or of usable trace nodes: what :func:`split_tasks` checks.
+    """
+    shapes = set()
+    for host in hosts:
+        if isinstance(host, FleetHost):
+            shapes.add((host.kind.name, len(host.gpus), host.cpu_milli,
+                        host.memory_mib))
+        else:
+            shapes.add((TRACE_MODELS[host.model], host.gpus, host.cpu_milli,
+                        host.memory_mib))
+    return shapes
+
+
+def split_tasks(tasks, shapes):
+    """``(placeable tasks, SetAside)``: a task no host of ``shapes``
+    (:func:`host_shapes`) could hold even when empty is set aside: it
+    asks for nothing, its GPU models are on no host, it asks more GPUs
+    than a host or an NVLink clique of them has, or more CPU or memory
+    than any host of the kinds it may use.
+    """
+    kinds = sorted({shape[0] for shape in shapes})
+    placeable = []
+    set_aside = SetAside()
+    for task in tasks:
+        reason = None
+        allowed = kinds_for(task, kinds) if task.num_gpu else kinds
+        if not (task.num_gpu or task.cpu_milli or task.memory_mib):
+            # Placement has no empty request: nothing to place.
+            reason = 'asks for no CPU, memory or GPU'
+        elif task.num_gpu and task.gpu_spec and not kinds_for(
+                dataclasses.replace(task, num_gpu=1), kinds):
+            reason = 'GPU model %s on no host of the fleet' % '|'.join(
+                task.gpu_spec)
+        elif task.num_gpu and not any(
+                shape[0] in allowed and shape[1] >= task.num_gpu
+                for shape in shapes):
+            reason = ('more GPUs than any host or NVLink clique of its GPU '
+                      'models has')
+        elif not any(shape[0] in allowed and shape[1] >= task.num_gpu
+                     and shape[2] >= task.cpu_milli
+                     and shape[3] >= task.memory_mib for shape in shapes):
+            reason = 'more CPU or memory than any host of its GPU models'
+        if reason:
+            set_aside.add(reason, task.line)
+        else:
+            placeable.append(task)
+    return placeable, set_aside
+
+
 # --- layout planning --------------------------------------------------------
 
 def demand_by_kind(tasks, kind_gpus):

@@ -24,7 +24,32 @@ from gpu_partitions import plotting
 
 
 def table(result):
-    """The result as text: one line per policy, then the bound."""
+    """The result as text: one line per policy, then the bound, then
+    the trace's rows set aside.
+    """
+    return '\n'.join([_policy_table(result)] + set_aside_lines(result))
+
+
+def set_aside_lines(result):
+    """One line per kind of row (nodes, tasks) of the trace set aside,
+    with the reasons, counts and first lines of the file.
+    """
+    lines = []
+    for what, found in sorted(result.get('set_aside', {}).items()):
+        if found['total']:
+            lines.append('set aside (cannot be placed by design): %d %s: %s'
+                         % (found['total'], what, '; '.join(
+                             '%d %s (line %s%s)' % (
+                                 entry['count'], reason,
+                                 ', '.join(map(str, entry['lines'])),
+                                 ', ...' if entry['count']
+                                 > len(entry['lines']) else '')
+                             for reason, entry
+                             in found['reasons'].items())))
+    return lines
+
+
+def _policy_table(result):
     protocol = result['protocol']
     head = '%s protocol, %s, fleet %d hosts / %d GPUs, seed %s; ' % (
         protocol, os.path.basename(result['trace']),
@@ -82,6 +107,21 @@ def _atomic_write(path, write):
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+
+
+def check_writable(path):
+    """Refuse (ValueError), before a run, a file path it could not
+    write: a directory, or a folder that is missing or read-only.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError('%s is a directory, not a file to write' % path)
+    if not os.path.isdir(directory):
+        raise ValueError('cannot write %s: no directory %s'
+                         % (path, directory))
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ValueError('cannot write %s: directory %s is not writable'
+                         % (path, directory))
 
 
 def write_json(result, path):

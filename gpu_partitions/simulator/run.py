@@ -553,13 +553,16 @@ class Workers:
 
 def simulate(fleet, tasks, policy_names, protocol=ARRIVALS, seed=0,
              target=1.0, jobs=1, show_progress=True, trace_path='',
-             scale=1.0, speedup=1.0, dynamic=False, workers=None):
+             scale=1.0, speedup=1.0, dynamic=False, workers=None,
+             set_aside=None):
     """Run every policy (in ``jobs`` processes, or on ``workers``, a
     :class:`Workers`) and the bounds; a dict ready for
     :mod:`gpu_partitions.simulator.report`. ``dynamic``: MIG instances
     and vGPU types created on demand
     (:mod:`gpu_partitions.simulator.dynamic`), the fleet's layouts
-    ignored.
+    ignored. ``set_aside``: the trace's rows left out of ``fleet`` and
+    ``tasks`` (``{'nodes': ..., 'tasks': ...}`` of
+    :meth:`.fleet.SetAside.to_dict`), reported with the result.
     """
     import concurrent.futures
 
@@ -607,6 +610,8 @@ def simulate(fleet, tasks, policy_names, protocol=ARRIVALS, seed=0,
                            else max(o['curve'][-1][0]
                                     for o in outcomes.values())),
     }
+    if set_aside is not None:
+        result['set_aside'] = set_aside
     result.update(bounds)
     return result
 

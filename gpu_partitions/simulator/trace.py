@@ -16,9 +16,15 @@ long form ``name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,
 pod_phase,creation_time,deletion_time,scheduled_time`` or the short form
 ``name,cpu_milli,memory_mib,num_gpu,gpu_milli`` (the multigpu traces).
 
-Anything odd is refused with :class:`TraceError`, which names the file,
-the line (1 is the header) and the column (1-based, with its name), so
-the run stops before any result is written.
+Columns are found by their header names, in any order; a UTF-8 byte
+order mark and CRLF line ends are read as such. Anything odd is refused
+with :class:`TraceError`, which names the file, the line (1 is the
+header) and the column (1-based, with its name), so the run stops before
+any result is written. Rows that are well formed but that the simulator
+cannot place by design (GPU-less nodes, GPU models no host kind models,
+tasks no host could ever hold) are read as they are: the fleet sets them
+aside and counts them (:func:`.fleet.split_nodes`,
+:func:`.fleet.split_tasks`).
 """
 
 import csv
@@ -62,6 +68,7 @@ class Node:
     memory_mib: int
     gpus: int
     model: str
+    line: int = dataclasses.field(default=0, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +85,8 @@ class Task:
     gpu_spec: tuple = ()
     creation_time: int | None = None
     deletion_time: int | None = None
+    # Where the task is in its file (for reports), not part of it.
+    line: int = dataclasses.field(default=0, compare=False)
 
     @property
     def gpu_share(self):
@@ -104,12 +113,27 @@ def default_node_file(directory=None):
 
 def pod_file(name, directory=None):
     """``default`` gives ``openb_pod_list_default.csv`` of the trace dir;
-    a path to a file is returned as is.
+    a path (with a ``/`` or ending in ``.csv``) is returned as is. A name
+    the trace dir does not hold is refused with the names it holds.
     """
     if os.sep in name or name.endswith('.csv'):
         return name
-    return os.path.join(trace_dir(directory),
-                        'openb_pod_list_%s.csv' % name)
+    folder = trace_dir(directory)
+    path = os.path.join(folder, 'openb_pod_list_%s.csv' % name)
+    if not os.path.isdir(folder):
+        raise TraceError(folder, None, None, 'no such trace directory (set '
+                         '--trace-dir or $%s)' % TRACE_DIR_ENV)
+    if not os.path.exists(path):
+        known = sorted(entry[len('openb_pod_list_'):-len('.csv')]
+                       for entry in os.listdir(folder)
+                       if entry.startswith('openb_pod_list_')
+                       and entry.endswith('.csv'))
+        raise TraceError(folder, None, None, 'no trace named %s (no %s); '
+                         'known: %s; a file of your own is given by its '
+                         'path (./NAME.csv)' % (
+                             _show(name), os.path.basename(path),
+                             ', '.join(known) or 'none'))
+    return path
 
 
 class _Reader:
@@ -117,39 +141,62 @@ class _Reader:
 
     def __init__(self, path, columns_options):
         self.path = path
+        if os.path.isdir(path):
+            raise TraceError(path, None, None, 'is a directory; give a CSV '
+                             'file (a trace directory is --trace-dir)')
         try:
-            with open(path, newline='', encoding='utf-8') as stream:
+            # utf-8-sig: files saved by spreadsheets start with a BOM.
+            with open(path, newline='', encoding='utf-8-sig') as stream:
                 self.rows = list(csv.reader(stream))
         except OSError as error:
             raise TraceError(path, None, None, 'cannot read: %s'
                              % error.strerror)
-        except (UnicodeDecodeError, csv.Error) as error:
+        except UnicodeDecodeError:
+            raise _not_utf8(path)
+        except csv.Error as error:
             raise TraceError(path, None, None, 'not a CSV file: %s' % error)
         if not self.rows:
             raise TraceError(path, 1, None, 'empty file, expected a header')
-        header = tuple(cell.strip() for cell in self.rows[0])
+        # Columns by name, in any order; every one of a form, no other.
+        self.header = tuple(cell.strip() for cell in self.rows[0])
         for columns in columns_options:
-            if header == columns:
+            if (len(self.header) == len(columns)
+                    and set(self.header) == set(columns)):
                 self.columns = columns
                 break
         else:
-            raise TraceError(
-                path, 1, None, 'header is %s; expected %s' % (
-                    _clip(','.join(header)),
-                    ' or '.join(','.join(c) for c in columns_options)))
+            raise TraceError(path, 1, None, self._header_problem(
+                columns_options))
+
+    def _header_problem(self, columns_options):
+        twice = sorted({c for c in self.header if self.header.count(c) > 1})
+        if twice:
+            return 'header has column %s twice' % _show(','.join(twice))
+        closest = min(columns_options, key=lambda columns: len(
+            set(columns) ^ set(self.header)))
+        missing = [c for c in closest if c not in self.header]
+        unknown = [c for c in self.header if c not in closest]
+        found = []
+        if missing:
+            found.append('lacks %s' % ','.join(missing))
+        if unknown:
+            found.append('has unknown column %s' % _show(','.join(unknown)))
+        return 'header %s; expected the columns %s (any order)' % (
+            ' and '.join(found),
+            ' or '.join(','.join(c) for c in columns_options))
 
     def records(self):
         for index, row in enumerate(self.rows[1:], start=2):
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
-            if len(row) != len(self.columns):
+            if len(row) != len(self.header):
                 raise TraceError(self.path, index, None,
                                  'has %d fields; the header has %d'
-                                 % (len(row), len(self.columns)))
-            yield index, dict(zip(self.columns, (c.strip() for c in row)))
+                                 % (len(row), len(self.header)))
+            yield index, dict(zip(self.header, (c.strip() for c in row)))
 
     def error(self, line, column, message):
-        position = '%d (%s)' % (self.columns.index(column) + 1, column)
+        position = '%d (%s)' % (self.header.index(column) + 1, column)
         return TraceError(self.path, line, position, message)
 
     def integer(self, line, record, column, minimum=0, optional=False):
@@ -192,6 +239,26 @@ _MAXIMA = {'gpu': 64, 'num_gpu': 64, 'cpu_milli': 10 ** 7,
            'memory_mib': 10 ** 9}
 
 
+def _not_utf8(path):
+    """Where in the file its first byte that is not UTF-8 is (line, and
+    column counted by commas before it on its line).
+    """
+    with open(path, 'rb') as stream:
+        data = stream.read()
+    try:
+        data.decode('utf-8')
+        position = 0
+    except UnicodeDecodeError as error:
+        # The reader's error counts from the start of its chunk.
+        position = error.start
+    before = data[:position]
+    line_start = before.rfind(b'\n') + 1
+    column = before[line_start:].count(b',') + 1
+    return TraceError(path, before.count(b'\n') + 1, column,
+                      'byte 0x%02x is not UTF-8 (save the file as UTF-8)'
+                      % data[position])
+
+
 def _clip(text, limit=80):
     return text if len(text) <= limit else text[:limit] + '...'
 
@@ -200,9 +267,9 @@ def _show(text):
     return repr(_clip(text, 40))
 
 
-def read_nodes(path, known_models=None):
-    """The nodes of a node file; ``known_models`` (a container) refuses
-    any other model name.
+def read_nodes(path):
+    """The nodes of a node file, GPU-less ones (``gpu`` 0, ``model``
+    empty) and those of any model name included.
     """
     reader = _Reader(path, (NODE_COLUMNS,))
     nodes = []
@@ -213,23 +280,21 @@ def read_nodes(path, known_models=None):
             raise reader.error(line, 'sn', 'node %s is listed twice'
                                % _show(name))
         seen.add(name)
-        model = reader.name(line, record, 'model')
-        if known_models is not None and model not in known_models:
-            raise reader.error(line, 'model', 'unknown GPU model %s; known: '
-                               '%s' % (_show(model),
-                                       ', '.join(sorted(known_models))))
+        gpus = reader.integer(line, record, 'gpu')
+        model = record['model']
+        if gpus or model:
+            model = reader.name(line, record, 'model')
         nodes.append(Node(
             name=name,
             cpu_milli=reader.integer(line, record, 'cpu_milli', 1),
             memory_mib=reader.integer(line, record, 'memory_mib', 1),
-            gpus=reader.integer(line, record, 'gpu', 1),
-            model=model))
+            gpus=gpus, model=model, line=line))
     if not nodes:
         raise TraceError(path, None, None, 'no node in the file')
     return nodes
 
 
-def read_tasks(path, known_models=None):
+def read_tasks(path):
     """The tasks of a pod file (long or short form)."""
     reader = _Reader(path, (POD_COLUMNS, SHORT_POD_COLUMNS))
     timed = reader.columns == POD_COLUMNS
@@ -254,10 +319,8 @@ def read_tasks(path, known_models=None):
         creation = deletion = None
         if timed:
             spec = tuple(m for m in record['gpu_spec'].split('|') if m)
-            for model in spec:
-                if known_models is not None and model not in known_models:
-                    raise reader.error(line, 'gpu_spec',
-                                       'unknown GPU model %s' % _show(model))
+            if spec:
+                reader.name(line, record, 'gpu_spec')
             creation = reader.integer(line, record, 'creation_time',
                                       optional=True)
             deletion = reader.integer(line, record, 'deletion_time',
@@ -272,7 +335,7 @@ def read_tasks(path, known_models=None):
             cpu_milli=reader.integer(line, record, 'cpu_milli'),
             memory_mib=reader.integer(line, record, 'memory_mib'),
             num_gpu=num_gpu, gpu_milli=gpu_milli, gpu_spec=spec,
-            creation_time=creation, deletion_time=deletion))
+            creation_time=creation, deletion_time=deletion, line=line))
     if not tasks:
         raise TraceError(path, None, None, 'no task in the file')
     return tasks

@@ -84,9 +84,11 @@ class SimulateArgumentsTest(testtools.TestCase):
                     counted.clear(err.strip().splitlines()[-1])
                 else:
                     counted.traceback('%s: exit %r %r' % (what, code, err))
-        for value in ('bogus', '', ',', 'fgd,bogus', 'x' * 10000):
+        for value in ('bogus', '', ',', 'fgd,bogus', 'x' * 10000,
+                      'fgd,fgd'):
             code, err = parse(['simulate', '--policies=' + value])
-            if code == 2 and 'unknown policy' in err:
+            if code == 2 and ('unknown policy' in err
+                              or "policy 'fgd' given twice" in err):
                 counted.clear(err.strip().splitlines()[-1])
             else:
                 counted.traceback('--policies %r: %r %r'
@@ -97,7 +99,7 @@ class SimulateArgumentsTest(testtools.TestCase):
                 counted.clear(err.strip().splitlines()[-1])
             else:
                 counted.traceback('--protocol %r' % value)
-        counted.check(self, len(NUMERIC) * len(BAD_NUMBERS) + 7)
+        counted.check(self, len(NUMERIC) * len(BAD_NUMBERS) + 8)
 
     def test_fleet_specs(self):
         counted = outcomes.Outcomes('simulate --fleet')
@@ -135,7 +137,7 @@ class TraceReaderFuzzTest(testtools.TestCase):
 
     def attempt(self, counted, read, content, what, reason=None):
         try:
-            read(self.write(content), fleet_mod.TRACE_MODELS)
+            read(self.write(content))
         except trace.TraceError as error:
             if 'trace.csv' not in str(error) or len(str(error)) > 500:
                 counted.traceback('%s: unclear %r' % (what, str(error)[:300]))
@@ -167,6 +169,9 @@ class TraceReaderFuzzTest(testtools.TestCase):
                 valid[(name, cell)] = 'column not read by the simulator'
             if cell and '\x00' not in cell and len(cell) <= 256:
                 valid[('name', cell)] = 'any non-empty name'
+                valid[('gpu_spec', cell)] = (
+                    'any model name: a task of models no host has is set '
+                    'aside by the fleet')
         for name in ('creation_time', 'deletion_time'):
             valid[(name, '')] = 'optional time'
         valid[('gpu_spec', '')] = 'empty spec: any model'
@@ -183,6 +188,9 @@ class TraceReaderFuzzTest(testtools.TestCase):
         for cell in BAD_CELLS:
             if cell and '\x00' not in cell and len(cell) <= 256:
                 valid[('sn', cell)] = 'any non-empty node name'
+                valid[('model', cell)] = (
+                    'any model name: a node of a model not modelled is set '
+                    'aside by the fleet')
         self.fuzz_columns(counted, trace.read_nodes, NODE_HEADER, NODE_ROW,
                           valid)
         self.raw_files(counted, trace.read_nodes, NODE_HEADER)

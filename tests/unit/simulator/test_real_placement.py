@@ -49,7 +49,7 @@ class RealPlacementAgreesTest(testtools.TestCase):
         self.fleet = fleet.parse_fleet_spec(
             'a100-80gb-mig:mixed:8:1,a100-80gb-mig:whole:8:1,'
             'v100-32gb-vgpu:V100DX-8Q:4:1,t4-vgpu:T4-4Q:2:2')
-        self.tasks = trace.read_tasks(self._pods(), fleet.TRACE_MODELS)
+        self.tasks = trace.read_tasks(self._pods())
         self.real = real_placement.RealPlacement(
             self.session, self.endpoint, self.fleet)
 

@@ -36,14 +36,17 @@ class ReducedTraceTest(testtools.TestCase):
             self.skipTest('no openb trace at %s' % trace.trace_dir())
 
     def test_whole_files_parse_and_a_reduced_run_stays_above_the_bound(self):
-        nodes = trace.read_nodes(trace.default_node_file(),
-                                 fleet.TRACE_MODELS)
+        nodes = trace.read_nodes(trace.default_node_file())
         self.assertEqual(1213, len(nodes))
         self.assertEqual(6212, sum(n.gpus for n in nodes))
         for name in TRACES:
-            tasks = trace.read_tasks(trace.pod_file(name),
-                                     fleet.TRACE_MODELS)
+            tasks = trace.read_tasks(trace.pod_file(name))
             self.assertGreater(len(tasks), 8000, name)
+            # Every row of our traces can be placed: nothing set aside.
+            _, kept, set_aside = fleet.split_trace(tasks, nodes=nodes)
+            self.assertEqual(tasks, kept, name)
+            self.assertEqual(0, set_aside['tasks'].total, name)
+            self.assertEqual(0, set_aside['nodes'].total, name)
             # The reduced trace: the first 1,500 tasks, on 1.5% of the
             # nodes of each (model, GPUs) group.
             reduced = tasks[:1500]

@@ -34,8 +34,8 @@ from tests.unit.simulator import synthetic
 def synthetic_inputs(test, count=120):
     directory = test.useFixture(fixtures.TempDir()).path
     nodes_path, pods_path = synthetic.write(directory, count=count)
-    tasks = trace.read_tasks(pods_path, fleet.TRACE_MODELS)
-    nodes = trace.read_nodes(nodes_path, fleet.TRACE_MODELS)
+    tasks = trace.read_tasks(pods_path)
+    nodes = trace.read_nodes(nodes_path)
     return directory, fleet.build_from_nodes(nodes, tasks), tasks
 
 

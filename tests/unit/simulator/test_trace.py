@@ -20,7 +20,6 @@ import fixtures
 import testtools
 
 from gpu_partitions import cli
-from gpu_partitions.simulator import fleet
 from gpu_partitions.simulator import trace
 from tests.unit.simulator import synthetic
 
@@ -39,8 +38,8 @@ class TraceTest(testtools.TestCase):
         return path
 
     def test_reads_synthetic_files(self):
-        nodes = trace.read_nodes(self.nodes, fleet.TRACE_MODELS)
-        tasks = trace.read_tasks(self.pods, fleet.TRACE_MODELS)
+        nodes = trace.read_nodes(self.nodes)
+        tasks = trace.read_tasks(self.pods)
         self.assertEqual(12, len(nodes))
         self.assertEqual(('G2', 8), (nodes[0].model, nodes[0].gpus))
         self.assertEqual(120, len(tasks))
@@ -61,8 +60,7 @@ class TraceTest(testtools.TestCase):
 
     def _refused(self, reader, text, *expected):
         path = self._write('bad.csv', text)
-        error = self.assertRaises(trace.TraceError, reader, path,
-                                  fleet.TRACE_MODELS)
+        error = self.assertRaises(trace.TraceError, reader, path)
         for fragment in expected:
             self.assertIn(fragment, str(error))
         self.assertIn(path, str(error))
@@ -79,16 +77,16 @@ class TraceTest(testtools.TestCase):
 
     def test_bad_header(self):
         self._refused(trace.read_nodes, 'sn,cpu,memory_mib,gpu,model\n',
-                      'line 1', 'header is sn,cpu')
+                      'line 1', 'lacks cpu_milli', "unknown column 'cpu'")
 
     def test_wrong_number_of_fields(self):
         text = synthetic.nodes_csv() + 'extra-node,1000,1000,2\n'
         self._refused(trace.read_nodes, text, 'line 14', 'has 4 fields')
 
-    def test_unknown_model(self):
-        text = synthetic.nodes_csv() + 'odd-node,1000,1000,2,H900\n'
+    def test_gpu_node_without_model(self):
+        text = synthetic.nodes_csv() + 'odd-node,1000,1000,2,\n'
         self._refused(trace.read_nodes, text, 'line 14',
-                      'column 5 (model)', "unknown GPU model 'H900'")
+                      'column 5 (model)', 'is empty')
 
     def test_duplicate_node(self):
         text = synthetic.nodes_csv() + 'synth-node-000,1000,1000,2,T4\n'
