@@ -24,6 +24,7 @@ from unittest import mock
 import fixtures
 import testtools
 
+from cyborg_gpu_drivers import mig_geometry as geometry
 from gpu_partitions import cli
 from gpu_partitions.simulator import benchmark
 from gpu_partitions.simulator import dynamic
@@ -136,37 +137,78 @@ class OnDemandPlacementTest(testtools.TestCase):
             self.assertGreaterEqual(outcome.curve_requested[-1][1] + 1e-6,
                                     outcome.curve[-1][1], name)
 
-    def test_inventories_follow_the_instances_and_release_frees(self):
+    def test_mig_gpus_offer_what_the_mig_driver_offers(self):
         placement = dynamic.OnDemandPlacement(self.fleet)
-        host, gpu = next((h, g) for h in placement.fleet.hosts
-                         for g in h.gpus if g.layout == fleet.ON_DEMAND
-                         and h.kind.mode == fleet.MIG)
+        host = max((h for h in placement.fleet.hosts
+                    if h.kind.mode == fleet.MIG),
+                   key=lambda h: sum(g.layout == fleet.ON_DEMAND
+                                     for g in h.gpus))
+        gpus = [g.address for g in host.gpus if g.layout == fleet.ON_DEMAND]
+        self.assertGreater(len(gpus), 4)
+        table = mig_geometry.TABLE
         providers = {p.name: p for p in placement.providers.values()}
 
-        def provider(profile):
+        def provider(address, profile):
             return providers[placement_traits.provider_name(
-                host.name, gpu.address, profile)]
+                host.name, address, profile)]
 
-        def claim(consumer, profile):
-            rp = provider(profile)
+        def offered(address):
+            """The GPU's inventories: units in use and free."""
+            totals = {profile: next(iter(provider(
+                address, profile).inventories.values()))
+                for profile in table}
+            return {profile: units for profile, units in totals.items()
+                    if units}
+
+        def claim(consumer, address, profile):
+            rp = provider(address, profile)
             rc = next(iter(rp.inventories))
             return placement.claim(consumer, {'allocations': {
                 rp.uuid: {'resources': {rc: 1}}}})
 
-        self.assertTrue(claim('a', FOUR_G))
-        self.assertEqual(0, provider(SEVEN_G).free(
-            next(iter(provider(SEVEN_G).inventories))))
-        self.assertTrue(claim('b', THREE_G))
-        for profile in fleet.MIG_GEOMETRY:
-            rp = provider(profile)
-            self.assertEqual(0, rp.free(next(iter(rp.inventories))),
-                             profile)
-        self.assertFalse(claim('c', ONE_G))
+        def idle(addresses):
+            return {a: (table, dynamic.ALLOWED, None) for a in addresses}
+
+        # An idle host: the driver's spread, every profile offered.
+        before = {a: offered(a) for a in gpus}
+        self.assertEqual(geometry.spread(idle(gpus), {}), before)
+        self.assertEqual(set(table), set().union(*before.values()))
+
+        # A claim: its instance where the driver's prepare_unit puts it,
+        # then the driver's offer on that GPU, the others spread again.
+        busy = next(a for a in gpus if before[a].get(FOUR_G))
+        self.assertTrue(claim('a', busy, FOUR_G))
+        made = placement.instances()[(host.name, busy)]
+        rest = collections.Counter(before[busy])
+        rest[FOUR_G] -= 1
+        self.assertEqual([(FOUR_G, geometry.choose_start(
+            table, [], FOUR_G, None, keep=list((+rest).elements())))], made)
+        self.assertEqual(geometry.offer(
+            table, made, {FOUR_G: 1}, dynamic.ALLOWED, None, before[busy]),
+            offered(busy))
+        self.assertTrue(geometry.placeable(table, made, list(
+            (collections.Counter(offered(busy))
+             - collections.Counter({FOUR_G: 1})).elements())))
+        others = [a for a in gpus if a != busy]
+        covered = {p for p, n in offered(busy).items()
+                   if n > (p == FOUR_G)}
+        self.assertEqual(geometry.spread(
+            idle(others), {a: before[a] for a in others}, covered),
+            {a: offered(a) for a in others})
+        self.assertFalse(claim('b', busy, SEVEN_G))
+
+        # A release: the GPU is idle again and the host covers every
+        # profile; a 7g lands on the GPU offering it, at slot 0.
         placement.release('a')
-        placement.release('b')
-        self.assertTrue(claim('d', SEVEN_G))
+        self.assertEqual({}, placement.instances())
+        now = {a: offered(a) for a in gpus}
+        self.assertEqual(set(table), set().union(*now.values()))
+        whole = next(a for a in gpus if now[a].get(SEVEN_G))
+        self.assertTrue(claim('c', whole, SEVEN_G))
         self.assertEqual([(SEVEN_G, 0)], placement.instances()[
-            (host.name, gpu.address)])
+            (host.name, whole)])
+        # Nothing else fits beside it.
+        self.assertEqual({SEVEN_G: 1}, offered(whole))
 
     def test_an_idle_vgpu_takes_any_type_then_keeps_it(self):
         placement = dynamic.OnDemandPlacement(self.fleet)
