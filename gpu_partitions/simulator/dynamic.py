@@ -44,12 +44,11 @@ import dataclasses
 
 from cyborg_gpu_drivers import mig_geometry as geometry
 from gpu_partitions.simulator import fleet as fleet_mod
-from gpu_partitions.simulator import mig_geometry
 from gpu_partitions.simulator import placement as placement_mod
 from gpu_partitions.simulator import run as run_mod
 
 #: The profiles an on-demand MIG GPU may be split into: all of them.
-ALLOWED = tuple(mig_geometry.TABLE)
+ALLOWED = tuple(fleet_mod.MIG_TABLE)
 
 
 def on_demand_fleet(fleet):
@@ -186,7 +185,7 @@ class OnDemandPlacement(placement_mod.InMemoryPlacement):
         rest.subtract(collections.Counter(n for n, _ in existing))
         rest[name] -= 1
         start = geometry.choose_start(
-            mig_geometry.TABLE, existing, name,
+            fleet_mod.MIG_TABLE, existing, name,
             self.weights.get(gpu.kind.name), keep=list((+rest).elements()))
         if start is None:
             # The inventory offered only what fits; reaching this is a
@@ -238,7 +237,7 @@ class OnDemandPlacement(placement_mod.InMemoryPlacement):
                             for name in gpu.providers})
 
     def _facts(self, kind_name):
-        return (mig_geometry.TABLE, ALLOWED, self.weights.get(kind_name))
+        return (fleet_mod.MIG_TABLE, ALLOWED, self.weights.get(kind_name))
 
     def _offer(self, kind_name, existing, claimed, previous):
         memo = (kind_name, tuple(sorted(existing)),

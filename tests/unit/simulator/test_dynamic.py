@@ -29,7 +29,6 @@ from gpu_partitions import cli
 from gpu_partitions.simulator import benchmark
 from gpu_partitions.simulator import dynamic
 from gpu_partitions.simulator import fleet
-from gpu_partitions.simulator import mig_geometry
 from gpu_partitions.simulator import policies
 from gpu_partitions.simulator import run
 from gpu_partitions.simulator import trace
@@ -38,67 +37,68 @@ import placement_traits
 from tests.unit.simulator import test_simulation
 
 ONE_G, TWO_G, THREE_G, FOUR_G, SEVEN_G = fleet.MIG_GEOMETRY
+TABLE = fleet.MIG_TABLE
 
 
 class GeometryTest(testtools.TestCase):
 
     def test_an_idle_gpu_takes_each_profile_at_its_documented_starts(self):
         self.assertEqual([7, 3, 2, 1, 1], [
-            mig_geometry.capacity([], p) for p in fleet.MIG_GEOMETRY])
+            geometry.capacity(TABLE, [], p) for p in fleet.MIG_GEOMETRY])
 
     def test_slices_alone_do_not_decide(self):
         # 7 compute slices, but 3g takes 4 of the 8 memory slots.
-        self.assertFalse(mig_geometry.placeable(
-            [], [THREE_G, THREE_G, ONE_G]))
-        self.assertTrue(mig_geometry.placeable([], [FOUR_G, THREE_G]))
+        self.assertFalse(geometry.placeable(
+            TABLE, [], [THREE_G, THREE_G, ONE_G]))
+        self.assertTrue(geometry.placeable(TABLE, [], [FOUR_G, THREE_G]))
 
     def test_per_profile_offers_race(self):
         # Model 1 of the design: each of 3g and 2g has one free start,
         # and both starts are slot 4; two concurrent claims would pass
         # Placement and not fit.
         made = [(ONE_G, 0), (ONE_G, 2)]
-        self.assertEqual(1, mig_geometry.capacity(made, THREE_G))
-        self.assertEqual(1, mig_geometry.capacity(made, TWO_G))
-        self.assertFalse(mig_geometry.placeable(made, [THREE_G, TWO_G]))
+        self.assertEqual(1, geometry.capacity(TABLE, made, THREE_G))
+        self.assertEqual(1, geometry.capacity(TABLE, made, TWO_G))
+        self.assertFalse(geometry.placeable(TABLE, made, [THREE_G, TWO_G]))
 
     def test_small_instances_keep_slot_zero_free(self):
-        self.assertEqual(6, mig_geometry.choose_start([], ONE_G, {}))
-        self.assertEqual(4, mig_geometry.choose_start([], TWO_G, {}))
+        self.assertEqual(6, geometry.choose_start(TABLE, [], ONE_G, {}))
+        self.assertEqual(4, geometry.choose_start(TABLE, [], TWO_G, {}))
         made = []
         for _ in range(3):
-            made.append((ONE_G, mig_geometry.choose_start(made, ONE_G,
-                                                          {})))
+            made.append((ONE_G, geometry.choose_start(TABLE, made, ONE_G,
+                                                      {})))
         # Three 1g leave room for a 4g, which needs slots 0-3.
-        self.assertEqual(1, mig_geometry.capacity(made, FOUR_G))
+        self.assertEqual(1, geometry.capacity(TABLE, made, FOUR_G))
 
     def test_the_score_follows_demand(self):
         # Only 2g wanted: a 1g goes where it spoils no 2g start (6).
-        self.assertEqual(6, mig_geometry.choose_start(
-            [], ONE_G, {TWO_G: 1.0}))
+        self.assertEqual(6, geometry.choose_start(
+            TABLE, [], ONE_G, {TWO_G: 1.0}))
         self.assertLess(
-            mig_geometry.fragmentation([(ONE_G, 6)], {FOUR_G: 1.0}),
-            mig_geometry.fragmentation([(ONE_G, 0)], {FOUR_G: 1.0}))
+            geometry.fragmentation(TABLE, [(ONE_G, 6)], {FOUR_G: 1.0}),
+            geometry.fragmentation(TABLE, [(ONE_G, 0)], {FOUR_G: 1.0}))
 
     def test_a_lone_4g_strands_its_three_slices_for_large_requests(self):
         # What the 10% runs end with on the MIG kinds (simulator.rst):
         # after a 4g at slot 0 only 3g, 2g and 1g can use the rest.
         lone = [(FOUR_G, 0)]
-        self.assertEqual(0.0, mig_geometry.fragmentation(
-            lone, {THREE_G: 1.0}))
-        self.assertEqual(3.0, mig_geometry.fragmentation(
-            lone, {FOUR_G: 1.0}))
+        self.assertEqual(0.0, geometry.fragmentation(
+            TABLE, lone, {THREE_G: 1.0}))
+        self.assertEqual(3.0, geometry.fragmentation(
+            TABLE, lone, {FOUR_G: 1.0}))
         # Half 4g (3 slices lost), half 2g (one fits, 1 slice lost).
-        self.assertEqual(2.0, mig_geometry.fragmentation(
-            lone, {FOUR_G: 1.0, TWO_G: 1.0}))
+        self.assertEqual(2.0, geometry.fragmentation(
+            TABLE, lone, {FOUR_G: 1.0, TWO_G: 1.0}))
         # A 3g request for that GPU goes to slot 4 and leaves nothing.
-        self.assertEqual(4, mig_geometry.choose_start(
-            lone, THREE_G, {FOUR_G: 1.0}))
-        self.assertEqual(0.0, mig_geometry.fragmentation(
-            lone + [(THREE_G, 4)], {FOUR_G: 1.0}))
+        self.assertEqual(4, geometry.choose_start(
+            TABLE, lone, THREE_G, {FOUR_G: 1.0}))
+        self.assertEqual(0.0, geometry.fragmentation(
+            TABLE, lone + [(THREE_G, 4)], {FOUR_G: 1.0}))
 
     def test_no_start_when_full(self):
-        self.assertIsNone(mig_geometry.choose_start(
-            [(SEVEN_G, 0)], ONE_G, {}))
+        self.assertIsNone(geometry.choose_start(
+            TABLE, [(SEVEN_G, 0)], ONE_G, {}))
 
 
 def _check_gpus(test, placement):
@@ -145,7 +145,7 @@ class OnDemandPlacementTest(testtools.TestCase):
                                      for g in h.gpus))
         gpus = [g.address for g in host.gpus if g.layout == fleet.ON_DEMAND]
         self.assertGreater(len(gpus), 4)
-        table = mig_geometry.TABLE
+        table = TABLE
         providers = {p.name: p for p in placement.providers.values()}
 
         def provider(address, profile):
