@@ -10,8 +10,9 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 """On-demand partitioning in the simulator: MIG instances created when a
-claim lands and destroyed when it is released, time-sliced vGPU types
-that follow demand while a GPU is idle, and the fleets and bound the
+claim lands and destroyed when it is released (the driver's default
+``[nvidia_mig] idle_instances = destroy``), time-sliced vGPU types that
+follow demand while a GPU is idle, and the fleets and bound the
 ``--dynamic`` benchmark compares against.
 
 The Placement model is the one the drivers run
