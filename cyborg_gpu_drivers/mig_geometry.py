@@ -196,7 +196,7 @@ def idle_offers(table, allowed, weights):
     return offers
 
 
-def spread(gpus, previous, covered=()):
+def spread(gpus, previous, covered=(), choices=None):
     """``{address: {profile: units}}``: the offers of a host's idle GPUs.
 
     ``gpus`` maps each idle GPU (no instance, no mdev, nothing claimed) to
@@ -216,10 +216,13 @@ def spread(gpus, previous, covered=()):
     Every offer is one GPU's own placeable offer, so the per-GPU argument
     against over-commit holds unchanged. A function of its arguments
     only; with the last offers as ``previous`` a GPU's offer changes only
-    when coverage needs it (a GPU becoming idle or busy).
+    when coverage needs it (a GPU becoming idle or busy). ``choices``
+    (``{address: idle_offers(*gpus[address])}``) may be given by a caller
+    that already holds them (the simulator, once per GPU kind).
     """
-    choices = {address: idle_offers(*facts)
-               for address, facts in gpus.items()}
+    if choices is None:
+        choices = {address: idle_offers(*facts)
+                   for address, facts in gpus.items()}
     plan = {}
     for address in sorted(gpus):
         last = {p: n for p, n in (previous.get(address) or {}).items() if n}

@@ -10,19 +10,29 @@
 #    License for the specific language governing permissions and limitations
 #    under the License.
 """On-demand partitioning in the simulator: MIG instances created when a
-claim lands and destroyed when it is released, time-sliced vGPU types
-that follow demand while a GPU is idle, and the fleets and bound the
+claim lands and destroyed when it is released (the driver's default
+``[nvidia_mig] idle_instances = destroy``), time-sliced vGPU types that
+follow demand while a GPU is idle, and the fleets and bound the
 ``--dynamic`` benchmark compares against.
 
-The Placement model is the one of ``doc/source/dynamic-partitioning.rst``
-in its sequential form (the simulator claims one request at a time): each
-GPU offers every profile (MIG) or every type (vGPU) in a provider of its
-own, and after every claim and release the GPU's agent sets each
-inventory to what it holds plus what still fits:
+The Placement model is the one the drivers run
+(``doc/source/dynamic-partitioning.rst``), in its sequential form (the
+simulator claims one request at a time): each GPU offers every profile
+(MIG) or every type (vGPU) in a provider of its own, and after every
+claim and release the GPU's agent sets each inventory:
 
-* MIG: the profile's instances plus its free aligned starts among the
-  instances that exist (:func:`.mig_geometry.capacity`); a claimed
-  instance goes to the start :func:`.mig_geometry.choose_start` picks.
+* MIG: the MIG driver's offer (``[nvidia_mig] mode = on_demand``), from
+  the driver's own functions in :mod:`cyborg_gpu_drivers.mig_geometry`:
+  a GPU in use offers :func:`~cyborg_gpu_drivers.mig_geometry.offer`
+  (its instances, then its last offer as far as it still fits, then the
+  most popular profiles per unit while the whole offer stays placeable);
+  a host's idle GPUs spread the profiles between them with
+  :func:`~cyborg_gpu_drivers.mig_geometry.spread`. Every profile of the
+  kind is allowed; the popularity is :func:`slice_weights`. A claimed
+  instance goes to the start
+  :func:`~cyborg_gpu_drivers.mig_geometry.choose_start` picks, keeping
+  the rest of the GPU's offer placeable, as the driver's
+  ``prepare_unit`` does.
 * vGPU: an idle GPU offers every type in full; once one type is in use
   the others offer nothing until the GPU is idle again.
 
@@ -33,10 +43,13 @@ Placement under them changes.
 import collections
 import dataclasses
 
+from cyborg_gpu_drivers import mig_geometry as geometry
 from gpu_partitions.simulator import fleet as fleet_mod
-from gpu_partitions.simulator import mig_geometry
 from gpu_partitions.simulator import placement as placement_mod
 from gpu_partitions.simulator import run as run_mod
+
+#: The profiles an on-demand MIG GPU may be split into: all of them.
+ALLOWED = tuple(fleet_mod.MIG_TABLE)
 
 
 def on_demand_fleet(fleet):
@@ -77,6 +90,7 @@ class _Gpu:
     counts: dict           # slice name -> units on an empty GPU
     instances: dict = dataclasses.field(
         default_factory=lambda: collections.defaultdict(list))
+    offer: dict = dataclasses.field(default_factory=dict)  # MIG: last
 
     def mig_instances(self):
         return [i for mine in self.instances.values() for i in mine]
@@ -93,18 +107,26 @@ class OnDemandPlacement(placement_mod.InMemoryPlacement):
         super().__init__(placement_mod.fleet_providers(self.fleet))
         self.weights = weights or {}
         self._gpus = {}
+        self._hosts = collections.defaultdict(list)   # MIG GPUs per host
         for host in self.fleet.hosts:
             for gpu in host.gpus:
                 if gpu.layout != fleet_mod.ON_DEMAND:
                     continue    # MIG off: a fixed layout
                 providers = {s.name: self._rp(host, gpu, s.name)
                              for s in gpu.slices}
-                self._gpus[(host.name, gpu.address)] = _Gpu(
-                    host.kind, providers,
-                    {s.name: s.count for s in gpu.slices})
+                key = (host.name, gpu.address)
+                self._gpus[key] = _Gpu(host.kind, providers,
+                                       {s.name: s.count for s in gpu.slices})
+                if host.kind.mode == fleet_mod.MIG:
+                    self._hosts[host.name].append(key)
         self._gpu_of = {rp: key for rp, _, key, _
                         in run_mod.slice_providers(self.fleet)
                         if key in self._gpus}
+        # Pure functions of the kind (and of the instances): computed once.
+        self._idle_offers = {}
+        self._offer_memo = {}
+        for host in self._hosts:
+            self._plan(host)
 
     @staticmethod
     def _rp(host, gpu, name):
@@ -127,17 +149,17 @@ class OnDemandPlacement(placement_mod.InMemoryPlacement):
             name = _slice_of(gpu, rp)
             for _ in range(sum(alloc['resources'].values())):
                 self._create(gpu, consumer, name)
-            self._refresh(gpu)
+            self._refresh(key, gpu)
         return True
 
     def release(self, consumer):
         touched = {self._gpu_of[rp] for rp in self.consumers.get(
             consumer, {}) if rp in self._gpu_of}
         super().release(consumer)
-        for key in touched:
+        for key in sorted(touched):
             gpu = self._gpus[key]
             gpu.instances.pop(consumer, None)
-            self._refresh(gpu)
+            self._refresh(key, gpu)
 
     def instances(self):
         """``{(host, GPU address): [(slice, start or None), ...]}`` of
@@ -146,34 +168,99 @@ class OnDemandPlacement(placement_mod.InMemoryPlacement):
         return {key: sorted(gpu.mig_instances())
                 for key, gpu in self._gpus.items() if gpu.mig_instances()}
 
+    def offers(self):
+        """``{(host, GPU address): {profile: units}}``: what each MIG GPU
+        offers now.
+        """
+        return {key: dict(gpu.offer) for key, gpu in self._gpus.items()
+                if gpu.kind.mode == fleet_mod.MIG}
+
     def _create(self, gpu, consumer, name):
         if gpu.kind.mode != fleet_mod.MIG:
             gpu.instances[consumer].append((name, None))
             return
-        start = mig_geometry.choose_start(
-            gpu.mig_instances(), name, self.weights.get(gpu.kind.name))
+        existing = gpu.mig_instances()
+        # The rest of the offer stays placeable (the driver's
+        # prepare_unit).
+        rest = collections.Counter(gpu.offer)
+        rest.subtract(collections.Counter(n for n, _ in existing))
+        rest[name] -= 1
+        start = geometry.choose_start(
+            fleet_mod.MIG_TABLE, existing, name,
+            self.weights.get(gpu.kind.name), keep=list((+rest).elements()))
         if start is None:
             # The inventory offered only what fits; reaching this is a
             # bug of the model, never a state to paper over.
             raise RuntimeError('%s claimed on a GPU where it no longer '
-                               'fits: %s' % (name, gpu.mig_instances()))
+                               'fits: %s' % (name, existing))
         gpu.instances[consumer].append((name, start))
 
-    def _refresh(self, gpu):
+    def _refresh(self, key, gpu):
         """The agent's inventory update after a creation or deletion."""
-        existing = gpu.mig_instances()
-        in_use = collections.Counter(name for name, _ in existing)
+        if gpu.kind.mode == fleet_mod.MIG:
+            self._plan(key[0])
+            return
+        in_use = {name for name, _ in gpu.mig_instances()}
+        self._set(gpu, {name: count if not in_use or name in in_use else 0
+                        for name, count in gpu.counts.items()})
+
+    def _plan(self, host):
+        """The MIG driver's scan of ``host``: each GPU's own offer, then
+        the idle GPUs' offers spread across them.
+        """
+        idle, covered = {}, set()
+        for key in self._hosts[host]:
+            gpu = self._gpus[key]
+            existing = gpu.mig_instances()
+            # Every claim has its instance at once: claimed == existing.
+            claimed = collections.Counter(name for name, _ in existing)
+            gpu.offer = self._offer(gpu.kind.name, existing, claimed,
+                                    gpu.offer)
+            if existing:
+                covered.update(name for name, count in gpu.offer.items()
+                               if count > claimed[name])
+            else:
+                idle[key[1]] = key
+        if idle:
+            facts = {address: self._facts(self._gpus[key].kind.name)
+                     for address, key in idle.items()}
+            plan = geometry.spread(
+                facts, {address: self._gpus[key].offer
+                        for address, key in idle.items()},
+                covered, {address: self._idle_choices(
+                    self._gpus[key].kind.name)
+                    for address, key in idle.items()})
+            for address, key in idle.items():
+                self._gpus[key].offer = plan[address]
+        for key in self._hosts[host]:
+            gpu = self._gpus[key]
+            self._set(gpu, {name: gpu.offer.get(name, 0)
+                            for name in gpu.providers})
+
+    def _facts(self, kind_name):
+        return (fleet_mod.MIG_TABLE, ALLOWED, self.weights.get(kind_name))
+
+    def _offer(self, kind_name, existing, claimed, previous):
+        memo = (kind_name, tuple(sorted(existing)),
+                tuple(sorted(claimed.items())),
+                tuple(sorted((previous or {}).items())))
+        if memo not in self._offer_memo:
+            table, allowed, weights = self._facts(kind_name)
+            self._offer_memo[memo] = geometry.offer(
+                table, existing, claimed, allowed, weights, previous)
+        return dict(self._offer_memo[memo])
+
+    def _idle_choices(self, kind_name):
+        if kind_name not in self._idle_offers:
+            self._idle_offers[kind_name] = geometry.idle_offers(
+                *self._facts(kind_name))
+        return self._idle_offers[kind_name]
+
+    def _set(self, gpu, totals):
         for name, rp in gpu.providers.items():
             provider = self.providers[rp]
             rc = next(iter(provider.inventories))
-            if gpu.kind.mode == fleet_mod.MIG:
-                total = in_use[name] + mig_geometry.capacity(existing,
-                                                             name)
-            elif not in_use or in_use[name]:
-                total = gpu.counts[name]
-            else:
-                total = 0
-            provider.inventories[rc] = total
+            provider.inventories[rc] = totals[name]
             self._summary_cache.pop(rp, None)
 
 
@@ -186,7 +273,7 @@ def _slice_of(gpu, rp):
 
 def slice_weights(fleet, tasks):
     """``{kind name: {slice name: expected units}}`` of the trace's
-    requests, what :func:`.mig_geometry.choose_start` keeps room for
+    requests, the popularity the MIG offers and placements keep room for
     (FGD's target workload: the task distribution is known).
     """
     demand = fleet_mod.demand_by_kind(tasks, fleet.kinds())

@@ -82,6 +82,11 @@ MIG_GEOMETRY = {
 }
 MIG_SLOTS = 8
 MIG_SLICES = 7
+# MIG_GEOMETRY as the table of cyborg_gpu_drivers.mig_geometry, whose
+# functions the on-demand simulation calls: {profile: (compute slices,
+# ((start, size in memory slots), ...))}.
+MIG_TABLE = {profile: (slices, tuple((start, size) for start in starts))
+             for profile, (slices, size, starts) in MIG_GEOMETRY.items()}
 # NVML's GPU instance profile ids of these profiles on A100/H100 80GB
 # (nvidia-smi mig -lgip).
 MIG_PROFILE_IDS = {'1g.10gb': 19, '2g.20gb': 14, '3g.40gb': 9,

@@ -172,6 +172,19 @@ class SpreadTest(testtools.TestCase):
         self.assertEqual(plan, geometry.spread(gpus, geometry.spread(
             gpus, plan)))
 
+    def test_given_idle_offers_are_used_as_they_are(self):
+        gpus = self.gpus(3, tuple(TABLE))
+        choices = {address: geometry.idle_offers(*facts)
+                   for address, facts in gpus.items()}
+        self.assertEqual(geometry.spread(gpus, {}),
+                         geometry.spread(gpus, {}, (), choices))
+        # Only the choices given are chosen from: no 7g among them.
+        for offers in choices.values():
+            del offers['7g.80gb']
+        plan = geometry.spread(gpus, {}, (), choices)
+        self.assertFalse(any(units.get('7g.80gb')
+                             for units in plan.values()))
+
     def test_a_gpu_leaving_moves_at_most_one_other(self):
         for count in range(2, 7):
             gpus = self.gpus(count, tuple(TABLE))

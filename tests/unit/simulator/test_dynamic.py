@@ -24,11 +24,11 @@ from unittest import mock
 import fixtures
 import testtools
 
+from cyborg_gpu_drivers import mig_geometry as geometry
 from gpu_partitions import cli
 from gpu_partitions.simulator import benchmark
 from gpu_partitions.simulator import dynamic
 from gpu_partitions.simulator import fleet
-from gpu_partitions.simulator import mig_geometry
 from gpu_partitions.simulator import policies
 from gpu_partitions.simulator import run
 from gpu_partitions.simulator import trace
@@ -37,67 +37,68 @@ import placement_traits
 from tests.unit.simulator import test_simulation
 
 ONE_G, TWO_G, THREE_G, FOUR_G, SEVEN_G = fleet.MIG_GEOMETRY
+TABLE = fleet.MIG_TABLE
 
 
 class GeometryTest(testtools.TestCase):
 
     def test_an_idle_gpu_takes_each_profile_at_its_documented_starts(self):
         self.assertEqual([7, 3, 2, 1, 1], [
-            mig_geometry.capacity([], p) for p in fleet.MIG_GEOMETRY])
+            geometry.capacity(TABLE, [], p) for p in fleet.MIG_GEOMETRY])
 
     def test_slices_alone_do_not_decide(self):
         # 7 compute slices, but 3g takes 4 of the 8 memory slots.
-        self.assertFalse(mig_geometry.placeable(
-            [], [THREE_G, THREE_G, ONE_G]))
-        self.assertTrue(mig_geometry.placeable([], [FOUR_G, THREE_G]))
+        self.assertFalse(geometry.placeable(
+            TABLE, [], [THREE_G, THREE_G, ONE_G]))
+        self.assertTrue(geometry.placeable(TABLE, [], [FOUR_G, THREE_G]))
 
     def test_per_profile_offers_race(self):
         # Model 1 of the design: each of 3g and 2g has one free start,
         # and both starts are slot 4; two concurrent claims would pass
         # Placement and not fit.
         made = [(ONE_G, 0), (ONE_G, 2)]
-        self.assertEqual(1, mig_geometry.capacity(made, THREE_G))
-        self.assertEqual(1, mig_geometry.capacity(made, TWO_G))
-        self.assertFalse(mig_geometry.placeable(made, [THREE_G, TWO_G]))
+        self.assertEqual(1, geometry.capacity(TABLE, made, THREE_G))
+        self.assertEqual(1, geometry.capacity(TABLE, made, TWO_G))
+        self.assertFalse(geometry.placeable(TABLE, made, [THREE_G, TWO_G]))
 
     def test_small_instances_keep_slot_zero_free(self):
-        self.assertEqual(6, mig_geometry.choose_start([], ONE_G, {}))
-        self.assertEqual(4, mig_geometry.choose_start([], TWO_G, {}))
+        self.assertEqual(6, geometry.choose_start(TABLE, [], ONE_G, {}))
+        self.assertEqual(4, geometry.choose_start(TABLE, [], TWO_G, {}))
         made = []
         for _ in range(3):
-            made.append((ONE_G, mig_geometry.choose_start(made, ONE_G,
-                                                          {})))
+            made.append((ONE_G, geometry.choose_start(TABLE, made, ONE_G,
+                                                      {})))
         # Three 1g leave room for a 4g, which needs slots 0-3.
-        self.assertEqual(1, mig_geometry.capacity(made, FOUR_G))
+        self.assertEqual(1, geometry.capacity(TABLE, made, FOUR_G))
 
     def test_the_score_follows_demand(self):
         # Only 2g wanted: a 1g goes where it spoils no 2g start (6).
-        self.assertEqual(6, mig_geometry.choose_start(
-            [], ONE_G, {TWO_G: 1.0}))
+        self.assertEqual(6, geometry.choose_start(
+            TABLE, [], ONE_G, {TWO_G: 1.0}))
         self.assertLess(
-            mig_geometry.fragmentation([(ONE_G, 6)], {FOUR_G: 1.0}),
-            mig_geometry.fragmentation([(ONE_G, 0)], {FOUR_G: 1.0}))
+            geometry.fragmentation(TABLE, [(ONE_G, 6)], {FOUR_G: 1.0}),
+            geometry.fragmentation(TABLE, [(ONE_G, 0)], {FOUR_G: 1.0}))
 
     def test_a_lone_4g_strands_its_three_slices_for_large_requests(self):
         # What the 10% runs end with on the MIG kinds (simulator.rst):
         # after a 4g at slot 0 only 3g, 2g and 1g can use the rest.
         lone = [(FOUR_G, 0)]
-        self.assertEqual(0.0, mig_geometry.fragmentation(
-            lone, {THREE_G: 1.0}))
-        self.assertEqual(3.0, mig_geometry.fragmentation(
-            lone, {FOUR_G: 1.0}))
+        self.assertEqual(0.0, geometry.fragmentation(
+            TABLE, lone, {THREE_G: 1.0}))
+        self.assertEqual(3.0, geometry.fragmentation(
+            TABLE, lone, {FOUR_G: 1.0}))
         # Half 4g (3 slices lost), half 2g (one fits, 1 slice lost).
-        self.assertEqual(2.0, mig_geometry.fragmentation(
-            lone, {FOUR_G: 1.0, TWO_G: 1.0}))
+        self.assertEqual(2.0, geometry.fragmentation(
+            TABLE, lone, {FOUR_G: 1.0, TWO_G: 1.0}))
         # A 3g request for that GPU goes to slot 4 and leaves nothing.
-        self.assertEqual(4, mig_geometry.choose_start(
-            lone, THREE_G, {FOUR_G: 1.0}))
-        self.assertEqual(0.0, mig_geometry.fragmentation(
-            lone + [(THREE_G, 4)], {FOUR_G: 1.0}))
+        self.assertEqual(4, geometry.choose_start(
+            TABLE, lone, THREE_G, {FOUR_G: 1.0}))
+        self.assertEqual(0.0, geometry.fragmentation(
+            TABLE, lone + [(THREE_G, 4)], {FOUR_G: 1.0}))
 
     def test_no_start_when_full(self):
-        self.assertIsNone(mig_geometry.choose_start(
-            [(SEVEN_G, 0)], ONE_G, {}))
+        self.assertIsNone(geometry.choose_start(
+            TABLE, [(SEVEN_G, 0)], ONE_G, {}))
 
 
 def _check_gpus(test, placement):
@@ -136,37 +137,78 @@ class OnDemandPlacementTest(testtools.TestCase):
             self.assertGreaterEqual(outcome.curve_requested[-1][1] + 1e-6,
                                     outcome.curve[-1][1], name)
 
-    def test_inventories_follow_the_instances_and_release_frees(self):
+    def test_mig_gpus_offer_what_the_mig_driver_offers(self):
         placement = dynamic.OnDemandPlacement(self.fleet)
-        host, gpu = next((h, g) for h in placement.fleet.hosts
-                         for g in h.gpus if g.layout == fleet.ON_DEMAND
-                         and h.kind.mode == fleet.MIG)
+        host = max((h for h in placement.fleet.hosts
+                    if h.kind.mode == fleet.MIG),
+                   key=lambda h: sum(g.layout == fleet.ON_DEMAND
+                                     for g in h.gpus))
+        gpus = [g.address for g in host.gpus if g.layout == fleet.ON_DEMAND]
+        self.assertGreater(len(gpus), 4)
+        table = TABLE
         providers = {p.name: p for p in placement.providers.values()}
 
-        def provider(profile):
+        def provider(address, profile):
             return providers[placement_traits.provider_name(
-                host.name, gpu.address, profile)]
+                host.name, address, profile)]
 
-        def claim(consumer, profile):
-            rp = provider(profile)
+        def offered(address):
+            """The GPU's inventories: units in use and free."""
+            totals = {profile: next(iter(provider(
+                address, profile).inventories.values()))
+                for profile in table}
+            return {profile: units for profile, units in totals.items()
+                    if units}
+
+        def claim(consumer, address, profile):
+            rp = provider(address, profile)
             rc = next(iter(rp.inventories))
             return placement.claim(consumer, {'allocations': {
                 rp.uuid: {'resources': {rc: 1}}}})
 
-        self.assertTrue(claim('a', FOUR_G))
-        self.assertEqual(0, provider(SEVEN_G).free(
-            next(iter(provider(SEVEN_G).inventories))))
-        self.assertTrue(claim('b', THREE_G))
-        for profile in fleet.MIG_GEOMETRY:
-            rp = provider(profile)
-            self.assertEqual(0, rp.free(next(iter(rp.inventories))),
-                             profile)
-        self.assertFalse(claim('c', ONE_G))
+        def idle(addresses):
+            return {a: (table, dynamic.ALLOWED, None) for a in addresses}
+
+        # An idle host: the driver's spread, every profile offered.
+        before = {a: offered(a) for a in gpus}
+        self.assertEqual(geometry.spread(idle(gpus), {}), before)
+        self.assertEqual(set(table), set().union(*before.values()))
+
+        # A claim: its instance where the driver's prepare_unit puts it,
+        # then the driver's offer on that GPU, the others spread again.
+        busy = next(a for a in gpus if before[a].get(FOUR_G))
+        self.assertTrue(claim('a', busy, FOUR_G))
+        made = placement.instances()[(host.name, busy)]
+        rest = collections.Counter(before[busy])
+        rest[FOUR_G] -= 1
+        self.assertEqual([(FOUR_G, geometry.choose_start(
+            table, [], FOUR_G, None, keep=list((+rest).elements())))], made)
+        self.assertEqual(geometry.offer(
+            table, made, {FOUR_G: 1}, dynamic.ALLOWED, None, before[busy]),
+            offered(busy))
+        self.assertTrue(geometry.placeable(table, made, list(
+            (collections.Counter(offered(busy))
+             - collections.Counter({FOUR_G: 1})).elements())))
+        others = [a for a in gpus if a != busy]
+        covered = {p for p, n in offered(busy).items()
+                   if n > (p == FOUR_G)}
+        self.assertEqual(geometry.spread(
+            idle(others), {a: before[a] for a in others}, covered),
+            {a: offered(a) for a in others})
+        self.assertFalse(claim('b', busy, SEVEN_G))
+
+        # A release: the GPU is idle again and the host covers every
+        # profile; a 7g lands on the GPU offering it, at slot 0.
         placement.release('a')
-        placement.release('b')
-        self.assertTrue(claim('d', SEVEN_G))
+        self.assertEqual({}, placement.instances())
+        now = {a: offered(a) for a in gpus}
+        self.assertEqual(set(table), set().union(*now.values()))
+        whole = next(a for a in gpus if now[a].get(SEVEN_G))
+        self.assertTrue(claim('c', whole, SEVEN_G))
         self.assertEqual([(SEVEN_G, 0)], placement.instances()[
-            (host.name, gpu.address)])
+            (host.name, whole)])
+        # Nothing else fits beside it.
+        self.assertEqual({SEVEN_G: 1}, offered(whole))
 
     def test_an_idle_vgpu_takes_any_type_then_keeps_it(self):
         placement = dynamic.OnDemandPlacement(self.fleet)
