@@ -199,7 +199,11 @@ class AmdFaultMatrixTest(base.DriverTestCase):
         release = threading.Event()
         self.addCleanup(release.set)
         if error_name == 'hang':
-            self.conf.config(group='gpu_partitions', gpu_scan_timeout=0.5)
+            # Long enough for the GPUs that do answer to answer on a
+            # loaded 2-core machine (at 0.5 s one of them timed out under
+            # load and the test failed), short enough to wait out a hang
+            # at every call.
+            self.conf.config(group='gpu_partitions', gpu_scan_timeout=2.0)
         for start in ('cold', 'warm'):
             for function in HOST_CALLS + GPU_CALLS:
                 fault = Fault(error_name, release)
