@@ -469,8 +469,23 @@ _SHARED = {}
 HASH_SEED = 0
 
 
-def _init_worker(counter):
+def _init_worker(counter, parent):
+    import threading
+
     _SHARED['counter'] = counter
+    # A parent ended by a signal never shuts its pool down, and its
+    # workers would compute on for nobody: each ends once it is orphaned.
+    threading.Thread(target=_exit_when_orphaned, args=(parent,),
+                     daemon=True).start()
+
+
+def _exit_when_orphaned(parent, interval=1.0):
+    import os
+    import time
+
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(1)
 
 
 class _CounterProgress:
@@ -515,18 +530,20 @@ class Workers:
 
     Fresh interpreters with a fixed hash seed: the scoring functions
     iterate over sets of strings while summing floats, so ties among
-    equal placements otherwise depend on the process's hash seed.
+    equal placements otherwise depend on the process's hash seed. A
+    worker whose parent is gone (killed) ends within a second.
     """
 
     def __init__(self, jobs=1):
         import concurrent.futures
         import multiprocessing
+        import os
 
         context = multiprocessing.get_context('spawn')
         self.counter = context.Value('l', 0)
         self.pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=max(1, jobs), mp_context=context,
-            initializer=_init_worker, initargs=(self.counter,))
+            initializer=_init_worker, initargs=(self.counter, os.getpid()))
 
     def submit(self, *args):
         """``self.pool.submit(*args)``; a process it starts gets the
