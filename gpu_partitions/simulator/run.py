@@ -470,13 +470,16 @@ HASH_SEED = 0
 
 
 def _init_worker(counter, parent):
+    import os
     import threading
 
     _SHARED['counter'] = counter
     # A parent ended by a signal never shuts its pool down, and its
     # workers would compute on for nobody: each ends once it is orphaned.
-    threading.Thread(target=_exit_when_orphaned, args=(parent,),
-                     daemon=True).start()
+    # (Not a pool run in the parent's own process, as tests run it.)
+    if os.getpid() != parent:
+        threading.Thread(target=_exit_when_orphaned, args=(parent,),
+                         daemon=True).start()
 
 
 def _exit_when_orphaned(parent, interval=1.0):
