@@ -24,14 +24,7 @@ from gpu_partitions.bench import stub
 from gpu_partitions import cli
 from gpu_partitions.commands import benchmark
 from tests.unit.bench import fakes
-
-
-def main(argv):
-    """Run the CLI; returns (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with mock.patch('sys.stdout', out), mock.patch('sys.stderr', err):
-        code = cli.main(argv)
-    return code, out.getvalue(), err.getvalue()
+from tests.unit.cli_output import run_cli
 
 
 class BenchRunTest(testtools.TestCase):
@@ -42,7 +35,7 @@ class BenchRunTest(testtools.TestCase):
 
     def run_bench(self, url, name, *extra):
         path = os.path.join(self.directory, name + '.json')
-        code, out, err = main([
+        code, out, err = run_cli([
             'bench', '--base-url', url, '--num-prompts', '6',
             '--random-input-len', '8', '--random-output-len', '3',
             '--no-gpu-probe', '--result-file', path, '--label', name,
@@ -84,10 +77,10 @@ class BenchRunTest(testtools.TestCase):
         with fakes.stub_in_thread([stub.Script(output_tokens=None)]) as srv:
             paths = [self.run_bench(srv.base_url, name, '--no-plots')[3]
                      for name in ('one', 'two')]
-        code, out, err = main(['bench', 'compare', *paths,
-                               '--memory-gib', 'one=10', 'two=40',
-                               '--compute-share', 'one=0.25',
-                               '--output-dir', self.directory])
+        code, out, err = run_cli(['bench', 'compare', *paths,
+                                  '--memory-gib', 'one=10', 'two=40',
+                                  '--compute-share', 'one=0.25',
+                                  '--output-dir', self.directory])
         self.assertEqual(0, code, err)
         self.assertIn('| one |', out)
         with open(os.path.join(self.directory, 'compare.json')) as stream:
@@ -115,9 +108,9 @@ class BenchRunTest(testtools.TestCase):
             self.assertEqual(2, code)
             self.assertIn('not both', err)
         with mock.patch('sys.stderr', io.StringIO()):
-            exit_ = self.assertRaises(SystemExit, main, ['bench', 'x.json'])
+            exit_ = self.assertRaises(SystemExit, run_cli, ['bench', 'x.json'])
         self.assertEqual(2, exit_.code)
-        code, _, err = main(['bench', 'compare', '/nonexistent.json'])
+        code, _, err = run_cli(['bench', 'compare', '/nonexistent.json'])
         self.assertEqual(2, code)
 
     def test_failures_give_exit_code_one(self):

@@ -14,27 +14,17 @@ aside (counted, with their lines) and the command's errors for bad
 names and output paths.
 """
 
-import io
 import json
 import os
-import sys
 from unittest import mock
 
 import fixtures
 import testtools
 
-from gpu_partitions import cli
 from gpu_partitions.simulator import fleet
 from gpu_partitions.simulator import trace
+from tests.unit.cli_output import run_cli
 from tests.unit.simulator import synthetic
-
-
-def run_cli(argv):
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with mock.patch.object(sys, 'stdout', stdout), mock.patch.object(
-            sys, 'stderr', stderr):
-        code = cli.main(argv)
-    return code, stdout.getvalue(), stderr.getvalue()
 
 
 class FileFormsTest(testtools.TestCase):
