@@ -59,6 +59,17 @@ lands where its CPU and memory strand the least GPU capacity, on a GPU
 already in use rather than on an idle one, and on an idle GPU of a broken
 clique rather than one of an intact clique.
 
+Workloads weigh by how often they come, as in FGD. Weighing them by the
+GPU share they ask for instead (frequency times one instance's share, so
+an 8-GPU workload that no longer fits counts 8 GPUs) was measured on
+2026-12-07 (``simulate --dynamic``, ours-pack, 10% of the nodes, seeds
+0 to 9, ``PYTHONHASHSEED=0``, on a loaded machine; paired differences,
+points): multigpu50 0.00 [-0.11, 0.11], default +0.25 [0.07, 0.43]
+(worse), gpushare100 -0.02 [-0.08, 0.04]; so it was not kept. On
+multigpu50 the multi-GPU requests fail because the MIG-off GPUs are
+full, not fragmented (``doc/source/simulator.rst``, *Where multigpu50
+loses on demand*).
+
 MIG layouts are fixed by the operator (the MIG driver reports the GPU
 instances that exist), so geometry shows here only as which existing
 instances are taken; keeping idle GPUs idle keeps them free for a new
