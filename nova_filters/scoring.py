@@ -70,10 +70,11 @@ multigpu50 the multi-GPU requests fail because the MIG-off GPUs are
 full, not fragmented (``doc/source/simulator.rst``, *Where multigpu50
 loses on demand*).
 
-MIG layouts are fixed by the operator (the MIG driver reports the GPU
-instances that exist), so geometry shows here only as which existing
-instances are taken; keeping idle GPUs idle keeps them free for a new
-layout or a 7g instance.
+MIG geometry is not scored here: with ``[nvidia_mig] mode = static``
+the MIG driver reports the instances that exist, so geometry shows only
+as which of them are taken; with ``mode = on_demand`` the driver offers
+only profiles that stay placeable (:mod:`cyborg_gpu_drivers.mig_geometry`).
+Keeping idle GPUs idle keeps them free for a new layout or a 7g instance.
 
 Affinity
 --------
