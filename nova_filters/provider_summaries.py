@@ -86,12 +86,13 @@ def parse(summaries, roots=None, topology=None):
     a well-formed GPU provider is skipped.
     """
     _check_passthrough_classes()
-    # A list and a dict per host, and numbers: objects kept from this
-    # loop, one per provider or per GPU, would trip the garbage
-    # collector's full collection that Nova's decoding of the answer has
-    # just armed (a walk over the whole answer, longer than this loop).
+    # One tuple and one dict (of strings and numbers) per host: objects
+    # kept from this loop, one per provider or per GPU, would trip the
+    # garbage collector's full collection that Nova's decoding of the
+    # answer has just armed (a walk over the whole answer, longer than
+    # this loop).
     # root -> its GPU providers, flat (see topology.HOSTED_FIELDS)
-    providers_of = {}
+    members = {}
     # root -> its GPUs: address -> index in the per-GPU lists
     gpus_of = {}
     # Per GPU: MIG slices used and offered, share of its other units used.
@@ -104,9 +105,10 @@ def parse(summaries, roots=None, topology=None):
     topology_of = topology_mod.topology_of
     join_names = topology_mod.TRAIT_SEPARATOR.join
     classify = _CLASSES.get
-    # Placement lists a host's providers together: the host of the
-    # provider before is looked up once for all of them.
-    last_root = hosted = gpu_index = None
+    # Placement lists a host's providers together: each run of one host's
+    # providers is gathered in ``run``, then added to the host's members.
+    last_root = gpu_index = None
+    run = []
     for uuid, summary in summaries.items():
         try:
             gpu = None
@@ -133,11 +135,10 @@ def parse(summaries, roots=None, topology=None):
                     if place is None or len(place.traits) != len(names):
                         place = topology_of(names)
                     if other_host:
-                        hosted = providers_of.get(root)
-                        if hosted is None:
-                            hosted = providers_of[root] = []
-                            gpus_of[root] = {}
-                        gpu_index = gpus_of[root]
+                        gpu_index = gpus_of.get(root)
+                        if gpu_index is None:
+                            gpu_index = gpus_of[root] = {}
+                        _end_run(run, last_root, members, classes)
                         last_root = root
                     # A provider without a GPU address is its own GPU.
                     address = place.gpu or uuid
@@ -158,11 +159,10 @@ def parse(summaries, roots=None, topology=None):
                                         + slices * capacity)
                 else:
                     other_share[gpu] += used / capacity
-                hosted += (uuid, place.traits, rc, capacity, used)
-                classes.add(rc)
+                run += (uuid, place.traits, rc, capacity, used)
         except _ERRORS:
             continue
-    members = {root: tuple(hosted) for root, hosted in providers_of.items()}
+    _end_run(run, last_root, members, classes)
     if topology is not None:
         topology.remember(members)
     shares = list(map(gpu_view.used_share, mig_used, mig_offered,
@@ -174,6 +174,17 @@ def parse(summaries, roots=None, topology=None):
         source=_Hosts(members,
                       {root: summaries.get(root) for root in members}),
         fills=fills, resource_classes=frozenset(classes), linked=linked)
+
+
+def _end_run(run, root, members, classes):
+    """Add ``run``, providers of host ``root`` (None: no host yet) listed
+    one after another, to its members and their classes to ``classes``;
+    empty ``run``.
+    """
+    if root is not None:
+        members[root] = members.get(root, ()) + tuple(run)
+        classes.update(run[2::topology_mod.HOSTED_FIELDS])
+        run.clear()
 
 
 def _free_of(summary):
