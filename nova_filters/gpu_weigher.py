@@ -36,6 +36,8 @@ overridable by the aggregate metadata key
 ``gpu_partitions_weight_multiplier``.
 """
 
+import heapq
+
 from oslo_log import log as logging
 
 from nova.scheduler import weights
@@ -108,22 +110,27 @@ class GpuPartitionWeigher(weights.BaseHostWeigher):
         # span GPUs, where affinity decides) are scored in full and get
         # their candidates ordered. Nova claims on the first host, or on
         # the next ones when a claim fails.
+        # One pass over the hosts (thousands): index of each host the view
+        # knows -> its multiplier.
         rough = []
-        for host in hosts:
-            fill = view.fill(host.uuid)
+        multipliers = {}
+        fill_of = view.fill
+        weight_multiplier = policy.weight_multiplier
+        default_multiplier = self._default_multiplier
+        for i, host in enumerate(hosts):
+            fill = fill_of(host.uuid)
             if fill is None:
                 rough.append(None)
-            else:
-                rough.append(fill if placement_of(host) == scoring.PACK
-                             else -fill)
-        known = [i for i, value in enumerate(rough) if value is not None]
-        multipliers = {
-            i: policy.weight_multiplier(hosts[i], self._default_multiplier)
-            for i in known}
+                continue
+            rough.append(fill if placement_of(host) == scoring.PACK
+                         else -fill)
+            multipliers[i] = weight_multiplier(host, default_multiplier)
+        known = list(multipliers)
         if units < 2:
-            known.sort(key=lambda i: rough[i] * multipliers[i],
-                       reverse=True)
-            known = known[:FULLY_SCORED_HOSTS]
+            # As sorted(..., reverse=True)[:FULLY_SCORED_HOSTS], ties in
+            # host order, without sorting thousands of hosts.
+            known = heapq.nlargest(FULLY_SCORED_HOSTS, known,
+                                   key=lambda i: rough[i] * multipliers[i])
         weights = [0.0 if value is None else value - _BELOW_SCORED
                    for value in rough]
         for i in known:

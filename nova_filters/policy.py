@@ -85,8 +85,14 @@ def resolver(name, spec_obj):
     if flavor_value is not None:
         return lambda host_state: flavor_value
     default = getattr(conf.CONF.gpu_partitions_scheduler, name)
-    return lambda host_state: _from_aggregates(name, host_state, allowed,
-                                               default)
+
+    def for_host(host_state):
+        # Most hosts: no aggregate, nothing to read (asked of thousands
+        # of hosts a request, so without a further call).
+        if not getattr(host_state, 'aggregates', True):
+            return default
+        return _from_aggregates(name, host_state, allowed, default)
+    return for_host
 
 
 _MULTIPLIER = conf.weight_multiplier_type()
@@ -168,9 +174,6 @@ def max_numa_nodes(spec_obj):
 
 
 def _from_aggregates(name, host_state, allowed, default):
-    if not getattr(host_state, 'aggregates', True):
-        # Most hosts: no aggregate, nothing to read.
-        return default
     key = aggregate_key(name)
     try:
         values = filters_utils.aggregate_values_from_key(host_state, key)

@@ -86,26 +86,31 @@ def parse(summaries, roots=None, topology=None):
     a well-formed GPU provider is skipped.
     """
     _check_passthrough_classes()
-    # One tuple per host, and numbers: objects kept from this loop, one
-    # per provider or per GPU, would trip the garbage collector's full
-    # collection that Nova's decoding of the answer has just armed (a walk
-    # over the whole answer, longer than this loop).
-    # root -> (its GPU providers, flat: see topology.HOSTED_FIELDS; its
-    # GPUs: address -> index in sums).
-    hosts = {}
-    # Per GPU, from its index: MIG slices used, MIG slices offered, share
-    # of its other units in use.
-    sums = []
+    # One tuple and one dict (of strings and numbers) per host: objects
+    # kept from this loop, one per provider or per GPU, would trip the
+    # garbage collector's full collection that Nova's decoding of the
+    # answer has just armed (a walk over the whole answer, longer than
+    # this loop).
+    # root -> its GPU providers, flat (see topology.HOSTED_FIELDS)
+    members = {}
+    # root -> its GPUs: address -> index in the per-GPU lists
+    gpus_of = {}
+    # Per GPU: MIG slices used and offered, share of its other units used.
+    mig_used = []
+    mig_offered = []
+    other_share = []
     classes = set()
     linked = False
     known_topology = topology_mod.known_topology
     topology_of = topology_mod.topology_of
+    join_names = topology_mod.TRAIT_SEPARATOR.join
     classify = _CLASSES.get
+    # Placement lists a host's providers together: each run of one host's
+    # providers is gathered in ``run``, then added to the host's members.
+    last_root = gpu_index = None
+    run = []
     for uuid, summary in summaries.items():
         try:
-            root = summary.get('root_provider_uuid') or uuid
-            if roots is not None and root not in roots:
-                continue
             gpu = None
             for rc, amounts in summary['resources'].items():
                 slices = classify(rc)
@@ -118,54 +123,68 @@ def parse(summaries, roots=None, topology=None):
                     continue
                 used = amounts['used']
                 if gpu is None:
-                    traits = tuple(summary.get('traits') or ())
-                    place = known_topology(traits) or topology_of(traits)
-                    host = hosts.get(root)
-                    if host is None:
-                        host = hosts[root] = ([], {})
-                    hosted, gpu_index = host
+                    # The root is read only for a provider of GPU units
+                    # (not for a compute node, a NIC, a disk).
+                    root = summary.get('root_provider_uuid') or uuid
+                    other_host = root != last_root
+                    if other_host and roots is not None and (
+                            root not in roots):
+                        break
+                    names = summary.get('traits') or ()
+                    place = known_topology(join_names(names))
+                    if place is None or len(place.traits) != len(names):
+                        place = topology_of(names)
+                    if other_host:
+                        gpu_index = gpus_of.get(root)
+                        if gpu_index is None:
+                            gpu_index = gpus_of[root] = {}
+                        _end_run(run, last_root, members, classes)
+                        last_root = root
                     # A provider without a GPU address is its own GPU.
                     address = place.gpu or uuid
                     gpu = gpu_index.get(address)
                     if gpu is None:
-                        gpu = gpu_index[address] = len(sums)
-                        sums += (0, 0, 0.0)
+                        gpu = gpu_index[address] = len(mig_used)
+                        mig_used.append(0)
+                        mig_offered.append(0)
+                        other_share.append(0.0)
                     if place.link_domain is not None:
                         linked = True
                 if slices:
-                    sums[gpu] += slices * used
+                    mig_used[gpu] += slices * used
                     # An on-demand MIG GPU offers every profile: its
                     # slices count, not the sum of its offers.
-                    sums[gpu + 1] = (place.on_demand_slices
-                                     or sums[gpu + 1] + slices * capacity)
+                    mig_offered[gpu] = (place.on_demand_slices
+                                        or mig_offered[gpu]
+                                        + slices * capacity)
                 else:
-                    sums[gpu + 2] += used / capacity
-                hosted += (uuid, place.traits, rc, capacity, used)
-                classes.add(rc)
+                    other_share[gpu] += used / capacity
+                run += (uuid, place.traits, rc, capacity, used)
         except _ERRORS:
             continue
-    members = {root: tuple(hosted) for root, (hosted, _) in hosts.items()}
+    _end_run(run, last_root, members, classes)
     if topology is not None:
         topology.remember(members)
+    shares = list(map(gpu_view.used_share, mig_used, mig_offered,
+                      other_share))
+    # Each host's mean GPU share, added as HostGpus.used_share adds.
+    fills = {root: sum(map(shares.__getitem__, gpus.values())) / len(gpus)
+             for root, gpus in gpus_of.items()}
     return gpu_view.GpuView(
         source=_Hosts(members,
                       {root: summaries.get(root) for root in members}),
-        fills=_fills(hosts, sums),
-        resource_classes=frozenset(classes), linked=linked)
+        fills=fills, resource_classes=frozenset(classes), linked=linked)
 
 
-def _fills(hosts, sums):
-    """``{root: mean used share of its GPUs}``, added as
-    HostGpus.used_share adds.
+def _end_run(run, root, members, classes):
+    """Add ``run``, providers of host ``root`` (None: no host yet) listed
+    one after another, to its members and their classes to ``classes``;
+    empty ``run``.
     """
-    used_share = gpu_view.used_share
-    fills = {}
-    for root, (_, gpu_index) in hosts.items():
-        total = 0.0
-        for i in gpu_index.values():
-            total += used_share(sums[i], sums[i + 1], sums[i + 2])
-        fills[root] = total / len(gpu_index)
-    return fills
+    if root is not None:
+        members[root] = members.get(root, ()) + tuple(run)
+        classes.update(run[2::topology_mod.HOSTED_FIELDS])
+        run.clear()
 
 
 def _free_of(summary):

@@ -15,7 +15,7 @@ A provider's physical GPU, NUMA node and link domain change only when an
 operator re-cables or re-partitions a host. :func:`topology_of` reads them
 once per distinct trait list: the traits name a GPU by its PCI address,
 not by its host, so a fleet of like hosts has a few dozen lists, and the
-scheduler's hot loop hashes a provider's traits instead of parsing them.
+scheduler's hot loop looks a provider's traits up instead of parsing them.
 The result depends on the traits alone, so it is never stale.
 
 :class:`TopologyCache` remembers the GPU providers of each host seen in
@@ -33,7 +33,14 @@ import placement_traits
 # Distinct trait lists kept at most; past that the memo starts anew. No
 # lock: two threads meeting a new list at once both read it, harmlessly.
 _MAX_TOPOLOGIES = 65536
+# trait key (see TRAIT_SEPARATOR) -> ProviderTopology
 _TOPOLOGIES = {}
+# A trait list's memo key is its names joined by this: one string to hash
+# per provider, not one per name (a new string each answer). No trait name
+# holds it (Placement allows A-Z, 0-9 and _), and a key is kept only for a
+# list whose names do not hold it and trusted only for a list of as many
+# names, so two different lists never share an entry.
+TRAIT_SEPARATOR = '\n'
 
 
 class ProviderTopology:
@@ -57,8 +64,9 @@ class ProviderTopology:
             traits)
 
 
-# The ProviderTopology of a trait tuple already read, else None: the
-# parser's hot loop looks it up without a call of topology_of.
+# The ProviderTopology of a trait key already read, else None: the
+# parser's hot loop looks it up without a call of topology_of, and uses
+# it only when its ``traits`` are as many as the list's.
 known_topology = _TOPOLOGIES.get
 
 
@@ -66,10 +74,17 @@ def topology_of(traits):
     """The :class:`ProviderTopology` of a provider's trait list, read once
     per distinct list.
     """
-    key = tuple(traits)
+    traits = tuple(traits)
+    try:
+        key = TRAIT_SEPARATOR.join(traits)
+    except TypeError:
+        # A name that is not a string: read, not kept.
+        return ProviderTopology(traits)
     topology = _TOPOLOGIES.get(key)
-    if topology is None:
-        topology = ProviderTopology(key)
+    if topology is not None and len(topology.traits) == len(traits):
+        return topology
+    topology = ProviderTopology(traits)
+    if key.count(TRAIT_SEPARATOR) == max(len(traits) - 1, 0):
         if len(_TOPOLOGIES) >= _MAX_TOPOLOGIES:
             _TOPOLOGIES.clear()
         _TOPOLOGIES[key] = topology

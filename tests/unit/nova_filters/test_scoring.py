@@ -117,6 +117,45 @@ class GpuViewTest(testtools.TestCase):
         self.assertIs(topology.topology_of(list(summary['traits'])),
                       topology.topology_of(tuple(summary['traits'])))
 
+    def test_trait_lists_that_join_alike_are_read_apart(self):
+        # The memo's key joins the names; a name holding the separator
+        # (which Placement does not allow) must not take another list's
+        # reading.
+        pci = placement_traits.TRAIT_PHYSICAL_GPU + '0000_10_00_0'
+        numa = placement_traits.numa_node_trait(1)
+        separator = topology.TRAIT_SEPARATOR
+        one = topology.topology_of([numa, pci])
+        joined = topology.topology_of([numa + separator + pci])
+        self.assertEqual('0000:10:00.0', one.gpu)
+        self.assertIsNone(joined.gpu)
+        self.assertIs(one, topology.topology_of([numa, pci]))
+        self.assertEqual((numa + separator + pci,), joined.traits)
+
+        placement = fakes.FakePlacement()
+        root = placement.add_host('h', fakes.hgx_gpus('mixed'))
+        uuid = placement.provider(root, fakes.gpu_address(0), MIG_1G)
+        _view(placement)
+        # Its names joined into one: no longer on GPU 0, its own GPU.
+        placement.summaries[uuid]['traits'] = [separator.join(
+            placement.summaries[uuid]['traits'])]
+        view = _view(placement)
+        self.assertEqual(uuid, view.provider(uuid).gpu)
+        self.assertEqual(9, len(view.host(root).gpus))
+
+    def test_interleaved_hosts_give_the_same_view(self):
+        # Placement need not list a host's providers together.
+        placement = fakes.FakePlacement()
+        roots = [placement.add_host(name, fakes.hgx_gpus())
+                 for name in ('a', 'b')]
+        grouped = _view(placement)
+        summaries = list(placement.summaries.items())
+        interleaved = provider_summaries.parse(
+            dict(summaries[::2] + summaries[1::2]))
+        for root in roots:
+            self.assertEqual(grouped.fill(root), interleaved.fill(root))
+            self.assertEqual(grouped.host(root).gpus,
+                             interleaved.host(root).gpus)
+
 
 class ScoringTest(testtools.TestCase):
 
