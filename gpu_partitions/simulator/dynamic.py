@@ -289,8 +289,11 @@ class OnDemandPlacement(placement_mod.InMemoryPlacement):
                 self._allowed[gpu.kind.name])
             gpu.changed_at = -self._hold
             self._set(gpu, self._vgpu_offer(gpu))
-        while self._agent_pass(host) is not None:
-            pass
+        # Moved GPUs are held: a pass per GPU makes every move (and ends
+        # where options without a hold would have GPUs flap).
+        for _ in self._vgpu_hosts[host]:
+            if self._agent_pass(host) is None:
+                break
         for key in self._vgpu_hosts[host]:
             self._gpus[key].changed_at = -self._hold
 
