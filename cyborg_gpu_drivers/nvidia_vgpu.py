@@ -354,20 +354,21 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
                       % (address, ', '.join(foreign),
                          vgpu_types.ALLOWED_OPTION))
         candidates.sort()
+        first = vgpu_types.new_gpu_type(allowed)
         if len(candidates) > 1 and candidates[0][:2] == candidates[1][:2]:
             self.note('GPU %s: Placement has providers of %s for it; it '
                       'offers the first allowed type %s' % (
                           address, ', '.join(c[2] for c in candidates),
-                          allowed[0]))
-            return allowed[0]
+                          first))
+            return first
         if not candidates:
-            return allowed[0]
+            return first
         name = candidates[0][2]
-        if not vgpu_types.same_type(name, allowed[0]):
+        if not vgpu_types.same_type(name, first):
             LOG.info('%s: GPU %s hosts no vGPU type and offers %s again, '
                      'as its provider in Placement shows (not the first '
                      'allowed, %s: demand chose it before the agent '
-                     'started)', self.DRIVER_NAME, address, name, allowed[0])
+                     'started)', self.DRIVER_NAME, address, name, first)
         return name
 
     # --- vendor VFIO --------------------------------------------------------
@@ -470,13 +471,12 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
         movable = (declaration is not None and readable and
                    len(gpu.slices) == 1 and
                    not gpu.board_info.get('mixed_size'))
-        return [retype.GpuUse(
-            address=gpu.address, kind=slice_.name.upper(),
-            allowed=tuple(placement_traits.vgpu_short_name(name).upper()
-                          for name in declaration.types) if movable else (),
-            units=inventory.offered_total(gpu, slice_),
-            used=self._units_unavailable(gpu, slice_) if readable else None,
-            changed_at=self._held_since.get(gpu.address))
+        return [vgpu_types.type_use(
+            gpu.address, slice_.name,
+            declaration.types if movable else (),
+            inventory.offered_total(gpu, slice_),
+            self._units_unavailable(gpu, slice_) if readable else None,
+            self._held_since.get(gpu.address))
             for slice_ in gpu.slices]
 
     def _units_unavailable(self, gpu, slice_):

@@ -24,11 +24,18 @@ Declarations (option ``[nvidia_vgpu] vgpu_type``) say which type each
 physical GPU should host. A time-sliced GPU hosts one type at a time unless
 it runs in mixed-size (heterogeneous) mode; :func:`types_for_gpu` applies
 that rule and names the declarations that break it.
+
+With ``type_mode = follow_demand`` the allowed types (option
+``[nvidia_vgpu] allowed_types``) stand in for the declarations: a new GPU
+takes :func:`new_gpu_type`, and :func:`type_use` gives the policy of
+:mod:`cyborg_gpu_drivers.retype` each GPU's use. The simulator's
+on-demand vGPU GPUs are planned with the same functions.
 """
 
 import dataclasses
 import re
 
+from cyborg_gpu_drivers import retype
 import placement_traits
 
 OPTION = 'nvidia_vgpu.vgpu_type'
@@ -241,3 +248,27 @@ def capped(in_use, free, limit):
     if limit is None:
         return list(free)
     return list(free)[:max(limit - in_use, 0)]
+
+
+def policy_name(type_name):
+    """A vGPU type's name as :mod:`retype` compares kinds: short, upper
+    case (``NVIDIA L40S-8q`` gives ``L40S-8Q``).
+    """
+    return placement_traits.vgpu_short_name(type_name).upper()
+
+
+def type_use(address, type_name, allowed, units, used, changed_at):
+    """:class:`retype.GpuUse` of a GPU offering vGPU type ``type_name``;
+    ``allowed``: the types it may take, empty when it may not move.
+    """
+    return retype.GpuUse(
+        address=address, kind=policy_name(type_name),
+        allowed=tuple(policy_name(name) for name in allowed),
+        units=units, used=used, changed_at=changed_at)
+
+
+def new_gpu_type(allowed):
+    """The type a GPU hosting none takes when Placement shows no earlier
+    choice of demand's: the first of ``allowed_types``.
+    """
+    return allowed[0]

@@ -19,7 +19,7 @@ The Placement model is the one the drivers run
 (``doc/source/dynamic-partitioning.rst``), in its sequential form (the
 simulator claims one request at a time): each GPU offers every profile
 (MIG) or every type (vGPU) in a provider of its own, and after every
-claim and release the GPU's agent sets each inventory:
+claim and release the agents set each inventory:
 
 * MIG: the MIG driver's offer (``[nvidia_mig] mode = on_demand``), from
   the driver's own functions in :mod:`cyborg_gpu_drivers.mig_geometry`:
@@ -33,8 +33,33 @@ claim and release the GPU's agent sets each inventory:
   :func:`~cyborg_gpu_drivers.mig_geometry.choose_start` picks, keeping
   the rest of the GPU's offer placeable, as the driver's
   ``prepare_unit`` does.
-* vGPU: an idle GPU offers every type in full; once one type is in use
-  the others offer nothing until the GPU is idle again.
+* vGPU: the vGPU driver's ``[nvidia_vgpu] type_mode = follow_demand``.
+  Each GPU offers one type; :func:`allowed_types` are the operator's
+  ``allowed_types``, every type of the kind, the most GPU share of the
+  typical requests first (the popularity the MIG offers use). A GPU
+  first takes the first allowed type
+  (:func:`~cyborg_gpu_drivers.vgpu_types.new_gpu_type`); each pass of a
+  host's agent then makes the one move
+  :func:`cyborg_gpu_drivers.retype.plan` gives over the host's use
+  (:func:`~cyborg_gpu_drivers.vgpu_types.type_use`), with the driver's
+  ``[gpu_partitions] follow_demand_high``, ``follow_demand_low`` and
+  ``follow_demand_hold_seconds``; only an idle GPU moves. The agents
+  have run long before the first arrival: each idle host's moves are
+  made and no hold runs then.
+
+The simulator has no clock (nothing arrives at a time in the arrivals
+protocol; replay's times are not passed down), so time is counted in
+events: each claim or release is one agent pass interval
+(:data:`AGENT_PASS_SECONDS`, Cyborg's default), after which every vGPU
+host's agent makes one pass, and a hold of 600 s lasts ten events. That
+is the driver when the fleet's claims and releases come one per pass
+interval. With more events per interval the driver reacts later and
+holds GPUs for more events than the model: the model is then the more
+flexible; with fewer, the driver makes a chain of moves (a wanted type,
+then covering the type given away) before the next claim where the
+model makes one per event, and its holds end sooner: the model is then
+the less flexible. MIG offers are set at once after each event, with no
+pass interval.
 
 The plugins and the policies are the ones of the static runs; only the
 Placement under them changes.
@@ -43,13 +68,21 @@ Placement under them changes.
 import collections
 import dataclasses
 
+from oslo_config import cfg
+
+from cyborg_gpu_drivers import conf  # noqa: F401  (follow_demand_*)
 from cyborg_gpu_drivers import mig_geometry as geometry
+from cyborg_gpu_drivers import retype
+from cyborg_gpu_drivers import vgpu_types
 from gpu_partitions.simulator import fleet as fleet_mod
 from gpu_partitions.simulator import placement as placement_mod
 from gpu_partitions.simulator import run as run_mod
 
 #: The profiles an on-demand MIG GPU may be split into: all of them.
 ALLOWED = tuple(fleet_mod.MIG_TABLE)
+#: Seconds between two passes of a Cyborg agent: Cyborg's
+#: ``[DEFAULT] periodic_interval`` default, the simulator's clock tick.
+AGENT_PASS_SECONDS = 60
 
 
 def on_demand_fleet(fleet):
@@ -91,9 +124,24 @@ class _Gpu:
     instances: dict = dataclasses.field(
         default_factory=lambda: collections.defaultdict(list))
     offer: dict = dataclasses.field(default_factory=dict)  # MIG: last
+    vgpu_type: str = ''    # vGPU: the one type offered
+    changed_at: float = 0  # vGPU: when its agent last moved it
 
     def mig_instances(self):
         return [i for mine in self.instances.values() for i in mine]
+
+
+def allowed_types(kind, weights=None):
+    """The vGPU types of ``kind`` as an operator lists them in
+    ``[nvidia_vgpu] allowed_types``: every one, the most GPU share of
+    the typical requests (``weights``, ``{type: units}``) first, ties and
+    no weights the whole GPU first. The first is what a new GPU hosts.
+    """
+    fractions = dict(kind.vgpu_types)
+    names = fleet_mod.layout_names(kind)
+    weights = weights or {}
+    return tuple(sorted(names, key=lambda name: (
+        -weights.get(name, 0) * fractions[name], names.index(name))))
 
 
 class OnDemandPlacement(placement_mod.InMemoryPlacement):
@@ -108,6 +156,7 @@ class OnDemandPlacement(placement_mod.InMemoryPlacement):
         self.weights = weights or {}
         self._gpus = {}
         self._hosts = collections.defaultdict(list)   # MIG GPUs per host
+        self._vgpu_hosts = collections.defaultdict(list)
         for host in self.fleet.hosts:
             for gpu in host.gpus:
                 if gpu.layout != fleet_mod.ON_DEMAND:
@@ -119,6 +168,8 @@ class OnDemandPlacement(placement_mod.InMemoryPlacement):
                                        {s.name: s.count for s in gpu.slices})
                 if host.kind.mode == fleet_mod.MIG:
                     self._hosts[host.name].append(key)
+                else:
+                    self._vgpu_hosts[host.name].append(key)
         self._gpu_of = {rp: key for rp, _, key, _
                         in run_mod.slice_providers(self.fleet)
                         if key in self._gpus}
@@ -127,6 +178,18 @@ class OnDemandPlacement(placement_mod.InMemoryPlacement):
         self._offer_memo = {}
         for host in self._hosts:
             self._plan(host)
+        options = cfg.CONF.gpu_partitions
+        self._high = options.follow_demand_high
+        self._low = options.follow_demand_low
+        self._hold = options.follow_demand_hold_seconds
+        self._allowed = {
+            kind.name: allowed_types(kind, self.weights.get(kind.name))
+            for kind in {host.kind for host in self.fleet.hosts
+                         if host.kind.mode == fleet_mod.VGPU}}
+        self._clock = 0     # seconds: one agent pass per claim or release
+        self._due = {}      # vGPU host -> when its next pass may move one
+        for host in self._vgpu_hosts:
+            self._start_vgpus(host)
 
     @staticmethod
     def _rp(host, gpu, name):
@@ -141,6 +204,7 @@ class OnDemandPlacement(placement_mod.InMemoryPlacement):
     def claim(self, consumer, allocation_request):
         if not super().claim(consumer, allocation_request):
             return False
+        touched = set()
         for rp, alloc in allocation_request['allocations'].items():
             key = self._gpu_of.get(rp)
             if key is None:
@@ -150,16 +214,21 @@ class OnDemandPlacement(placement_mod.InMemoryPlacement):
             for _ in range(sum(alloc['resources'].values())):
                 self._create(gpu, consumer, name)
             self._refresh(key, gpu)
+            touched.add(key[0])
+        self._agent_passes(touched)
         return True
 
     def release(self, consumer):
-        touched = {self._gpu_of[rp] for rp in self.consumers.get(
-            consumer, {}) if rp in self._gpu_of}
+        if consumer not in self.consumers:
+            return
+        touched = {self._gpu_of[rp] for rp in self.consumers[consumer]
+                   if rp in self._gpu_of}
         super().release(consumer)
         for key in sorted(touched):
             gpu = self._gpus[key]
             gpu.instances.pop(consumer, None)
             self._refresh(key, gpu)
+        self._agent_passes({key[0] for key in touched})
 
     def instances(self):
         """``{(host, GPU address): [(slice, start or None), ...]}`` of
@@ -174,6 +243,11 @@ class OnDemandPlacement(placement_mod.InMemoryPlacement):
         """
         return {key: dict(gpu.offer) for key, gpu in self._gpus.items()
                 if gpu.kind.mode == fleet_mod.MIG}
+
+    def vgpu_types(self):
+        """``{(host, GPU address): type}``: what each vGPU GPU offers."""
+        return {key: gpu.vgpu_type for key, gpu in self._gpus.items()
+                if gpu.kind.mode == fleet_mod.VGPU}
 
     def _create(self, gpu, consumer, name):
         if gpu.kind.mode != fleet_mod.MIG:
@@ -196,13 +270,87 @@ class OnDemandPlacement(placement_mod.InMemoryPlacement):
         gpu.instances[consumer].append((name, start))
 
     def _refresh(self, key, gpu):
-        """The agent's inventory update after a creation or deletion."""
+        """The MIG agent's inventory update after a creation or deletion
+        (a vGPU GPU keeps its type: only an agent pass moves it).
+        """
         if gpu.kind.mode == fleet_mod.MIG:
             self._plan(key[0])
-            return
-        in_use = {name for name, _ in gpu.mig_instances()}
-        self._set(gpu, {name: count if not in_use or name in in_use else 0
-                        for name, count in gpu.counts.items()})
+
+    # --- vGPU types that follow demand ----------------------------------
+
+    def _start_vgpus(self, host):
+        """``host``'s agent has run long before the first arrival: each
+        GPU took the first allowed type, the policy made its moves on the
+        idle host, one per pass, and their holds have run out.
+        """
+        for key in self._vgpu_hosts[host]:
+            gpu = self._gpus[key]
+            gpu.vgpu_type = vgpu_types.new_gpu_type(
+                self._allowed[gpu.kind.name])
+            gpu.changed_at = -self._hold
+            self._set(gpu, self._vgpu_offer(gpu))
+        # Moved GPUs are held: a pass per GPU makes every move (and ends
+        # where options without a hold would have GPUs flap).
+        for _ in self._vgpu_hosts[host]:
+            if self._agent_pass(host) is None:
+                break
+        for key in self._vgpu_hosts[host]:
+            self._gpus[key].changed_at = -self._hold
+
+    def _agent_passes(self, touched):
+        """One agent pass interval, after a claim or a release: every
+        vGPU host's agent makes its pass. A host that had no event since
+        a pass that moved nothing is passed over until a hold runs out:
+        its plan would be the same.
+        """
+        self._clock += AGENT_PASS_SECONDS
+        for host in touched:
+            if host in self._vgpu_hosts:
+                self._due[host] = self._clock
+        for host, due in list(self._due.items()):
+            if due > self._clock:
+                continue
+            if self._agent_pass(host) is not None:
+                self._due[host] = self._clock + AGENT_PASS_SECONDS
+                continue
+            held = [gpu.changed_at + self._hold
+                    for gpu in map(self._gpus.get, self._vgpu_hosts[host])
+                    if gpu.changed_at + self._hold > self._clock]
+            if held:
+                self._due[host] = min(held)
+            else:
+                del self._due[host]
+
+    def _agent_pass(self, host):
+        """The vGPU driver's pass on ``host`` (``type_mode =
+        follow_demand``): the one move :func:`retype.plan` makes, or None.
+        """
+        keys = self._vgpu_hosts[host]
+        move = retype.plan(
+            [vgpu_types.type_use(
+                address, gpu.vgpu_type, self._allowed[gpu.kind.name],
+                gpu.counts[gpu.vgpu_type], _units_used(gpu),
+                gpu.changed_at)
+             for (_, address), gpu in zip(keys, map(self._gpus.get, keys))],
+            self._clock, self._high, self._low, self._hold)
+        if move is None:
+            return None
+        gpu = self._gpus[(host, move.address)]
+        if _units_used(gpu):
+            # The policy moves idle GPUs only; reaching this is a bug of
+            # the model.
+            raise RuntimeError('GPU %s of %s moved with vGPUs in use'
+                               % (move.address, host))
+        gpu.vgpu_type = next(name for name in self._allowed[gpu.kind.name]
+                             if vgpu_types.policy_name(name) == move.new)
+        gpu.changed_at = self._clock
+        self._set(gpu, self._vgpu_offer(gpu))
+        return move
+
+    @staticmethod
+    def _vgpu_offer(gpu):
+        return {name: count if name == gpu.vgpu_type else 0
+                for name, count in gpu.counts.items()}
 
     def _plan(self, host):
         """The MIG driver's scan of ``host``: each GPU's own offer, then
@@ -262,6 +410,10 @@ class OnDemandPlacement(placement_mod.InMemoryPlacement):
             rc = next(iter(provider.inventories))
             provider.inventories[rc] = totals[name]
             self._summary_cache.pop(rp, None)
+
+
+def _units_used(gpu):
+    return sum(len(mine) for mine in gpu.instances.values())
 
 
 def _slice_of(gpu, rp):

@@ -13,6 +13,7 @@
 
 import testtools
 
+from cyborg_gpu_drivers import retype
 from cyborg_gpu_drivers import vgpu_types
 
 
@@ -129,3 +130,19 @@ class OneTypePerGpuTest(testtools.TestCase):
         self.assertEqual(['a', 'b'], vgpu_types.capped(2, 'abcd', 4))
         self.assertEqual([], vgpu_types.capped(5, 'abcd', 4))
         self.assertEqual(list('abcd'), vgpu_types.capped(5, 'abcd', None))
+
+
+class FollowDemandTest(testtools.TestCase):
+
+    def test_a_gpu_use_names_types_as_the_policy_compares_them(self):
+        use = vgpu_types.type_use('0000:31:00.0', 'NVIDIA L40S-8q',
+                                  ['L40S-8Q', 'GRID L40S-4Q'], 6, 2, 30.0)
+        self.assertEqual(retype.GpuUse('0000:31:00.0', 'L40S-8Q',
+                                       ('L40S-8Q', 'L40S-4Q'), 6, 2, 30.0),
+                         use)
+        self.assertEqual((), vgpu_types.type_use(
+            '0000:31:00.0', 'L40S-8Q', (), 6, None, None).allowed)
+
+    def test_a_new_gpu_takes_the_first_allowed_type(self):
+        self.assertEqual('L40S-4Q', vgpu_types.new_gpu_type(
+            ('L40S-4Q', 'L40S-8Q')))

@@ -22,6 +22,8 @@ import sys
 from unittest import mock
 
 import fixtures
+from oslo_config import cfg
+from oslo_config import fixture as config_fixture
 import testtools
 
 from cyborg_gpu_drivers import mig_geometry as geometry
@@ -210,22 +212,158 @@ class OnDemandPlacementTest(testtools.TestCase):
         # Nothing else fits beside it.
         self.assertEqual({SEVEN_G: 1}, offered(whole))
 
-    def test_an_idle_vgpu_takes_any_type_then_keeps_it(self):
-        placement = dynamic.OnDemandPlacement(self.fleet)
-        host = next(h for h in self.fleet.hosts
-                    if h.kind.mode == fleet.VGPU)
-        names = [n for n, _ in host.kind.vgpu_types]
-        by_name = {p.name: p for p in placement.providers.values()}
-        rps = [by_name[placement_traits.provider_name(
-            host.name, host.gpus[0].address, n)] for n in names]
-        rc = next(iter(rps[0].inventories))
-        self.assertTrue(placement.claim('a', {'allocations': {
-            rps[0].uuid: {'resources': {rc: 1}}}}))
-        self.assertEqual([7, 0, 0, 0], [
-            p.free(next(iter(p.inventories))) for p in rps])
-        placement.release('a')
-        self.assertEqual([8, 4, 2, 1], [
-            p.free(next(iter(p.inventories))) for p in rps])
+    def test_vgpu_types_change_only_on_idle_gpus_one_per_pass(self):
+        runner = self._runner()
+        passes = []
+        real_pass = dynamic.OnDemandPlacement._agent_pass
+
+        def spy(placement, host):
+            before = placement.vgpu_types()
+            busy = {key for key, made in placement.instances().items()
+                    if made}
+            move = real_pass(placement, host)
+            after = placement.vgpu_types()
+            changed = {key for key in before if before[key] != after[key]}
+            passes.append((placement._clock, host, changed, busy))
+            return move
+
+        self.useFixture(fixtures.MockPatchObject(
+            dynamic.OnDemandPlacement, '_agent_pass', spy))
+        outcome = runner.arrivals(policies.POLICIES['ours-pack'])
+        self.assertGreater(outcome.placed, 0)
+        moved = [changed for _, _, changed, _ in passes if changed]
+        # The warm start and the arrivals both move GPUs.
+        self.assertTrue(any(clock > 0 for clock, _, changed, _ in passes
+                            if changed))
+        self.assertTrue(moved)
+        for clock, host, changed, busy in passes:
+            self.assertLessEqual(len(changed), 1)
+            self.assertTrue(all(key[0] == host for key in changed))
+            self.assertFalse(changed & busy, clock)
+        # One pass per host per pass interval.
+        times = [(clock, host) for clock, host, _, _ in passes if clock > 0]
+        self.assertEqual(len(times), len(set(times)))
+
+
+class VgpuFollowDemandTest(testtools.TestCase):
+    """On-demand vGPU GPUs offer one type each and move as the vGPU
+    driver's ``type_mode = follow_demand`` moves them: an idle GPU, one
+    per agent pass, a pass per host after each claim or release.
+    """
+
+    KIND = fleet.KINDS['t4-vgpu']
+    # T4-2Q first: the most GPU share of the typical requests.
+    WEIGHTS = {'t4-vgpu': {'T4-2Q': 40, 'T4-16Q': 1}}
+    TYPES = [name for name, _ in KIND.vgpu_types]
+
+    def setUp(self):
+        super().setUp()
+        self.conf = self.useFixture(config_fixture.Config(cfg.CONF))
+        self.placement = self._placement()
+
+    def _placement(self):
+        hosts = [fleet.make_host(name, self.KIND, 64000, 2 ** 20,
+                                 ['T4-16Q'] * gpus)
+                 for name, gpus in (('t4-a', 8), ('t4-b', 2))]
+        placement = dynamic.OnDemandPlacement(fleet.Fleet(hosts),
+                                              self.WEIGHTS)
+        self.by_name = {p.name: p for p in placement.providers.values()}
+        return placement
+
+    def types(self, host='t4-a'):
+        return [name for (on, _), name in sorted(
+            self.placement.vgpu_types().items()) if on == host]
+
+    def claim(self, consumer, index, name, host='t4-a'):
+        rp = self._provider(host, index, name)
+        return self.placement.claim(consumer, {'allocations': {
+            rp.uuid: {'resources': {next(iter(rp.inventories)): 1}}}})
+
+    def _provider(self, host, index, name):
+        return self.by_name[placement_traits.provider_name(
+            host, fleet.gpu_address(index), name)]
+
+    def offered(self, index):
+        return [next(iter(self._provider('t4-a', index, name)
+                          .inventories.values())) for name in self.TYPES]
+
+    def test_a_pass_interval_is_cyborgs_periodic_interval(self):
+        from cyborg.conf import default
+
+        (interval,) = [opt.default for opt in default.service_opts
+                       if opt.name == 'periodic_interval']
+        self.assertEqual(interval, dynamic.AGENT_PASS_SECONDS)
+
+    def test_allowed_types_follow_the_requests_share(self):
+        self.assertEqual(('T4-16Q', 'T4-8Q', 'T4-4Q', 'T4-2Q'),
+                         dynamic.allowed_types(self.KIND))
+        self.assertEqual(('T4-2Q', 'T4-16Q', 'T4-8Q', 'T4-4Q'),
+                         dynamic.allowed_types(self.KIND,
+                                               self.WEIGHTS['t4-vgpu']))
+
+    def test_each_gpu_offers_one_type_from_the_first_allowed(self):
+        # Every GPU took T4-2Q; the idle host's passes then covered each
+        # other allowed type once, one GPU per pass, while T4-2Q kept an
+        # idle GPU to give.
+        self.assertEqual(['T4-16Q', 'T4-8Q', 'T4-4Q'] + ['T4-2Q'] * 5,
+                         self.types())
+        self.assertEqual(['T4-16Q', 'T4-2Q'], self.types('t4-b'))
+        # TYPES: T4-2Q, T4-4Q, T4-8Q, T4-16Q.
+        self.assertEqual([0, 0, 0, 1], self.offered(0))
+        self.assertEqual([8, 0, 0, 0], self.offered(7))
+        self.assertFalse(self.claim('x', 7, 'T4-4Q'))
+
+    def test_demand_moves_one_idle_gpu_per_pass(self):
+        # T4-16Q in full use wants a GPU: the first idle GPU whose type
+        # stays at or below low without it gives one, T4-8Q's.
+        self.assertTrue(self.claim('a', 0, 'T4-16Q'))
+        self.assertEqual(['T4-16Q', 'T4-16Q', 'T4-4Q'] + ['T4-2Q'] * 5,
+                         self.types())
+        # No GPU offers T4-8Q now: covering it is the next pass's move,
+        # after the next event, even one on another host.
+        self.assertTrue(self.claim('b', 1, 'T4-2Q', host='t4-b'))
+        expected = ['T4-16Q', 'T4-16Q', 'T4-4Q', 'T4-8Q'] + ['T4-2Q'] * 4
+        self.assertEqual(expected, self.types())
+        self.assertTrue(self.claim('c', 4, 'T4-2Q'))
+        self.assertEqual(expected, self.types())
+
+    def test_a_busy_gpu_never_changes_type(self):
+        # As above, but GPU 1 (T4-8Q) holds a guest: GPU 2 gives.
+        self.assertTrue(self.claim('x', 1, 'T4-8Q'))
+        self.assertTrue(self.claim('a', 0, 'T4-16Q'))
+        self.assertEqual(['T4-16Q', 'T4-8Q', 'T4-16Q', 'T4-2Q'],
+                         self.types()[:4])
+        self.assertTrue(self.claim('b', 1, 'T4-2Q', host='t4-b'))
+        self.assertEqual(['T4-16Q', 'T4-8Q', 'T4-16Q', 'T4-4Q'],
+                         self.types()[:4])
+        # Released, GPU 1 is idle again and keeps its type: every type
+        # is offered and none is in demand.
+        self.placement.release('x')
+        self.assertEqual(['T4-16Q', 'T4-8Q', 'T4-16Q', 'T4-4Q'],
+                         self.types()[:4])
+
+    def _fill_four_q(self):
+        """GPU 0 takes a T4-16Q guest (GPU 1 moves to T4-16Q, then GPU 3
+        to T4-8Q); then T4-4Q's only GPU fills up.
+        """
+        self.assertTrue(self.claim('a', 0, 'T4-16Q'))
+        self.assertTrue(self.claim('b', 1, 'T4-2Q', host='t4-b'))
+        for number in range(4):
+            self.assertTrue(self.claim('q%d' % number, 2, 'T4-4Q'))
+        return self.types()
+
+    def test_a_moved_gpu_is_held_for_hold_seconds_of_passes(self):
+        # Ten passes of 60 s: GPU 3 moved four events ago and is held,
+        # so T4-4Q's new GPU comes from T4-2Q.
+        self.assertEqual(['T4-16Q', 'T4-16Q', 'T4-4Q', 'T4-8Q', 'T4-4Q']
+                         + ['T4-2Q'] * 3, self._fill_four_q())
+
+    def test_without_a_hold_the_last_moved_gpu_may_move_again(self):
+        self.conf.config(group='gpu_partitions',
+                         follow_demand_hold_seconds=0)
+        self.placement = self._placement()
+        self.assertEqual(['T4-16Q', 'T4-16Q', 'T4-4Q', 'T4-4Q']
+                         + ['T4-2Q'] * 4, self._fill_four_q())
 
 
 class MigOffTest(testtools.TestCase):
