@@ -35,13 +35,14 @@ skeleton here, not each driver, guarantees for every exception type:
   :meth:`apply`, run before each scan unless the driver is read only,
   contained like a scan, and idempotent so a failed step is retried at the
   next pass;
-* units the hardware shows in use that Placement has no allocation for
-  (guests that ran before the host's providers existed, allocations lost)
-  are reserved in Placement (:meth:`_reserve_busy_units`) until they are
-  freed, so Placement never offers a unit Cyborg cannot bind; units in use
-  when their provider first appears get no attach handle in Cyborg until
-  they are freed (:meth:`_without_held_outside`), so Cyborg binds them
-  once freed and not before.
+* units held by guests Cyborg did not bind (guests that ran before the
+  host's providers existed, allocations lost) are reserved in Placement
+  (:meth:`_reserve_busy_units`), counted from what holds them and never
+  netted against claims whose guests have not started, so Placement never
+  offers a unit Cyborg cannot bind; units in use when their provider
+  first appears get no attach handle in Cyborg until they are freed
+  (:meth:`_without_held_outside`), so Cyborg binds them once freed and
+  not before.
 
 A driver implements :meth:`bound_gpus`, :meth:`stub_gpu`,
 :meth:`open_session` and :meth:`scan`, and :meth:`apply` if it changes
@@ -165,6 +166,8 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
         # cannot tell apart (see _reserve_busy_units); 0 for a provider
         # this agent saw appear.
         self._reserved_before = {}
+        # provider name -> units busy at this agent's first scan of it.
+        self._busy_first = {}
 
     @property
     def hostname(self):
@@ -487,10 +490,14 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
           read back from Placement at this agent's first read of the
           provider, is the only record of them: it stays for the
           provider's life, because Cyborg will not bind those units even
-          once their guests stop. It is not capped at the units busy now:
-          units an agent before the last one reported in use are free in
-          the hardware and still in use in Cyborg. A provider this agent
-          saw appear carries nothing (0).
+          once their guests stop. It is capped at the units busy at this
+          agent's first scan of the provider: the held units still busy
+          then are the ones it reports in use, and a reservation that
+          holds no busy unit (a hold :meth:`provider_held` could not put
+          back, an operator's) is not carried for ever. Limit: units that
+          an agent before the last one reported in use and that are free
+          at this agent's first scan escape the cap. A provider this
+          agent saw appear carries nothing (0).
 
         Placement unreadable, or the write refused (a claim landed since
         the read: the generation changed), writes nothing: what Placement
@@ -506,15 +513,17 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
             for slice_ in providers.offered_slices(gpu):
                 spec = providers.provider_spec(host_inventory.hostname, gpu,
                                                slice_)
+                first_busy = self._busy_first.setdefault(spec.name,
+                                                         spec.reserved)
                 if not spec.reserved and self._reserved.get(spec.name) == 0:
                     continue
                 held = sum(1 for key in self._held_outside
                            if key[0] == spec.name)
                 self.contained('Placement inventory of %s' % spec.name,
                                self._reserve, spec.name, spec.resource_class,
-                               spec.reserved, held)
+                               spec.reserved, held, first_busy)
 
-    def _reserve(self, name, resource_class, busy, held):
+    def _reserve(self, name, resource_class, busy, held, first_busy):
         found = self.placement_inventory(name, resource_class)
         if found is None:
             # Not in Placement: this agent sees it appear, so whatever
@@ -524,7 +533,8 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
             return
         used, record = found
         reserved = record.get('reserved', 0)
-        before = self._reserved_before.setdefault(name, reserved)
+        before = self._reserved_before.setdefault(
+            name, min(reserved, first_busy))
         beyond_claims = max(0, busy - held - used)
         wanted = min(held + max(before, beyond_claims), record['total'])
         if wanted != reserved:
