@@ -35,13 +35,14 @@ skeleton here, not each driver, guarantees for every exception type:
   :meth:`apply`, run before each scan unless the driver is read only,
   contained like a scan, and idempotent so a failed step is retried at the
   next pass;
-* units the hardware shows in use that Placement has no allocation for
-  (guests that ran before the host's providers existed, allocations lost)
-  are reserved in Placement (:meth:`_reserve_busy_units`) until they are
-  freed, so Placement never offers a unit Cyborg cannot bind; units in use
-  when their provider first appears get no attach handle in Cyborg until
-  they are freed (:meth:`_without_held_outside`), so Cyborg binds them
-  once freed and not before.
+* units held by guests Cyborg did not bind (guests that ran before the
+  host's providers existed, allocations lost) are reserved in Placement
+  (:meth:`_reserve_busy_units`), counted from what holds them and never
+  netted against claims whose guests have not started, so Placement never
+  offers a unit Cyborg cannot bind; units in use when their provider
+  first appears get no attach handle in Cyborg until they are freed
+  (:meth:`_without_held_outside`), so Cyborg binds them once freed and
+  not before.
 
 A driver implements :meth:`bound_gpus`, :meth:`stub_gpu`,
 :meth:`open_session` and :meth:`scan`, and :meth:`apply` if it changes
@@ -161,6 +162,12 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
         # (provider name, handle identity) of units held by guests Cyborg
         # did not bind, left out of the report (see _without_held_outside).
         self._held_outside = set()
+        # provider name -> units a previous agent reserved that this one
+        # cannot tell apart (see _reserve_busy_units); 0 for a provider
+        # this agent saw appear.
+        self._reserved_before = {}
+        # provider name -> units busy at this agent's first scan of it.
+        self._busy_first = {}
 
     @property
     def hostname(self):
@@ -374,33 +381,30 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
         that disappears by looking it up with a filter Cyborg's database
         API ignores (``attach_info`` is not among the exact-match filters
         of ``attach_handle_get_by_filters``), so it would delete another
-        handle of the deployable, maybe a bound one. A restart of the
-        agent forgets which units were held: a unit still busy then is
-        reported in use and stays in use in Cyborg after it is freed.
+        handle of the deployable, maybe a bound one. When Placement cannot
+        say whether a provider with busy units exists, its GPU is sent as
+        a stub for this scan (Cyborg changes nothing for it): reported in
+        use, a unit no ARQ holds would stay in use in Cyborg for ever. A
+        restart of the agent forgets which units were held: a unit still
+        busy then is reported in use and stays in use in Cyborg after it
+        is freed (:meth:`_reserve_busy_units` keeps it reserved).
         """
         held = set()
         gpus = []
         for gpu in host_inventory.gpus:
-            slices = []
-            for slice_ in gpu.slices:
-                name = providers.provider_name(host_inventory.hostname, gpu,
-                                               slice_)
-                if gpu.stub:
-                    # Cyborg changes nothing for a stub: what was held
-                    # stays held.
-                    held.update(key for key in self._held_outside
-                                if key[0] == name)
-                    slices.append(slice_)
-                    continue
-                reported = dataclasses.replace(
-                    slice_, handles=self._reportable_handles(
-                        name, slice_, held))
-                if slice_.allocated is not None:
-                    # An unhealthy GPU offers its units in use
-                    # (inventory.offered_total): held ones still count.
-                    reported.allocated = max(slice_.allocated,
-                                             slice_.in_use)
-                slices.append(reported)
+            names = [providers.provider_name(host_inventory.hostname, gpu,
+                                             slice_) for slice_ in gpu.slices]
+            held_here = set()
+            slices = None if gpu.stub else self._reportable_slices(
+                gpu, names, held_here)
+            if slices is None:
+                # Cyborg changes nothing for a stub: what was held stays
+                # held.
+                held.update(key for key in self._held_outside
+                            if key[0] in names)
+                gpus.append(dataclasses.replace(gpu, stub=True))
+                continue
+            held |= held_here
             gpus.append(dataclasses.replace(gpu, slices=slices))
         for name, *_identity in sorted(self._held_outside - held):
             LOG.info('%s: %s: a unit held by a guest Cyborg did not bind '
@@ -408,6 +412,23 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
                      self.DRIVER_NAME, name)
         self._held_outside = held
         return dataclasses.replace(host_inventory, gpus=gpus)
+
+    def _reportable_slices(self, gpu, names, held):
+        """The slices of a GPU as reported, or None when Placement cannot
+        say whether a provider holding busy units exists.
+        """
+        slices = []
+        for name, slice_ in zip(names, gpu.slices):
+            handles = self._reportable_handles(name, slice_, held)
+            if handles is None:
+                return None
+            reported = dataclasses.replace(slice_, handles=handles)
+            if slice_.allocated is not None:
+                # An unhealthy GPU offers its units in use
+                # (inventory.offered_total): held ones still count.
+                reported.allocated = max(slice_.allocated, slice_.in_use)
+            slices.append(reported)
+        return slices
 
     def _reportable_handles(self, name, slice_, held):
         new_provider = None
@@ -417,11 +438,12 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
             key = (name, handle.attach_type, handle.address, handle.mark)
             if handle.in_use and key not in self._held_outside:
                 if new_provider is None:
-                    # Unknown (Placement unreadable) is not new: a handle
-                    # once reported must stay reported.
-                    new_provider = not self.contained(
+                    exists = self.contained(
                         'Placement provider %s' % name,
-                        self.provider_in_placement, name, failed=True)
+                        self.provider_in_placement, name)
+                    if exists is None:
+                        return None
+                    new_provider = not exists
                 if not new_provider:
                     handles.append(handle)
                     continue
@@ -438,18 +460,52 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
         return handles
 
     def _reserve_busy_units(self, host_inventory):
-        """Make each provider's ``reserved`` the units in use that hold
-        no allocation: ``max(0, in use - used in Placement)``.
+        """Make each provider's ``reserved`` the units held by guests
+        Cyborg did not bind, so Placement offers only units Cyborg can
+        bind to a free VF or mdev.
 
-        A guest that ran before its host's providers existed (an adopted
-        host) or whose allocation was lost holds a VF or an mdev the
-        hardware shows busy, while Placement counts the unit free and
-        would offer it; Cyborg's bind then finds no free attach handle.
-        Reserving the excess keeps Placement's offer to what Cyborg can
-        bind. Cyborg's conductor writes inventories without ``reserved``
-        (resetting it) when a total changes, so this runs at every scan
-        for providers with units in use. A provider not in Placement yet
-        is done at the next scan.
+        Placement's usage counts claims, not guests: a claim whose guest
+        has not started yet (allocation written, ARQ bound or binding, the
+        unit not busy yet) is in the usage and not in the busy units, so
+        ``busy - usage`` lets each such claim hide one unit held outside,
+        and Placement offers units that do not exist. The reservation is
+        therefore counted from what holds units outside Cyborg, never
+        netted against claims::
+
+            reserved = min(total, held + max(reserved_before,
+                                             busy - held - usage, 0))
+
+        * ``held``: units this agent knows by identity
+          (:meth:`_without_held_outside`: busy when their provider first
+          appeared, still busy). Exact while the agent runs; freed units
+          leave it and their reservation goes with them.
+        * ``busy - held - usage``: busy units beyond every claim hold no
+          allocation whatever else is unknown (allocations lost, guests
+          the agent cannot name). A lower bound only: a claim whose guest
+          has not started hides one of them.
+        * ``reserved_before``: after an agent restart ``held`` is empty,
+          and the units it held are reported in use on their first report
+          and stay in use in Cyborg for ever (see
+          :meth:`_without_held_outside`). What the last agent reserved,
+          read back from Placement at this agent's first read of the
+          provider, is the only record of them: it stays for the
+          provider's life, because Cyborg will not bind those units even
+          once their guests stop. It is capped at the units busy at this
+          agent's first scan of the provider: the held units still busy
+          then are the ones it reports in use, and a reservation that
+          holds no busy unit (a hold :meth:`provider_held` could not put
+          back, an operator's) is not carried for ever. Limit: units that
+          an agent before the last one reported in use and that are free
+          at this agent's first scan escape the cap. A provider this
+          agent saw appear carries nothing (0).
+
+        Placement unreadable, or the write refused (a claim landed since
+        the read: the generation changed), writes nothing: what Placement
+        holds reserved stays until a scan reads it. Cyborg's conductor
+        writes inventories without ``reserved`` (resetting it) when a
+        total changes, so this runs at every scan for providers with
+        units in use or reserved. A provider not in Placement yet is done
+        at the next scan.
         """
         for gpu in host_inventory.gpus:
             if gpu.stub:
@@ -457,29 +513,40 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
             for slice_ in providers.offered_slices(gpu):
                 spec = providers.provider_spec(host_inventory.hostname, gpu,
                                                slice_)
+                first_busy = self._busy_first.setdefault(spec.name,
+                                                         spec.reserved)
                 if not spec.reserved and self._reserved.get(spec.name) == 0:
                     continue
+                held = sum(1 for key in self._held_outside
+                           if key[0] == spec.name)
                 self.contained('Placement inventory of %s' % spec.name,
                                self._reserve, spec.name, spec.resource_class,
-                               spec.reserved)
+                               spec.reserved, held, first_busy)
 
-    def _reserve(self, name, resource_class, in_use):
+    def _reserve(self, name, resource_class, busy, held, first_busy):
         found = self.placement_inventory(name, resource_class)
         if found is None:
+            # Not in Placement: this agent sees it appear, so whatever
+            # holds its units from then on is known by identity.
             self._reserved.pop(name, None)
+            self._reserved_before[name] = 0
             return
         used, record = found
-        wanted = min(max(0, in_use - used), record['total'])
         reserved = record.get('reserved', 0)
+        before = self._reserved_before.setdefault(
+            name, min(reserved, first_busy))
+        beyond_claims = max(0, busy - held - used)
+        wanted = min(held + max(before, beyond_claims), record['total'])
         if wanted != reserved:
             self.set_reserved(name, resource_class, record, wanted)
             if wanted > reserved:
                 LOG.warning(
-                    '%s: %s: %d of %d units in use hold no allocation in '
-                    'Placement (guests started before the provider '
-                    'existed, or allocations lost); %d reserved in '
-                    'Placement until freed', self.DRIVER_NAME, name,
-                    in_use - used, in_use, wanted)
+                    '%s: %s: units in use hold no allocation in Placement '
+                    '(%d held by guests that ran before the provider '
+                    'existed, %d reserved before the agent started, %d '
+                    'busy beyond its %d claims); %d reserved in Placement '
+                    'until freed', self.DRIVER_NAME, name, held, before,
+                    beyond_claims, used, wanted)
             else:
                 LOG.info('%s: %s: units in use without an allocation '
                          'freed; %d reserved in Placement (was %d)',

@@ -31,8 +31,8 @@ class ProviderSpec:
 
     ``parent`` is the name of the compute node provider (the host);
     ``reserved`` the units the hardware shows in use, which a Placement
-    holding no allocation for them must reserve (the agent lowers it by
-    the allocations Placement has, see
+    holding no allocation for them must reserve (the agent reserves only
+    those held by guests Cyborg did not bind, see
     ``base.GpuPartitionDriver._reserve_busy_units``). ``traits`` are
     sorted.
     """

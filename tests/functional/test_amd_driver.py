@@ -278,6 +278,81 @@ class TestAmdDriver(base.GpuCloudTestCase):
         self.assertEqual(8, len(bound))
         self.assertEqual(set(busy), bound & set(busy))
 
+    def test_adopted_host_claims_not_started_never_over_commit(self):
+        """Claims whose guests have not started, beside guests that hold
+        no allocation: ``in use - used`` would reserve nothing and
+        Placement would offer VFs that do not exist.
+        """
+        env = self.materialize('mi300x-cpx')
+        outside = ('0000:05:02.0', '0000:05:02.1', '0000:05:02.2')
+
+        def set_open(vfs, count):
+            for vf in vfs:
+                with open(os.path.join(env.sysfs_root, 'bus', 'pci',
+                                       'devices', vf, 'enable'), 'w') as f:
+                    f.write('%d\n' % count)
+
+        set_open(outside, 1)
+        driver = self.driver(env)
+        self.add_gpu_host(env.hostname, driver.discover())
+        gpu = placement_traits.physical_gpu_trait('0000:05:00.0')
+        [provider] = [p for p in self.gpu_providers(CPX)
+                      if gpu in p.traits]
+        self.report(env.hostname, driver.discover())
+        self.assertEqual({'total': 8, 'reserved': 3},
+                         self.inventory(provider, CPX))
+
+        def flavor(count):
+            name = 'gpu0-%dvf' % count
+            self.create_device_profile(name, [
+                harness.device_profile_group(CPX, required_traits=[gpu],
+                                             count=count)])
+            return self.create_flavor(harness.accel_extra_specs(name))
+
+        # Three VFs claimed and bound; their guest has not opened them.
+        three = self.boot(flavor(3))
+        self.assertEqual('ACTIVE', three['status'], three.get('fault'))
+        claimed = {self.pci_address(arq['attach_handle_info'])
+                   for arq in self.arqs(three)}
+        self.assertEqual(set(), claimed & set(outside))
+
+        def offered():
+            """VFs of GPU 05 Placement still offers."""
+            return max([0] + [count for count in range(1, 9)
+                              if self.candidates(resources1='%s:%d' % (
+                                  CPX, count), required1=gpu)])
+
+        # Every agent pass from here on: 3 outside + 3 claimed of 8, so
+        # two VFs are free whatever starts or stops in between.
+        def agent_pass(agent=None):
+            self.report(env.hostname, (agent or driver).discover())
+            self.assertEqual(2, offered())
+            self.assertEqual(3, self.inventory(provider, CPX)['reserved'])
+
+        agent_pass()
+        # The claim's guest starts: six VFs busy, three of them claimed.
+        set_open(claimed, 1)
+        agent_pass()
+        # A restarted agent: it cannot tell the outside guests from the
+        # claim's by identity; what Placement holds reserved stays.
+        set_open(claimed, 0)
+        driver = self.driver(env)
+        agent_pass(driver)
+        # It reported the outside guests' VFs in use, and Cyborg keeps a
+        # handle's first in_use: once those guests stop, the VFs are free
+        # but Cyborg will not bind them, so they stay reserved.
+        set_open(outside, 0)
+        agent_pass(driver)
+        self.assertEqual([False] * 2 + [True] * 6,
+                         sorted(self.attach_handles(provider)))
+        # What Placement offers binds: two VFs.
+        two = self.boot(flavor(2))
+        self.assertEqual('ACTIVE', two['status'], two.get('fault'))
+        self.assertEqual(0, offered())
+        refused = self.boot(flavor(1))
+        self.assertEqual('ERROR', refused['status'])
+        self.assertIn('No valid host', str(refused.get('fault')))
+
     def attach_handles(self, provider):
         """``in_use`` of each attach handle Cyborg's database holds for
         the deployable of ``provider``.

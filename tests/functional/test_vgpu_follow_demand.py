@@ -251,14 +251,14 @@ class TestVgpuFollowDemandMdev(FollowDemandTestCase):
         self.assertNotIn(self.name('41', 'A100D-10C'), names_now)
         self.assertRestartChangesNothing()
         # The GPU demand chose takes claims after the restart. GPU 01 is
-        # not counted as full here: its two guests without an allocation
-        # stop being reserved once two claims exist, whose guests have
-        # not started (the driver cannot tell the guests apart), so it
-        # may take two more; of three boots, one at least lands on GPU 41.
+        # full: its two guests without an allocation stay reserved beside
+        # the two claims whose guests have not started, also after the
+        # restart (what the last agent reserved is kept), so all three
+        # boots land on GPU 41.
         landed = []
         for _ in range(3):
             server = self.boot(flavor)
             self.assertEqual('ACTIVE', server['status'], server.get('fault'))
             landed.extend(name for name, used in self.allocations(
                 server).items() if rc in used)
-        self.assertIn(self.name('41', 'A100D-20C'), landed)
+        self.assertEqual([self.name('41', 'A100D-20C')] * 3, landed)
