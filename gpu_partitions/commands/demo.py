@@ -37,6 +37,8 @@ import json
 import logging
 import warnings
 
+from gpu_partitions import cli
+
 SERVERS_PER_CLASS = 1
 
 #: The hosts the cloud part runs over: one per kind of slice.
@@ -59,7 +61,8 @@ def register(subparsers):
         'demo', help='the main job: reference GPU hosts through the real '
                      'drivers, Cyborg, Placement and Nova, in one process',
         description=__doc__.split('\n\n')[0])
-    parser.add_argument('--per-class', type=int, default=SERVERS_PER_CLASS,
+    parser.add_argument('--per-class', default=SERVERS_PER_CLASS,
+                        type=cli.number(int, minimum=0, maximum=1000),
                         metavar='N',
                         help='servers booted per kind of slice (default: '
                              '%(default)s)')

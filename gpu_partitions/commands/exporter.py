@@ -21,7 +21,6 @@ providers are added.
 """
 
 import inspect
-import os
 import signal
 import sys
 import tempfile
@@ -50,10 +49,12 @@ def register(subparsers):
                         help='address to listen on (default: %(default)s; '
                              'give 0.0.0.0 or the host\'s address for a '
                              'remote Prometheus)')
-    parser.add_argument('--port', type=int, default=9835,
+    parser.add_argument('--port', default=9835,
+                        type=cli.number(int, minimum=0, maximum=65535),
                         help='TCP port (default: %(default)s; 0 picks a '
                              'free one, printed at start)')
-    parser.add_argument('--interval', type=float, default=30.0,
+    parser.add_argument('--interval', type=cli.number(float, above=0),
+                        default=30.0,
                         help='scan the host at most once per this many '
                              'seconds; scrapes in between get the last '
                              'scan (default: %(default)s)')
@@ -95,10 +96,7 @@ def local_drivers(config_file, names=None):
 
     import cyborg.conf  # noqa: F401 registers [agent] and [DEFAULT] host
 
-    if not os.path.exists(config_file):
-        raise cli.UsageError('%s does not exist; give --config-file or '
-                             '--fixture' % config_file)
-    cfg.CONF([], project='cyborg', default_config_files=[config_file])
+    cli.load_config(config_file)
     drivers = {}
     for name in names or cfg.CONF.agent.enabled_drivers:
         cls = stevedore_driver.DriverManager(
@@ -175,10 +173,6 @@ def build_registry(drivers, interval, usages=None):
 def run(args):
     import prometheus_client
 
-    if args.interval <= 0:
-        raise cli.UsageError('--interval must be above 0')
-    if not 0 <= args.port <= 65535:
-        raise cli.UsageError('--port must be between 0 and 65535')
     usages = None
     if args.os_cloud:
         import functools

@@ -139,10 +139,7 @@ def local_devices(config_file, names=None):
     import cyborg.conf  # noqa: F401 registers [agent] and [DEFAULT] host
     from cyborg_gpu_drivers import base
 
-    if not os.path.exists(config_file):
-        raise cli.UsageError('%s does not exist; give --config-file or '
-                             '--fixture' % config_file)
-    cfg.CONF([], project='cyborg', default_config_files=[config_file])
+    cli.load_config(config_file)
     enabled = names or cfg.CONF.agent.enabled_drivers
     devices = []
     for name in enabled:

@@ -1,0 +1,121 @@
+#    Licensed under the Apache License, Version 2.0 (the "License"); you may
+#    not use this file except in compliance with the License. You may obtain
+#    a copy of the License at
+#
+#         http://www.apache.org/licenses/LICENSE-2.0
+#
+#    Unless required by applicable law or agreed to in writing, software
+#    distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+#    WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+#    License for the specific language governing permissions and limitations
+#    under the License.
+"""The ``gpu-partitions`` commands' own inputs: every ``--config-file``
+that cannot serve and every numeric flag, refused in one line.
+"""
+
+import os
+
+import fixtures
+from oslo_config import cfg
+from oslo_config import fixture as config_fixture
+import testtools
+
+from gpu_partitions import cli
+from tests.unit.cli_output import run_cli
+from tests.unit.fuzz import outcomes
+
+#: A name -> (the file's bytes, or a function making the path; what the
+#: one-line error says).
+CONFIG_FILES = {
+    'missing': (None, 'does not exist'),
+    'directory': (os.mkdir, 'is not a file'),
+    'binary': (b'\x00\xaa\xff' * 100, "can't decode"),
+    'latin-1': (b'[agent]\nenabled_drivers = caf\xe9\n', "can't decode"),
+    'no section': (b'garbage\n', 'Failed to parse'),
+    'nan option': (b'[gpu_partitions]\ngpu_scan_timeout = nan\n',
+                   '[gpu_partitions] gpu_scan_timeout: '),
+    'out of range option': (b'[gpu_partitions]\ngpu_scan_timeout = -5\n',
+                            '[gpu_partitions] gpu_scan_timeout: '),
+    'bad DEFAULT option': (b'[DEFAULT]\nhost = \n', '[DEFAULT] host: '),
+}
+
+#: Commands that read a Cyborg configuration file.
+CONFIG_COMMANDS = (['inventory'], ['exporter', '--once'])
+
+
+class ConfigFileTest(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        # The commands parse into the global options, as the agent does.
+        self.useFixture(config_fixture.Config(cfg.CONF))
+        self.tmp = self.useFixture(fixtures.TempDir()).path
+
+    def test_each_bad_file_is_one_line_before_any_scan(self):
+        counted = outcomes.Outcomes('--config-file')
+        for name, (content, says) in sorted(CONFIG_FILES.items()):
+            path = os.path.join(self.tmp, name.replace(' ', '-') + '.conf')
+            if callable(content):
+                content(path)
+            elif content is not None:
+                with open(path, 'wb') as stream:
+                    stream.write(content)
+            for command in CONFIG_COMMANDS:
+                what = '%s %s' % (command[0], name)
+                try:
+                    code, out, err = run_cli(
+                        command + ['--config-file', path])
+                except Exception as error:  # noqa: B902 counted
+                    counted.traceback('%s: %s: %s' % (
+                        what, type(error).__name__, error))
+                    continue
+                if code == 2 and says in err and path in err:
+                    counted.clear(err)
+                else:
+                    counted.traceback('%s: exit %s, %r' % (what, code, err))
+        counted.check(self, len(CONFIG_FILES) * len(CONFIG_COMMANDS))
+
+
+class NumericFlagsTest(testtools.TestCase):
+
+    def test_every_numeric_flag_refuses_what_is_no_number(self):
+        """Each flag of each command that takes a number goes through
+        :func:`cli.number` (bounds, no NaN) rather than a bare int or
+        float, and refuses NaN with argparse's one-line error.
+        """
+        parser = cli.build_parser()
+        [commands] = [action for action in parser._actions
+                      if action.dest == 'command']
+        counted = outcomes.Outcomes('numeric flags')
+        for name, command in sorted(commands.choices.items()):
+            for action in command._actions:
+                flag = (action.option_strings or [action.dest])[-1]
+                what = '%s %s' % (name, flag)
+                if action.type in (int, float):
+                    counted.traceback('%s: a bare %s' % (
+                        what, action.type.__name__))
+                    continue
+                if getattr(action.type, '__qualname__', '') != \
+                        'number.<locals>.convert':
+                    continue
+                for value in ('nan', '-1e999', 'x', ''):
+                    code, _out, err = self.parse(parser, [
+                        name, flag + '=' + value])
+                    last = (err.strip().splitlines() or [''])[-1]
+                    if code == 2 and 'error: argument %s' % flag in last:
+                        counted.clear(last)
+                    else:
+                        counted.traceback('%s=%s: %r' % (what, value, err))
+        counted.check(self, 100)
+
+    def parse(self, parser, argv):
+        stderr = self.useFixture(fixtures.StringStream('stderr')).stream
+        self.useFixture(fixtures.MonkeyPatch('sys.stderr', stderr))
+        try:
+            parser.parse_args(argv)
+        except SystemExit as exit_:
+            code = exit_.code
+        else:
+            code = 0
+        stderr.seek(0)
+        return code, None, stderr.read()
