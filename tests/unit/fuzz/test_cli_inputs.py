@@ -119,3 +119,37 @@ class NumericFlagsTest(testtools.TestCase):
             code = 0
         stderr.seek(0)
         return code, None, stderr.read()
+
+
+class BenchOutputsTest(testtools.TestCase):
+    """Outputs and inputs of ``bench`` that cannot serve are refused
+    before any benchmark runs (whose results would be lost at the end),
+    in one line.
+    """
+
+    def test_each_bad_path(self):
+        tmp = self.useFixture(fixtures.TempDir()).path
+        a_file = os.path.join(tmp, 'a-file')
+        with open(a_file, 'wb') as stream:
+            stream.write(b'\x00\xaa\xff')
+        missing = os.path.join(tmp, 'missing', 'x')
+        # No endpoint listens on port 9: were the paths not checked
+        # first, the error would name the endpoint.
+        run = ['bench', '--base-url', 'http://127.0.0.1:9']
+        qualify = ['bench', 'qualify', '--os-cloud', 'none', '--flavor',
+                   'f', '--image', 'i', '--network', 'n']
+        cases = [
+            (run + ['--result-file', tmp], 'is a directory'),
+            (run + ['--result-file', missing + '.json'], 'no directory'),
+            (qualify + ['--user-data', missing], '--user-data'),
+            (qualify + ['--user-data', a_file], "can't decode"),
+            (qualify + ['--output-dir', a_file], 'is not a directory'),
+            (qualify + ['--output-dir', missing], 'no directory'),
+            (['bench', 'compare', a_file, '--output-dir', a_file],
+             'is not a directory'),
+        ]
+        for argv, says in cases:
+            code, _out, err = run_cli(argv)
+            self.assertEqual(2, code, argv)
+            self.assertIn(says, err, argv)
+            self.assertEqual(1, len(err.strip().splitlines()), err)
