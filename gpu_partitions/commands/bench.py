@@ -335,18 +335,27 @@ def do_compare(args):
         raise cli.UsageError('compare needs result files')
     check_outputs(directory=args.output_dir)
     labelled = []
+    memory = _pairs(args.memory_gib, '--memory-gib', float)
+    share = _pairs(args.compute_share, '--compute-share', float)
     for path in args.inputs:
         try:
             result = results.load(path)
-        except (OSError, ValueError) as error:
+        except OSError as error:
+            raise cli.UsageError('%s: %s' % (path, error.strerror)) from None
+        except ValueError as error:
             raise cli.UsageError(str(error)) from None
         label = result.get('label') or os.path.splitext(
             os.path.basename(path))[0]
+        try:
+            # Each file alone first, so that one lacking a field the
+            # comparison reads is named, with the field.
+            compare.rows([(label, result)], memory, share)
+        except (KeyError, IndexError, TypeError, AttributeError,
+                ValueError) as error:
+            raise cli.UsageError('%s: not a complete bench result (%s: %s)'
+                                 % (path, type(error).__name__, error))
         labelled.append((label, result))
-    table = compare.rows(labelled,
-                         _pairs(args.memory_gib, '--memory-gib', float),
-                         _pairs(args.compute_share, '--compute-share',
-                                float))
+    table = compare.rows(labelled, memory, share)
     text = compare.markdown(table)
     print(text, end='')
     if args.output_dir:

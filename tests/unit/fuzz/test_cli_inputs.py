@@ -20,6 +20,7 @@ from oslo_config import cfg
 from oslo_config import fixture as config_fixture
 import testtools
 
+from gpu_partitions.bench import results
 from gpu_partitions import cli
 from tests.unit.cli_output import run_cli
 from tests.unit.fuzz import outcomes
@@ -151,5 +152,44 @@ class BenchOutputsTest(testtools.TestCase):
         for argv, says in cases:
             code, _out, err = run_cli(argv)
             self.assertEqual(2, code, argv)
+            self.assertIn(says, err, argv)
+            self.assertEqual(1, len(err.strip().splitlines()), err)
+
+
+class InputFilesTest(testtools.TestCase):
+    """Files the commands read whole or by lines, fed what has no end or
+    no shape: refused in one line, in bounded memory and time.
+    """
+
+    def test_endless_and_malformed_inputs(self):
+        self.useFixture(fixtures.Timeout(120, gentle=True))
+        tmp = self.useFixture(fixtures.TempDir()).path
+
+        def write(name, data):
+            path = os.path.join(tmp, name)
+            with open(path, 'wb') as stream:
+                stream.write(data)
+            return path
+
+        long_line = write('long.csv', b'a' * 70000 + b'\n')
+        json_list = write('list.json', b'[1]')
+        no_runs = write('no-runs.json', b'{"schema": "%s"}'
+                        % results.SCHEMA.encode())
+        bad_run = write('bad-run.json', b'{"schema": "%s", "preflight": {}, '
+                        b'"runs": [{"config": {}}]}'
+                        % results.SCHEMA.encode())
+        cases = [
+            (['simulate', '--trace', '/dev/zero'], 'line longer than'),
+            (['simulate', '--trace', '/dev/urandom'], ''),
+            (['simulate', '--trace', long_line], 'line longer than'),
+            (['bench', 'compare', '/dev/zero'], 'larger than'),
+            (['bench', 'compare', json_list], 'not a gpu-partitions bench'),
+            (['bench', 'compare', no_runs], 'not a complete bench result'),
+            (['bench', 'compare', bad_run], 'not a complete bench result'),
+            (['inventory', '--fixture-file', '/dev/zero'], 'larger than'),
+        ]
+        for argv, says in cases:
+            code, _out, err = run_cli(argv)
+            self.assertEqual(2, code, (argv, err))
             self.assertIn(says, err, argv)
             self.assertEqual(1, len(err.strip().splitlines()), err)
