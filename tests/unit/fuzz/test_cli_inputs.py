@@ -22,6 +22,7 @@ import testtools
 
 from gpu_partitions.bench import results
 from gpu_partitions import cli
+from gpu_partitions.commands import guest_image_benchmark
 from tests.unit.cli_output import run_cli
 from tests.unit.fuzz import outcomes
 
@@ -193,3 +194,31 @@ class InputFilesTest(testtools.TestCase):
             self.assertEqual(2, code, (argv, err))
             self.assertIn(says, err, argv)
             self.assertEqual(1, len(err.strip().splitlines()), err)
+
+
+class GuestImageSettingsTest(testtools.TestCase):
+    """The guest-image harness's environment, checked before it builds
+    or boots anything.
+    """
+
+    def test_each_bad_setting(self):
+        tmp = self.useFixture(fixtures.TempDir()).path
+        wheelhouse = os.path.join(tmp, 'wheels')
+        os.mkdir(wheelhouse)
+        open(os.path.join(wheelhouse, 'llama_cpp_python-0.3-py3-none-any.whl'),
+             'w').close()
+        good = {'GPU_PARTITIONS_WHEELHOUSE': wheelhouse}
+        cases = [
+            ({}, 'GPU_PARTITIONS_WHEELHOUSE'),
+            ({'GPU_PARTITIONS_WHEELHOUSE': tmp}, 'GPU_PARTITIONS_WHEELHOUSE'),
+            (dict(good, GPU_PARTITIONS_GUEST_ACCEL='bogus'), 'allowed auto'),
+            (dict(good, GPU_PARTITIONS_GUEST_ACCEL='KVM'), 'allowed auto'),
+            (dict(good, GPU_PARTITIONS_GUEST_IMAGE=os.path.join(tmp, 'x')),
+             'is not a file'),
+            (dict(good, GPU_PARTITIONS_GUEST_IMAGE=tmp), 'is not a file'),
+        ]
+        for environ, says in cases:
+            error = self.assertRaises(cli.UsageError,
+                                      guest_image_benchmark.settings, environ)
+            self.assertIn(says, str(error), environ)
+            self.assertNotIn('\n', str(error))
