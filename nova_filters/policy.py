@@ -227,8 +227,10 @@ def _from_aggregates(name, host_state, allowed, default):
         values = filters_utils.aggregate_values_from_key(host_state, key)
     except (AttributeError, TypeError):
         return default
-    valid = {v.strip() for v in values} & set(allowed)
-    if valid != {v.strip() for v in values}:
+    # Case and blanks are forgiven, as in flavors.
+    given = {str(v).strip().lower() for v in values}
+    valid = given & set(allowed)
+    if valid != given:
         LOG.warning('Ignoring aggregate metadata %(key)s=%(values)s of host '
                     '%(host)s: allowed values are %(allowed)s.',
                     {'key': key, 'values': sorted(values),

@@ -125,3 +125,15 @@ class TestFlavorValues(test.NoDBTestCase):
             self.assertEqual(
                 policy.resolve(policy.POLICY, self.host, spec),
                 policy.resolver(policy.POLICY, spec)(self.host))
+
+    def test_aggregate_values_forgive_case_and_blanks(self):
+        for metadata, expected in (
+                ({'gpu_partitions_link_affinity': ' Required'}, 'required'),
+                ({'gpu_partitions_link_affinity': 'PREFERRED '},
+                 'preferred'),
+                ({'gpu_partitions_link_affinity': 'requierd'}, 'none')):
+            self.host = fakes.host_state(
+                'h1', 'root-h1', [], aggregates=[fakes.aggregate(metadata)])
+            self.assertEqual(expected, policy.resolve(
+                policy.LINK_AFFINITY, self.host, fakes.request_spec({})),
+                metadata)
