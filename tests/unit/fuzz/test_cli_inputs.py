@@ -39,6 +39,11 @@ CONFIG_FILES = {
     'out of range option': (b'[gpu_partitions]\ngpu_scan_timeout = -5\n',
                             '[gpu_partitions] gpu_scan_timeout: '),
     'bad DEFAULT option': (b'[DEFAULT]\nhost = \n', '[DEFAULT] host: '),
+    # Relative: a tree under the privileged daemon's working directory.
+    'relative sysfs_root': (b'[gpu_partitions]\nsysfs_root = sys\n',
+                            '[gpu_partitions] sysfs_root: '),
+    'empty sysfs_root': (b'[gpu_partitions]\nsysfs_root =\n',
+                         '[gpu_partitions] sysfs_root: '),
 }
 
 #: Commands that read a Cyborg configuration file.
