@@ -101,6 +101,16 @@ def _first_line(error):
     return (str(error).splitlines() or [type(error).__name__])[0]
 
 
+def nonempty(text):
+    """An argparse ``type`` for a name or path: an empty one (an unset
+    shell variable) is refused, not taken as the option left out (which
+    scanned this host instead of a fixture).
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError('must not be empty')
+    return text
+
+
 def number(kind=float, minimum=None, maximum=None, above=None,
            allow_inf=False):
     """An argparse ``type`` for a bounded int or float.

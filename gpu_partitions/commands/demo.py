@@ -66,7 +66,8 @@ def register(subparsers):
                         metavar='N',
                         help='servers booted per kind of slice (default: '
                              '%(default)s)')
-    parser.add_argument('--host', action='append', metavar='NAME',
+    parser.add_argument('--host', type=cli.nonempty,
+                        action='append', metavar='NAME',
                         help='reference host for the cloud part '
                              '(repeatable; default: %s)'
                              % ', '.join(CLOUD_HOSTS))
@@ -116,14 +117,19 @@ def run(args):
     # tables. Errors still reach the captured log a failure comes back with.
     # The drivers' log lines about the awkward host and about hosts without
     # their vendor's GPUs belong to the tests, not to this summary.
+    names = reference_hosts.names()
+    cloud_hosts = args.host or list(CLOUD_HOSTS)
+    unknown = sorted(set(cloud_hosts) - set(names))
+    if unknown:
+        raise cli.UsageError('--host %s: no such reference host; known '
+                             'hosts: %s' % (', '.join(unknown),
+                                            ', '.join(names)))
     logging.disable(logging.ERROR)
     warnings.simplefilter('ignore')
-    names = reference_hosts.names()
     every_host = reference_devices(names)
     print(_title('Reference hosts through the real drivers'))
     print(host_summaries(list(zip(names, every_host))))
 
-    cloud_hosts = args.host or list(CLOUD_HOSTS)
     print(_title('Servers booted through Nova, Cyborg and Placement '
                  '(policy: pack)'))
     servers, providers = run_demo(

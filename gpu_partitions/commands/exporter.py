@@ -34,18 +34,20 @@ def register(subparsers):
         'exporter', help='serve partition metrics for Prometheus',
         description=__doc__.split('\n\n')[0])
     source = parser.add_mutually_exclusive_group()
-    source.add_argument('--config-file', metavar='PATH',
+    source.add_argument('--config-file', type=cli.nonempty, metavar='PATH',
                         default='/etc/cyborg/cyborg.conf',
                         help='Cyborg configuration naming the enabled '
                              'drivers and their options (default: '
                              '%(default)s); used when no fixture is given')
-    source.add_argument('--fixture', metavar='NAME',
+    source.add_argument('--fixture', type=cli.nonempty, metavar='NAME',
                         help='serve a reference host by name through the '
                              'real drivers')
-    parser.add_argument('--driver', action='append', metavar='NAME',
+    parser.add_argument('--driver', type=cli.nonempty,
+                        action='append', metavar='NAME',
                         help='scan only with this driver (repeatable); '
                              'default: every enabled driver')
-    parser.add_argument('--listen', metavar='ADDRESS', default='127.0.0.1',
+    parser.add_argument('--listen', type=cli.nonempty,
+                        metavar='ADDRESS', default='127.0.0.1',
                         help='address to listen on (default: %(default)s; '
                              'give 0.0.0.0 or the host\'s address for a '
                              'remote Prometheus)')
@@ -58,7 +60,7 @@ def register(subparsers):
                         help='scan the host at most once per this many '
                              'seconds; scrapes in between get the last '
                              'scan (default: %(default)s)')
-    parser.add_argument('--os-cloud', metavar='NAME',
+    parser.add_argument('--os-cloud', type=cli.nonempty, metavar='NAME',
                         help='also read Placement\'s usages of the host\'s '
                              'providers, as this cloud of clouds.yaml')
     parser.add_argument('--once', action='store_true',

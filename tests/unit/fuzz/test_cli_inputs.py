@@ -50,6 +50,20 @@ CONFIG_FILES = {
 CONFIG_COMMANDS = (['inventory'], ['exporter', '--once'])
 
 
+def parse(test, parser, argv):
+    """``(exit code, stderr)`` of parsing ``argv`` alone."""
+    stderr = test.useFixture(fixtures.StringStream('stderr')).stream
+    test.useFixture(fixtures.MonkeyPatch('sys.stderr', stderr))
+    try:
+        parser.parse_args(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    else:
+        code = 0
+    stderr.seek(0)
+    return code, stderr.read()
+
+
 class ConfigFileTest(testtools.TestCase):
 
     def setUp(self):
@@ -106,26 +120,14 @@ class NumericFlagsTest(testtools.TestCase):
                         'number.<locals>.convert':
                     continue
                 for value in ('nan', '-1e999', 'x', ''):
-                    code, _out, err = self.parse(parser, [
-                        name, flag + '=' + value])
+                    code, err = parse(self, parser,
+                                      [name, flag + '=' + value])
                     last = (err.strip().splitlines() or [''])[-1]
                     if code == 2 and 'error: argument %s' % flag in last:
                         counted.clear(last)
                     else:
                         counted.traceback('%s=%s: %r' % (what, value, err))
         counted.check(self, 100)
-
-    def parse(self, parser, argv):
-        stderr = self.useFixture(fixtures.StringStream('stderr')).stream
-        self.useFixture(fixtures.MonkeyPatch('sys.stderr', stderr))
-        try:
-            parser.parse_args(argv)
-        except SystemExit as exit_:
-            code = exit_.code
-        else:
-            code = 0
-        stderr.seek(0)
-        return code, None, stderr.read()
 
 
 class BenchOutputsTest(testtools.TestCase):
@@ -227,3 +229,44 @@ class GuestImageSettingsTest(testtools.TestCase):
                                       guest_image_benchmark.settings, environ)
             self.assertIn(says, str(error), environ)
             self.assertNotIn('\n', str(error))
+
+
+class NamesTest(testtools.TestCase):
+    """Names of reference hosts given on the command line, refused before
+    anything runs.
+    """
+
+    def test_unknown_names(self):
+        for argv in (['demo', '--host', 'bogus'],
+                     ['demo', '--host', 'hgx-h100', '--host', '../x'],
+                     ['inventory', '--fixture', '../../etc/passwd'],
+                     ['exporter', '--fixture', 'no-such-host', '--once']):
+            code, _out, err = run_cli(argv)
+            self.assertEqual(2, code, (argv, err))
+            self.assertIn('no such reference host', err, argv)
+            self.assertEqual(1, len(err.strip().splitlines()), err)
+
+
+class EmptyArgumentsTest(testtools.TestCase):
+
+    def test_empty_names_and_paths_are_refused(self):
+        """An empty name or path (an unset shell variable) was taken as
+        the option left out: ``--fixture ""`` scanned this host.
+        """
+        parser = cli.build_parser()
+        [commands] = [action for action in parser._actions
+                      if action.dest == 'command']
+        tried = 0
+        for name in ('inventory', 'exporter', 'demo'):
+            for action in commands.choices[name]._actions:
+                if not action.option_strings or action.nargs == 0 or \
+                        action.choices or \
+                        getattr(action.type, '__name__', '') in (
+                            'int', 'float'):
+                    continue
+                flag = action.option_strings[-1]
+                code, err = parse(self, parser, [name, flag + '='])
+                self.assertEqual(2, code, (name, flag, err))
+                self.assertIn('argument %s: must not be empty' % flag, err)
+                tried += 1
+        self.assertGreaterEqual(tried, 14)
