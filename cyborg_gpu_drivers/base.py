@@ -83,6 +83,14 @@ class ScanTimeout(Exception):
     """A read outlasted ``[gpu_partitions] gpu_scan_timeout``."""
 
 
+class ReadAborted(Exception):
+    """A read ended its worker thread with a :class:`BaseException` that
+    is not an :class:`Exception` (``SystemExit``, ``KeyboardInterrupt``,
+    ``GeneratorExit``, a cancellation): a fault of that read, since no
+    signal reaches a worker thread, contained like any other.
+    """
+
+
 class ProviderInUse(Exception):
     """A provider has, or just got, an allocation: its GPU stays as it is.
     """
@@ -210,7 +218,9 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
     def bounded(self, key, function, *args):
         """``function(*args)`` within ``gpu_scan_timeout`` seconds.
 
-        Runs in a worker thread; past the bound, :class:`ScanTimeout` is
+        Runs in a worker thread; what it raises is raised here, a
+        :class:`BaseException` that is not an :class:`Exception` as
+        :class:`ReadAborted`. Past the bound, :class:`ScanTimeout` is
         raised and the worker is left to finish alone. While it has not, a
         new read of ``key`` is refused at once, so a hung GPU costs one
         thread, not one per scan.
@@ -239,9 +249,16 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
                               'gpu_scan_timeout)' % (
                                   key, CONF.gpu_partitions.gpu_scan_timeout,
                                   'gpu_partitions'))
-        if 'error' in outcome:
-            raise outcome['error']
-        return outcome['value']
+        if 'error' not in outcome:
+            return outcome['value']
+        error = outcome['error']
+        if isinstance(error, Exception):
+            raise error
+        # The operator's Ctrl-C or stop reaches the caller's thread (this
+        # one) and propagates; one raised by the read's own code would
+        # otherwise end the whole report, or the agent.
+        raise ReadAborted('%s: the read ended with %s: %s'
+                          % (key, type(error).__name__, error)) from error
 
     def contained(self, key, function, *args, failed=None):
         """:meth:`bounded`, but any exception is noted and ``failed``

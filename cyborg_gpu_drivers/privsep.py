@@ -76,6 +76,8 @@ VGPU_TYPE_FILE = 'current_vgpu_type'
 CREATABLE_FILE = 'creatable_vgpu_types'
 # Opened without following a symlink at any step below the device.
 _NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
+# What an error message shows of a caller's argument.
+_SHOWN = 80
 
 
 class InvalidPrivilegedRequest(ValueError):
@@ -86,10 +88,18 @@ class DeviceBusy(InvalidPrivilegedRequest):
     """The device is in use, or its state cannot be read; nothing ran."""
 
 
+def shown(value):
+    """``repr(value)``, cut short: an error names a caller's argument
+    without copying megabytes of it into the logs.
+    """
+    text = repr(value)
+    return text if len(text) <= _SHOWN else text[:_SHOWN] + '...'
+
+
 def check_pci_address(address):
     if not isinstance(address, str) or not _PCI_ADDRESS.fullmatch(address):
         raise InvalidPrivilegedRequest(
-            '%r is not a sysfs PCI address (dddd:bb:dd.f)' % (address,))
+            '%s is not a sysfs PCI address (dddd:bb:dd.f)' % shown(address))
     return address
 
 
@@ -97,7 +107,8 @@ def check_non_negative_int(name, value):
     # bool is an int subclass; True is not a type id.
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidPrivilegedRequest(
-            '%s must be a non-negative integer, got %r' % (name, value))
+            '%s must be a non-negative integer, got %s' % (name,
+                                                           shown(value)))
     return value
 
 
@@ -128,7 +139,11 @@ def device_directory(address):
 
 
 def _open_below(directory, names, flags):
-    """Open ``directory/names...`` refusing a symlink at every step."""
+    """Open ``directory/names...`` refusing a symlink at every step and
+    anything but a regular file at the end. Non-blocking, so that a FIFO
+    or device node in the tree cannot hold the daemon in open(2); sysfs
+    attributes and regular files ignore the flag.
+    """
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW)
     try:
         for name in names[:-1]:
@@ -136,7 +151,8 @@ def _open_below(directory, names, flags):
                             dir_fd=fd)
             os.close(fd)
             fd = child
-        leaf = os.open(names[-1], flags | _NOFOLLOW, dir_fd=fd)
+        leaf = os.open(names[-1], flags | _NOFOLLOW | os.O_NONBLOCK,
+                       dir_fd=fd)
     finally:
         os.close(fd)
     if not stat.S_ISREG(os.fstat(leaf).st_mode):
@@ -264,8 +280,8 @@ def check_mig_layout(gpu_address, instances):
     for item in instances:
         if not isinstance(item, (list, tuple)) or len(item) != 2:
             raise InvalidPrivilegedRequest(
-                'a MIG layout entry must be (profile id, start), got %r'
-                % (item,))
+                'a MIG layout entry must be (profile id, start), got %s'
+                % shown(item))
         checked.append((check_non_negative_int('profile_id', item[0]),
                         check_non_negative_int('start', item[1])))
     return checked
@@ -297,10 +313,19 @@ def apply_mig_layout(session, gpu_address, instances):
 
 
 def _vfs(pf_address):
+    """The VF addresses of a PF; a ``virtfn`` entry that is not a link,
+    or a device that cannot be listed, is refused (:class:`DeviceBusy`):
+    a VF that cannot be named cannot be known idle.
+    """
     device = device_directory(pf_address)
-    return sorted(os.path.basename(os.readlink(os.path.join(device, name)))
-                  for name in os.listdir(device)
-                  if re.fullmatch(r'virtfn\d+', name))
+    try:
+        return sorted(
+            os.path.basename(os.readlink(os.path.join(device, name)))
+            for name in os.listdir(device)
+            if re.fullmatch(r'virtfn\d+', name))
+    except OSError as error:
+        raise DeviceBusy('GPU %s: its VFs cannot be listed (%s: %s)'
+                         % (pf_address, error.filename, error.strerror))
 
 
 @mig_layout_pctxt.entrypoint

@@ -136,14 +136,15 @@ def parse_declaration(text, option=OPTION):
     ``option``.
     """
     selector, sep, types_text = str(text).partition('=')
-    selector, types_text = selector.strip(), types_text.strip()
-    if not sep or not selector or not types_text:
+    selector = selector.strip()
+    # "L40S=," names no type, as "L40S=" does.
+    types = tuple(name.strip() for name in types_text.split(',')
+                  if name.strip())
+    if not sep or not selector or not types:
         raise DeclarationError(
             '%s: %r is not "<PCI address or GPU model>=<vGPU type>[,<vGPU '
             'type>...]", e.g. "NVIDIA L40S=L40S-8Q" or '
             '"0000:17:00.0=L40S-4Q,L40S-8Q"' % (option, text))
-    types = tuple(name.strip() for name in types_text.split(',')
-                  if name.strip())
     for name in types:
         parsed = parse_type_name(name)
         if not parsed.known:

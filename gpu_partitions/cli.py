@@ -20,6 +20,7 @@ imports inside their ``run`` functions.
 import argparse
 import importlib
 import math
+import os
 import sys
 
 # Subcommand modules, in the order ``--help`` lists them.
@@ -58,6 +59,56 @@ def main(argv=None):
 
 class UsageError(Exception):
     """Bad input from the command line or a file it names: exit code 2."""
+
+
+def load_config(path, project='cyborg'):
+    """Parse ``path`` into oslo.config's global options, as the service
+    of ``project`` would, and read every registered option now, so that a
+    file that cannot be read and a bad value (``gpu_scan_timeout = nan``)
+    are one :class:`UsageError` naming the file, before anything runs.
+    """
+    from oslo_config import cfg
+
+    if not os.path.isfile(path):
+        raise UsageError('%s %s; give --config-file or --fixture' % (
+            path, 'is not a file' if os.path.exists(path)
+            else 'does not exist'))
+    # UnicodeDecodeError is a ValueError: a binary file.
+    errors = (cfg.Error, ValueError, OSError)
+    try:
+        cfg.CONF([], project=project, default_config_files=[path])
+    except errors as error:
+        raise UsageError('%s: %s' % (path, _first_line(error)))
+    for key in cfg.CONF:
+        value = _read_option(path, cfg.CONF, 'DEFAULT', key, errors)
+        if isinstance(value, cfg.ConfigOpts.GroupAttr):
+            for name in value:
+                _read_option(path, value, key, name, errors)
+
+
+def _read_option(path, options, group, name, errors):
+    try:
+        return options[name]
+    except errors as error:
+        # oslo.config's message names the option and where it was read;
+        # its reason follows "is not valid: ".
+        raise UsageError('%s: [%s] %s: %s' % (
+            path, group, name,
+            _first_line(error).rpartition('is not valid: ')[2]))
+
+
+def _first_line(error):
+    return (str(error).splitlines() or [type(error).__name__])[0]
+
+
+def nonempty(text):
+    """An argparse ``type`` for a name or path: an empty one (an unset
+    shell variable) is refused, not taken as the option left out (which
+    scanned this host instead of a fixture).
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError('must not be empty')
+    return text
 
 
 def number(kind=float, minimum=None, maximum=None, above=None,

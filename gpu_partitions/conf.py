@@ -38,8 +38,9 @@ fake_hardware_opts = [
     cfg.StrOpt(
         'state_path',
         default='/var/lib/cyborg/gpu-partitions-fake',
+        regex='^/',
         help='Directory where the reference host\'s sysfs tree and libvirt '
-             'node-device file are written.'),
+             'node-device file are written; an absolute path.'),
 ]
 
 

@@ -159,7 +159,10 @@ def requires_affinity(host_state, spec_obj):
     try:
         if allocations.gpu_units([host_state]) < 2:
             return False
-        _, link, numa = policy.for_host(host_state, spec_obj)
+        # Only the affinities: an unreadable pack/spread policy loses a
+        # preference, never a host.
+        link = policy.resolve(policy.LINK_AFFINITY, host_state, spec_obj)
+        numa = policy.resolve(policy.NUMA_AFFINITY, host_state, spec_obj)
         return link == conf.REQUIRED or (
             numa == conf.REQUIRED
             and policy.max_numa_nodes(spec_obj) is not None)

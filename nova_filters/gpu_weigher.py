@@ -79,9 +79,18 @@ class GpuPartitionWeigher(weights.BaseHostWeigher):
         return 0.0
 
     def weigh_objects(self, weighed_obj_list, weight_properties):
-        self._default_multiplier = (
-            conf.CONF.gpu_partitions_scheduler.weight_multiplier)
         hosts = [weighed.obj for weighed in weighed_obj_list]
+        try:
+            self._default_multiplier = (
+                conf.CONF.gpu_partitions_scheduler.weight_multiplier)
+        except ValueError:
+            # A bad value in nova.conf (oslo.config reads it only now)
+            # must not fail every request: this weigher steps aside.
+            LOG.exception('GpuPartitionWeigher: [gpu_partitions_scheduler] '
+                          'weight_multiplier cannot be read; the weigher '
+                          'does nothing until it is fixed.')
+            self._default_multiplier = 0.0
+            return [0.0] * len(hosts)
         spec_obj = weight_properties
         try:
             view = self._views.view_for(spec_obj, hosts)

@@ -26,7 +26,10 @@ Three levels, each overriding the one before:
    affinity it counts as ``required``, because the flavor asked for an
    affinity we cannot read and dropping it silently could break a
    multi-GPU workload. A bad ``policy`` only loses a preference, so it
-   falls back to the levels below.
+   falls back to the levels below. Keys get the same forgiveness (case,
+   blanks, ``-`` for ``_``); several keys for one name give the strictest
+   affinity, or no flavor policy when they disagree; a key of the
+   namespace that names nothing is logged.
 
 The weight multiplier follows Nova's own pattern
 (``nova.scheduler.utils.get_weight_multiplier``): aggregate key
@@ -130,27 +133,75 @@ def weight_multiplier(host_state, default=None):
 _WARNED = set()
 
 
+def _warn_once(message, values):
+    """Log ``message`` once per message and values: the filter asks for
+    every host.
+    """
+    key = (message, repr(sorted(values.items())))
+    if key not in _WARNED:
+        _WARNED.add(key)
+        LOG.warning(message, values)
+
+
+def _flavor_specs(spec_obj):
+    """``{name: [raw values]}`` of the flavor's keys in our namespace.
+
+    A key is matched forgiving case, surrounding blanks and ``-`` for
+    ``_`` (``GPU_Partitions:Link-Affinity ``), since nova-api refuses
+    such keys only from microversion 2.86 on: an operator who wrote one
+    before meant ours, and ignoring it would drop a required affinity in
+    silence. A key of the namespace naming no policy is logged.
+    """
+    found = {}
+    for key, raw in flavor_extra_specs(spec_obj).items():
+        namespace, _, name = str(key).strip().lower().replace(
+            '-', '_').partition(':')
+        if namespace != FLAVOR_NAMESPACE:
+            continue
+        if name.strip() in ALLOWED:
+            found.setdefault(name.strip(), []).append(raw)
+        else:
+            _warn_once('Flavor extra spec %(key)r is not one of ours '
+                       '(%(known)s); ignored.',
+                       {'key': key, 'known': ', '.join(
+                           flavor_key(known) for known in sorted(ALLOWED))})
+    return found
+
+
 def _flavor_value(name, spec_obj):
-    """The flavor's value of policy ``name``, None when it sets none."""
-    raw = flavor_extra_specs(spec_obj).get(flavor_key(name))
-    if raw is None:
+    """The flavor's value of policy ``name``, None when it sets none.
+
+    Several keys for one policy (``link_affinity`` and ``LINK_AFFINITY``)
+    give the strictest affinity; policies that disagree give none.
+    """
+    raws = _flavor_specs(spec_obj).get(name)
+    if not raws:
         return None
+    values = {_one_flavor_value(name, raw) for raw in raws}
+    if len(values) == 1:
+        return values.pop()
+    value = None if name == POLICY else max(values, key=_STRICTNESS.get)
+    _warn_once('Flavor extra specs give %(key)s the values %(raws)r: '
+               '%(effect)s.',
+               {'key': flavor_key(name), 'raws': raws,
+                'effect': 'using "%s"' % value if value else
+                'using the configured and aggregate policy'})
+    return value
+
+
+def _one_flavor_value(name, raw):
     allowed = ALLOWED[name]
     value = raw.strip().lower() if isinstance(raw, str) else raw
     if value in allowed:
         return value
     fallback = conf.REQUIRED if allowed is conf.AFFINITY_POLICIES else None
-    if (name, raw) in _WARNED:
-        return fallback
-    # Once per key and value: the filter asks for every host.
-    _WARNED.add((name, raw))
-    LOG.warning('Flavor extra spec %(key)s=%(raw)r is not one of '
-                '%(allowed)s (nova-api validates it only from '
-                'microversion 2.86 on): %(effect)s.',
-                {'key': flavor_key(name), 'raw': raw,
-                 'allowed': ', '.join(allowed),
-                 'effect': ('treating it as "required"' if fallback else
-                            'using the configured and aggregate policy')})
+    _warn_once('Flavor extra spec %(key)s=%(raw)r is not one of '
+               '%(allowed)s (nova-api validates it only from microversion '
+               '2.86 on): %(effect)s.',
+               {'key': flavor_key(name), 'raw': raw,
+                'allowed': ', '.join(allowed),
+                'effect': ('treating it as "required"' if fallback else
+                           'using the configured and aggregate policy')})
     return fallback
 
 
@@ -179,8 +230,10 @@ def _from_aggregates(name, host_state, allowed, default):
         values = filters_utils.aggregate_values_from_key(host_state, key)
     except (AttributeError, TypeError):
         return default
-    valid = {v.strip() for v in values} & set(allowed)
-    if valid != {v.strip() for v in values}:
+    # Case and blanks are forgiven, as in flavors.
+    given = {str(v).strip().lower() for v in values}
+    valid = given & set(allowed)
+    if valid != given:
         LOG.warning('Ignoring aggregate metadata %(key)s=%(values)s of host '
                     '%(host)s: allowed values are %(allowed)s.',
                     {'key': key, 'values': sorted(values),

@@ -40,8 +40,12 @@ OPTS = [
     cfg.StrOpt(
         'sysfs_root',
         default='/sys',
-        help='Root of the sysfs tree the drivers read PCI devices from. '
-             'Only tests and the fake-hardware mode change it.'),
+        # Absolute: a relative one would name a tree under the privileged
+        # daemon's working directory.
+        regex='^/',
+        help='Root of the sysfs tree the drivers read PCI devices from; '
+             'an absolute path. Only tests and the fake-hardware mode '
+             'change it.'),
     cfg.Opt(
         'gpu_scan_timeout',
         type=FiniteFloat(min=0.1, max=300.0),

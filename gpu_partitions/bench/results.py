@@ -47,12 +47,27 @@ def write_json(result, path):
         stream.write('\n')
 
 
+# Far above a result of many sweeps, low enough that /dev/zero or a
+# runaway file cannot exhaust memory.
+MAX_RESULT_BYTES = 64 * 1024 * 1024
+
+
 def load(path):
-    with open(path) as stream:
-        result = json.load(stream)
-    if result.get('schema') != SCHEMA:
+    """A result file; ValueError naming ``path`` when it is not one."""
+    with open(path, 'rb') as stream:
+        raw = stream.read(MAX_RESULT_BYTES + 1)
+    if len(raw) > MAX_RESULT_BYTES:
+        raise ValueError('%s: larger than %d bytes' % (path,
+                                                       MAX_RESULT_BYTES))
+    try:
+        result = json.loads(raw.decode('utf-8'))
+    except ValueError as error:
+        # UnicodeDecodeError and JSONDecodeError are both ValueErrors.
+        raise ValueError('%s: not JSON: %s' % (path, error)) from None
+    schema = result.get('schema') if isinstance(result, dict) else None
+    if schema != SCHEMA:
         raise ValueError('%s: not a gpu-partitions bench result (schema %r)'
-                         % (path, result.get('schema')))
+                         % (path, schema))
     return result
 
 

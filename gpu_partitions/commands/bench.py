@@ -295,7 +295,28 @@ def write_outputs(result, json_path, plots=True):
     return paths
 
 
+def check_outputs(file=None, directory=None):
+    """Refuse, before a benchmark runs for minutes or hours, an output
+    it could not write at the end: its results would be lost.
+    """
+    from gpu_partitions.simulator import report
+
+    try:
+        if file:
+            report.check_writable(file)
+        if directory and os.path.isdir(directory):
+            report.check_writable(os.path.join(directory, 'x.json'))
+        elif directory and os.path.exists(directory):
+            raise ValueError('%s is not a directory' % directory)
+        elif directory:
+            # Made when the results are written: its parent must take it.
+            report.check_writable(directory)
+    except ValueError as error:
+        raise cli.UsageError(str(error)) from None
+
+
 def do_run(args):
+    check_outputs(file=args.result_file)
     metadata = _pairs(args.metadata, '--metadata')
     result = benchmark_endpoint(args, args.base_url, args.gpu_probe,
                                 args.label, metadata)
@@ -312,19 +333,29 @@ def do_compare(args):
 
     if len(args.inputs) < 1:
         raise cli.UsageError('compare needs result files')
+    check_outputs(directory=args.output_dir)
     labelled = []
+    memory = _pairs(args.memory_gib, '--memory-gib', float)
+    share = _pairs(args.compute_share, '--compute-share', float)
     for path in args.inputs:
         try:
             result = results.load(path)
-        except (OSError, ValueError) as error:
+        except OSError as error:
+            raise cli.UsageError('%s: %s' % (path, error.strerror)) from None
+        except ValueError as error:
             raise cli.UsageError(str(error)) from None
         label = result.get('label') or os.path.splitext(
             os.path.basename(path))[0]
+        try:
+            # Each file alone first, so that one lacking a field the
+            # comparison reads is named, with the field.
+            compare.rows([(label, result)], memory, share)
+        except (KeyError, IndexError, TypeError, AttributeError,
+                ValueError) as error:
+            raise cli.UsageError('%s: not a complete bench result (%s: %s)'
+                                 % (path, type(error).__name__, error))
         labelled.append((label, result))
-    table = compare.rows(labelled,
-                         _pairs(args.memory_gib, '--memory-gib', float),
-                         _pairs(args.compute_share, '--compute-share',
-                                float))
+    table = compare.rows(labelled, memory, share)
     text = compare.markdown(table)
     print(text, end='')
     if args.output_dir:
@@ -351,12 +382,18 @@ def do_qualify(args, connect=None):
         raise cli.UsageError('qualify needs %s' % ', '.join(missing))
     user_data = None
     if args.user_data:
-        with open(args.user_data) as stream:
-            user_data = stream.read()
+        try:
+            with open(args.user_data, encoding='utf-8') as stream:
+                user_data = stream.read()
+        except (OSError, ValueError) as error:
+            raise cli.UsageError('--user-data %s: %s' % (
+                args.user_data,
+                getattr(error, 'strerror', None) or error)) from None
     plan = qualify.Plan(args.image, args.network, args.flavor, args.port,
                         args.key_name, user_data,
                         endpoint_timeout=args.endpoint_timeout)
     output_dir = args.output_dir or 'qualify-results'
+    check_outputs(directory=output_dir)
     os.makedirs(output_dir, exist_ok=True)
 
     def benchmark(base_url, flavor, details):

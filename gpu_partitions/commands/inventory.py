@@ -37,38 +37,40 @@ def register(subparsers):
         'inventory', help='show the providers a GPU host reports',
         description=__doc__.split('\n\n')[0])
     source = parser.add_mutually_exclusive_group()
-    source.add_argument('--config-file', metavar='PATH',
+    source.add_argument('--config-file', type=cli.nonempty, metavar='PATH',
                         default='/etc/cyborg/cyborg.conf',
                         help='Cyborg configuration naming the enabled '
                              'drivers and their options (default: '
                              '%(default)s); used when no fixture is given')
-    source.add_argument('--fixture', metavar='NAME',
+    source.add_argument('--fixture', type=cli.nonempty, metavar='NAME',
                         help='a reference host by name')
-    source.add_argument('--fixture-file', metavar='PATH',
+    source.add_argument('--fixture-file', type=cli.nonempty, metavar='PATH',
                         help='a reference host file')
     source.add_argument('--list-fixtures', action='store_true',
                         help='list the reference hosts and exit')
     parser.add_argument('--format', choices=('text', 'json'),
                         default='text')
-    parser.add_argument('--driver', action='append', metavar='NAME',
+    parser.add_argument('--driver', type=cli.nonempty,
+                        action='append', metavar='NAME',
                         help='run only this driver (repeatable); default: '
                              'every driver')
-    parser.add_argument('--os-cloud', metavar='NAME',
+    parser.add_argument('--os-cloud', type=cli.nonempty, metavar='NAME',
                         help='also compare with what Placement holds for '
                              'this host, reading Placement as this cloud of '
                              'clouds.yaml')
     record = parser.add_argument_group(
         'recording', 'write this host (or the --fixture) as a reference '
         'host file; reads only, never changes a GPU')
-    record.add_argument('--record', metavar='FILE',
+    record.add_argument('--record', type=cli.nonempty, metavar='FILE',
                         help='write the host as a reference host file '
                              'instead of showing its providers')
     record.add_argument('--no-redact', dest='redact', action='store_false',
                         help='keep the hostname and the GPU, MIG, vGPU '
                              'and mdev UUIDs as read (default: replaced)')
-    record.add_argument('--sysfs-root', metavar='DIR', default='/sys',
+    record.add_argument('--sysfs-root', type=cli.nonempty,
+                        metavar='DIR', default='/sys',
                         help='sysfs to read (default: %(default)s)')
-    record.add_argument('--libvirt-uri', metavar='URI',
+    record.add_argument('--libvirt-uri', type=cli.nonempty, metavar='URI',
                         default='qemu:///system',
                         help='libvirt to read node devices from, read only '
                              '(default: %(default)s); "none" skips libvirt')
@@ -139,10 +141,7 @@ def local_devices(config_file, names=None):
     import cyborg.conf  # noqa: F401 registers [agent] and [DEFAULT] host
     from cyborg_gpu_drivers import base
 
-    if not os.path.exists(config_file):
-        raise cli.UsageError('%s does not exist; give --config-file or '
-                             '--fixture' % config_file)
-    cfg.CONF([], project='cyborg', default_config_files=[config_file])
+    cli.load_config(config_file)
     enabled = names or cfg.CONF.agent.enabled_drivers
     devices = []
     for name in enabled:

@@ -147,7 +147,7 @@ class _Reader:
         try:
             # utf-8-sig: files saved by spreadsheets start with a BOM.
             with open(path, newline='', encoding='utf-8-sig') as stream:
-                self.rows = list(csv.reader(stream))
+                self.rows = list(csv.reader(_lines(path, stream)))
         except OSError as error:
             raise TraceError(path, None, None, 'cannot read: %s'
                              % error.strerror)
@@ -239,24 +239,49 @@ _MAXIMA = {'gpu': 64, 'num_gpu': 64, 'cpu_milli': 10 ** 7,
            'memory_mib': 10 ** 9}
 
 
+# A row of an openb file is under 200 characters; a line far longer is
+# not a trace (/dev/zero, a binary file without newlines), and reading it
+# whole could exhaust memory.
+_MAX_LINE = 64 * 1024
+
+
+def _lines(path, stream):
+    """``stream``'s lines, refusing one longer than :data:`_MAX_LINE`."""
+    number = 0
+    while True:
+        line = stream.readline(_MAX_LINE + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > _MAX_LINE:
+            raise TraceError(path, number, None, 'line longer than %d '
+                             'characters: not a trace file' % _MAX_LINE)
+        yield line
+
+
 def _not_utf8(path):
     """Where in the file its first byte that is not UTF-8 is (line, and
-    column counted by commas before it on its line).
+    column counted by commas before it on its line); read a line at a
+    time, as far as that byte.
     """
     with open(path, 'rb') as stream:
-        data = stream.read()
-    try:
-        data.decode('utf-8')
-        position = 0
-    except UnicodeDecodeError as error:
-        # The reader's error counts from the start of its chunk.
-        position = error.start
-    before = data[:position]
-    line_start = before.rfind(b'\n') + 1
-    column = before[line_start:].count(b',') + 1
-    return TraceError(path, before.count(b'\n') + 1, column,
-                      'byte 0x%02x is not UTF-8 (save the file as UTF-8)'
-                      % data[position])
+        number = 0
+        while True:
+            line = stream.readline(_MAX_LINE + 1)
+            number += 1
+            if len(line) > _MAX_LINE:
+                return TraceError(path, number, None, 'line longer than %d '
+                                  'characters: not a trace file' % _MAX_LINE)
+            if not line:
+                return TraceError(path, None, None, 'not UTF-8 (save the '
+                                  'file as UTF-8)')
+            try:
+                line.decode('utf-8')
+            except UnicodeDecodeError as error:
+                return TraceError(
+                    path, number, line[:error.start].count(b',') + 1,
+                    'byte 0x%02x is not UTF-8 (save the file as UTF-8)'
+                    % line[error.start])
 
 
 def _clip(text, limit=80):

@@ -42,6 +42,22 @@ ERRORS = collections.OrderedDict([
     ('TypeError', lambda: TypeError('unexpected argument')),
 ])
 
+
+class Aborted(BaseException):
+    """A BaseException of no standard kind, as a library's cancellation
+    (eventlet's Timeout, asyncio's CancelledError) is.
+    """
+
+
+#: Error name -> a factory of a BaseException that is not an Exception,
+#: raised by a read: the scan contains it as it contains an error (no
+#: operator's signal reaches the scan's worker threads).
+ABORTS = collections.OrderedDict([
+    ('SystemExit', lambda: SystemExit(1)),
+    ('KeyboardInterrupt', KeyboardInterrupt),
+    ('Aborted', lambda: Aborted('cancelled')),
+])
+
 #: The five NVML-ish errors of the issue's cold-start matrix.
 ISSUE_ERRORS = ('Unknown', 'Timeout', 'GpuIsLost', 'NotSupported', 'OSError')
 

@@ -38,6 +38,7 @@ from cyborg_gpu_drivers import amd_mxgpu
 from gpu_partitions import reference_hosts
 from gpu_partitions.reference_hosts import fake_amdsmi
 from tests.unit.cyborg_gpu_drivers import base
+from tests.unit.cyborg_gpu_drivers import faults
 
 PF = '0000:05:00.0'
 BUSY = ('0000:05:02.1', '0000:05:02.6')
@@ -49,6 +50,7 @@ def _unicode_error():
 
 
 #: Error name -> a factory of the exception raised; 'hang' blocks instead.
+#: The BaseExceptions of faults.ABORTS are contained like errors.
 ERRORS = collections.OrderedDict([
     ('AmdSmiException', lambda: fake_amdsmi.AmdSmiException('failed')),
     ('AmdSmiLibraryException', lambda: fake_amdsmi.AmdSmiLibraryException(
@@ -57,7 +59,7 @@ ERRORS = collections.OrderedDict([
     ('UnicodeDecodeError', _unicode_error),
     ('Exception', lambda: Exception('something unexpected')),
     ('hang', None),
-])
+], **faults.ABORTS)
 
 #: amdsmi functions called about no GPU: they fail on every call.
 HOST_CALLS = ('amdsmi_init', 'amdsmi_get_processor_handles',

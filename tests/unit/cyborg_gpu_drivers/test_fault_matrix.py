@@ -13,9 +13,10 @@
 
 On each NVIDIA reference host, both NVIDIA drivers (as Cyborg's agent runs
 them) scan with one GPU faulted: every NVML function they call about that
-GPU raises each error class of :data:`faults.ERRORS`, at a cold start (no
-last report) and after a good scan. Functions called about no GPU
-(``nvmlInit``, vGPU type facts) fail on every call. Each case must hold:
+GPU raises each error class of :data:`faults.ERRORS` and each
+BaseException of :data:`faults.ABORTS`, at a cold start (no last report)
+and after a good scan. Functions called about no GPU (``nvmlInit``, vGPU
+type facts) fail on every call. Each case must hold:
 
 * ``discover()`` returns, no traceback is logged;
 * no GPU of the good report is omitted (reported, unhealthy or stub);
@@ -30,7 +31,9 @@ test's details) and written up in doc/source/reliability/drivers.inc.
 import collections
 import copy
 import threading
+from unittest import mock
 
+from cyborg_gpu_drivers import base as driver_base
 from cyborg_gpu_drivers import nvidia_mig
 from cyborg_gpu_drivers import nvidia_vgpu
 from gpu_partitions import reference_hosts
@@ -39,6 +42,7 @@ from tests.unit.cyborg_gpu_drivers import faults
 from tests.unit.cyborg_gpu_drivers import hosts
 
 DRIVERS = (nvidia_mig.NvidiaMigDriver, nvidia_vgpu.NvidiaVgpuDriver)
+ERRORS = dict(faults.ERRORS, **faults.ABORTS)
 
 
 def discover(env, nvml, drivers=None):
@@ -108,7 +112,7 @@ class FaultMatrixTest(base.DriverTestCase):
             for start in ('cold', 'warm'):
                 outcome = self.one_case(
                     env, section, good, faulted, function,
-                    faults.ERRORS[error_name],
+                    ERRORS[error_name],
                     None if function in host_calls else gpu_index, start)
                 outcomes[('host call' if function in host_calls
                           else 'GPU call', start, outcome)] += 1
@@ -159,7 +163,7 @@ class FaultMatrixTest(base.DriverTestCase):
 # One test per reference host and error class, so that stestr spreads
 # them over its workers: test_<host>_<error>.
 for _host, _gpu in (('hgx-h100', 0), ('pcie-l40s', 0), ('pcie-a100', 0)):
-    for _error in faults.ERRORS:
+    for _error in ERRORS:
         def _test(self, host=_host, gpu=_gpu, error=_error):
             self.run_matrix(host, gpu, error)
         _test.__name__ = 'test_%s_%s' % (_host.replace('-', '_'), _error)
@@ -192,6 +196,31 @@ class HangTest(base.DriverTestCase):
         self.assertEqual(injected, nvml.injected)
         self.assertIn('earlier read still has not returned',
                       self.log.output)
+
+
+class AbortTest(base.DriverTestCase):
+    """A BaseException from a read is that read's fault; one raised in
+    the agent's own thread (its operator's Ctrl-C or stop) still stops it.
+    """
+
+    def test_read_abort_is_contained_but_the_operators_stop_is_not(self):
+        env = hosts.shared_env('pcie-a100')
+        section = reference_hosts.load('pcie-a100').data['nvml']
+        for name, abort in faults.ABORTS.items():
+            _, [_mig, driver] = discover(env, faults.FaultyNvml(section))
+            good = driver.discover()
+
+            def read():
+                raise abort()
+            self.assertEqual('unknown', driver.contained(
+                'GPU x', read, failed='unknown'), name)
+            self.assertIn('GPU x cannot be read: ReadAborted: GPU x: the '
+                          'read ended with %s' % name, self.log.output)
+            with mock.patch.object(driver_base.report, 'to_driver_devices',
+                                   side_effect=abort()):
+                self.assertRaises(type(abort()), driver.discover)
+            self.assertTrue(good, name)
+            self.assertEqual(len(good), len(driver.discover()), name)
 
 
 class UnknownStateTest(base.DriverTestCase):

@@ -126,6 +126,56 @@ class VgpuTypeWriteTest(base.DriverTestCase):
         self.assertRaises(privsep.DeviceBusy,
                           privsep.write_vgpu_type, VF, 0)
 
+    def test_attributes_that_are_not_regular_files(self):
+        """Every attribute the daemon reads or writes, replaced by what
+        is not a regular file: refused at once, nothing written (a FIFO
+        held the daemon in open(2) before opens were non-blocking).
+        """
+        # A regression hangs: the test fails instead of the run.
+        self.useFixture(fixtures.Timeout(20, gentle=True))
+        current = os.path.join(self.vf_dir, 'nvidia', 'current_vgpu_type')
+        for attribute in ('vendor', 'enable', 'nvidia/current_vgpu_type',
+                          'nvidia/creatable_vgpu_types'):
+            for kind, make in (('fifo', os.mkfifo), ('directory', os.mkdir)):
+                where = '%s as a %s' % (attribute, kind)
+                path = os.path.join(self.vf_dir, attribute)
+                saved = path + '.saved'
+                os.rename(path, saved)
+                make(path)
+                try:
+                    error = self.assertRaises(
+                        privsep.InvalidPrivilegedRequest,
+                        privsep.write_vgpu_type, VF, 1134)
+                    self.assertIn('not a regular file', str(error), where)
+                finally:
+                    os.remove(path) if kind == 'fifo' else os.rmdir(path)
+                    os.rename(saved, path)
+                with open(current) as attribute_file:
+                    self.assertEqual('0\n', attribute_file.read(), where)
+
+    def test_virtfn_that_is_not_a_link_keeps_every_type(self):
+        pf_dir = os.path.join(self.root, 'devices', 'pci0000:00', PF)
+        os.symlink('../' + VF, os.path.join(pf_dir, 'virtfn0'))
+        vf_link = os.path.join(pf_dir, 'virtfn1')
+        privsep.write_vgpu_type(VF, 1134)
+        for kind, make in (('file', lambda path: open(path, 'w').close()),
+                           ('directory', os.mkdir)):
+            make(vf_link)
+            error = self.assertRaises(privsep.DeviceBusy,
+                                      privsep.release_idle_gpu, PF)
+            self.assertIn('VFs cannot be listed', str(error), kind)
+            self.assertEqual('1134\n', self.current(), kind)
+            os.remove(vf_link) if kind == 'file' else os.rmdir(vf_link)
+        self.assertEqual([VF], privsep.release_idle_gpu(PF))
+
+    def test_errors_show_a_bounded_part_of_the_argument(self):
+        huge = '0' * 10 ** 6
+        for call in (lambda: privsep.write_vgpu_type(huge, 1134),
+                     lambda: privsep.write_vgpu_type(VF, [huge]),
+                     lambda: privsep.check_mig_layout(PF, [(huge,) * 3])):
+            error = self.assertRaises(privsep.InvalidPrivilegedRequest, call)
+            self.assertLess(len(str(error)), 200)
+
 
 class MigLayoutTest(base.DriverTestCase):
 

@@ -82,6 +82,8 @@ class DeclarationTest(testtools.TestCase):
         for value, expected in (
                 ('L40S-8Q', 'is not "<PCI address or GPU model>'),
                 ('L40S=', 'is not "<PCI address or GPU model>'),
+                ('L40S=, ,', 'is not "<PCI address or GPU model>'),
+                (' =L40S-8Q', 'is not "<PCI address or GPU model>'),
                 ('L40S=big', "'big' in 'L40S=big' is not an NVIDIA vGPU"),
                 ('L40S=L40S-8X', 'series A, B, C or Q'),
                 ('H100=H100-1-10C', 'nvidia_mig.layout')):

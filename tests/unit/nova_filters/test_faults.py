@@ -16,6 +16,7 @@ answers stay bounded.
 """
 
 import math
+import os
 import threading
 import tracemalloc
 
@@ -127,7 +128,7 @@ class FilterFailsClosedTest(test_plugins.PluginTestBase):
     def test_unknown_policy_counts_as_required(self):
         root, groups = self._four_gpus()
         state = self._states([root], groups)[0]
-        with fixtures.MockPatchObject(policy, 'for_host',
+        with fixtures.MockPatchObject(policy, 'resolve',
                                       side_effect=RuntimeError('boom')):
             self.assertTrue(gpu_filter.requires_affinity(
                 state, fakes.request_spec()))
@@ -238,3 +239,39 @@ class CaptureBoundTest(test_plugins.PluginTestBase):
         self.assertEqual(
             {'a': {'old': False}, 'b': {}},
             summary_source.take_captured_summaries({'a', 'b'}))
+
+
+class BadNovaConfTest(test_plugins.PluginTestBase):
+    """A bad value of ours in nova.conf, which oslo.config reads only when
+    the plugins ask: the weigher steps aside, the filter fails only the
+    hosts whose required affinity it cannot check; neither raises.
+    """
+
+    def test_each_bad_value(self):
+        roots = self._hosts(None, names=('h1', 'h2'), cliques=CLIQUES)
+        tmp = self.useFixture(fixtures.TempDir()).path
+        for option, value in (('weight_multiplier', 'nan'),
+                              ('weight_multiplier', '1e309'),
+                              ('policy', 'packed'),
+                              ('link_affinity', 'Required')):
+            path = os.path.join(tmp, 'nova.conf')
+            with open(path, 'w') as stream:
+                stream.write('[gpu_partitions_scheduler]\n%s = %s\n'
+                             % (option, value))
+            conf.CONF([], project='nova', default_config_files=[path])
+            self.assertRaises(ValueError, getattr,
+                              conf.CONF.gpu_partitions_scheduler, option)
+            spec = fakes.request_spec()
+            one = self._states(roots, [('', MIG_1G, 1)])
+            weighed = self._weigh(one, spec)
+            self.assertEqual([0.0, 0.0], [h.weight for h in weighed], option)
+            self.assertEqual(2, len(self.filter.filter_all(one, spec)))
+            four = self._states(roots, [(str(i), MIG_1G, 7)
+                                        for i in range(4)])
+            passed = self.filter.filter_all(four, spec)
+            if option != 'link_affinity':
+                self.assertEqual(2, len(passed), value)
+            else:
+                # The affinity cannot be told: unknown counts as required
+                # and cannot be checked, so multi-GPU requests fail.
+                self.assertEqual([], passed, value)

@@ -70,6 +70,54 @@ class TestFlavorValues(test.NoDBTestCase):
             policy.for_host(self.host, spec)
         self.assertEqual(1, logger.output.count('link_affinity'))
 
+    def test_flavor_key_variants_and_duplicates(self):
+        """Flavors nova-api never validated: every spelling of our keys
+        counts, several keys give the strictest affinity, unknown keys of
+        the namespace and bad values are logged, none raises.
+        """
+        link, numa, pol = (policy.LINK_AFFINITY, policy.NUMA_AFFINITY,
+                           policy.POLICY)
+        cases = [
+            # (extra specs, (policy, link, numa), logged)
+            ({'gpu_partitions:LINK_AFFINITY': 'required'},
+             ('spread', 'required', 'preferred'), None),
+            ({' gpu_partitions:link_affinity ': 'required'},
+             ('spread', 'required', 'preferred'), None),
+            ({'GPU_Partitions:Link-Affinity': 'required'},
+             ('spread', 'required', 'preferred'), None),
+            ({'gpu_partitions: numa_affinity': 'required'},
+             ('spread', 'none', 'required'), None),
+            ({'gpu_partitions:Policy': 'pack'},
+             ('pack', 'none', 'preferred'), None),
+            ({'gpu_partitions:link_affinity': 'none',
+              'gpu_partitions:Link_Affinity': 'required'},
+             ('spread', 'required', 'preferred'), 'using "required"'),
+            ({'gpu_partitions:policy': 'pack',
+              'gpu_partitions:POLICY': 'spread'},
+             ('spread', 'none', 'preferred'),
+             'using the configured and aggregate policy'),
+            ({'gpu_partitions:link_afinity': 'required'},
+             ('spread', 'none', 'preferred'), 'is not one of ours'),
+            ({'gpu_partitions:link_affinity': '\x00'},
+             ('spread', 'required', 'preferred'), 'treating it as'),
+            ({'gpu_partitions:policy': 7},
+             ('spread', 'none', 'preferred'), 'using the configured'),
+            ({'other:link_affinity': 'required', 'gpu_partitionsx:policy':
+              'pack'}, ('spread', 'none', 'preferred'), None),
+        ]
+        for specs, expected, logged in cases:
+            logger = self.useFixture(fixtures.FakeLogger())
+            spec = fakes.request_spec(specs)
+            self.assertEqual(expected, policy.for_host(self.host, spec),
+                             specs)
+            self.assertEqual(expected, tuple(
+                policy.resolver(name, spec)(self.host)
+                for name in (pol, link, numa)), specs)
+            if logged is None:
+                self.assertEqual('', logger.output, specs)
+            else:
+                self.assertIn(logged, logger.output, specs)
+
     def test_resolver_agrees_with_resolve(self):
         for value in ('pack', 'spread', 'Pack', 'bogus', None):
             specs = {} if value is None else {'gpu_partitions:policy': value}
@@ -77,3 +125,15 @@ class TestFlavorValues(test.NoDBTestCase):
             self.assertEqual(
                 policy.resolve(policy.POLICY, self.host, spec),
                 policy.resolver(policy.POLICY, spec)(self.host))
+
+    def test_aggregate_values_forgive_case_and_blanks(self):
+        for metadata, expected in (
+                ({'gpu_partitions_link_affinity': ' Required'}, 'required'),
+                ({'gpu_partitions_link_affinity': 'PREFERRED '},
+                 'preferred'),
+                ({'gpu_partitions_link_affinity': 'requierd'}, 'none')):
+            self.host = fakes.host_state(
+                'h1', 'root-h1', [], aggregates=[fakes.aggregate(metadata)])
+            self.assertEqual(expected, policy.resolve(
+                policy.LINK_AFFINITY, self.host, fakes.request_spec({})),
+                metadata)
