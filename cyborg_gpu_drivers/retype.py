@@ -27,18 +27,8 @@ use (unknown counts as in use). Hysteresis keeps kinds from flapping:
   below ``low`` (< ``high``), so the move cannot at once make the donor
   want it back;
 * a GPU changed less than ``hold_seconds`` ago does not move again.
-
-Which GPU moves keeps link domains (NVLink cliques, xGMI hives) whole: a
-multi-GPU guest needs the whole-GPU kind on GPUs of one domain, so the
-GPU that moves to kind K is the one whose domain already holds the most
-GPUs of K (domains grow homogeneous), then, for a GPU giving up the
-whole-GPU kind, the one whose domain holds the fewest GPUs of it still
-(a domain already broken gives, an intact one stays whole), then the
-lowest PCI address. A GPU of unknown domain is a domain of its own: no
-two GPUs are assumed to reach each other.
 """
 
-import collections
 import dataclasses
 
 
@@ -49,9 +39,7 @@ class GpuUse:
     ``kind`` is None for a GPU that offers nothing yet; ``units`` the
     units its kind offers; ``used`` the units in use, None when unknown
     (counted as all in use); ``allowed`` the kinds the operator allows it;
-    ``changed_at`` when this agent last changed it (None: never);
-    ``link_domain`` its NVLink clique or xGMI hive, None when unknown or
-    none.
+    ``changed_at`` when this agent last changed it (None: never).
     """
     address: str
     kind: str | None
@@ -59,14 +47,6 @@ class GpuUse:
     units: int
     used: int | None
     changed_at: float | None = None
-    link_domain: str | None = None
-
-    @property
-    def domain(self):
-        """A key shared only by GPUs known to be linked."""
-        if self.link_domain is None:
-            return (None, self.address)
-        return (self.link_domain, None)
 
     @property
     def busy_units(self):
@@ -110,20 +90,20 @@ def plan(gpus, now, high, low, hold_seconds):
     """The one :class:`Move` to make now, or None.
 
     Wanted kinds first, the fullest first; then coverage of allowed kinds
-    no GPU offers. Among the GPUs that may move, the one that keeps link
-    domains whole (see the module's docstring), ties to the lowest PCI
-    address, so the plan is the same at every pass for the same data.
+    no GPU offers. Ties go to the lowest PCI address, so the plan is the
+    same at every pass for the same data.
     """
     if not low < high:
         raise ValueError('low (%s) must be below high (%s)' % (low, high))
     use = use_by_kind(gpus)
-    domains = kinds_by_domain(gpus)
-    movable = [gpu for gpu in gpus if gpu.idle and gpu.allowed and (
-        gpu.changed_at is None or now - gpu.changed_at >= hold_seconds)]
+    movable = sorted(
+        (gpu for gpu in gpus if gpu.idle and gpu.allowed and (
+            gpu.changed_at is None or now - gpu.changed_at >= hold_seconds)),
+        key=lambda gpu: gpu.address)
     wanted = sorted(((ratio(*use[kind]), kind) for kind in use
                      if ratio(*use[kind]) >= high), reverse=True)
     for full, kind in wanted:
-        for gpu in _preferred(movable, kind, domains):
+        for gpu in movable:
             if kind == gpu.kind or kind not in gpu.allowed:
                 continue
             left = _donor_ratio(use, gpu)
@@ -138,8 +118,7 @@ def plan(gpus, now, high, low, hold_seconds):
     for gpu in gpus:
         if gpu.idle and gpu.kind is not None:
             idle_per_kind[gpu.kind] = idle_per_kind.get(gpu.kind, 0) + 1
-    # No GPU offers a kind covered here: only the donor's domain counts.
-    for gpu in _preferred(movable, None, domains):
+    for gpu in movable:
         if gpu.kind is not None and idle_per_kind[gpu.kind] < 2:
             continue
         for kind in gpu.allowed:
@@ -149,30 +128,6 @@ def plan(gpus, now, high, low, hold_seconds):
                     'GPU' % (kind, gpu.kind) if gpu.kind else
                     'no GPU of the host offers %s' % kind))
     return None
-
-
-def kinds_by_domain(gpus):
-    """``{domain: Counter({kind: GPUs})}``, a domain per
-    :attr:`GpuUse.domain`.
-    """
-    domains = collections.defaultdict(collections.Counter)
-    for gpu in gpus:
-        domains[gpu.domain][gpu.kind] += 1
-    return domains
-
-
-def _preferred(gpus, kind, domains):
-    """``gpus`` in the order they should move to ``kind``: domain holding
-    the most of ``kind`` first, then, for a whole-GPU donor, its domain
-    holding the fewest of the donor's kind, then the lowest address.
-    """
-    def key(gpu):
-        kinds = domains[gpu.domain]
-        whole_gpu_donor = gpu.kind is not None and gpu.units == 1
-        return (-kinds[kind] if kind is not None else 0,
-                kinds[gpu.kind] if whole_gpu_donor else 0,
-                gpu.address)
-    return sorted(gpus, key=key)
 
 
 def _donor_ratio(use, gpu):
