@@ -31,18 +31,18 @@ use (unknown counts as in use). Hysteresis keeps kinds from flapping:
 * a GPU changed less than ``hold_seconds`` ago does not move again.
 
 Which GPU moves keeps link domains (NVLink cliques, xGMI hives) whole: a
-multi-GPU guest needs the whole-GPU kind on GPUs of one domain, so the
-GPU that moves to kind K is the one whose domain already holds the most
-GPUs of K (domains grow homogeneous), then, for a GPU giving up the
-whole-GPU kind, the one whose domain holds the fewest GPUs of it still
-(a domain already broken gives, an intact one stays whole), then the
-lowest PCI address. Coverage, a move no demand asks for, never breaks a
-domain whose GPUs all hold the whole-GPU kind, so a host whose cliques
-are all whole keeps offering the whole-GPU kind only (in the simulator
-this took multigpu50 from 10.50% to 9.67% unallocated; see
-``doc/source/simulator.rst``). A GPU of unknown domain is a domain of its
-own: no two GPUs are assumed to reach each other, and PCIe-only hosts
-cover kinds as before.
+multi-GPU guest needs the whole-GPU kind (one unit per GPU) on GPUs of
+one domain, so the GPU that moves to kind K is the one whose domain
+already holds the most GPUs of K (domains grow homogeneous), then, for a
+GPU giving up the whole-GPU kind, the one whose domain holds the fewest
+GPUs of it still (a domain already broken gives, an intact one stays
+whole), then the lowest PCI address. Coverage, a move no demand asks
+for, never breaks a domain whose GPUs all hold the whole-GPU kind, so a
+host whose cliques are all whole keeps offering the whole-GPU kind only
+(in the simulator this took multigpu50 from 10.50% to 9.67%
+unallocated; see ``doc/source/simulator.rst``). A GPU of unknown domain
+is a domain of its own: no two GPUs are assumed to reach each other, and
+PCIe-only hosts cover kinds as before.
 """
 
 import collections
