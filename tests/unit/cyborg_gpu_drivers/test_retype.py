@@ -13,6 +13,7 @@
 the vGPU driver on the ``pcie-l40s`` reference host (vendor VFIO).
 """
 
+import dataclasses
 import os
 import time
 
@@ -329,6 +330,16 @@ class FollowDemandTest(vgpu_tests.DriverTestCase):
         self.assertNotIn(L40S[0][:10], [a[:10] for a, t in self.writes])
         self.assertNotIn('0000:ca', [a[:7] for a, t in self.writes])
         self.assertEqual({TYPE_12Q}, self.held_types(L40S[0]) - {0})
+
+    def test_the_policy_sees_the_gpus_link_domain(self):
+        driver = self.driver()
+        self.settle(driver)
+        gpu = driver.known_gpu(L40S[1])
+        # pcie-l40s has no NVLink: no clique, so a domain of its own.
+        self.assertEqual([None], [u.link_domain for u in driver._uses(gpu)])
+        linked = dataclasses.replace(gpu, link_domain='3')
+        self.assertEqual([('L40S-8Q', '3')], [
+            (u.kind, u.link_domain) for u in driver._uses(linked)])
 
     def test_a_claim_racing_the_hold_leaves_the_gpu_as_it_was(self):
         driver, old = self.demand_for_12q()
