@@ -476,7 +476,7 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
             declaration.types if movable else (),
             inventory.offered_total(gpu, slice_),
             self._units_unavailable(gpu, slice_) if readable else None,
-            self._held_since.get(gpu.address))
+            self._held_since.get(gpu.address), gpu.link_domain)
             for slice_ in gpu.slices]
 
     def _units_unavailable(self, gpu, slice_):

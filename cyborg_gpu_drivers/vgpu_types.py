@@ -258,14 +258,18 @@ def policy_name(type_name):
     return placement_traits.vgpu_short_name(type_name).upper()
 
 
-def type_use(address, type_name, allowed, units, used, changed_at):
+def type_use(address, type_name, allowed, units, used, changed_at,
+             link_domain=None):
     """:class:`retype.GpuUse` of a GPU offering vGPU type ``type_name``;
-    ``allowed``: the types it may take, empty when it may not move.
+    ``allowed``: the types it may take, empty when it may not move;
+    ``link_domain``: the GPU's NVLink clique, None when it has none or it
+    is unknown.
     """
     return retype.GpuUse(
         address=address, kind=policy_name(type_name),
         allowed=tuple(policy_name(name) for name in allowed),
-        units=units, used=used, changed_at=changed_at)
+        units=units, used=used, changed_at=changed_at,
+        link_domain=link_domain)
 
 
 def new_gpu_type(allowed):

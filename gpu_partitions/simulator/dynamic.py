@@ -126,6 +126,7 @@ class _Gpu:
     offer: dict = dataclasses.field(default_factory=dict)  # MIG: last
     vgpu_type: str = ''    # vGPU: the one type offered
     changed_at: float = 0  # vGPU: when its agent last moved it
+    clique: str | None = None  # NVLink clique, None when PCIe only
 
     def mig_instances(self):
         return [i for mine in self.instances.values() for i in mine]
@@ -165,7 +166,8 @@ class OnDemandPlacement(placement_mod.InMemoryPlacement):
                              for s in gpu.slices}
                 key = (host.name, gpu.address)
                 self._gpus[key] = _Gpu(host.kind, providers,
-                                       {s.name: s.count for s in gpu.slices})
+                                       {s.name: s.count for s in gpu.slices},
+                                       clique=gpu.clique)
                 if host.kind.mode == fleet_mod.MIG:
                     self._hosts[host.name].append(key)
                 else:
@@ -330,7 +332,7 @@ class OnDemandPlacement(placement_mod.InMemoryPlacement):
             [vgpu_types.type_use(
                 address, gpu.vgpu_type, self._allowed[gpu.kind.name],
                 gpu.counts[gpu.vgpu_type], _units_used(gpu),
-                gpu.changed_at)
+                gpu.changed_at, gpu.clique)
              for (_, address), gpu in zip(keys, map(self._gpus.get, keys))],
             self._clock, self._high, self._low, self._hold)
         if move is None:

@@ -13,6 +13,7 @@
 the vGPU driver on the ``pcie-l40s`` reference host (vendor VFIO).
 """
 
+import dataclasses
 import os
 import time
 
@@ -104,6 +105,81 @@ class PlanTest(testtools.TestCase):
 
     def test_low_must_be_below_high(self):
         self.assertRaises(ValueError, retype.plan, [], 0, 0.5, 0.5, 0)
+
+
+def v100(index, kind, used, clique):
+    """GPU ``index`` of an 8-GPU V100 host: whole-GPU ``32Q`` (1 unit) or
+    ``8Q`` (4 units) or ``16Q`` (2 units).
+    """
+    units = {'32Q': 1, '16Q': 2, '8Q': 4}[kind]
+    return retype.GpuUse('0000:%02x:00.0' % index, kind,
+                         ('32Q', '16Q', '8Q'), units, used,
+                         link_domain=clique)
+
+
+class LinkDomainPlanTest(testtools.TestCase):
+    """Which GPU moves on a host of two NVLink cliques of 4 GPUs."""
+
+    def plan(self, gpus):
+        return retype.plan(gpus, 1000.0, high=0.8, low=0.5, hold_seconds=600)
+
+    def host(self, cliques=('0', '1')):
+        # Clique 0 (GPUs 0-3) is whole 32Q; clique 1 (GPUs 4-7) is broken:
+        # GPU 4 offers 8Q, all of it in use. GPUs 3 and 7 run a guest.
+        first, second = cliques
+        return ([v100(i, '32Q', 1 if i == 3 else 0, first)
+                 for i in range(4)] +
+                [v100(4, '8Q', 4, second)] +
+                [v100(i, '32Q', 1 if i == 7 else 0, second)
+                 for i in range(5, 8)])
+
+    def test_a_smaller_type_grows_in_the_broken_clique(self):
+        move = self.plan(self.host())
+        self.assertEqual(('0000:05:00.0', '32Q', '8Q'),
+                         (move.address, move.old, move.new))
+
+    def test_a_new_smaller_type_takes_a_gpu_of_the_broken_clique(self):
+        # 16Q is wanted (8Q no longer) and offered only by a GPU of no
+        # clique: neither clique holds any, so the one already broken
+        # gives a GPU.
+        gpus = self.host() + [v100(8, '16Q', 2, None)]
+        gpus[4] = v100(4, '8Q', 2, '1')
+        move = self.plan(gpus)
+        self.assertEqual(('0000:05:00.0', '16Q'), (move.address, move.new))
+        self.assertEqual(
+            4, retype.kinds_by_domain(gpus)[('0', None)]['32Q'])
+
+    def test_the_whole_type_grows_where_it_already_is(self):
+        # 32Q is wanted; the idle 8Q GPUs of clique 0 and of clique 1 may
+        # give one: the one in the clique holding more 32Q GPUs does.
+        gpus = ([v100(0, '8Q', 0, '0'), v100(1, '8Q', 4, '0'),
+                 v100(2, '8Q', 0, '0'), v100(3, '32Q', 1, '0')] +
+                [v100(4, '8Q', 0, '1')] +
+                [v100(i, '32Q', 1, '1') for i in range(5, 8)])
+        move = self.plan(gpus)
+        self.assertEqual(('0000:04:00.0', '8Q', '32Q'),
+                         (move.address, move.old, move.new))
+
+    def test_coverage_never_breaks_a_whole_clique(self):
+        idle = [v100(i, '32Q', 0, str(i // 4)) for i in range(8)]
+        self.assertIsNone(self.plan(idle))
+        # Clique 0 is broken (GPU 0 offers 8Q): it covers 16Q, clique 1
+        # stays whole.
+        broken = [v100(0, '8Q', 0, '0')] + idle[1:]
+        move = self.plan(broken)
+        self.assertEqual(('0000:01:00.0', '32Q', '16Q'),
+                         (move.address, move.old, move.new))
+        # Without cliques every GPU is a domain of one: covered as today.
+        move = self.plan([v100(i, '32Q', 0, None) for i in range(8)])
+        self.assertEqual(('0000:00:00.0', '16Q'), (move.address, move.new))
+
+    def test_unknown_domains_keep_the_lowest_address(self):
+        # Without cliques no GPU is assumed linked to another: the plan is
+        # the one by address, GPU 0 of what would be the intact clique.
+        move = self.plan(self.host(cliques=(None, None)))
+        self.assertEqual(('0000:00:00.0', '8Q'), (move.address, move.new))
+        gpus = self.host(cliques=(None, None))
+        self.assertEqual(len(gpus), len(retype.kinds_by_domain(gpus)))
 
 
 class ReleaseIdleGpuTest(vgpu_tests.DriverTestCase):
@@ -254,6 +330,16 @@ class FollowDemandTest(vgpu_tests.DriverTestCase):
         self.assertNotIn(L40S[0][:10], [a[:10] for a, t in self.writes])
         self.assertNotIn('0000:ca', [a[:7] for a, t in self.writes])
         self.assertEqual({TYPE_12Q}, self.held_types(L40S[0]) - {0})
+
+    def test_the_policy_sees_the_gpus_link_domain(self):
+        driver = self.driver()
+        self.settle(driver)
+        gpu = driver.known_gpu(L40S[1])
+        # pcie-l40s has no NVLink: no clique, so a domain of its own.
+        self.assertEqual([None], [u.link_domain for u in driver._uses(gpu)])
+        linked = dataclasses.replace(gpu, link_domain='3')
+        self.assertEqual([('L40S-8Q', '3')], [
+            (u.kind, u.link_domain) for u in driver._uses(linked)])
 
     def test_a_claim_racing_the_hold_leaves_the_gpu_as_it_was(self):
         driver, old = self.demand_for_12q()

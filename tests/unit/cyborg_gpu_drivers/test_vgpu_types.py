@@ -144,6 +144,9 @@ class FollowDemandTest(testtools.TestCase):
                          use)
         self.assertEqual((), vgpu_types.type_use(
             '0000:31:00.0', 'L40S-8Q', (), 6, None, None).allowed)
+        self.assertIsNone(use.link_domain)
+        self.assertEqual('1', vgpu_types.type_use(
+            '0000:31:00.0', 'L40S-48Q', (), 1, 0, None, '1').link_domain)
 
     def test_a_new_gpu_takes_the_first_allowed_type(self):
         self.assertEqual('L40S-4Q', vgpu_types.new_gpu_type(

@@ -287,6 +287,28 @@ class VgpuFollowDemandTest(testtools.TestCase):
         return [next(iter(self._provider('t4-a', index, name)
                           .inventories.values())) for name in self.TYPES]
 
+    def test_the_policy_sees_each_gpus_nvlink_clique(self):
+        kind = fleet.KINDS['v100-32gb-vgpu']
+        host = fleet.make_host('v100', kind, 64000, 2 ** 20,
+                               ['V100DX-32Q'] * 8)
+        seen = []
+        real_plan = dynamic.retype.plan
+
+        def spy(gpus, *args):
+            seen.append([gpu.link_domain for gpu in gpus])
+            return real_plan(gpus, *args)
+
+        with mock.patch.object(dynamic.retype, 'plan', spy):
+            placement = dynamic.OnDemandPlacement(fleet.Fleet([host]))
+        self.assertTrue(seen)
+        # Two cliques of 4 (the hybrid cube-mesh halves), in PCI order.
+        for domains in seen:
+            self.assertEqual(['0'] * 4 + ['1'] * 4, domains)
+        # The warm start covers no smaller type with a GPU of a whole
+        # clique: both cliques keep the whole type for 4-GPU guests.
+        self.assertEqual(['V100DX-32Q'] * 8,
+                         list(placement.vgpu_types().values()))
+
     def test_a_pass_interval_is_cyborgs_periodic_interval(self):
         from cyborg.conf import default
 
