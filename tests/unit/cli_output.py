@@ -19,9 +19,11 @@ from gpu_partitions import cli
 
 
 def run_cli(argv):
-    """``(exit code, stdout, stderr)`` of ``gpu-partitions argv``."""
+    """``(exit code, stdout, stderr)`` of ``gpu-partitions argv``
+    (argparse's ``SystemExit`` is left to the caller).
+    """
     stdout, stderr = io.StringIO(), io.StringIO()
     with mock.patch.object(sys, 'stdout', stdout), mock.patch.object(
             sys, 'stderr', stderr):
-        code = cli.main(argv)
+        code = cli.main(list(argv))
     return code, stdout.getvalue(), stderr.getvalue()

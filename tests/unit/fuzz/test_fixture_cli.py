@@ -17,16 +17,14 @@ traceback; the MIG GPU without VFs is accepted but must not pass as a
 healthy host with "0 GPUs" and exit 0.
 """
 
-import contextlib
-import io
 import json
 import os
 
 import fixtures
 import testtools
 
-from gpu_partitions import cli
 from gpu_partitions import reference_hosts
+from tests.unit import cli_output
 from tests.unit.fuzz import outcomes
 from tests.unit.fuzz import test_reference_hosts as fuzz_hosts
 
@@ -207,12 +205,8 @@ class FixtureFileCliTest(testtools.TestCase):
         return path
 
     def inventory(self, path, *extra):
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), \
-                contextlib.redirect_stderr(err):
-            code = cli.main(['inventory', '--fixture-file', path] +
-                            list(extra))
-        return code, out.getvalue(), err.getvalue()
+        return cli_output.run_cli(['inventory', '--fixture-file', path] +
+                                  list(extra))
 
     def expect_refusal(self, what, path):
         try:

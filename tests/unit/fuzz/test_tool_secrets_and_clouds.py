@@ -24,6 +24,7 @@ import yaml
 
 from gpu_partitions.bench import cloudinit
 from gpu_partitions import cli
+from tests.unit import cli_output
 from tests.unit.fuzz import outcomes
 
 ELEMENT = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir,
@@ -32,13 +33,11 @@ ELEMENT = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir,
 
 
 def main(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = cli.main(argv)
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, out.getvalue(), err.getvalue()
+    try:
+        return cli_output.run_cli(argv)
+    except SystemExit as exit_:
+        # run_cli's streams are lost with it: a refusal's code is enough
+        return exit_.code, '', ''
 
 
 class LicenceTokenTest(testtools.TestCase):

@@ -11,21 +11,18 @@
 #    under the License.
 """``gpu-partitions inventory``: a reference host, and the Placement diff."""
 
-import contextlib
-import io
 import json
 
 import testtools
 
 from gpu_partitions import cli
 from gpu_partitions.commands import inventory
+from tests.unit import cli_output
 
 
 def run(*argv):
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = cli.main(list(argv))
-    return code, out.getvalue()
+    code, out, _ = cli_output.run_cli(argv)
+    return code, out
 
 
 class FixtureInventoryTest(testtools.TestCase):
@@ -52,11 +49,10 @@ class FixtureInventoryTest(testtools.TestCase):
         self.assertEqual(8, out.count('\nGPU 0000:'))
 
     def test_unknown_fixture_is_refused(self):
-        error = io.StringIO()
-        with contextlib.redirect_stderr(error):
-            code, _ = run('inventory', '--fixture', 'no-such-host')
+        code, _, error = cli_output.run_cli(
+            ['inventory', '--fixture', 'no-such-host'])
         self.assertEqual(2, code)
-        self.assertIn('no-such-host', error.getvalue())
+        self.assertIn('no-such-host', error)
 
 
 def entry(name, total=4, traits=('OWNER_CYBORG', 'CUSTOM_A'), stub=False):

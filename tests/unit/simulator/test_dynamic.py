@@ -16,10 +16,7 @@ bound.
 
 import collections
 from concurrent import futures
-import io
 import json
-import sys
-from unittest import mock
 
 import fixtures
 from oslo_config import cfg
@@ -27,7 +24,6 @@ from oslo_config import fixture as config_fixture
 import testtools
 
 from cyborg_gpu_drivers import mig_geometry as geometry
-from gpu_partitions import cli
 from gpu_partitions.simulator import benchmark
 from gpu_partitions.simulator import dynamic
 from gpu_partitions.simulator import fleet
@@ -36,6 +32,7 @@ from gpu_partitions.simulator import run
 from gpu_partitions.simulator import trace
 from nova_filters import provider_summaries
 import placement_traits
+from tests.unit import cli_output
 from tests.unit.simulator import test_simulation
 
 ONE_G, TWO_G, THREE_G, FOUR_G, SEVEN_G = fleet.MIG_GEOMETRY
@@ -503,13 +500,10 @@ class BenchmarkTest(testtools.TestCase):
             ('nova-default', 'hami-binpack', 'fgd', 'ours-pack')))
         self.useFixture(fixtures.MockPatchObject(
             benchmark, 'OPERATOR_POLICIES', ('ours-pack',)))
-        stdout = io.StringIO()
-        with mock.patch.object(sys, 'stdout', stdout), mock.patch.object(
-                sys, 'stderr', io.StringIO()):
-            code = cli.main(['benchmark', 'packing', '--dynamic',
-                             '--traces', 'synthetic'])
+        code, stdout, _ = cli_output.run_cli(
+            ['benchmark', 'packing', '--dynamic', '--traces', 'synthetic'])
         self.assertEqual(0, code)
-        mine = json.loads(stdout.getvalue().strip().splitlines()[-1])[
+        mine = json.loads(stdout.strip().splitlines()[-1])[
             'synthetic']
         for key in ('metric', 'seeds', 'ours_dynamic', 'nova_default',
                     'best_packing', 'fgd', 'best_static',

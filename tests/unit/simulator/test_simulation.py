@@ -11,16 +11,13 @@
 #    under the License.
 """Protocols, policies and outputs on a small synthetic trace."""
 
-import io
 import json
 import os
-import sys
 from unittest import mock
 
 import fixtures
 import testtools
 
-from gpu_partitions import cli
 from gpu_partitions.commands import simulate as simulate_command
 from gpu_partitions.simulator import fleet
 from gpu_partitions.simulator import policies
@@ -28,6 +25,7 @@ from gpu_partitions.simulator import run
 from gpu_partitions.simulator import trace
 from nova_filters import gpu_filter
 from nova_filters import gpu_weigher
+from tests.unit import cli_output
 from tests.unit.simulator import synthetic
 
 
@@ -134,15 +132,12 @@ class CommandTest(testtools.TestCase):
         directory, _, _ = synthetic_inputs(self, count=60)
         result = os.path.join(directory, 'result.json')
         prefix = os.path.join(directory, 'plot')
-        stdout = io.StringIO()
-        with mock.patch.object(sys, 'stdout', stdout):
-            code = cli.main([
-                'simulate', '--trace-dir', directory, '--trace', 'synthetic',
-                '--scale', '1', '--policies', 'nova-default,fgd,ours-pack',
-                '--json', result, '--plots', prefix, '--no-progress',
-                '--jobs', '2'])
+        code, text, _ = cli_output.run_cli([
+            'simulate', '--trace-dir', directory, '--trace', 'synthetic',
+            '--scale', '1', '--policies', 'nova-default,fgd,ours-pack',
+            '--json', result, '--plots', prefix, '--no-progress',
+            '--jobs', '2'])
         self.assertEqual(0, code)
-        text = stdout.getvalue()
         for name in ('nova-default', 'fgd', 'ours-pack', 'bound'):
             self.assertIn(name, text)
         with open(result) as stream:
@@ -161,13 +156,11 @@ class CommandTest(testtools.TestCase):
             trace.TRACE_DIR_ENV, directory))
         self.useFixture(fixtures.EnvironmentVariable(
             'GPU_PARTITIONS_SIM_SCALE', '1'))
-        stdout = io.StringIO()
-        with mock.patch.object(sys, 'stdout', stdout), mock.patch.object(
-                sys, 'stderr', io.StringIO()):
-            code = cli.main(['benchmark', 'packing', '--quick', '--traces',
-                             'synthetic', '--output', output])
+        code, stdout, _ = cli_output.run_cli(
+            ['benchmark', 'packing', '--quick', '--traces', 'synthetic',
+             '--output', output])
         self.assertEqual(0, code)
-        figures = json.loads(stdout.getvalue().strip().splitlines()[-1])
+        figures = json.loads(stdout.strip().splitlines()[-1])
         mine = figures['synthetic']
         for key in ('ratio_vs_best_packing', 'ratio_vs_fgd',
                     'gap_to_bound_points'):
@@ -185,12 +178,11 @@ class CommandTest(testtools.TestCase):
         pods = os.path.join(directory, 'short.csv')
         with open(pods, 'w') as stream:
             stream.write(synthetic.pods_csv(timed=False))
-        stderr = io.StringIO()
-        with mock.patch.object(sys, 'stderr', stderr):
-            code = cli.main(['simulate', '--nodes', nodes, '--trace', pods,
-                             '--protocol', 'replay', '--no-progress'])
+        code, _, stderr = cli_output.run_cli(
+            ['simulate', '--nodes', nodes, '--trace', pods, '--protocol',
+             'replay', '--no-progress'])
         self.assertEqual(2, code)
-        self.assertIn('no creation times', stderr.getvalue())
+        self.assertIn('no creation times', stderr)
 
 
 class BoundTest(testtools.TestCase):
