@@ -17,6 +17,7 @@ bound.
 import collections
 from concurrent import futures
 import json
+from unittest import mock
 
 import fixtures
 from oslo_config import cfg
