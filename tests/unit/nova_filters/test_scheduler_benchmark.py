@@ -44,22 +44,33 @@ class SchedulerBenchmarkTest(test.NoDBTestCase):
             self.assertGreater(arm['cpu_without_full_gc_rounds'][0], 0)
             self.assertLessEqual(arm['cpu_without_full_gc_rounds'][0],
                                  arm['cpu_rounds'][0])
+            # What is left outside the collector and the plugins is
+            # Nova's own work, less than the request's.
+            self.assertGreater(arm['cpu_outside_gc_and_plugins'], 0)
+            self.assertLess(arm['cpu_outside_gc_and_plugins'],
+                            arm['cpu_seconds'])
 
-    def test_full_collections_are_counted_while_counting(self):
-        collections = scheduler_benchmark.FullCollections()
+    def test_collections_are_counted_while_counting(self):
+        collections = scheduler_benchmark.Collections()
         gc.callbacks.append(collections)
         try:
             gc.collect()
             self.assertEqual(0, collections.count)
             collections.counting = True
             gc.collect(1)
+            gc.collect(0)
             gc.collect()
             collections.counting = False
             gc.collect()
+            gc.collect(0)
         finally:
             gc.callbacks.remove(collections)
+        # Full and young collections apart, only while counting (a
+        # young one may also start on its own while counting).
         self.assertEqual(1, collections.count)
+        self.assertGreaterEqual(collections.young_count, 2)
         self.assertGreaterEqual(collections.seconds, 0.0)
+        self.assertGreaterEqual(collections.young_seconds, 0.0)
 
     def test_the_first_request_after_start_reuses_novas_answer(self):
         # Round 0 is each arm's first request after its scheduler (and
