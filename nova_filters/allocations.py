@@ -24,24 +24,41 @@ from nova_filters import gpu_view
 from nova_filters import passthrough
 
 
+# What a malformed candidate or amount raises when read.
+_UNREADABLE = (AttributeError, KeyError, TypeError, ValueError,
+               OverflowError)
+
+
 def gpu_units(host_states):
     """GPU units one candidate of the request takes (0: no GPU).
 
     Every candidate of a request takes the same amounts, so the first one
-    found tells.
+    that can be read tells.
     """
     configured = passthrough.configured_classes()
     for host in host_states:
         for candidate in getattr(host, 'allocation_candidates', None) or ():
-            try:
-                return sum(
-                    int(amount)
-                    for alloc in candidate['allocations'].values()
-                    for rc, amount in alloc['resources'].items()
-                    if passthrough.is_gpu_class(rc, configured))
-            except (AttributeError, KeyError, TypeError, ValueError):
-                continue
+            units = candidate_gpu_units(candidate, configured)
+            if units is not None:
+                return units
     return 0
+
+
+def candidate_gpu_units(candidate, configured=None):
+    """GPU units of any provider, known to a view or not, that one
+    allocation candidate takes; None when it cannot be read.
+    ``configured`` is :func:`nova_filters.passthrough.configured_classes`.
+    """
+    if configured is None:
+        configured = passthrough.configured_classes()
+    try:
+        return sum(
+            int(amount)
+            for alloc in candidate['allocations'].values()
+            for rc, amount in alloc['resources'].items()
+            if passthrough.is_gpu_class(rc, configured))
+    except _UNREADABLE:
+        return None
 
 
 def host_resources(candidate):
@@ -54,7 +71,7 @@ def host_resources(candidate):
             resources = alloc['resources']
             vcpus += int(resources.get(orc.VCPU, 0))
             memory_mb += int(resources.get(orc.MEMORY_MB, 0))
-    except (AttributeError, KeyError, TypeError, ValueError):
+    except _UNREADABLE:
         return 0, 0
     return vcpus, memory_mb
 
@@ -75,7 +92,7 @@ def gpu_allocation(view, candidate):
             units = alloc['resources'].get(provider.resource_class, 0)
             if units:
                 allocation[uuid] = allocation.get(uuid, 0) + int(units)
-    except (AttributeError, KeyError, TypeError, ValueError):
+    except _UNREADABLE:
         return {}
     return allocation
 

@@ -21,6 +21,7 @@ weigher otherwise).
 
 from nova_filters import allocations as allocations_mod
 from nova_filters import conf
+from nova_filters import passthrough
 from nova_filters import policy
 from nova_filters import ranking
 
@@ -60,14 +61,44 @@ class HostCandidates:
     def prune(self):
         """Drop the candidates that break a ``required`` affinity; False
         when none is left.
+
+        A required affinity is never assumed to hold: a candidate spanning
+        GPU units that the view cannot place on this host (the host or a
+        provider missing from Placement's answer or unreadable, a
+        candidate that cannot be read) is dropped too.
         """
-        if not self.known or conf.REQUIRED not in (self.link, self.numa):
-            return bool(self.host_state.allocation_candidates)
-        keep = ranking.kept(self.host, self.allocations, self.link,
-                            self.numa, self.max_nodes)
+        candidates = self.host_state.allocation_candidates
+        if not candidates or not self.requires_affinity:
+            return bool(candidates)
+        configured = passthrough.configured_classes()
+        keep = [i for i, allocation in enumerate(self.allocations)
+                if self._placed(candidates[i], allocation, configured)
+                and ranking.required_fit(self.host, allocation, self.link,
+                                         self.numa, self.max_nodes)]
         if len(keep) != len(self.allocations):
             self._reorder(keep)
         return bool(keep)
+
+    @property
+    def requires_affinity(self):
+        """Whether a ``required`` affinity applies to this request."""
+        return self.link == conf.REQUIRED or (
+            self.numa == conf.REQUIRED and self.max_nodes is not None)
+
+    def _placed(self, candidate, allocation, configured):
+        """Whether every GPU unit of ``candidate`` (read as
+        ``allocation``) is on a provider of this host the view knows, or
+        it takes too few to span GPUs.
+        """
+        units = allocations_mod.candidate_gpu_units(candidate, configured)
+        if units is None:
+            return False
+        if units < 2:
+            return True
+        return (self.host is not None
+                and sum(allocation.values()) == units
+                and all(uuid in self.host.gpu_of_provider
+                        for uuid in allocation))
 
     def ranking(self, workloads):
         """The :class:`~nova_filters.ranking.Ranking` of the candidates,
