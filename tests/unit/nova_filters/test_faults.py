@@ -243,6 +243,66 @@ class UnknownTopologyFailsClosedTest(test_plugins.PluginTestBase):
             self.assertTrue(self._in_one_clique(self.roots[0], candidate))
 
 
+class OddAmountsTest(test_plugins.PluginTestBase):
+    """Capacities and usages that are not whole numbers in Placement's
+    range: the provider is skipped, the rest of the answer is used.
+    """
+
+    ODD = (None, '7', [1], True, 1.5, -1, 10 ** 400, 2 ** 63,
+           float('inf'), float('nan'), -float('inf'))
+
+    def test_one_odd_provider_spoils_nothing_else(self):
+        roots = self._hosts(None, names=('h1', 'h2'))
+        self._use(roots[1], 5, 3)
+        odd_rp = self.placement.provider(roots[0], fakes.gpu_address(2),
+                                         MIG_1G)
+        original = copy.deepcopy(self.placement.summaries)
+        for field in ('capacity', 'used'):
+            for value in self.ODD:
+                label = '%s=%r' % (field, value)
+                summaries = copy.deepcopy(original)
+                summaries[odd_rp]['resources'][MIG_1G][field] = value
+                view = provider_summaries.parse(summaries)
+                self.assertTrue(view.usage_known, label)
+                host = view.host(roots[0])
+                self.assertIsNone(host.provider(odd_rp), label)
+                self.assertEqual(7, len(host.gpus), label)
+                for root in roots:
+                    self.assertTrue(0.0 <= view.fill(root) <= 1.0, label)
+                self.assertAlmostEqual(3 / 56, view.fill(roots[1]))
+        # A whole float is a whole number.
+        summaries = copy.deepcopy(original)
+        summaries[odd_rp]['resources'][MIG_1G].update(capacity=7.0,
+                                                      used=2.0)
+        provider = provider_summaries.parse(summaries).host(
+            roots[0]).provider(odd_rp)
+        self.assertEqual((7, 2), (provider.capacity, provider.used))
+
+    def test_odd_compute_node_amounts_leave_the_gpus_readable(self):
+        (root,) = self._hosts(None)
+        for value in (float('inf'), float('nan'), None, 'x'):
+            summaries = copy.deepcopy(self.placement.summaries)
+            summaries[root]['resources']['VCPU']['capacity'] = value
+            host = provider_summaries.parse(summaries).host(root)
+            self.assertEqual(8, len(host.gpus), value)
+            self.assertIsNone(host.free_vcpus, value)
+            self.assertEqual(2 ** 21, host.free_memory_mb, value)
+
+    def test_weights_stay_known_and_finite(self):
+        roots = self._hosts(None, names=('h1', 'h2'))
+        self._use(roots[1], 5, 3)
+        states = self._states(roots, [('', MIG_1G, 1)])
+        odd_rp = self.placement.provider(roots[0], fakes.gpu_address(2),
+                                         MIG_1G)
+        self.placement.summaries[odd_rp]['resources'][MIG_1G][
+            'used'] = 10 ** 400
+        weighed = self._weigh(states, fakes.request_spec())
+        # Usage was read for the request: h2, the fuller, is chosen, not
+        # a neutral tie kept in Nova's order.
+        self.assertEqual('h2', weighed[0].obj.host)
+        self.assertTrue(all(math.isfinite(w.weight) for w in weighed))
+
+
 class MultiplierTest(test_plugins.PluginTestBase):
     """Row 11: options and aggregate metadata that would poison weights."""
 
