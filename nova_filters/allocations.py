@@ -38,27 +38,15 @@ def gpu_units(host_states):
     configured = passthrough.configured_classes()
     for host in host_states:
         for candidate in getattr(host, 'allocation_candidates', None) or ():
-            units = candidate_gpu_units(candidate, configured)
-            if units is not None:
-                return units
+            try:
+                return sum(
+                    int(amount)
+                    for alloc in candidate['allocations'].values()
+                    for rc, amount in alloc['resources'].items()
+                    if passthrough.is_gpu_class(rc, configured))
+            except _UNREADABLE:
+                continue
     return 0
-
-
-def candidate_gpu_units(candidate, configured=None):
-    """GPU units of any provider, known to a view or not, that one
-    allocation candidate takes; None when it cannot be read.
-    ``configured`` is :func:`nova_filters.passthrough.configured_classes`.
-    """
-    if configured is None:
-        configured = passthrough.configured_classes()
-    try:
-        return sum(
-            int(amount)
-            for alloc in candidate['allocations'].values()
-            for rc, amount in alloc['resources'].items()
-            if passthrough.is_gpu_class(rc, configured))
-    except _UNREADABLE:
-        return None
 
 
 def host_resources(candidate):

@@ -21,7 +21,6 @@ weigher otherwise).
 
 from nova_filters import allocations as allocations_mod
 from nova_filters import conf
-from nova_filters import passthrough
 from nova_filters import policy
 from nova_filters import ranking
 
@@ -62,20 +61,29 @@ class HostCandidates:
         """Drop the candidates that break a ``required`` affinity; False
         when none is left.
 
-        A required affinity is never assumed to hold: a candidate spanning
-        GPU units that the view cannot place on this host (the host or a
+        A required affinity is never assumed to hold: a candidate whose
+        GPU units the view cannot all place on this host (the host or a
         provider missing from Placement's answer or unreadable, a
         candidate that cannot be read) is dropped too.
         """
         candidates = self.host_state.allocation_candidates
         if not candidates or not self.requires_affinity:
             return bool(candidates)
-        configured = passthrough.configured_classes()
-        keep = [i for i, allocation in enumerate(self.allocations)
-                if self._placed(candidates[i], allocation, configured)
-                and ranking.required_fit(self.host, allocation, self.link,
-                                         self.numa, self.max_nodes)]
-        if len(keep) != len(self.allocations):
+        # Every candidate of a request takes the same GPU units.
+        units = allocations_mod.gpu_units([self.host_state])
+        if units < 2:
+            return True
+        host = self.host
+        if host is None:
+            keep = []
+        else:
+            index = host.gpu_of_provider
+            keep = [i for i, allocation in enumerate(self.allocations)
+                    if sum(allocation.values()) == units
+                    and all(uuid in index for uuid in allocation)
+                    and ranking.required_fit(host, allocation, self.link,
+                                             self.numa, self.max_nodes)]
+        if len(keep) != len(candidates):
             self._reorder(keep)
         return bool(keep)
 
@@ -84,21 +92,6 @@ class HostCandidates:
         """Whether a ``required`` affinity applies to this request."""
         return self.link == conf.REQUIRED or (
             self.numa == conf.REQUIRED and self.max_nodes is not None)
-
-    def _placed(self, candidate, allocation, configured):
-        """Whether every GPU unit of ``candidate`` (read as
-        ``allocation``) is on a provider of this host the view knows, or
-        it takes too few to span GPUs.
-        """
-        units = allocations_mod.candidate_gpu_units(candidate, configured)
-        if units is None:
-            return False
-        if units < 2:
-            return True
-        return (self.host is not None
-                and sum(allocation.values()) == units
-                and all(uuid in self.host.gpu_of_provider
-                        for uuid in allocation))
 
     def ranking(self, workloads):
         """The :class:`~nova_filters.ranking.Ranking` of the candidates,
