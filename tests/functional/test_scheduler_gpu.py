@@ -31,6 +31,7 @@ from cyborg_gpu_drivers import inventory
 from gpu_partitions.cloud import harness
 from gpu_partitions.simulator import fleet
 from nova_filters import request_view
+from nova_filters import topology
 import placement_traits
 from tests.functional import base
 
@@ -254,13 +255,17 @@ class TestLinkAffinity(SchedulerTestBase):
 
     def test_required_fails_closed_when_gpu_usage_cannot_be_read(self):
         # The plugins' own query fails and no topology is remembered for
-        # the host: the clique cannot be checked, so a required affinity
-        # fails rather than being assumed; a preferred one lands.
-        self.flags(reuse_scheduler_query=False, topology_cache_ttl=0,
+        # the host (the scheduler's memory is process-wide and earlier
+        # tests' hosts may share its uuid: an empty one replaces it): the
+        # clique cannot be checked, so a required affinity fails rather
+        # than being assumed; a preferred one lands.
+        self.flags(reuse_scheduler_query=False,
                    group='gpu_partitions_scheduler')
         self.useFixture(fixtures.MockPatchObject(
             request_view.VIEWS.source, '_query',
             side_effect=RuntimeError('Placement unreachable')))
+        self.useFixture(fixtures.MockPatchObject(
+            request_view.VIEWS, 'topology', topology.TopologyCache(0)))
         server = self.boot(self._four_gpu_flavor('required'))
         self.assertEqual('ERROR', server['status'])
         self.assertIn('No valid host', server['fault']['message'])
