@@ -24,11 +24,16 @@ from nova_filters import gpu_view
 from nova_filters import passthrough
 
 
+# What a malformed candidate or amount raises when read.
+_UNREADABLE = (AttributeError, KeyError, TypeError, ValueError,
+               OverflowError)
+
+
 def gpu_units(host_states):
     """GPU units one candidate of the request takes (0: no GPU).
 
     Every candidate of a request takes the same amounts, so the first one
-    found tells.
+    that can be read tells.
     """
     configured = passthrough.configured_classes()
     for host in host_states:
@@ -39,7 +44,7 @@ def gpu_units(host_states):
                     for alloc in candidate['allocations'].values()
                     for rc, amount in alloc['resources'].items()
                     if passthrough.is_gpu_class(rc, configured))
-            except (AttributeError, KeyError, TypeError, ValueError):
+            except _UNREADABLE:
                 continue
     return 0
 
@@ -54,7 +59,7 @@ def host_resources(candidate):
             resources = alloc['resources']
             vcpus += int(resources.get(orc.VCPU, 0))
             memory_mb += int(resources.get(orc.MEMORY_MB, 0))
-    except (AttributeError, KeyError, TypeError, ValueError):
+    except _UNREADABLE:
         return 0, 0
     return vcpus, memory_mb
 
@@ -75,7 +80,7 @@ def gpu_allocation(view, candidate):
             units = alloc['resources'].get(provider.resource_class, 0)
             if units:
                 allocation[uuid] = allocation.get(uuid, 0) + int(units)
-    except (AttributeError, KeyError, TypeError, ValueError):
+    except _UNREADABLE:
         return {}
     return allocation
 

@@ -60,14 +60,38 @@ class HostCandidates:
     def prune(self):
         """Drop the candidates that break a ``required`` affinity; False
         when none is left.
+
+        A required affinity is never assumed to hold: a candidate whose
+        GPU units the view cannot all place on this host (the host or a
+        provider missing from Placement's answer or unreadable, a
+        candidate that cannot be read) is dropped too.
         """
-        if not self.known or conf.REQUIRED not in (self.link, self.numa):
-            return bool(self.host_state.allocation_candidates)
-        keep = ranking.kept(self.host, self.allocations, self.link,
-                            self.numa, self.max_nodes)
-        if len(keep) != len(self.allocations):
+        candidates = self.host_state.allocation_candidates
+        if not candidates or not self.requires_affinity:
+            return bool(candidates)
+        # Every candidate of a request takes the same GPU units.
+        units = allocations_mod.gpu_units([self.host_state])
+        if units < 2:
+            return True
+        host = self.host
+        if host is None:
+            keep = []
+        else:
+            index = host.gpu_of_provider
+            keep = [i for i, allocation in enumerate(self.allocations)
+                    if sum(allocation.values()) == units
+                    and all(uuid in index for uuid in allocation)
+                    and ranking.required_fit(host, allocation, self.link,
+                                             self.numa, self.max_nodes)]
+        if len(keep) != len(candidates):
             self._reorder(keep)
         return bool(keep)
+
+    @property
+    def requires_affinity(self):
+        """Whether a ``required`` affinity applies to this request."""
+        return self.link == conf.REQUIRED or (
+            self.numa == conf.REQUIRED and self.max_nodes is not None)
 
     def ranking(self, workloads):
         """The :class:`~nova_filters.ranking.Ranking` of the candidates,

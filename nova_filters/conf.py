@@ -170,7 +170,8 @@ OPTS = [
              'CUSTOM_GPU_NUMA_NODE_<n>. Names are read as Nova names a '
              'device_spec resource_class: upper-cased, standard and '
              'CUSTOM_ names kept, any other made a custom name '
-             '(nvidia-a100 is CUSTOM_NVIDIA_A100).'),
+             '(nvidia-a100 is CUSTOM_NVIDIA_A100). VCPU, PCPU, MEMORY_MB '
+             'and DISK_GB are never GPUs and are ignored.'),
     cfg.IntOpt(
         'topology_cache_ttl',
         default=600,

@@ -36,9 +36,12 @@ listed in ``[gpu_partitions_scheduler] passthrough_resource_classes``.
 """
 
 import os_resource_classes as orc
+from oslo_log import log as logging
 
 from nova_filters import conf
 import placement_traits
+
+LOG = logging.getLogger(__name__)
 
 
 def _normalized(name):
@@ -51,10 +54,30 @@ def _normalized(name):
     return orc.normalize_name(name)
 
 
+# Classes every instance takes from its compute node: listed as GPUs by
+# mistake, they would make every request a GPU request, weighed, reordered
+# and, without the scheduler's own answer, a Placement query each.
+NOT_GPUS = frozenset((orc.VCPU, orc.PCPU, orc.MEMORY_MB, orc.DISK_GB))
+_WARNED = set()
+
+
 def configured_classes():
-    """The operator's passthrough GPU classes, normalised as Nova does."""
+    """The operator's passthrough GPU classes, normalised as Nova does,
+    without :data:`NOT_GPUS` (logged once).
+    """
     names = conf.CONF.gpu_partitions_scheduler.passthrough_resource_classes
-    return frozenset(_normalized(name) for name in names or () if name)
+    classes = frozenset(_normalized(name) for name in names or ()
+                        if name and name.strip())
+    wrong = classes & NOT_GPUS
+    if wrong:
+        if wrong not in _WARNED:
+            _WARNED.add(wrong)
+            LOG.warning('[gpu_partitions_scheduler] '
+                        'passthrough_resource_classes lists %s, which every '
+                        'instance takes from its compute node, not a GPU; '
+                        'ignored.', ', '.join(sorted(wrong)))
+        classes -= wrong
+    return classes
 
 
 def is_passthrough_class(resource_class, configured=None):

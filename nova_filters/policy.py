@@ -21,20 +21,24 @@ Three levels, each overriding the one before:
 3. the flavor's extra spec ``gpu_partitions:<name>`` (validated at
    nova-api by :mod:`nova_filters.extra_specs`). A flavor written before
    the validators were installed, or through an API microversion older
-   than 2.86, may still carry a value outside the allowed set: case and
-   surrounding blanks are forgiven; anything else is logged, and for an
-   affinity it counts as ``required``, because the flavor asked for an
-   affinity we cannot read and dropping it silently could break a
-   multi-GPU workload. A bad ``policy`` only loses a preference, so it
-   falls back to the levels below. Keys get the same forgiveness (case,
-   blanks, ``-`` for ``_``); several keys for one name give the strictest
-   affinity, or no flavor policy when they disagree; a key of the
-   namespace that names nothing is logged.
+   than 2.86, may still carry a value outside the allowed set: case,
+   surrounding blanks, invisible format characters (a zero-width space)
+   and compatibility forms (full-width letters) are forgiven; anything
+   else is logged, and for an affinity it counts as ``required``,
+   because the flavor asked for an affinity we cannot read and dropping
+   it silently could break a multi-GPU workload. A bad ``policy`` only
+   loses a preference, so it falls back to the levels below. Keys get the
+   same forgiveness (and ``-`` for ``_``); several keys for one name give
+   the strictest affinity, or no flavor policy when they disagree; a key
+   of the namespace that names nothing is logged. Aggregate values are
+   forgiven alike; an unreadable one is logged once and ignored.
 
 The weight multiplier follows Nova's own pattern
 (``nova.scheduler.utils.get_weight_multiplier``): aggregate key
 ``gpu_partitions_weight_multiplier``, smallest value when several.
 """
+
+import unicodedata
 
 from oslo_log import log as logging
 
@@ -133,11 +137,11 @@ def weight_multiplier(host_state, default=None):
 _WARNED = set()
 
 
-def _warn_once(message, values):
-    """Log ``message`` once per message and values: the filter asks for
-    every host.
+def _warn_once(message, values, key=None):
+    """Log ``message`` once per message and values (or ``key``, when
+    given): the filter asks for every host.
     """
-    key = (message, repr(sorted(values.items())))
+    key = (message, repr(sorted(values.items())) if key is None else key)
     if key not in _WARNED:
         _WARNED.add(key)
         LOG.warning(message, values)
@@ -154,9 +158,9 @@ def _flavor_specs(spec_obj):
     """
     found = {}
     for key, raw in flavor_extra_specs(spec_obj).items():
-        namespace, _, name = str(key).strip().lower().replace(
+        namespace, _, name = _canonical(str(key)).replace(
             '-', '_').partition(':')
-        if namespace != FLAVOR_NAMESPACE:
+        if namespace.strip() != FLAVOR_NAMESPACE:
             continue
         if name.strip() in ALLOWED:
             found.setdefault(name.strip(), []).append(raw)
@@ -191,7 +195,7 @@ def _flavor_value(name, spec_obj):
 
 def _one_flavor_value(name, raw):
     allowed = ALLOWED[name]
-    value = raw.strip().lower() if isinstance(raw, str) else raw
+    value = _canonical(raw) if isinstance(raw, str) else raw
     if value in allowed:
         return value
     fallback = conf.REQUIRED if allowed is conf.AFFINITY_POLICIES else None
@@ -203,6 +207,18 @@ def _one_flavor_value(name, raw):
                 'effect': ('treating it as "required"' if fallback else
                            'using the configured and aggregate policy')})
     return fallback
+
+
+def _canonical(text):
+    """``text`` as keys and values are compared: compatibility forms
+    folded (NFKC: full-width letters, no-break spaces), invisible format
+    characters (zero-width space, soft hyphen) dropped, blanks stripped,
+    lower case. Plain ASCII, nearly every value, skips the Unicode work.
+    """
+    if not text.isascii():
+        text = ''.join(char for char in unicodedata.normalize('NFKC', text)
+                       if unicodedata.category(char) != 'Cf')
+    return text.strip().lower()
 
 
 def flavor_extra_specs(spec_obj):
@@ -230,15 +246,19 @@ def _from_aggregates(name, host_state, allowed, default):
         values = filters_utils.aggregate_values_from_key(host_state, key)
     except (AttributeError, TypeError):
         return default
-    # Case and blanks are forgiven, as in flavors.
-    given = {str(v).strip().lower() for v in values}
+    # Forgiven as in flavors (see _canonical).
+    given = {_canonical(str(v)) for v in values}
     valid = given & set(allowed)
     if valid != given:
-        LOG.warning('Ignoring aggregate metadata %(key)s=%(values)s of host '
-                    '%(host)s: allowed values are %(allowed)s.',
-                    {'key': key, 'values': sorted(values),
-                     'host': getattr(host_state, 'host', '?'),
-                     'allowed': ', '.join(allowed)})
+        # Once per value, not once per host and request: a bad value on
+        # an aggregate of thousands of hosts is met thousands of times.
+        _warn_once('Ignoring aggregate metadata %(key)s=%(values)s (first '
+                   'met on host %(host)s, logged once): allowed values are '
+                   '%(allowed)s.',
+                   {'key': key, 'values': sorted(map(str, values)),
+                    'host': getattr(host_state, 'host', '?'),
+                    'allowed': ', '.join(allowed)},
+                   key=(key, tuple(sorted(given - valid))))
     if not valid:
         return default
     if len(valid) == 1:

@@ -38,7 +38,11 @@ _GPU_PREFIXES = (placement_traits.RC_MIG, placement_traits.RC_VGPU,
 _VCPU = orc.VCPU
 _MEMORY_MB = orc.MEMORY_MB
 _ERRORS = (AttributeError, KeyError, TypeError, ValueError,
-           ZeroDivisionError)
+           ArithmeticError)
+# Placement's largest amount (a signed 64-bit column); beyond it, or below
+# 0, a capacity or usage is garbage, and a huge one would overflow the
+# float arithmetic of the GPUs' shares.
+_MAX_AMOUNT = 2 ** 63 - 1
 
 # Resource class -> MIG compute slices per unit, 0 for another GPU class
 # (vGPU type, VF, whole GPU passed through), -1 for a class that is not a
@@ -119,9 +123,15 @@ def parse(summaries, roots=None, topology=None):
                 if slices < 0:
                     continue
                 capacity = amounts['capacity']
+                if type(capacity) is not int:
+                    capacity = _whole(capacity)
                 if capacity <= 0:
                     continue
                 used = amounts['used']
+                if type(used) is not int:
+                    used = _whole(used)
+                if capacity > _MAX_AMOUNT or not 0 <= used <= _MAX_AMOUNT:
+                    raise ValueError('amounts out of range')
                 if gpu is None:
                     # The root is read only for a provider of GPU units
                     # (not for a compute node, a NIC, a disk).
@@ -174,6 +184,16 @@ def parse(summaries, roots=None, topology=None):
         source=_Hosts(members,
                       {root: summaries.get(root) for root in members}),
         fills=fills, resource_classes=frozenset(classes), linked=linked)
+
+
+def _whole(amount):
+    """``amount`` as an int when it is a whole finite number (JSON may
+    give ``7.0``); TypeError otherwise (a provider that :func:`parse`
+    skips).
+    """
+    if isinstance(amount, float) and amount.is_integer():
+        return int(amount)
+    raise TypeError('amount %r is not a whole number' % (amount,))
 
 
 def _end_run(run, root, members, classes):

@@ -13,8 +13,8 @@
 
 Pure functions over a :class:`~nova_filters.gpu_view.HostGpus` and a list
 of allocations (``{provider_uuid: units}``): no Nova, nothing changed in
-place. :func:`kept` says which allocations a ``required`` link or NUMA
-affinity keeps; :func:`rank` returns the order, best first, that
+place. :func:`required_fit` says whether an allocation honours a ``required``
+link or NUMA affinity; :func:`rank` returns the order, best first, that
 GpuPartitionFilter and GpuPartitionWeigher apply to a host's allocation
 candidates (Nova claims the first). The packing simulator calls the same
 functions.
@@ -46,12 +46,6 @@ def required_fit(host, allocation, link, numa, max_nodes):
             host, allocation, max_nodes):
         return False
     return True
-
-
-def kept(host, allocations, link, numa, max_nodes):
-    """Indexes of ``allocations`` that honour a required affinity."""
-    return [i for i, allocation in enumerate(allocations)
-            if required_fit(host, allocation, link, numa, max_nodes)]
 
 
 def rank(host, allocations, placement, workloads, link=conf.NONE,

@@ -23,12 +23,15 @@ import threading
 import time
 from unittest import mock
 
+import fixtures
 from nova.scheduler.client import report
 from nova.tests.functional.api import client as api_client
 
 from cyborg_gpu_drivers import inventory
 from gpu_partitions.cloud import harness
 from gpu_partitions.simulator import fleet
+from nova_filters import request_view
+from nova_filters import topology
 import placement_traits
 from tests.functional import base
 
@@ -249,6 +252,26 @@ class TestLinkAffinity(SchedulerTestBase):
         gpus = self.gpus_of(server, self.host)
         self.assertEqual(4, len(gpus))
         self.assertEqual({0, 1}, {self._clique_of(i) for i in gpus})
+
+    def test_required_fails_closed_when_gpu_usage_cannot_be_read(self):
+        # The plugins' own query fails and no topology is remembered for
+        # the host (the scheduler's memory is process-wide and earlier
+        # tests' hosts may share its uuid: an empty one replaces it): the
+        # clique cannot be checked, so a required affinity fails rather
+        # than being assumed; a preferred one lands.
+        self.flags(reuse_scheduler_query=False,
+                   group='gpu_partitions_scheduler')
+        self.useFixture(fixtures.MockPatchObject(
+            request_view.VIEWS.source, '_query',
+            side_effect=RuntimeError('Placement unreachable')))
+        self.useFixture(fixtures.MockPatchObject(
+            request_view.VIEWS, 'topology', topology.TopologyCache(0)))
+        server = self.boot(self._four_gpu_flavor('required'))
+        self.assertEqual('ERROR', server['status'])
+        self.assertIn('No valid host', server['fault']['message'])
+        server = self.boot(self._four_gpu_flavor('preferred'))
+        self.assertEqual('ACTIVE', server['status'], server.get('fault'))
+        self.assertEqual(4, len(self.gpus_of(server, self.host)))
 
 
 class TestHiveAffinity(SchedulerTestBase):

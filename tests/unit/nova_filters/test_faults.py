@@ -15,10 +15,12 @@ affinity, bad multipliers never reach the weights, captured Placement
 answers stay bounded.
 """
 
+import copy
 import math
 import os
 import threading
 import tracemalloc
+from unittest import mock
 
 import fixtures
 
@@ -28,6 +30,7 @@ from nova_filters import conf
 from nova_filters import gpu_filter
 from nova_filters import policy
 from nova_filters import provider_summaries
+from nova_filters import request_view
 from nova_filters import summary_source
 from tests.unit.nova_filters import fakes
 from tests.unit.nova_filters import test_plugins
@@ -132,6 +135,172 @@ class FilterFailsClosedTest(test_plugins.PluginTestBase):
                                       side_effect=RuntimeError('boom')):
             self.assertTrue(gpu_filter.requires_affinity(
                 state, fakes.request_spec()))
+
+
+class UnknownTopologyFailsClosedTest(test_plugins.PluginTestBase):
+    """A required affinity is never assumed: GPUs the view cannot place
+    (host or provider missing from Placement's answer or unreadable) fail
+    it; preferences keep every candidate.
+    """
+
+    FOUR_GPUS = [(str(i), MIG_1G, 7) for i in range(4)]
+
+    def setUp(self):
+        super().setUp()
+        self.roots = self._hosts(None, names=('h1', 'h2'), cliques=CLIQUES)
+        # The true topology, read before any provider is spoiled.
+        self.true_view = provider_summaries.parse(
+            copy.deepcopy(self.placement.summaries))
+
+    def _spoil(self, change):
+        """Apply ``change`` to three GPU providers of h1's summaries."""
+        spoiled = [rp for rp, summary in self.placement.summaries.items()
+                   if summary['root_provider_uuid'] == self.roots[0]
+                   and rp != self.roots[0]][:3]
+        for rp in spoiled:
+            change(self.placement.summaries, rp)
+        return spoiled
+
+    def _in_one_clique(self, root, candidate):
+        host = self.true_view.host(root)
+        domains = {host.gpus[host.gpu_of_provider[rp]].link_domain
+                   for rp in candidate['allocations'] if rp != root}
+        return len(domains) == 1 and None not in domains
+
+    def _filter(self, link_affinity, states=None):
+        """Candidates per host before, hosts the filter passes."""
+        self.gpu_flags(link_affinity=link_affinity)
+        states = states or self._states(self.roots, self.FOUR_GPUS)
+        counts = [len(state.allocation_candidates) for state in states]
+        return counts, self.filter.filter_all(states, fakes.request_spec())
+
+    def test_placement_down_without_remembered_topology(self):
+        for error in FAULTS:
+            views = request_view.RequestViews(
+                query=mock.Mock(side_effect=error))
+            self.filter = gpu_filter.GpuPartitionFilter(views=views)
+            counts, passed = self._filter('required')
+            self.assertEqual([], passed, error)
+            # A preference is not enforced: every candidate stays.
+            counts, passed = self._filter('preferred')
+            self.assertEqual(counts, [len(state.allocation_candidates)
+                                      for state in passed], error)
+        # A single unit cannot span GPUs: nothing to enforce.
+        self.gpu_flags(link_affinity='required')
+        state = fakes.host_state('h1', self.roots[0], self.placement
+                                 .candidates(self.roots[0],
+                                             [('', MIG_1G, 1)]))
+        self.assertEqual([state], self.filter.filter_all(
+            [state], fakes.request_spec()))
+
+    def test_spoiled_gpu_providers(self):
+        changes = {
+            'used None': lambda s, rp: s[rp]['resources'][MIG_1G].update(
+                used=None),
+            'capacity text': lambda s, rp: s[rp]['resources'][
+                MIG_1G].update(capacity='7'),
+            'no resources': lambda s, rp: s[rp].pop('resources'),
+            'summary None': lambda s, rp: s.update({rp: None}),
+            'missing': lambda s, rp: s.pop(rp),
+            'no root': lambda s, rp: s[rp].pop('root_provider_uuid'),
+            'own root': lambda s, rp: s[rp].update(root_provider_uuid=rp),
+            'other root': lambda s, rp: s[rp].update(
+                root_provider_uuid=self.roots[1]),
+            'traits not names': lambda s, rp: s[rp].update(traits=[1, 2]),
+            # A second GPU class listed first: the view reads one class
+            # per provider, so the 1g units are not seen.
+            'two classes': lambda s, rp: s[rp].update(resources=dict(
+                [(fakes.mig('2g.20gb'), {'capacity': 1, 'used': 0})]
+                + list(s[rp]['resources'].items()))),
+        }
+        original = copy.deepcopy(self.placement.summaries)
+        for label, change in changes.items():
+            self.placement.summaries = copy.deepcopy(original)
+            # Candidates as Placement made them, summaries spoiled after.
+            states = self._states(self.roots, self.FOUR_GPUS)
+            self._spoil(change)
+            counts, passed = self._filter('required', states)
+            self.assertEqual({'h1', 'h2'}, {s.host for s in passed}, label)
+            for state in passed:
+                self.assertNotEqual([], state.allocation_candidates)
+                for candidate in state.allocation_candidates:
+                    self.assertTrue(
+                        self._in_one_clique(state.uuid, candidate), label)
+            # Only candidates on h1's spoiled GPUs went.
+            self.assertEqual(48, len(passed[1].allocation_candidates))
+            self.assertLess(len(passed[0].allocation_candidates), 48, label)
+
+    def test_unreadable_candidates_fail_required_affinity(self):
+        self.gpu_flags(link_affinity='required')
+        states = self._states(self.roots, self.FOUR_GPUS)
+        states[0].allocation_candidates.insert(0, {'allocations': 'odd'})
+        states[0].allocation_candidates.insert(
+            0, {'allocations': {self.roots[0]: {'resources': {
+                MIG_1G: float('inf')}}}})
+        passed = self.filter.filter_all(states, fakes.request_spec())
+        self.assertEqual(48, len(passed[0].allocation_candidates))
+        for candidate in passed[0].allocation_candidates:
+            self.assertTrue(self._in_one_clique(self.roots[0], candidate))
+
+
+class OddAmountsTest(test_plugins.PluginTestBase):
+    """Capacities and usages that are not whole numbers in Placement's
+    range: the provider is skipped, the rest of the answer is used.
+    """
+
+    ODD = (None, '7', [1], True, 1.5, -1, 10 ** 400, 2 ** 63,
+           float('inf'), float('nan'), -float('inf'))
+
+    def test_one_odd_provider_spoils_nothing_else(self):
+        roots = self._hosts(None, names=('h1', 'h2'))
+        self._use(roots[1], 5, 3)
+        odd_rp = self.placement.provider(roots[0], fakes.gpu_address(2),
+                                         MIG_1G)
+        original = copy.deepcopy(self.placement.summaries)
+        for field in ('capacity', 'used'):
+            for value in self.ODD:
+                label = '%s=%r' % (field, value)
+                summaries = copy.deepcopy(original)
+                summaries[odd_rp]['resources'][MIG_1G][field] = value
+                view = provider_summaries.parse(summaries)
+                self.assertTrue(view.usage_known, label)
+                host = view.host(roots[0])
+                self.assertIsNone(host.provider(odd_rp), label)
+                self.assertEqual(7, len(host.gpus), label)
+                for root in roots:
+                    self.assertTrue(0.0 <= view.fill(root) <= 1.0, label)
+                self.assertAlmostEqual(3 / 56, view.fill(roots[1]))
+        # A whole float is a whole number.
+        summaries = copy.deepcopy(original)
+        summaries[odd_rp]['resources'][MIG_1G].update(capacity=7.0,
+                                                      used=2.0)
+        provider = provider_summaries.parse(summaries).host(
+            roots[0]).provider(odd_rp)
+        self.assertEqual((7, 2), (provider.capacity, provider.used))
+
+    def test_odd_compute_node_amounts_leave_the_gpus_readable(self):
+        (root,) = self._hosts(None)
+        for value in (float('inf'), float('nan'), None, 'x'):
+            summaries = copy.deepcopy(self.placement.summaries)
+            summaries[root]['resources']['VCPU']['capacity'] = value
+            host = provider_summaries.parse(summaries).host(root)
+            self.assertEqual(8, len(host.gpus), value)
+            self.assertIsNone(host.free_vcpus, value)
+            self.assertEqual(2 ** 21, host.free_memory_mb, value)
+
+    def test_weights_stay_known_and_finite(self):
+        roots = self._hosts(None, names=('h1', 'h2'))
+        self._use(roots[1], 5, 3)
+        states = self._states(roots, [('', MIG_1G, 1)])
+        odd_rp = self.placement.provider(roots[0], fakes.gpu_address(2),
+                                         MIG_1G)
+        self.placement.summaries[odd_rp]['resources'][MIG_1G][
+            'used'] = 10 ** 400
+        weighed = self._weigh(states, fakes.request_spec())
+        # Usage was read for the request: h2, the fuller, is chosen, not
+        # a neutral tie kept in Nova's order.
+        self.assertEqual('h2', weighed[0].obj.host)
+        self.assertTrue(all(math.isfinite(w.weight) for w in weighed))
 
 
 class MultiplierTest(test_plugins.PluginTestBase):

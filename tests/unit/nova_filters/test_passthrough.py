@@ -19,8 +19,10 @@ device_spec's ``traits``. The in-process cloud test
 (``tests/functional/test_passthrough.py``) has Nova make them.
 """
 
+import copy
 import uuid
 
+import fixtures
 import os_traits
 
 from nova_filters import allocations
@@ -129,6 +131,34 @@ class ClassTest(PassthroughTestBase):
         self.gpu_flags(passthrough_resource_classes=[rc])
         host = provider_summaries.parse(self.placement.summaries).host(root)
         self.assertEqual(4, len(host.gpus))
+
+    def test_compute_node_classes_are_never_gpus(self):
+        self.useFixture(fixtures.MockPatchObject(passthrough, '_WARNED',
+                                                 set()))
+        logger = self.useFixture(fixtures.FakeLogger())
+        self.gpu_flags(passthrough_resource_classes=[
+            'VCPU', 'memory_mb', ' ', 'CUSTOM_A100_80GB'])
+        for _ in range(3):
+            self.assertEqual({'CUSTOM_A100_80GB'},
+                             passthrough.configured_classes())
+        self.assertEqual(1, logger.output.count('MEMORY_MB, VCPU'))
+        # A request without GPU stays one: no Placement query, no
+        # candidate moved, neutral weights where no GPU usage is at hand.
+        roots = [add_passthrough_host(self.placement, name)
+                 for name in ('h1', 'h2')]
+        states = [fakes.host_state(name, root, [
+            {'allocations': {root: {'resources': {
+                'VCPU': vcpus, 'MEMORY_MB': 512}}},
+             'mappings': {'': [root]}} for vcpus in (1, 2)])
+            for name, root in zip(('h1', 'h2'), roots)]
+        before = copy.deepcopy([s.allocation_candidates for s in states])
+        self.assertEqual(0, allocations.gpu_units(states))
+        spec = fakes.request_spec()
+        passed = self.filter.filter_all(states, spec)
+        self.assertEqual([0.0, 0.0], [w.weight for w in self._weigh(
+            passed, spec)])
+        self.assertEqual(before, [s.allocation_candidates for s in states])
+        self.assertEqual(0, self.placement.queries)
 
 
 class SchedulingTest(PassthroughTestBase):

@@ -137,3 +137,48 @@ class TestFlavorValues(test.NoDBTestCase):
             self.assertEqual(expected, policy.resolve(
                 policy.LINK_AFFINITY, self.host, fakes.request_spec({})),
                 metadata)
+
+    def test_invisible_and_compatibility_characters_are_forgiven(self):
+        """What copying a flavor or aggregate value out of a document can
+        bring along: nova-api at 2.86 and later refuses none of these keys
+        (their namespace is not ours to it), so ignoring them would drop
+        the affinity in silence.
+        """
+        link = policy.LINK_AFFINITY
+        for specs, expected in (
+                ({'gpu_partitions\u200b:link_affinity': 'required'},
+                 'required'),
+                ({'gpu_partitions:link_affinity\u200b': 'required'},
+                 'required'),
+                ({'\ufeffgpu_partitions:link_affinity': 'required'},
+                 'required'),
+                ({'gpu_partitions :link_affinity': 'required'}, 'required'),
+                ({'ｇｐｕ_partitions:link_affinity': 'preferred'},
+                 'preferred'),
+                ({'gpu_partitions:link_affinity': 'ｎｏｎｅ'}, 'none'),
+                ({'gpu_partitions:link_affinity': ' pre\u00adferred\u00a0'},
+                 'preferred')):
+            logger = self.useFixture(fixtures.FakeLogger())
+            self.assertEqual(expected, policy.resolve(
+                link, self.host, fakes.request_spec(specs)), specs)
+            self.assertEqual('', logger.output, specs)
+        self.host = fakes.host_state('h1', 'root-h1', [], aggregates=[
+            fakes.aggregate({'gpu_partitions_link_affinity':
+                             '\u200bｒequired'})])
+        self.assertEqual('required', policy.resolve(
+            link, self.host, fakes.request_spec({})))
+
+    def test_bad_aggregate_value_is_logged_once_not_per_host(self):
+        logger = self.useFixture(fixtures.FakeLogger())
+        spec = fakes.request_spec({})
+        for index in range(50):
+            host = fakes.host_state('h%d' % index, 'root-%d' % index, [],
+                                    aggregates=[fakes.aggregate(
+                                        {'gpu_partitions_link_affinity':
+                                         'requierd'})])
+            for _ in range(3):
+                self.assertEqual('none', policy.resolve(
+                    policy.LINK_AFFINITY, host, spec))
+        self.assertEqual(1, logger.output.count(
+            'gpu_partitions_link_affinity'))
+        self.assertIn("['requierd']", logger.output)
