@@ -23,6 +23,7 @@ import math
 import os
 import signal
 import sys
+import warnings
 
 # Subcommand modules, in the order ``--help`` lists them.
 COMMANDS = (
@@ -33,6 +34,8 @@ COMMANDS = (
     'bench',
     'benchmark',
 )
+
+EVENTLET_NOTICE = r'\s*Eventlet is deprecated'
 
 
 def build_parser():
@@ -49,6 +52,10 @@ def build_parser():
 
 
 def main(argv=None):
+    # Nova's and Cyborg's libraries import eventlet, whose deprecation
+    # notice (nine lines on every run) is for their authors, not for a
+    # user of this command, and buried its one-line errors.
+    warnings.filterwarnings('ignore', message=EVENTLET_NOTICE)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
@@ -206,4 +213,8 @@ def number(kind=float, minimum=None, maximum=None, above=None,
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    # Run as ``python -m gpu_partitions.cli`` this file is __main__, whose
+    # UsageError is not the one the commands raise: every usage error was
+    # a traceback. Run the package's module instead.
+    from gpu_partitions import cli
+    sys.exit(cli.main())

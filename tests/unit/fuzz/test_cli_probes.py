@@ -88,6 +88,26 @@ class SignalsTest(testtools.TestCase):
         self.assertIs(before, signal.getsignal(signal.SIGINT))
 
 
+class WholeCommandTest(testtools.TestCase):
+
+    def test_an_error_is_one_line_of_stderr(self):
+        """Run as a shell runs it: eventlet's deprecation notice, nine
+        lines printed when the drivers' libraries import it, came before
+        every error; and run as ``python -m gpu_partitions.cli`` every
+        usage error was a traceback (``__main__.UsageError`` is not the
+        class the commands raise).
+        """
+        environ = dict(os.environ)
+        environ.pop('PYTHONWARNINGS', None)
+        environ.pop('EVENTLET_TESTS', None)
+        done = subprocess.run(
+            [sys.executable, '-m', 'gpu_partitions.cli', 'inventory',
+             '--fixture', 'no-such-host'], capture_output=True, text=True,
+            env=environ, timeout=300)
+        self.assertEqual(2, done.returncode)
+        self.assertIn('no such reference host', one_line(self, done.stderr))
+
+
 class OutputPathsTest(testtools.TestCase):
     """Outputs are renamed into place, but never over what is no regular
     file: ``--json /dev/null`` run as root replaced /dev/null. (A FIFO
