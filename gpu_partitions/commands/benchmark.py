@@ -86,6 +86,11 @@ def harness(args):
 
     if args.guidellm == 'none':
         args.guidellm = False
+    try:
+        # Checked before our own generator runs for minutes.
+        ceiling.find_guidellm(args.guidellm)
+    except ValueError as error:
+        raise cli.UsageError(str(error))
     if args.quick:
         summary = ceiling.run(num_prompts=400, concurrency=32,
                               long_len=128, guidellm=args.guidellm,

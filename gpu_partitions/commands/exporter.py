@@ -198,7 +198,9 @@ def run(args):
         try:
             server, thread = prometheus_client.start_http_server(
                 args.port, addr=args.listen, registry=collectors)
-        except OSError as error:
+        except (OSError, UnicodeError) as error:
+            # UnicodeError: a name no resolver takes (a label over 63
+            # characters fails in the IDNA codec).
             raise cli.UsageError('cannot listen on %s:%d: %s'
                                  % (args.listen, args.port, error))
         print('gpu-partitions exporter: serving http://%s:%d/metrics'

@@ -247,6 +247,36 @@ class DriverAndCloudNamesTest(testtools.TestCase):
         self.assertFalse(os.path.exists(os.path.join(self.tmp, 'out')))
 
 
+class NamesThatCannotServeTest(testtools.TestCase):
+
+    def test_listen_name_no_resolver_takes(self):
+        """A label over 63 characters failed in the IDNA codec: a
+        UnicodeError traceback, not 'cannot listen'.
+        """
+        code, _out, err = run_cli(['exporter', '--fixture', 'awkward',
+                                   '--listen', 'a' * 300, '--port', '0'])
+        self.assertEqual(2, code)
+        self.assertIn('cannot listen on aaa', one_line(self, err))
+
+    def test_guidellm_that_is_no_executable(self):
+        """It failed with a traceback after our own generator's runs."""
+        tmp = self.useFixture(fixtures.TempDir()).path
+        self.useFixture(fixtures.EnvironmentVariable('GUIDELLM'))
+        with mock.patch('gpu_partitions.bench.ceiling.run') as run:
+            for path in (os.devnull, tmp, os.path.join(tmp, 'missing')):
+                code, _out, err = run_cli(['benchmark', 'harness',
+                                           '--quick', '--guidellm', path])
+                self.assertEqual(2, code)
+                self.assertIn('--guidellm %s: no such executable' % path,
+                              one_line(self, err))
+            self.useFixture(fixtures.EnvironmentVariable('GUIDELLM',
+                                                         os.devnull))
+            code, _out, err = run_cli(['benchmark', 'harness', '--quick'])
+            self.assertEqual(2, code)
+            self.assertIn('$GUIDELLM %s' % os.devnull, one_line(self, err))
+        run.assert_not_called()
+
+
 class BenchFlagsFirstTest(testtools.TestCase):
     """Flags argparse cannot check are checked before an endpoint is
     asked or a guest booted, and a file read is bounded.
