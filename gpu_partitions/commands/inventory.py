@@ -25,6 +25,7 @@ read only) as a reference host file instead, for a bug report.
 
 import collections
 import json
+import os
 import sys
 import tempfile
 
@@ -331,6 +332,10 @@ def record_host(args):
                 amdsmi_module=fake_amdsmi.module_for(env.amdsmi),
                 hostname=host.hostname, redact=args.redact)
     else:
+        if not os.path.isdir(args.sysfs_root):
+            # A typo would record a host with no device, exit status 0.
+            raise cli.UsageError('--sysfs-root %s is not a directory'
+                                 % args.sysfs_root)
         document, notes = record.record(
             sysfs_root=args.sysfs_root,
             libvirt_uri=None if args.libvirt_uri == 'none'

@@ -168,6 +168,18 @@ class OutputPathsTest(testtools.TestCase):
         self.assertEqual([], os.listdir(self.tmp))
         self.assertFalse(os.path.exists(self.tmp + '.partial'))
 
+    def test_record_of_a_sysfs_root_that_is_no_directory(self):
+        """A typo recorded a host with no device, exit status 0."""
+        path = os.path.join(self.tmp, 'host.json')
+        for root in (os.path.join(self.tmp, 'missing'), os.devnull):
+            code, _out, err = run_cli(['inventory', '--sysfs-root', root,
+                                       '--libvirt-uri', 'none',
+                                       '--record', path])
+            self.assertEqual(2, code)
+            self.assertIn('--sysfs-root %s is not a directory' % root,
+                          one_line(self, err))
+        self.assertEqual([], os.listdir(self.tmp))
+
     def test_packing_output_not_made_when_inputs_fail(self):
         output = os.path.join(self.tmp, 'new')
         code, _out, err = run_cli(['benchmark', 'packing', '--quick',
