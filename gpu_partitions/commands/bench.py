@@ -336,7 +336,12 @@ def check_outputs(file=None, directory=None):
 
 
 def do_run(args):
+    # All that write_outputs writes: the report beside the JSON too (a
+    # directory of that name failed it after the run).
+    stem = os.path.splitext(args.result_file)[0]
     check_outputs(file=args.result_file)
+    check_outputs(file=stem + '.md',
+                  directory=stem + '-plots' if args.plots else None)
     metadata = _pairs(args.metadata, '--metadata')
     _run_flags(args)
     result = benchmark_endpoint(args, args.base_url, args.gpu_probe,

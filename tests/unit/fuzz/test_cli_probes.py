@@ -323,6 +323,29 @@ class BenchFlagsFirstTest(testtools.TestCase):
         self.assertIn("goodput SLO 'ttft:x'", one_line(self, err))
         check.assert_not_called()
 
+    def test_every_output_of_a_run_is_checked_first(self):
+        """The report and plots beside ``--result-file`` were written
+        only after the run: a directory named like the report failed it
+        then, with a traceback. (No endpoint listens on port 9: checked
+        first, the error names the output, not the endpoint.)
+        """
+        tmp = self.useFixture(fixtures.TempDir()).path
+        result = os.path.join(tmp, 'r.json')
+        os.mkdir(os.path.join(tmp, 'r.md'))
+        open(os.path.join(tmp, 'r-plots'), 'w').close()
+        run = ['bench', '--base-url', 'http://127.0.0.1:9',
+               '--result-file', result]
+        code, _out, err = run_cli(run)
+        self.assertEqual(2, code)
+        self.assertIn('r.md is a directory', one_line(self, err))
+        os.rmdir(os.path.join(tmp, 'r.md'))
+        code, _out, err = run_cli(run)
+        self.assertEqual(2, code)
+        self.assertIn('r-plots is not a directory', one_line(self, err))
+        code, _out, err = run_cli(run + ['--no-plots'])
+        self.assertIn('endpoint http://127.0.0.1:9 not ready',
+                      one_line(self, err))
+
     def test_user_data_is_read_bounded(self):
         """It was read whole: ``--user-data /dev/zero`` ran out of
         memory. (A file one byte too large stands for it here.)
