@@ -143,6 +143,18 @@ def check_writable(path):
     if not os.access(directory, os.W_OK | os.X_OK):
         raise ValueError('cannot write %s: directory %s is not writable'
                          % (path, directory))
+    try:
+        limit = os.pathconf(directory, 'PC_NAME_MAX')
+    except (OSError, ValueError):
+        return      # the file system does not say
+    name = os.path.basename(os.path.realpath(path))
+    if len(os.fsencode(name)) > limit:
+        raise ValueError('cannot write %s: its name is longer than %d '
+                         'bytes' % (_clip(path), limit))
+
+
+def _clip(text, limit=80):
+    return text if len(text) <= limit else text[:limit] + '...'
 
 
 def check_writable_dir(directory):

@@ -146,6 +146,19 @@ class OutputPathsTest(testtools.TestCase):
         with open(target, 'rb') as stream:
             self.assertEqual(b'{"a": 1}\n', stream.read())
 
+    def test_name_too_long_is_refused_before_the_run(self):
+        """A file name over the file system's limit passed the check and
+        failed at the end, losing the run (simulate: minutes to hours).
+        """
+        path = os.path.join(self.tmp, 'a' * 300 + '.json')
+        error = self.assertRaises(ValueError, report.check_writable, path)
+        self.assertIn('its name is longer than', str(error))
+        code, _out, err = run_cli(['inventory', '--fixture', 'awkward',
+                                   '--record', path])
+        self.assertEqual(2, code)
+        self.assertIn('its name is longer than', one_line(self, err))
+        self.assertEqual([], os.listdir(self.tmp))
+
     def test_failed_record_leaves_nothing(self):
         """``inventory --record``: a rename that fails left FILE.partial
         beside the file asked for.
