@@ -21,7 +21,9 @@ import argparse
 import importlib
 import math
 import os
+import signal
 import sys
+import warnings
 
 # Subcommand modules, in the order ``--help`` lists them.
 COMMANDS = (
@@ -32,6 +34,8 @@ COMMANDS = (
     'bench',
     'benchmark',
 )
+
+EVENTLET_NOTICE = r'\s*Eventlet is deprecated'
 
 
 def build_parser():
@@ -48,6 +52,10 @@ def build_parser():
 
 
 def main(argv=None):
+    # Nova's and Cyborg's libraries import eventlet, whose deprecation
+    # notice (nine lines on every run) is for their authors, not for a
+    # user of this command, and buried its one-line errors.
+    warnings.filterwarnings('ignore', message=EVENTLET_NOTICE)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
@@ -55,6 +63,21 @@ def main(argv=None):
         print('gpu-partitions %s: error: %s' % (args.command, error),
               file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C: one line, not the stack of wherever it landed. Files
+        # are written only once a run has succeeded, so none is left half.
+        print('gpu-partitions %s: interrupted' % args.command,
+              file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader of the output has gone (``| head -1``): stop quietly,
+        # with the status of a command ended by SIGPIPE. Python would
+        # report the broken pipe again when it flushes stdout at exit.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass  # stdout is no file (tests): nothing is flushed at exit
+        return 128 + signal.SIGPIPE
 
 
 class UsageError(Exception):
@@ -78,12 +101,52 @@ def load_config(path, project='cyborg'):
     try:
         cfg.CONF([], project=project, default_config_files=[path])
     except errors as error:
-        raise UsageError('%s: %s' % (path, _first_line(error)))
+        raise UsageError('%s: %s' % (path, first_line(error)))
     for key in cfg.CONF:
         value = _read_option(path, cfg.CONF, 'DEFAULT', key, errors)
         if isinstance(value, cfg.ConfigOpts.GroupAttr):
             for name in value:
                 _read_option(path, value, key, name, errors)
+
+
+DRIVER_NAMESPACE = 'cyborg.accelerator.driver'
+
+
+def driver_class(name, source):
+    """The class of the Cyborg driver called ``name`` (an entry point),
+    or a one-line :class:`UsageError` naming ``source`` (where the name
+    was given) and the drivers installed.
+    """
+    from importlib import metadata
+
+    from stevedore import driver
+    from stevedore import exception
+
+    try:
+        return driver.DriverManager(DRIVER_NAMESPACE, name).driver
+    except exception.NoUniqueMatch as error:
+        known = sorted({entry.name for entry in metadata.entry_points(
+            group=DRIVER_NAMESPACE)})
+        raise UsageError('%s: %s driver %r; installed: %s' % (
+            source, 'no' if isinstance(error, exception.NoMatches)
+            else 'more than one', name, ', '.join(known) or 'none'))
+
+
+def connect_cloud(name, connect=None):
+    """``connect(cloud=name)`` (default :func:`openstack.connect`); a
+    cloud clouds.yaml lacks or cannot authenticate with is one
+    :class:`UsageError` line.
+    """
+    import keystoneauth1.exceptions
+    import openstack
+
+    try:
+        return (connect or openstack.connect)(cloud=name)
+    except (openstack.exceptions.SDKException,
+            keystoneauth1.exceptions.ClientException) as error:
+        raise UsageError('--os-cloud %s: %s: %s' % (
+            name or '(not given: the OS_* variables)',
+            type(error).__name__, first_line(error))) from None
 
 
 def _read_option(path, options, group, name, errors):
@@ -94,10 +157,10 @@ def _read_option(path, options, group, name, errors):
         # its reason follows "is not valid: ".
         raise UsageError('%s: [%s] %s: %s' % (
             path, group, name,
-            _first_line(error).rpartition('is not valid: ')[2]))
+            first_line(error).rpartition('is not valid: ')[2]))
 
 
-def _first_line(error):
+def first_line(error):
     return (str(error).splitlines() or [type(error).__name__])[0]
 
 
@@ -150,4 +213,8 @@ def number(kind=float, minimum=None, maximum=None, above=None,
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    # Run as ``python -m gpu_partitions.cli`` this file is __main__, whose
+    # UsageError is not the one the commands raise: every usage error was
+    # a traceback. Run the package's module instead.
+    from gpu_partitions import cli
+    sys.exit(cli.main())

@@ -121,10 +121,21 @@ def _figures(completed, failed, chunks, duration, own_cpu, stub_cpu,
 
 
 def find_guidellm(path=None):
-    """guidellm's executable: ``path``, $GUIDELLM or PATH; False: none."""
+    """guidellm's executable: ``path``, $GUIDELLM or PATH; False: none.
+
+    :raises ValueError: when ``path`` or $GUIDELLM names no executable,
+        before our own generator's runs (it failed after them).
+    """
     if path is False:
         return None
-    return path or os.environ.get('GUIDELLM') or shutil.which('guidellm')
+    given = path or os.environ.get('GUIDELLM')
+    if not given:
+        return shutil.which('guidellm')
+    found = shutil.which(given)
+    if found is None:
+        raise ValueError('%s %s: no such executable' % (
+            '--guidellm' if path else '$GUIDELLM', given))
+    return found
 
 
 def guidellm_version(executable):

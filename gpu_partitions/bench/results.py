@@ -23,6 +23,7 @@ import os
 
 from gpu_partitions.bench import metrics
 from gpu_partitions import plotting
+from gpu_partitions.simulator import report
 
 SCHEMA = 'gpu-partitions-bench/1'
 
@@ -42,9 +43,8 @@ def build(preflight, runs, label=None, metadata=None):
 def write_json(result, path):
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    with open(path, 'w') as stream:
-        json.dump(result, stream, indent=2, sort_keys=False)
-        stream.write('\n')
+    text = json.dumps(result, indent=2, sort_keys=False) + '\n'
+    report.atomic_write(path, lambda stream: stream.write(text.encode()))
 
 
 # Far above a result of many sweeps, low enough that /dev/zero or a

@@ -49,18 +49,20 @@ def register(subparsers):
                     'ACTION: run (default), compare RESULT..., qualify, '
                     'cloud-init (user-data for a benchmark guest).')
     parser.add_argument('action', nargs='?', choices=ACTIONS, default='run')
-    parser.add_argument('inputs', nargs='*', metavar='RESULT',
+    parser.add_argument('inputs',
+                        type=cli.nonempty, nargs='*', metavar='RESULT',
                         help='compare: result JSON files')
     run = parser.add_argument_group('run (also used by qualify)')
-    run.add_argument('--base-url', default='http://127.0.0.1:8000',
+    run.add_argument('--base-url',
+                     type=cli.nonempty, default='http://127.0.0.1:8000',
                      help='server URL without /v1 (default %(default)s)')
     run.add_argument('--backend', choices=sorted(BACKEND_ENDPOINTS),
                      default='openai',
                      help='openai/vllm: completions; openai-chat: chat')
-    run.add_argument('--endpoint', default=None,
+    run.add_argument('--endpoint', type=cli.nonempty, default=None,
                      help='API path (default from --backend: '
                           '/v1/completions or /v1/chat/completions)')
-    run.add_argument('--model', default=None,
+    run.add_argument('--model', type=cli.nonempty, default=None,
                      help='model name (default: first of /v1/models)')
     run.add_argument('--num-prompts', type=_positive_int(MAX_PROMPTS),
                      default=1000)
@@ -93,48 +95,58 @@ def register(subparsers):
                      action='store_false',
                      help='let the model stop early (default sends '
                           'ignore_eos like vllm bench serve)')
-    run.add_argument('--goodput', nargs='+', default=None,
+    run.add_argument('--goodput', type=cli.nonempty, nargs='+', default=None,
                      metavar='KEY:MS', help='SLOs: ttft, tpot, e2el in ms')
-    run.add_argument('--metric-percentiles', default='90,99')
+    run.add_argument('--metric-percentiles',
+                     type=cli.nonempty, default='90,99')
     run.add_argument('--request-timeout', type=_seconds, default=6 * 3600.0,
                      help='seconds per request in all')
     run.add_argument('--stall-timeout', type=_seconds, default=300.0,
                      help='seconds without a streamed data line before a '
                           'request fails (comments and keep-alive pings '
                           'do not count)')
-    run.add_argument('--result-file', default='bench-result.json',
+    run.add_argument('--result-file',
+                     type=cli.nonempty, default='bench-result.json',
                      help='JSON result; the .md report and plots go '
                           'beside it')
-    run.add_argument('--label', default=None)
-    run.add_argument('--metadata', nargs='+', default=[], metavar='KEY=VALUE')
+    run.add_argument('--label', type=cli.nonempty, default=None)
+    run.add_argument('--metadata', type=cli.nonempty, nargs='+', default=[],
+                     metavar='KEY=VALUE')
     run.add_argument('--no-plots', dest='plots', action='store_false')
     run.add_argument('--no-gpu-probe', dest='gpu_probe',
                      action='store_false',
                      help='do not look for a local GPU (client outside '
                           'the guest)')
     compare = parser.add_argument_group('compare')
-    compare.add_argument('--memory-gib', nargs='+', default=[],
+    compare.add_argument('--memory-gib',
+                         type=cli.nonempty, nargs='+', default=[],
                          metavar='LABEL=GIB',
                          help='GPU memory of a slice, where the result '
                               'does not say')
-    compare.add_argument('--compute-share', nargs='+', default=[],
+    compare.add_argument('--compute-share',
+                         type=cli.nonempty, nargs='+', default=[],
                          metavar='LABEL=FRACTION',
                          help='share of the GPU\'s compute, where the '
                               'profile does not say (time-sliced vGPU)')
-    compare.add_argument('--output-dir', default=None,
+    compare.add_argument('--output-dir', type=cli.nonempty, default=None,
                          help='compare/qualify: where to write files')
     qualify = parser.add_argument_group('qualify')
-    qualify.add_argument('--os-cloud', default=os.environ.get('OS_CLOUD'),
+    # An empty $OS_CLOUD is unset, not an empty --os-cloud.
+    qualify.add_argument('--os-cloud', type=cli.nonempty,
+                         default=os.environ.get('OS_CLOUD') or None,
                          help='cloud name in clouds.yaml (default $OS_CLOUD)')
-    qualify.add_argument('--flavor', action='append', default=[],
+    qualify.add_argument('--flavor', type=cli.nonempty, action='append',
+                         default=[],
                          help='flavor to qualify (repeat)')
-    qualify.add_argument('--image', help='benchmark image name or ID')
-    qualify.add_argument('--network', help='network name or ID')
+    qualify.add_argument('--image',
+                         type=cli.nonempty, help='benchmark image name or ID')
+    qualify.add_argument('--network',
+                         type=cli.nonempty, help='network name or ID')
     qualify.add_argument('--port',
                          type=cli.number(int, minimum=1, maximum=65535),
                          default=8000)
-    qualify.add_argument('--key-name', default=None)
-    qualify.add_argument('--user-data', default=None,
+    qualify.add_argument('--key-name', type=cli.nonempty, default=None)
+    qualify.add_argument('--user-data', type=cli.nonempty, default=None,
                          help='cloud-config file for the guests')
     qualify.add_argument('--endpoint-timeout', type=_seconds, default=3600.0,
                          help='seconds to wait for vLLM to serve')
@@ -154,16 +166,16 @@ def register(subparsers):
     guest.add_argument('--gpu-memory-utilization',
                        type=cli.number(float, above=0, maximum=1),
                        default=0.9)
-    guest.add_argument('--served-model-name', default=None)
-    guest.add_argument('--licence-token-file', default=None,
+    guest.add_argument('--served-model-name', type=cli.nonempty, default=None)
+    guest.add_argument('--licence-token-file', type=cli.nonempty, default=None,
                        help='NVIDIA vGPU client configuration token')
     guest.add_argument('--stock-image', action='store_true',
                        help='user-data that also installs driver and vLLM '
                             'on a stock Ubuntu cloud image')
-    guest.add_argument('--driver-url', default=None,
+    guest.add_argument('--driver-url', type=cli.nonempty, default=None,
                        help='--stock-image: NVIDIA guest driver .deb/.run')
-    guest.add_argument('--vllm-version', default=None)
-    guest.add_argument('--output', default=None,
+    guest.add_argument('--vllm-version', type=cli.nonempty, default=None)
+    guest.add_argument('--output', type=cli.nonempty, default=None,
                        help='write the user-data here (default stdout)')
     parser.set_defaults(func=run_command)
 
@@ -182,11 +194,14 @@ def _pairs(items, option, convert=str):
     return pairs
 
 
-def run_config(args, base_url, model):
-    """The :class:`RunConfig` the flags describe, for one endpoint."""
-    from gpu_partitions.bench import loadgen
+def _run_flags(args):
+    """``(goodput, percentiles)`` of the run flags that argparse does not
+    check itself; UsageError. Called before anything is contacted or
+    booted, so that a typo costs no guest.
+    """
     from gpu_partitions.bench import metrics
 
+    _sweep_values(args)
     try:
         goodput = metrics.parse_goodput(args.goodput)
         percentiles = tuple(float(p) for p in
@@ -195,6 +210,14 @@ def run_config(args, base_url, model):
         raise cli.UsageError(str(error)) from None
     if any(not 0 < p <= 100 for p in percentiles):
         raise cli.UsageError('--metric-percentiles: values in (0, 100]')
+    return goodput, percentiles
+
+
+def run_config(args, base_url, model):
+    """The :class:`RunConfig` the flags describe, for one endpoint."""
+    from gpu_partitions.bench import loadgen
+
+    goodput, percentiles = _run_flags(args)
     return loadgen.RunConfig(
         base_url=base_url, model=model,
         endpoint=args.endpoint or BACKEND_ENDPOINTS[args.backend],
@@ -284,11 +307,13 @@ def _print_summary(result):
 
 def write_outputs(result, json_path, plots=True):
     from gpu_partitions.bench import results
+    from gpu_partitions.simulator import report
 
     results.write_json(result, json_path)
     stem = os.path.splitext(json_path)[0]
-    with open(stem + '.md', 'w') as stream:
-        stream.write(results.markdown(result))
+    text = results.markdown(result)
+    report.atomic_write(stem + '.md', lambda stream: stream.write(
+        text.encode()))
     paths = [json_path, stem + '.md']
     if plots:
         paths += results.plot(result, stem + '-plots')
@@ -304,20 +329,21 @@ def check_outputs(file=None, directory=None):
     try:
         if file:
             report.check_writable(file)
-        if directory and os.path.isdir(directory):
-            report.check_writable(os.path.join(directory, 'x.json'))
-        elif directory and os.path.exists(directory):
-            raise ValueError('%s is not a directory' % directory)
-        elif directory:
-            # Made when the results are written: its parent must take it.
-            report.check_writable(directory)
+        if directory:
+            report.check_writable_dir(directory)
     except ValueError as error:
         raise cli.UsageError(str(error)) from None
 
 
 def do_run(args):
+    # All that write_outputs writes: the report beside the JSON too (a
+    # directory of that name failed it after the run).
+    stem = os.path.splitext(args.result_file)[0]
     check_outputs(file=args.result_file)
+    check_outputs(file=stem + '.md',
+                  directory=stem + '-plots' if args.plots else None)
     metadata = _pairs(args.metadata, '--metadata')
+    _run_flags(args)
     result = benchmark_endpoint(args, args.base_url, args.gpu_probe,
                                 args.label, metadata)
     _print_summary(result)
@@ -372,6 +398,7 @@ def do_compare(args):
 def do_qualify(args, connect=None):
     import json
 
+    from gpu_partitions.bench import cloudinit
     from gpu_partitions.bench import qualify
 
     missing = [option for option, value in (('--image', args.image),
@@ -383,8 +410,14 @@ def do_qualify(args, connect=None):
     user_data = None
     if args.user_data:
         try:
-            with open(args.user_data, encoding='utf-8') as stream:
-                user_data = stream.read()
+            # Bounded: /dev/zero or a disk image named by mistake would
+            # exhaust memory; Nova refuses more anyway.
+            with open(args.user_data, 'rb') as stream:
+                raw = stream.read(cloudinit.MAX_USER_DATA_BYTES + 1)
+            if len(raw) > cloudinit.MAX_USER_DATA_BYTES:
+                raise ValueError('larger than %d bytes, the most Nova '
+                                 'takes' % cloudinit.MAX_USER_DATA_BYTES)
+            user_data = raw.decode('utf-8')
         except (OSError, ValueError) as error:
             raise cli.UsageError('--user-data %s: %s' % (
                 args.user_data,
@@ -394,6 +427,8 @@ def do_qualify(args, connect=None):
                         endpoint_timeout=args.endpoint_timeout)
     output_dir = args.output_dir or 'qualify-results'
     check_outputs(directory=output_dir)
+    _run_flags(args)
+    conn = cli.connect_cloud(args.os_cloud, connect)
     os.makedirs(output_dir, exist_ok=True)
 
     def benchmark(base_url, flavor, details):
@@ -406,10 +441,6 @@ def do_qualify(args, connect=None):
                       args.plots)
         return result
 
-    if connect is None:
-        import openstack
-        connect = openstack.connect
-    conn = connect(cloud=args.os_cloud)
     records = qualify.qualify(conn, plan, benchmark, log=print)
     with open(os.path.join(output_dir, 'qualify.json'), 'w') as stream:
         json.dump(records, stream, indent=2)

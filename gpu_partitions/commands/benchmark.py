@@ -18,6 +18,8 @@ with one JSON object on the last line.  Add a target with one line.
 
 import importlib
 
+from gpu_partitions import cli
+
 # name -> (help, 'module:function'); the function takes the parsed args.
 TARGETS = {
     'discover': ('NVML calls and CPU time of one MIG driver discover() and '
@@ -54,18 +56,19 @@ def register(subparsers):
                         help='packing: the whole node list and the whole '
                              'traces, one seed (about two hours on 2 '
                              'cores)')
-    parser.add_argument('--traces', default=None,
+    parser.add_argument('--traces', type=cli.nonempty, default=None,
                         help='packing: comma-separated pod lists (default: '
                              'default,gpushare100,multigpu50)')
     parser.add_argument('--dynamic', action='store_true',
                         help='packing: add our policy with on-demand '
                              'layouts, the baselines on an operator-static '
                              'fleet and the free-layout bound')
-    parser.add_argument('--output', default=None, metavar='DIR',
+    parser.add_argument('--output',
+                        type=cli.nonempty, default=None, metavar='DIR',
 
                         help='packing: write each run\'s JSON and PNG plots '
                              'into DIR')
-    parser.add_argument('--guidellm', default=None,
+    parser.add_argument('--guidellm', type=cli.nonempty, default=None,
                         help='harness: guidellm executable (default '
                              '$GUIDELLM or guidellm on PATH; none: skip)')
     parser.set_defaults(func=run)
@@ -83,6 +86,11 @@ def harness(args):
 
     if args.guidellm == 'none':
         args.guidellm = False
+    try:
+        # Checked before our own generator runs for minutes.
+        ceiling.find_guidellm(args.guidellm)
+    except ValueError as error:
+        raise cli.UsageError(str(error))
     if args.quick:
         summary = ceiling.run(num_prompts=400, concurrency=32,
                               long_len=128, guidellm=args.guidellm,

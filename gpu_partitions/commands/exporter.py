@@ -94,15 +94,16 @@ def read_only_driver(cls, **kwargs):
 def local_drivers(config_file, names=None):
     """``{name: driver}`` of the drivers Cyborg runs on this machine."""
     from oslo_config import cfg
-    from stevedore import driver as stevedore_driver
 
     import cyborg.conf  # noqa: F401 registers [agent] and [DEFAULT] host
 
     cli.load_config(config_file)
+    source = ('--driver' if names else
+              '%s: [agent] enabled_drivers' % config_file)
+    classes = [(name, cli.driver_class(name, source))
+               for name in names or cfg.CONF.agent.enabled_drivers]
     drivers = {}
-    for name in names or cfg.CONF.agent.enabled_drivers:
-        cls = stevedore_driver.DriverManager(
-            'cyborg.accelerator.driver', name).driver
+    for name, cls in classes:
         if not hasattr(cls, 'collect'):
             print('exporter: %s is not a driver of this package; skipped'
                   % name, file=sys.stderr)
@@ -179,11 +180,8 @@ def run(args):
     if args.os_cloud:
         import functools
 
-        import openstack
-
         usages = functools.partial(
-            placement_usages,
-            openstack.connect(cloud=args.os_cloud).placement)
+            placement_usages, cli.connect_cloud(args.os_cloud).placement)
 
     with tempfile.TemporaryDirectory(prefix='gpu-partitions-') as directory:
         if args.fixture:
@@ -200,7 +198,9 @@ def run(args):
         try:
             server, thread = prometheus_client.start_http_server(
                 args.port, addr=args.listen, registry=collectors)
-        except OSError as error:
+        except (OSError, UnicodeError) as error:
+            # UnicodeError: a name no resolver takes (a label over 63
+            # characters fails in the IDNA codec).
             raise cli.UsageError('cannot listen on %s:%d: %s'
                                  % (args.listen, args.port, error))
         print('gpu-partitions exporter: serving http://%s:%d/metrics'

@@ -136,24 +136,29 @@ def format_text(hostname, entries):
 def local_devices(config_file, names=None):
     """Driver devices of the drivers Cyborg would run on this machine."""
     from oslo_config import cfg
-    from stevedore import driver as stevedore_driver
 
     import cyborg.conf  # noqa: F401 registers [agent] and [DEFAULT] host
     from cyborg_gpu_drivers import base
 
     cli.load_config(config_file)
-    enabled = names or cfg.CONF.agent.enabled_drivers
+    source = ('--driver' if names else
+              '%s: [agent] enabled_drivers' % config_file)
+    plugins = [(name, cli.driver_class(name, source))
+               for name in names or cfg.CONF.agent.enabled_drivers]
     devices = []
-    for name in enabled:
-        plugin = stevedore_driver.DriverManager(
-            'cyborg.accelerator.driver', name).driver
+    for name, plugin in plugins:
         # A check: our drivers are built read only, so that no MIG layout
         # or vGPU type is applied; Cyborg's own drivers only read anyway.
-        if issubclass(plugin, base.GpuPartitionDriver):
-            driver = plugin(read_only=True)
-            driver.reserves_in_placement = False
-        else:
-            driver = plugin()
+        try:
+            if issubclass(plugin, base.GpuPartitionDriver):
+                driver = plugin(read_only=True)
+                driver.reserves_in_placement = False
+            else:
+                driver = plugin()
+        except Exception as error:
+            # A driver option the agent could not start with either.
+            raise cli.UsageError('%s: driver %s cannot start: %s' % (
+                config_file, name, cli.first_line(error)))
         devices.extend(driver.discover())
     return base.agent_hostname(), devices
 
@@ -311,7 +316,12 @@ def record_host(args):
     from gpu_partitions import reference_hosts
     from gpu_partitions.reference_hosts import fake_amdsmi
     from gpu_partitions.reference_hosts import record
+    from gpu_partitions.simulator import report
 
+    try:
+        report.check_writable(args.record)
+    except ValueError as error:
+        raise cli.UsageError(str(error))
     if args.fixture or args.fixture_file:
         host = _load_fixture(args)
         with tempfile.TemporaryDirectory(prefix='gpu-partitions-') as tmp:
@@ -322,6 +332,10 @@ def record_host(args):
                 amdsmi_module=fake_amdsmi.module_for(env.amdsmi),
                 hostname=host.hostname, redact=args.redact)
     else:
+        if not os.path.isdir(args.sysfs_root):
+            # A typo would record a host with no device, exit status 0.
+            raise cli.UsageError('--sysfs-root %s is not a directory'
+                                 % args.sysfs_root)
         document, notes = record.record(
             sysfs_root=args.sysfs_root,
             libvirt_uri=None if args.libvirt_uri == 'none'
@@ -332,11 +346,9 @@ def record_host(args):
     except reference_hosts.ReferenceHostError as error:
         problem = str(error)
     text = json.dumps(document, indent=1, sort_keys=False) + '\n'
-    partial = args.record + '.partial'
     try:
-        with open(partial, 'w', encoding='utf-8') as stream:
-            stream.write(text)
-        os.replace(partial, args.record)
+        report.atomic_write(args.record,
+                            lambda stream: stream.write(text.encode()))
     except OSError as error:
         raise cli.UsageError('cannot write %s: %s' % (args.record,
                                                       error.strerror))

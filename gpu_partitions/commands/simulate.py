@@ -23,6 +23,8 @@ DEFAULT_SCALE = 0.1
 # Arrivals beyond ten times the fleet's GPUs say nothing new: every
 # policy has long stopped placing.
 MAX_TARGET = 10
+# run.MIN_TARGET; run imports Nova, which --help must not.
+MIN_TARGET = 0.01
 MAX_JOBS = max(1, os.cpu_count() or 1) * 4
 
 
@@ -36,20 +38,20 @@ def register(subparsers):
                     'per policy with the same seed, and print the '
                     'unallocated GPU share of each (and of the offline '
                     'bound). See doc/source/simulator.rst.')
-    parser.add_argument('--trace', default='default',
+    parser.add_argument('--trace', type=cli.nonempty, default='default',
                         help='openb pod file, or a name of the trace '
                              'directory (default, gpushare100, '
                              'multigpu50, ...); default: %(default)s')
-    parser.add_argument('--trace-dir', default=None,
+    parser.add_argument('--trace-dir', type=cli.nonempty, default=None,
                         help='directory of the openb files (default '
                              '$GPU_PARTITIONS_TRACE_DIR or '
                              '../shared/traces/alibaba-openb-2023 beside '
                              'the repository)')
-    parser.add_argument('--nodes', default=None,
+    parser.add_argument('--nodes', type=cli.nonempty, default=None,
                         help='openb node file (default: '
                              'openb_node_list_gpu_node.csv of the trace '
                              'directory)')
-    parser.add_argument('--fleet', default=None,
+    parser.add_argument('--fleet', type=cli.nonempty, default=None,
                         help='instead of --nodes: KIND:LAYOUT:GPUS:HOSTS'
                              '[,...], e.g. a100-80gb-mig:mixed:8:10 (GPUS '
                              '1 to 16 per host, at most 5,000 hosts)')
@@ -64,12 +66,14 @@ def register(subparsers):
                         default='arrivals',
                         help='arrivals: FGD\'s protocol (no departures); '
                              'replay: creation and deletion times')
-    parser.add_argument('--target', type=cli.number(float, above=0,
+    parser.add_argument('--target', type=cli.number(float,
+                                                    minimum=MIN_TARGET,
                                                     maximum=MAX_TARGET),
                         default=1.0,
                         help='arrivals: stop when the arrived workload '
                              'reaches this share of the fleet\'s GPUs '
-                             '(above 0, at most %d)' % MAX_TARGET)
+                             '(%s to %d; the result has a mark per 1%%)'
+                        % (MIN_TARGET, MAX_TARGET))
     parser.add_argument('--speedup', type=cli.number(float, above=0),
                         default=1.0,
                         help='replay: divide the gaps between creations '
@@ -86,9 +90,11 @@ def register(subparsers):
                         default=2,
                         help='policies run in parallel processes (1 to '
                              '%d)' % MAX_JOBS)
-    parser.add_argument('--json', default=None, metavar='PATH',
+    parser.add_argument('--json',
+                        type=cli.nonempty, default=None, metavar='PATH',
                         help='write the whole result as JSON')
-    parser.add_argument('--plots', default=None, metavar='PREFIX',
+    parser.add_argument('--plots',
+                        type=cli.nonempty, default=None, metavar='PREFIX',
                         help='write PREFIX-unallocated.png and '
                              'PREFIX-free.png')
     parser.add_argument('--dynamic', action='store_true',

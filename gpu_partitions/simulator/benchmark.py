@@ -175,11 +175,9 @@ def packing(args):
     output = getattr(args, 'output', None)
     if output:
         try:
-            os.makedirs(output, exist_ok=True)
-            report.check_writable(os.path.join(output, 'x.json'))
-        except (OSError, ValueError) as error:
-            raise cli.UsageError('--output %s: %s' % (
-                output, getattr(error, 'strerror', None) or error))
+            report.check_writable_dir(output)
+        except ValueError as error:
+            raise cli.UsageError('--output: %s' % error)
     nodes, inputs = _inputs(traces)
     print('fleet: %.0f%% of the trace\'s nodes per (model, GPUs) group; '
           'oracle-static layouts sized from the whole trace\'s demand%s; '
@@ -193,6 +191,7 @@ def packing(args):
             trace_path=path, scale=scale, dynamic=on_demand,
             workers=workers, set_aside=set_aside)
         if output:
+            os.makedirs(output, exist_ok=True)
             prefix = os.path.join(output, label)
             report.write_json(result, prefix + '.json')
             report.write_plots(result, prefix)

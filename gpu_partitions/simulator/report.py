@@ -18,6 +18,7 @@ no partial file behind.
 
 import json
 import os
+import stat
 import tempfile
 
 from gpu_partitions import plotting
@@ -92,8 +93,23 @@ def _policy_table(result):
     return '\n'.join([head] + lines)
 
 
-def _atomic_write(path, write):
-    directory = os.path.dirname(os.path.abspath(path))
+def atomic_write(path, write):
+    """Write ``path`` through ``write(stream)`` (bytes): to a temporary
+    file beside it, renamed over it, so that a failed write leaves no
+    partial file. A symbolic link's target is what gets replaced; a path
+    that is no regular file (``/dev/null``, ``/dev/stdout``, a FIFO) is
+    written into, as renaming over it would destroy it.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        with open(path, 'wb') as stream:
+            write(stream)
+        return
+    path = os.path.realpath(path)
+    directory = os.path.dirname(path)
     handle, temporary = tempfile.mkstemp(dir=directory, suffix='.tmp')
     # mkstemp makes the file private; give it the usual mode.
     umask = os.umask(0)
@@ -113,19 +129,49 @@ def check_writable(path):
     """Refuse (ValueError), before a run, a file path it could not
     write: a directory, or a folder that is missing or read-only.
     """
-    directory = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise ValueError('%s is a directory, not a file to write' % path)
+    if os.path.exists(path) and not os.path.isfile(path):
+        # A device or FIFO is written into (see atomic_write).
+        if not os.access(path, os.W_OK):
+            raise ValueError('cannot write %s: not writable' % path)
+        return
+    directory = os.path.dirname(os.path.realpath(path))
     if not os.path.isdir(directory):
         raise ValueError('cannot write %s: no directory %s'
                          % (path, directory))
     if not os.access(directory, os.W_OK | os.X_OK):
         raise ValueError('cannot write %s: directory %s is not writable'
                          % (path, directory))
+    try:
+        limit = os.pathconf(directory, 'PC_NAME_MAX')
+    except (OSError, ValueError):
+        return      # the file system does not say
+    name = os.path.basename(os.path.realpath(path))
+    if len(os.fsencode(name)) > limit:
+        raise ValueError('cannot write %s: its name is longer than %d '
+                         'bytes' % (_clip(path), limit))
+
+
+def _clip(text, limit=80):
+    return text if len(text) <= limit else text[:limit] + '...'
+
+
+def check_writable_dir(directory):
+    """Refuse (ValueError), before a run, a directory it could not write
+    files into; a missing one is made when the results are written, so
+    its parent must take it (a failed run leaves no empty directory).
+    """
+    if os.path.isdir(directory):
+        check_writable(os.path.join(directory, 'x.json'))
+    elif os.path.exists(directory):
+        raise ValueError('%s is not a directory' % directory)
+    else:
+        check_writable(directory)
 
 
 def write_json(result, path):
-    _atomic_write(path, lambda stream: stream.write(
+    atomic_write(path, lambda stream: stream.write(
         json.dumps(result, indent=1, sort_keys=True).encode()))
 
 
@@ -186,7 +232,7 @@ def write_plots(result, prefix):
 
 def _save(pyplot, figure, path):
     figure.tight_layout()
-    _atomic_write(path, lambda stream: figure.savefig(
+    atomic_write(path, lambda stream: figure.savefig(
         stream, format='png', dpi=90))
     pyplot.close(figure)
     return path

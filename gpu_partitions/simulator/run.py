@@ -467,10 +467,13 @@ def _probe_task(num_gpu, milli, spec):
 
 _SHARED = {}
 HASH_SEED = 0
+# The arrivals curve's resolution (Runner.arrivals' steps).
+MIN_TARGET = 0.01
 
 
 def _init_worker(counter, parent):
     import os
+    import signal
     import threading
 
     _SHARED['counter'] = counter
@@ -480,6 +483,10 @@ def _init_worker(counter, parent):
     if os.getpid() != parent:
         threading.Thread(target=_exit_when_orphaned, args=(parent,),
                          daemon=True).start()
+        # Ctrl-C reaches the whole process group: a worker ends quietly
+        # (it started with SIGINT ignored, see Workers.submit) and the
+        # parent alone says it was interrupted, not one stack per worker.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _exit_when_orphaned(parent, interval=1.0):
@@ -553,12 +560,21 @@ class Workers:
         fixed hash seed.
         """
         import os
+        import signal
+        import threading
 
         saved = os.environ.get('PYTHONHASHSEED')
         os.environ['PYTHONHASHSEED'] = str(HASH_SEED)
+        # A process started now inherits SIGINT ignored, so that Ctrl-C
+        # while it imports gives no stack; its initializer restores it.
+        main = threading.current_thread() is threading.main_thread()
+        if main:
+            interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             return self.pool.submit(*args)
         finally:
+            if main:
+                signal.signal(signal.SIGINT, interrupt)
             if saved is None:
                 del os.environ['PYTHONHASHSEED']
             else:
@@ -590,6 +606,11 @@ def simulate(fleet, tasks, policy_names, protocol=ARRIVALS, seed=0,
     if unknown:
         raise ValueError('unknown policies: %s; known: %s' % (
             ', '.join(unknown), ', '.join(policies_mod.POLICIES)))
+    if protocol == ARRIVALS and not target >= MIN_TARGET:
+        # The curve has a mark per 1% of the fleet: below the first, a
+        # run would have no result to report.
+        raise ValueError('target %r: at least %s of the fleet\'s GPUs'
+                         % (target, MIN_TARGET))
     if protocol == ARRIVALS:
         steps = len(arrival_sequence(tasks, fleet.gpu_count, target, seed))
     else:
