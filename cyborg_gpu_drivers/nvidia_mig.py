@@ -390,6 +390,8 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
                           'nor mdev parents: its GPU instances reach no '
                           'guest (enable SR-IOV with sriov-manage)'
                           % address)
+        if self.unknown_may_run_guests(address, unknown, busy):
+            return self.STUB
         numa_node = self._sysfs.numa_node(address)
         names = {profile.id: profile.name for profile in profiles}
         return inventory.Gpu(

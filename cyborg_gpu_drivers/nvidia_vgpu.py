@@ -377,6 +377,8 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
                      clique):
         address = device.address
         busy = nvidia_common.active_vgpu_addresses(session, device)
+        if self.unknown_may_run_guests(address, unknown, busy):
+            return self.STUB
         if busy is None:
             # NVML cannot say which VFs run a guest: all that hold a type.
             busy = {vf.address for vf in vfs if vf.current_type}
