@@ -411,7 +411,12 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
         return nvidia_common.has_vendor_vfio_vfs(self._sysfs, address)
 
     def _mdev_parents(self, address):
-        """mdev parents of a GPU: its VFs with mdev types, else the PF."""
+        """mdev parents of a GPU: its VFs with mdev types, else the PF.
+
+        Their mdevs are read strictly (:func:`sysfs_adapter.mdevs_in`): an
+        mdev whose type cannot be read raises ``OSError``, so the GPU is
+        unknown, never a parent taken as free.
+        """
         candidates = [vf for _, vf in self._sysfs.virtfns(address)] or \
             [address]
         parents = []
@@ -423,10 +428,8 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
                 name: self._sysfs.read_int(candidate, MDEV_TYPES_DIR + '/' +
                                            name + '/available_instances')
                 or 0 for name in types}
-            created = tuple(
-                self._sysfs.link_name(candidate, entry + '/mdev_type')
-                for entry in self._sysfs.list_names(candidate)
-                if self._sysfs.link_name(candidate, entry + '/mdev_type'))
+            created = tuple(mdev_type for _uuid, mdev_type in sorted(
+                self._sysfs.mdevs(candidate).items()))
             parents.append(MdevParent(candidate, available, created))
         return parents
 
