@@ -243,6 +243,25 @@ def is_busy(active_vgpus, vfs, parents, unknown=()):
     return None
 
 
+def placed_instances(address, profiles, gpu_instances):
+    """``[(profile name, start)]`` of a GPU's instances, as
+    :mod:`mig_geometry` places them.
+
+    Raises :class:`nvml_adapter.NvmlError` for an instance of a profile id
+    none of the GPU's profiles has: its slots cannot be placed, and an
+    offer or a start chosen beside it would take them.
+    """
+    names = {profile.id: profile.name for profile in profiles}
+    strange = [gi for gi in gpu_instances if gi.profile_id not in names]
+    if strange:
+        raise nvml_adapter.NvmlError(
+            'GPU %s: NVML lists %s, but none of the GPU\'s profiles; its '
+            'free slots are unknown' % (address, ', '.join(
+                'GPU instance %d of profile id %d' % (gi.id, gi.profile_id)
+                for gi in strange)))
+    return [(names[gi.profile_id], gi.start) for gi in gpu_instances]
+
+
 def _units_text(units):
     return ', '.join('%d x %s' % (count, profile)
                      for profile, count in sorted(units.items())) or 'nothing'
@@ -533,13 +552,11 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
         """
         address = device.address
         table = {p.name: (p.slice_count, p.placements) for p in profiles}
-        by_id = {profile.id: profile for profile in profiles}
         types = {profile.name: ['nvidia-%d' % type_id for type_id in
                                 types_by_profile.get(profile.id, ())]
                  for profile in profiles}
         weights = self._allowed_weights(device, profiles, types_by_profile)
-        instances = [(by_id[gi.profile_id].name, gi.start)
-                     for gi in gpu_instances if gi.profile_id in by_id]
+        instances = placed_instances(address, profiles, gpu_instances)
         in_use = collections.defaultdict(list)
         free_parents = []
         for parent in parents:
@@ -680,9 +697,8 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
                          gpu_address, mdev_type, parent_address,
                          profile.name)
                 return (gpu_address, parent_address, None)
-            names = {p.id: p.name for p in profiles}
-            instances = [(names[gi.profile_id], gi.start)
-                         for gi in gpu_instances]
+            instances = placed_instances(gpu_address, profiles,
+                                         gpu_instances)
             units, table, weights = self._offers.get(gpu_address) or (
                 {}, {p.name: (p.slice_count, p.placements)
                      for p in profiles}, {})

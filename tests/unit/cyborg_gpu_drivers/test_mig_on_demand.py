@@ -99,6 +99,30 @@ class OnDemandDriverTest(OnDemandCase):
         self.assertIn('%s cannot be read: OSError' % GPU,
                       self.log.output)
 
+    def test_an_instance_of_a_profile_nvml_does_not_list_holds_the_gpu(
+            self):
+        # NVML lists a GPU instance whose profile id is none of the GPU's
+        # profiles: its slots cannot be placed, so nothing is offered
+        # beside it (the offer would plan units where it sits).
+        driver = self.on_demand_driver()
+        self.assertNotEqual({}, self.slices(driver))
+        real = nvml_adapter.Session.gpu_instances
+
+        def with_strange(session, device, profiles):
+            found = real(session, device, profiles)
+            if device.address == GPU:
+                found.append(nvml_adapter.GpuInstance(
+                    id=99, profile_id=77, start=0, size=8, complete=True))
+            return found
+
+        self.patch(nvml_adapter.Session, 'gpu_instances', with_strange)
+        for driver in (driver, self.on_demand_driver()):
+            [gpu] = driver.collect().gpus
+            self.assertEqual([0] * len(gpu.slices), [
+                inventory.offered_total(gpu, slice_) - slice_.in_use
+                for slice_ in gpu.slices])
+        self.assertIn('GPU instance 99 of profile id 77', self.log.output)
+
     def test_claims_read_from_placement_shape_the_offer(self):
         # Two 3g claimed in Placement, none bound yet: the offer keeps
         # both and nothing else fits.
