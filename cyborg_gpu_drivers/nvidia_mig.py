@@ -388,6 +388,17 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
                           'instances stay static in on_demand mode' % address)
             vfs = nvidia_vfio.list_vfs(self._sysfs, address, unknown,
                                        self.note)
+            listed = {vgpu_type.id for vgpu_type in supported}
+            for vf in vfs:
+                # A guest on a type NVML does not list for the GPU (a
+                # garbled current_vgpu_type): its unit is unknown, not gone.
+                if vf.current_type and vf.current_type not in listed and (
+                        busy is None or vf.address in busy):
+                    self.note('VF %s of GPU %s holds vGPU type %s, which '
+                              'NVML does not list for the GPU, and may run '
+                              'a guest: its unit is unknown'
+                              % (vf.address, address, vf.current_type))
+                    unknown.add(vf.address)
             slices = vf_slices(address, profiles, complete,
                                types_by_profile, vfs, busy, self.note)
         else:

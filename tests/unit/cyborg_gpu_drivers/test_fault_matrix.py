@@ -323,6 +323,36 @@ class UnknownStateTest(base.DriverTestCase):
                           'cannot be read' % busy_vf, self.log.output)
             self.assertNotIn('Traceback', self.log.output)
 
+    def test_busy_vf_of_a_type_nvml_does_not_list_stays_in_use(self):
+        # The MIG driver: a VF NVML runs a vGPU on shows a type the GPU
+        # has not (garbled): its unit stays in use, or a stub at a cold
+        # start; it was dropped from the report.
+        data = reference_hosts.load('hgx-h200').data
+        env = reference_hosts.ReferenceHost(data, 'hgx-h200').materialize(
+            self.useFixture(fixtures.TempDir()).path)
+
+        def build():
+            return nvidia_mig.NvidiaMigDriver(
+                hostname=env.hostname, nvml=faults.FaultyNvml(data['nvml']),
+                sysfs_root=env.sysfs_root, read_only=True)
+
+        warm = build()
+        good = view(warm.discover())
+        [cpid] = [cpid for cpid in good if '"bus": "1b"' in cpid]
+        busy = in_use(good[cpid][1])
+        self.assertTrue(any('"function": "4"' in info for info in busy))
+        path = os.path.join(env.sysfs_root, 'bus', 'pci', 'devices',
+                            '0000:1b:00.4', 'nvidia', 'current_vgpu_type')
+        for garbled in (b'-1\n', b'99999999999999999999999\n'):
+            with open(path, 'wb') as attribute:
+                attribute.write(garbled)
+            found = view(warm.discover())
+            self.assertFalse(found[cpid][0], garbled)
+            self.assertEqual(busy, in_use(found[cpid][1]), garbled)
+            self.assertTrue(view(build().discover())[cpid][0], garbled)
+        self.assertIn('VF 0000:1b:00.4 of GPU 0000:1b:00.0 holds vGPU type '
+                      '-1, which NVML does not list', self.log.output)
+
 
 def _text(text):
     from testtools import content
