@@ -106,7 +106,7 @@ def hosted_mdev_types(parents, mdevs_on):
 def mdev_type_number(type_id):
     """``nvidia-476`` gives 476 (NVML's id); None for other names."""
     prefix, _, number = str(type_id).rpartition('-')
-    return int(number) if prefix == 'nvidia' and number.isdigit() else None
+    return int(number) if prefix == 'nvidia' and number.isdecimal() else None
 
 
 # --- the driver --------------------------------------------------------------

@@ -200,7 +200,7 @@ def vgpu_type_state(vf_address):
     creatable = set()
     for line in _read(device, VGPU_TYPE_DIR, CREATABLE_FILE).splitlines():
         number = line.strip().split(':')[0].split(' ')[0]
-        if number.isdigit():
+        if number.isdecimal():
             creatable.add(int(number))
     return device, current, creatable
 
@@ -413,7 +413,7 @@ def destroy_gpu_instance(session, gpu_address, gpu_instance_id):
 def _mdev_type_id(mdev_type):
     """``nvidia-700`` gives 700; None for a name of another form."""
     prefix, _, number = mdev_type.rpartition('-')
-    return int(number) if prefix == 'nvidia' and number.isdigit() else None
+    return int(number) if prefix == 'nvidia' and number.isdecimal() else None
 
 
 def _mdev_types(gpu_address):
