@@ -73,7 +73,7 @@ def parse_layout(text):
     counts = collections.OrderedDict()
     for item in text.split(','):
         profile, sep, count = item.strip().rpartition(':')
-        if not sep or not profile.strip() or not count.strip().isdigit() \
+        if not sep or not profile.strip() or not count.strip().isdecimal() \
                 or int(count) < 1:
             raise LayoutError(
                 '%s: %r is not a layout; allowed forms are '

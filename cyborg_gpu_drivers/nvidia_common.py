@@ -21,10 +21,14 @@ Nothing here imports Cyborg.
 
 import dataclasses
 
+from oslo_log import log as logging
+
 from cyborg_gpu_drivers import inventory
 from cyborg_gpu_drivers import nvidia_vfio
 from cyborg_gpu_drivers import vgpu_types
 import placement_traits
+
+LOG = logging.getLogger(__name__)
 
 NVIDIA_VENDOR_ID = '10de'
 # PCI classes of NVIDIA GPUs: VGA controller and 3D controller.
@@ -230,6 +234,28 @@ class NvidiaScanMixin:
 
     def bound_gpus(self):
         return nvidia_gpu_addresses(self._sysfs)
+
+    def unknown_may_run_guests(self, address, unknown, busy):
+        """True (noted) when GPU ``address``, not reported since the agent
+        started, has VFs whose state cannot be read (``unknown``) and NVML
+        runs a vGPU on one of them, or cannot say (``busy`` None).
+
+        The base keeps such a unit in use from the last report; with none,
+        a report leaving the unit out would have Cyborg's conductor
+        delete an attach handle a guest may hold. The GPU is then sent as
+        a stub (``self.STUB``) until it reads whole or is reported once.
+        """
+        if not unknown or self.known_gpu(address) is not None:
+            return False
+        running = sorted(unknown if busy is None else unknown & busy)
+        if not running:
+            return False
+        self.note('GPU %s: VFs %s run a vGPU or may (NVML) but their state '
+                  'cannot be read, and no report since the agent started '
+                  'holds their units; reported as a stub so Cyborg keeps '
+                  'what it holds for it' % (address, ', '.join(running)),
+                  LOG.error)
+        return True
 
     def stub_gpu(self, address):
         return stub_gpu(self._sysfs, address)

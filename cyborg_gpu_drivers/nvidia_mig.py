@@ -243,6 +243,25 @@ def is_busy(active_vgpus, vfs, parents, unknown=()):
     return None
 
 
+def placed_instances(address, profiles, gpu_instances):
+    """``[(profile name, start)]`` of a GPU's instances, as
+    :mod:`mig_geometry` places them.
+
+    Raises :class:`nvml_adapter.NvmlError` for an instance of a profile id
+    none of the GPU's profiles has: its slots cannot be placed, and an
+    offer or a start chosen beside it would take them.
+    """
+    names = {profile.id: profile.name for profile in profiles}
+    strange = [gi for gi in gpu_instances if gi.profile_id not in names]
+    if strange:
+        raise nvml_adapter.NvmlError(
+            'GPU %s: NVML lists %s, but none of the GPU\'s profiles; its '
+            'free slots are unknown' % (address, ', '.join(
+                'GPU instance %d of profile id %d' % (gi.id, gi.profile_id)
+                for gi in strange)))
+    return [(names[gi.profile_id], gi.start) for gi in gpu_instances]
+
+
 def _units_text(units):
     return ', '.join('%d x %s' % (count, profile)
                      for profile, count in sorted(units.items())) or 'nothing'
@@ -369,6 +388,17 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
                           'instances stay static in on_demand mode' % address)
             vfs = nvidia_vfio.list_vfs(self._sysfs, address, unknown,
                                        self.note)
+            listed = {vgpu_type.id for vgpu_type in supported}
+            for vf in vfs:
+                # A guest on a type NVML does not list for the GPU (a
+                # garbled current_vgpu_type): its unit is unknown, not gone.
+                if vf.current_type and vf.current_type not in listed and (
+                        busy is None or vf.address in busy):
+                    self.note('VF %s of GPU %s holds vGPU type %s, which '
+                              'NVML does not list for the GPU, and may run '
+                              'a guest: its unit is unknown'
+                              % (vf.address, address, vf.current_type))
+                    unknown.add(vf.address)
             slices = vf_slices(address, profiles, complete,
                                types_by_profile, vfs, busy, self.note)
         else:
@@ -390,6 +420,8 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
                           'nor mdev parents: its GPU instances reach no '
                           'guest (enable SR-IOV with sriov-manage)'
                           % address)
+        if self.unknown_may_run_guests(address, unknown, busy):
+            return self.STUB
         numa_node = self._sysfs.numa_node(address)
         names = {profile.id: profile.name for profile in profiles}
         return inventory.Gpu(
@@ -409,7 +441,12 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
         return nvidia_common.has_vendor_vfio_vfs(self._sysfs, address)
 
     def _mdev_parents(self, address):
-        """mdev parents of a GPU: its VFs with mdev types, else the PF."""
+        """mdev parents of a GPU: its VFs with mdev types, else the PF.
+
+        Their mdevs are read strictly (:func:`sysfs_adapter.mdevs_in`): an
+        mdev whose type cannot be read raises ``OSError``, so the GPU is
+        unknown, never a parent taken as free.
+        """
         candidates = [vf for _, vf in self._sysfs.virtfns(address)] or \
             [address]
         parents = []
@@ -421,10 +458,8 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
                 name: self._sysfs.read_int(candidate, MDEV_TYPES_DIR + '/' +
                                            name + '/available_instances')
                 or 0 for name in types}
-            created = tuple(
-                self._sysfs.link_name(candidate, entry + '/mdev_type')
-                for entry in self._sysfs.list_names(candidate)
-                if self._sysfs.link_name(candidate, entry + '/mdev_type'))
+            created = tuple(mdev_type for _uuid, mdev_type in sorted(
+                self._sysfs.mdevs(candidate).items()))
             parents.append(MdevParent(candidate, available, created))
         return parents
 
@@ -528,13 +563,11 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
         """
         address = device.address
         table = {p.name: (p.slice_count, p.placements) for p in profiles}
-        by_id = {profile.id: profile for profile in profiles}
         types = {profile.name: ['nvidia-%d' % type_id for type_id in
                                 types_by_profile.get(profile.id, ())]
                  for profile in profiles}
         weights = self._allowed_weights(device, profiles, types_by_profile)
-        instances = [(by_id[gi.profile_id].name, gi.start)
-                     for gi in gpu_instances if gi.profile_id in by_id]
+        instances = placed_instances(address, profiles, gpu_instances)
         in_use = collections.defaultdict(list)
         free_parents = []
         for parent in parents:
@@ -675,9 +708,8 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
                          gpu_address, mdev_type, parent_address,
                          profile.name)
                 return (gpu_address, parent_address, None)
-            names = {p.id: p.name for p in profiles}
-            instances = [(names[gi.profile_id], gi.start)
-                         for gi in gpu_instances]
+            instances = placed_instances(gpu_address, profiles,
+                                         gpu_instances)
             units, table, weights = self._offers.get(gpu_address) or (
                 {}, {p.name: (p.slice_count, p.placements)
                      for p in profiles}, {})

@@ -99,14 +99,14 @@ def parse_creatable_types(text):
     types = []
     for line in (text or '').splitlines():
         line = line.strip()
-        if not line[:1].isdigit():
+        if not line[:1].isdecimal():
             continue
         if ':' in line:
             number, _, name = line.partition(':')
         else:
             number, _, name = line.partition(' ')
         number, name = number.strip(), ' '.join(name.split())
-        if not number.isdigit() or not name:
+        if not number.isdecimal() or not name:
             LOG.debug('Skipping unparsable vGPU type line %r', line)
             continue
         types.append(VgpuType(int(number), name))

@@ -106,7 +106,7 @@ def hosted_mdev_types(parents, mdevs_on):
 def mdev_type_number(type_id):
     """``nvidia-476`` gives 476 (NVML's id); None for other names."""
     prefix, _, number = str(type_id).rpartition('-')
-    return int(number) if prefix == 'nvidia' and number.isdigit() else None
+    return int(number) if prefix == 'nvidia' and number.isdecimal() else None
 
 
 # --- the driver --------------------------------------------------------------
@@ -377,6 +377,8 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
                      clique):
         address = device.address
         busy = nvidia_common.active_vgpu_addresses(session, device)
+        if self.unknown_may_run_guests(address, unknown, busy):
+            return self.STUB
         if busy is None:
             # NVML cannot say which VFs run a guest: all that hold a type.
             busy = {vf.address for vf in vfs if vf.current_type}

@@ -78,6 +78,8 @@ CREATABLE_FILE = 'creatable_vgpu_types'
 _NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
 # What an error message shows of a caller's argument.
 _SHOWN = 80
+# The largest id NVML and the nvidia sysfs attributes take (C unsigned int).
+_UINT_MAX = 2 ** 32 - 1
 
 
 class InvalidPrivilegedRequest(ValueError):
@@ -104,11 +106,18 @@ def check_pci_address(address):
 
 
 def check_non_negative_int(name, value):
+    """``value`` if it is an NVML or sysfs id: an unsigned 32-bit int.
+
+    NVML takes ids as C ``unsigned int``, and ctypes passes a larger
+    Python int cut to its low 32 bits without a word: 2**32 + 3 would be
+    checked as itself and acted on as 3.
+    """
     # bool is an int subclass; True is not a type id.
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int) or \
+            not 0 <= value <= _UINT_MAX:
         raise InvalidPrivilegedRequest(
-            '%s must be a non-negative integer, got %s' % (name,
-                                                           shown(value)))
+            '%s must be an integer from 0 to %d, got %s' % (
+                name, _UINT_MAX, shown(value)))
     return value
 
 
@@ -191,7 +200,7 @@ def vgpu_type_state(vf_address):
     creatable = set()
     for line in _read(device, VGPU_TYPE_DIR, CREATABLE_FILE).splitlines():
         number = line.strip().split(':')[0].split(' ')[0]
-        if number.isdigit():
+        if number.isdecimal():
             creatable.add(int(number))
     return device, current, creatable
 
@@ -365,6 +374,8 @@ def destroy_gpu_instance(session, gpu_address, gpu_instance_id):
     than the GPU has mdevs that may need one (of its profile's types, or
     of a type NVML does not name; a parent that cannot be read counts as
     full), since a guest's mdev takes its instance only when it starts.
+    An id NVML does not list is refused
+    (:class:`InvalidPrivilegedRequest`): nothing can be checked about it.
     """
     check_pci_address(gpu_address)
     check_non_negative_int('gpu_instance_id', gpu_instance_id)
@@ -379,25 +390,30 @@ def destroy_gpu_instance(session, gpu_address, gpu_instance_id):
                          % (gpu_address, gpu_instance_id))
     instances, profile_of_type = session.mig_state_at(gpu_address)
     target = next((gi for gi in instances if gi.id == gpu_instance_id), None)
-    if target is not None:
-        same = sum(1 for gi in instances if gi.profile_id == target.profile_id)
-        waiting = sum(
-            1 for mdev_type in _mdev_types(gpu_address)
-            if profile_of_type.get(_mdev_type_id(mdev_type),
-                                   target.profile_id) == target.profile_id)
-        if waiting >= same:
-            raise DeviceBusy(
-                'GPU %s: %d mdevs may need the %d GPU instances of profile '
-                'id %d; GPU instance %d is kept' % (
-                    gpu_address, waiting, same, target.profile_id,
-                    gpu_instance_id))
+    if target is None:
+        # The checks above and below are about the instances NVML lists:
+        # one it does not list cannot be known idle.
+        raise InvalidPrivilegedRequest(
+            'GPU %s: NVML lists no GPU instance %d' % (gpu_address,
+                                                       gpu_instance_id))
+    same = sum(1 for gi in instances if gi.profile_id == target.profile_id)
+    waiting = sum(
+        1 for mdev_type in _mdev_types(gpu_address)
+        if profile_of_type.get(_mdev_type_id(mdev_type),
+                               target.profile_id) == target.profile_id)
+    if waiting >= same:
+        raise DeviceBusy(
+            'GPU %s: %d mdevs may need the %d GPU instances of profile '
+            'id %d; GPU instance %d is kept' % (
+                gpu_address, waiting, same, target.profile_id,
+                gpu_instance_id))
     session.destroy_gpu_instance(gpu_address, gpu_instance_id)
 
 
 def _mdev_type_id(mdev_type):
     """``nvidia-700`` gives 700; None for a name of another form."""
     prefix, _, number = mdev_type.rpartition('-')
-    return int(number) if prefix == 'nvidia' and number.isdigit() else None
+    return int(number) if prefix == 'nvidia' and number.isdecimal() else None
 
 
 def _mdev_types(gpu_address):

@@ -213,7 +213,7 @@ def mig_on_demand_slices(traits):
     for trait in traits:
         if trait.startswith(TRAIT_MIG_ON_DEMAND):
             suffix = trait[len(TRAIT_MIG_ON_DEMAND):]
-            if suffix.isdigit() and int(suffix) > 0:
+            if suffix.isdecimal() and int(suffix) > 0:
                 return int(suffix)
     return None
 
@@ -297,7 +297,7 @@ def _suffix_of(traits, prefix):
 
 def numa_node_of(traits):
     value = _suffix_of(traits, TRAIT_NUMA_NODE)
-    return int(value) if value is not None and value.isdigit() else None
+    return int(value) if value is not None and value.isdecimal() else None
 
 
 def link_domain_of(traits):

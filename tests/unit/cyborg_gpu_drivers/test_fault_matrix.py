@@ -30,8 +30,11 @@ test's details) and written up in doc/source/reliability/drivers.inc.
 
 import collections
 import copy
+import os
 import threading
 from unittest import mock
+
+import fixtures
 
 from cyborg_gpu_drivers import base as driver_base
 from cyborg_gpu_drivers import nvidia_mig
@@ -273,6 +276,82 @@ class UnknownStateTest(base.DriverTestCase):
         self.assertEqual(busy, sorted(
             info for _stub, deployables in after.values()
             for info in in_use(deployables)))
+
+    def test_busy_vf_unreadable_at_a_cold_start_sends_a_stub(self):
+        """No last report holds the unit of a VF NVML runs a vGPU on but
+        whose type cannot be read: its GPU is a stub, not reported
+        without the unit (Cyborg would delete the attach handle).
+        """
+        for host, cls, busy_vf, idle_vf in (
+                ('hgx-h200', nvidia_mig.NvidiaMigDriver, '0000:1b:00.4',
+                 '0000:52:00.4'),
+                ('pcie-l40s', nvidia_vgpu.NvidiaVgpuDriver, '0000:17:00.4',
+                 '0000:31:00.4')):
+            data = reference_hosts.load(host).data
+            env = reference_hosts.ReferenceHost(data, host).materialize(
+                self.useFixture(fixtures.TempDir()).path)
+
+            def build():
+                return cls(hostname=env.hostname,
+                           nvml=faults.FaultyNvml(data['nvml']),
+                           sysfs_root=env.sysfs_root, read_only=True)
+
+            good = view(build().discover())
+            busy_gpu = busy_vf[:-1] + '0'
+            for vf in (busy_vf, idle_vf):
+                path = os.path.join(env.sysfs_root, 'bus', 'pci', 'devices',
+                                    vf, 'nvidia', 'current_vgpu_type')
+                with open(path, 'rb') as attribute:
+                    saved = attribute.read()
+                with open(path, 'wb') as attribute:
+                    attribute.write(b'\xff\xfe\n')
+                found = view(build().discover())
+                self.assertEqual(sorted(good), sorted(found), host)
+                for cpid, (stub, deployables) in found.items():
+                    if '"bus": "%s"' % busy_gpu[5:7] in cpid and \
+                            vf == busy_vf:
+                        self.assertTrue(stub, host)
+                        continue
+                    # Every other GPU, and a GPU whose unreadable VF runs
+                    # nothing, is reported as it was.
+                    self.assertFalse(stub, (host, vf, cpid))
+                    self.assertEqual(in_use(good[cpid][1]),
+                                     in_use(deployables), (host, vf))
+                with open(path, 'wb') as attribute:
+                    attribute.write(saved)
+            self.assertIn('VFs %s run a vGPU or may (NVML) but their state '
+                          'cannot be read' % busy_vf, self.log.output)
+            self.assertNotIn('Traceback', self.log.output)
+
+    def test_busy_vf_of_a_type_nvml_does_not_list_stays_in_use(self):
+        # The MIG driver: a VF NVML runs a vGPU on shows a type the GPU
+        # has not (garbled): its unit stays in use, or a stub at a cold
+        # start; it was dropped from the report.
+        data = reference_hosts.load('hgx-h200').data
+        env = reference_hosts.ReferenceHost(data, 'hgx-h200').materialize(
+            self.useFixture(fixtures.TempDir()).path)
+
+        def build():
+            return nvidia_mig.NvidiaMigDriver(
+                hostname=env.hostname, nvml=faults.FaultyNvml(data['nvml']),
+                sysfs_root=env.sysfs_root, read_only=True)
+
+        warm = build()
+        good = view(warm.discover())
+        [cpid] = [cpid for cpid in good if '"bus": "1b"' in cpid]
+        busy = in_use(good[cpid][1])
+        self.assertTrue(any('"function": "4"' in info for info in busy))
+        path = os.path.join(env.sysfs_root, 'bus', 'pci', 'devices',
+                            '0000:1b:00.4', 'nvidia', 'current_vgpu_type')
+        for garbled in (b'-1\n', b'99999999999999999999999\n'):
+            with open(path, 'wb') as attribute:
+                attribute.write(garbled)
+            found = view(warm.discover())
+            self.assertFalse(found[cpid][0], garbled)
+            self.assertEqual(busy, in_use(found[cpid][1]), garbled)
+            self.assertTrue(view(build().discover())[cpid][0], garbled)
+        self.assertIn('VF 0000:1b:00.4 of GPU 0000:1b:00.0 holds vGPU type '
+                      '-1, which NVML does not list', self.log.output)
 
 
 def _text(text):

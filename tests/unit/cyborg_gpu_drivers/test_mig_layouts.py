@@ -69,6 +69,11 @@ class PlanTest(testtools.TestCase):
             error = self.assertRaises(mig_layouts.LayoutError, plan, text)
             self.assertIn('[nvidia_mig] layout', str(error))
             self.assertIn(message, str(error))
+        # A count isdigit() takes and int() does not (a superscript two).
+        error = self.assertRaises(mig_layouts.LayoutError,
+                                  mig_layouts.parse_layout,
+                                  '1g.10gb:\u00b2')
+        self.assertIn('is not a layout', str(error))
 
     def test_matches_existing_instances(self):
         existing = [nvml.GpuInstance(1, 9, 4, 4, True),

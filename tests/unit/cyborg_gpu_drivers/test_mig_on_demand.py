@@ -17,6 +17,7 @@ import pynvml
 
 from cyborg_gpu_drivers.adapters import nvml as nvml_adapter
 from cyborg_gpu_drivers import base as driver_base
+from cyborg_gpu_drivers import inventory
 from cyborg_gpu_drivers import mig_layouts
 from cyborg_gpu_drivers import nvidia_mig
 from gpu_partitions.reference_hosts import fake_mdev
@@ -74,6 +75,53 @@ class OnDemandDriverTest(OnDemandCase):
         [gpu] = self.on_demand_driver().collect().gpus
         for slice_ in gpu.slices:
             self.assertIn(names.mig_on_demand_trait(7), slice_.traits)
+
+    def test_a_parent_whose_mdev_type_cannot_be_read_is_never_free(self):
+        # An mdev whose type link cannot be read (here not a link):
+        # the parent may hold a guest, so it is no free unit.
+        driver = self.on_demand_driver()
+        offered = [vf for _, handles in self.slices(driver).values()
+                   for vf in handles]
+        parent = offered[0]
+        mdev = os.path.join(self.env_.sysfs_root, 'bus', 'pci', 'devices',
+                            parent, 'c0ffee00-0000-4000-8000-000000000001')
+        os.makedirs(mdev)
+        with open(os.path.join(mdev, 'mdev_type'), 'w') as mdev_type:
+            mdev_type.write('nvidia-700\n')
+        # Read before: no longer offered; never read: a stub.
+        [gpu] = driver.collect().gpus
+        self.assertFalse(gpu.healthy)
+        self.assertEqual([0] * len(gpu.slices), [
+            inventory.offered_total(gpu, slice_) - slice_.in_use
+            for slice_ in gpu.slices])
+        [gpu] = self.on_demand_driver().collect().gpus
+        self.assertTrue(gpu.stub)
+        self.assertIn('%s cannot be read: OSError' % GPU,
+                      self.log.output)
+
+    def test_an_instance_of_a_profile_nvml_does_not_list_holds_the_gpu(
+            self):
+        # NVML lists a GPU instance whose profile id is none of the GPU's
+        # profiles: its slots cannot be placed, so nothing is offered
+        # beside it (the offer would plan units where it sits).
+        driver = self.on_demand_driver()
+        self.assertNotEqual({}, self.slices(driver))
+        real = nvml_adapter.Session.gpu_instances
+
+        def with_strange(session, device, profiles):
+            found = real(session, device, profiles)
+            if device.address == GPU:
+                found.append(nvml_adapter.GpuInstance(
+                    id=99, profile_id=77, start=0, size=8, complete=True))
+            return found
+
+        self.patch(nvml_adapter.Session, 'gpu_instances', with_strange)
+        for driver in (driver, self.on_demand_driver()):
+            [gpu] = driver.collect().gpus
+            self.assertEqual([0] * len(gpu.slices), [
+                inventory.offered_total(gpu, slice_) - slice_.in_use
+                for slice_ in gpu.slices])
+        self.assertIn('GPU instance 99 of profile id 77', self.log.output)
 
     def test_claims_read_from_placement_shape_the_offer(self):
         # Two 3g claimed in Placement, none bound yet: the offer keeps

@@ -13,6 +13,8 @@
 
 import collections
 import copy
+import os
+import shutil
 
 import fixtures
 from oslo_config import cfg
@@ -632,12 +634,19 @@ class A100MigOverMdevTest(DriverTestCase):
              for s in gpu.slices})
 
     def test_vf_vanished_on_an_mdev_gpu_is_unknown(self):
-        data = a100_mig_over_mdev()
-        data['pci_devices'][0]['virtfns'][0]['missing'] = True
-        driver = self.driver(self.env(data))
+        env = self.env(a100_mig_over_mdev())
+        driver = self.driver(env)
         driver.collect()
+        shutil.rmtree(os.path.realpath(os.path.join(
+            env.sysfs_root, 'bus', 'pci', 'devices', '0000:01:00.4')))
         [gpu] = driver.collect().gpus
         self.assertIn('0000:01:00.4', gpu.unknown_units)
+        # Vanished at a cold start: a vGPU runs there (NVML) and no last
+        # report holds its unit, so the GPU is a stub.
+        data = a100_mig_over_mdev()
+        data['pci_devices'][0]['virtfns'][0]['missing'] = True
+        [gpu] = self.driver(self.env(data)).collect().gpus
+        self.assertTrue(gpu.stub)
 
 
 class PcieA100Test(DriverTestCase):

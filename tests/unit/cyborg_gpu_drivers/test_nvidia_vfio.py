@@ -41,6 +41,16 @@ class ParseTest(testtools.TestCase):
                  1428, 'NVIDIA RTX Pro 6000 Blackwell DC-1-24Q')],
             nvidia_vfio.parse_creatable_types(CREATABLE))
 
+    def test_digits_int_does_not_take_are_skipped(self):
+        # str.isdigit() holds for a superscript two, which int() refuses:
+        # the line is skipped, the file not left unreadable.
+        self.assertEqual(
+            [nvidia_vfio.VgpuType(1134, 'NVIDIA H100XM-3-40C')],
+            nvidia_vfio.parse_creatable_types(
+                '\u00b234 : NVIDIA L40S-4Q\n1\u00b2 : x\n'
+                '1134 : NVIDIA H100XM-3-40C\n'))
+        self.assertIsNone(privsep._mdev_type_id('nvidia-\u00b2'))
+
     def test_header_only_or_empty(self):
         self.assertEqual(
             [], nvidia_vfio.parse_creatable_types('ID    : vGPU Name\n'))

@@ -351,6 +351,45 @@ class OnDemandInstanceTest(MigLayoutTest):
         self.destroy(nvml, '0000:df:00.0', 2)
         self.assertNotIn((9, 4, 4), self.layout(nvml))
 
+    def test_ids_past_32_bits_are_refused_not_cut(self):
+        # The C library gets an id as an unsigned int, as ctypes passes
+        # it: 2**32 + id cut to id, which the checks must not miss.
+        class CAbi(fake_nvml.FakeNvml):
+            def nvmlDeviceGetGpuInstanceById(self, device, gpuInstanceId):
+                return super().nvmlDeviceGetGpuInstanceById(
+                    device, gpuInstanceId & 0xFFFFFFFF)
+
+        data = copy.deepcopy(self.data)
+        device = data['nvml']['devices'][0]
+        gpu_instance = device['gpu_instances'][0]
+        device['active_vgpus'] = [{
+            'id': 1, 'type_id': device['supported_vgpus'][0],
+            'vf_pci_bus_id': '00000000:DF:00.4',
+            'uuid': '0c7c3a7e-3f1e-4a55-9d1b-5e3c7a9b2f10',
+            'gpu_instance_id': gpu_instance['id']}]
+        nvml = CAbi(data['nvml'])
+        before = self.layout(nvml)
+        # Instance 2, the only 3g, is needed by an mdev of its type.
+        hosts.add_mdev(self.env.sysfs_root, '0000:df:00.5', 'nvidia-1134')
+        for gpu_instance_id in (2 ** 32 + gpu_instance['id'], 2 ** 32 + 2,
+                                2 ** 64 + 2):
+            error = self.assertRaises(privsep.InvalidPrivilegedRequest,
+                                      self.destroy, nvml, '0000:df:00.0',
+                                      gpu_instance_id)
+            self.assertIn('from 0 to 4294967295', str(error))
+        # An id NVML does not list is not destroyed blind either.
+        error = self.assertRaises(privsep.InvalidPrivilegedRequest,
+                                  self.destroy, nvml, '0000:df:00.0', 77)
+        self.assertIn('NVML lists no GPU instance 77', str(error))
+        self.assertEqual(before, self.layout(nvml))
+        self.assertEqual(0, nvml.calls['nvmlGpuInstanceDestroy'])
+        for bad in ((2 ** 32 + 19, 6), (19, 2 ** 32 + 6)):
+            self.assertRaises(privsep.InvalidPrivilegedRequest, self.create,
+                              nvml, '0000:df:00.0', *bad)
+            self.assertRaises(privsep.InvalidPrivilegedRequest,
+                              privsep.check_mig_layout, '0000:df:00.0',
+                              [bad])
+
     def test_failed_compute_instance_leaves_the_gpu_as_it_was(self):
         # The GPU without its 3g at 4: slots 4-7 are free.
         data = copy.deepcopy(self.data)
