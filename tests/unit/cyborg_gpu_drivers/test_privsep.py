@@ -307,7 +307,10 @@ class OnDemandInstanceTest(MigLayoutTest):
         self.assertEqual(0, self.env.nvml.calls[
             'nvmlDeviceCreateGpuInstanceWithPlacement'])
 
-    def test_destroy_refuses_an_instance_a_vgpu_runs_on(self):
+    def data_with_a_vgpu_on_the_first_instance(self):
+        """The host's NVML data with a vGPU running on GPU 0's first GPU
+        instance, and that instance.
+        """
         data = copy.deepcopy(self.data)
         device = data['nvml']['devices'][0]
         gpu_instance = device['gpu_instances'][0]
@@ -316,6 +319,10 @@ class OnDemandInstanceTest(MigLayoutTest):
             'vf_pci_bus_id': '00000000:DF:00.4',
             'uuid': '0c7c3a7e-3f1e-4a55-9d1b-5e3c7a9b2f10',
             'gpu_instance_id': gpu_instance['id']}]
+        return data, gpu_instance
+
+    def test_destroy_refuses_an_instance_a_vgpu_runs_on(self):
+        data, gpu_instance = self.data_with_a_vgpu_on_the_first_instance()
         nvml = fake_nvml.FakeNvml(data['nvml'])
         before = self.layout(nvml)
         self.assertRaises(privsep.DeviceBusy, self.destroy, nvml,
@@ -359,14 +366,7 @@ class OnDemandInstanceTest(MigLayoutTest):
                 return super().nvmlDeviceGetGpuInstanceById(
                     device, gpuInstanceId & 0xFFFFFFFF)
 
-        data = copy.deepcopy(self.data)
-        device = data['nvml']['devices'][0]
-        gpu_instance = device['gpu_instances'][0]
-        device['active_vgpus'] = [{
-            'id': 1, 'type_id': device['supported_vgpus'][0],
-            'vf_pci_bus_id': '00000000:DF:00.4',
-            'uuid': '0c7c3a7e-3f1e-4a55-9d1b-5e3c7a9b2f10',
-            'gpu_instance_id': gpu_instance['id']}]
+        data, gpu_instance = self.data_with_a_vgpu_on_the_first_instance()
         nvml = CAbi(data['nvml'])
         before = self.layout(nvml)
         # Instance 2, the only 3g, is needed by an mdev of its type.
