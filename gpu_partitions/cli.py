@@ -58,7 +58,12 @@ def main(argv=None):
     warnings.filterwarnings('ignore', message=EVENTLET_NOTICE)
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args) or 0
+        status = args.func(args) or 0
+        # Flushed here, where a reader that has gone is handled below,
+        # not at exit (block-buffered stdout: a pipe without
+        # PYTHONUNBUFFERED), where Python would print a stack and exit 120.
+        sys.stdout.flush()
+        return status
     except UsageError as error:
         print('gpu-partitions %s: error: %s' % (args.command, error),
               file=sys.stderr)

@@ -63,11 +63,14 @@ class SignalsTest(testtools.TestCase):
         """``gpu-partitions inventory --list-fixtures | head -0``: the
         whole command, as a shell runs it, ends without a stack.
         """
+        # Block-buffered stdout, as a shell without PYTHONUNBUFFERED
+        # gives: the output is written when flushed, at the end.
+        environ = dict(os.environ, PYTHONWARNINGS='ignore')
+        environ.pop('PYTHONUNBUFFERED', None)
         process = subprocess.Popen(
             [sys.executable, '-m', 'gpu_partitions.cli', 'inventory',
              '--list-fixtures'], stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, env=dict(os.environ,
-                                             PYTHONWARNINGS='ignore'))
+            stderr=subprocess.PIPE, env=environ)
         process.stdout.close()      # the reader is gone before it writes
         err = process.stderr.read().decode()
         process.stderr.close()
