@@ -23,14 +23,13 @@ PyGObject importable by the test Python, and pyudev.
 
 import os
 
-import fixtures
 from oslo_config import cfg
-from oslo_config import fixture as config_fixture
 import testtools
 
 from cyborg_gpu_drivers.adapters import udev
 from cyborg_gpu_drivers import amd_mxgpu
 from cyborg_gpu_drivers import inventory
+from tests.unit.cyborg_gpu_drivers import base
 
 CONF = cfg.CONF
 GIM_PF = '0000:05:00.0'
@@ -63,14 +62,14 @@ PYUDEV = udev.import_pyudev()
 
 @testtools.skipIf(UMOCKDEV is None or PYUDEV is None,
                   'not under umockdev-wrapper with PyGObject and pyudev')
-class UdevPathTest(testtools.TestCase):
+class UdevPathTest(base.DriverTestCase):
 
     def setUp(self):
+        # Placement as the agent's driver reads it is the base class's
+        # stand-in (the GPU's provider not there yet): without one, the
+        # busy GPU would be a stub (what holds its units unknown).
         super().setUp()
-        self.conf = self.useFixture(config_fixture.Config(CONF))
         self.conf.config(group='amd_mxgpu', use_amdsmi=False)
-        self.log = self.useFixture(fixtures.FakeLogger(
-            name='cyborg_gpu_drivers'))
         self.bed = UMOCKDEV.Testbed.new()
         self.addCleanup(self._drop_bed)
         self.root = self.bed.get_root_dir()
