@@ -31,7 +31,9 @@ Three levels, each overriding the one before:
    same forgiveness (and ``-`` for ``_``); several keys for one name give
    the strictest affinity, or no flavor policy when they disagree; a key
    of the namespace that names nothing is logged. Aggregate values are
-   forgiven alike; an unreadable one is logged once and ignored.
+   forgiven alike and read by the same rule: an unreadable affinity is
+   logged once and counts as ``required``, an unreadable ``policy`` is
+   logged once and ignored.
 
 The weight multiplier follows Nova's own pattern
 (``nova.scheduler.utils.get_weight_multiplier``): aggregate key
@@ -250,14 +252,22 @@ def _from_aggregates(name, host_state, allowed, default):
     given = {_canonical(str(v)) for v in values}
     valid = given & set(allowed)
     if valid != given:
+        # As in flavors: an operator who set an affinity we cannot read
+        # asked for one, and dropping it could break multi-GPU workloads.
+        fallback = conf.REQUIRED if allowed is conf.AFFINITY_POLICIES \
+            else None
+        if fallback:
+            valid.add(fallback)
         # Once per value, not once per host and request: a bad value on
         # an aggregate of thousands of hosts is met thousands of times.
-        _warn_once('Ignoring aggregate metadata %(key)s=%(values)s (first '
-                   'met on host %(host)s, logged once): allowed values are '
-                   '%(allowed)s.',
+        _warn_once('Aggregate metadata %(key)s=%(values)s (first met on '
+                   'host %(host)s, logged once) is not one of '
+                   '%(allowed)s: %(effect)s.',
                    {'key': key, 'values': sorted(map(str, values)),
                     'host': getattr(host_state, 'host', '?'),
-                    'allowed': ', '.join(allowed)},
+                    'allowed': ', '.join(allowed),
+                    'effect': ('treating it as "required"' if fallback
+                               else 'ignored')},
                    key=(key, tuple(sorted(given - valid))))
     if not valid:
         return default

@@ -16,6 +16,7 @@ import fixtures
 
 from nova import test
 
+from nova_filters import conf
 from nova_filters import policy
 from tests.unit.nova_filters import fakes
 
@@ -131,7 +132,9 @@ class TestFlavorValues(test.NoDBTestCase):
                 ({'gpu_partitions_link_affinity': ' Required'}, 'required'),
                 ({'gpu_partitions_link_affinity': 'PREFERRED '},
                  'preferred'),
-                ({'gpu_partitions_link_affinity': 'requierd'}, 'none')):
+                ({'gpu_partitions_link_affinity': 'requierd'}, 'required'),
+                ({'gpu_partitions_link_affinity': 'requierd',
+                  'gpu_partitions_numa_affinity': 'bogus'}, 'required')):
             self.host = fakes.host_state(
                 'h1', 'root-h1', [], aggregates=[fakes.aggregate(metadata)])
             self.assertEqual(expected, policy.resolve(
@@ -177,8 +180,26 @@ class TestFlavorValues(test.NoDBTestCase):
                                         {'gpu_partitions_link_affinity':
                                          'requierd'})])
             for _ in range(3):
-                self.assertEqual('none', policy.resolve(
+                self.assertEqual('required', policy.resolve(
                     policy.LINK_AFFINITY, host, spec))
         self.assertEqual(1, logger.output.count(
             'gpu_partitions_link_affinity'))
         self.assertIn("['requierd']", logger.output)
+        self.assertIn('treating it as "required"', logger.output)
+
+    def test_bad_aggregate_policy_is_ignored(self):
+        logger = self.useFixture(fixtures.FakeLogger())
+        host = fakes.host_state('h1', 'root-h1', [], aggregates=[
+            fakes.aggregate({'gpu_partitions_policy': 'spraed'})])
+        self.assertEqual(
+            conf.CONF.gpu_partitions_scheduler.policy,
+            policy.resolve(policy.POLICY, host, fakes.request_spec({})))
+        self.assertIn("gpu_partitions_policy=['spraed']", logger.output)
+        self.assertIn('ignored', logger.output)
+
+    def test_bad_aggregate_affinity_beside_a_good_one_is_the_strictest(self):
+        host = fakes.host_state('h1', 'root-h1', [], aggregates=[
+            fakes.aggregate({'gpu_partitions_numa_affinity': 'preferred'}),
+            fakes.aggregate({'gpu_partitions_numa_affinity': 'prefered'})])
+        self.assertEqual('required', policy.resolve(
+            policy.NUMA_AFFINITY, host, fakes.request_spec({})))
