@@ -19,11 +19,12 @@ asked. :class:`GpuPartitionsAgentManager` is Cyborg's ``AgentManager``
 with those two RPC methods wrapped: each loaded driver that has
 ``prepare_unit`` is asked first (the MIG driver creates the GPU instance
 the unit needs), then Cyborg's own code creates the mdev; if that fails,
-the driver undoes what it made and the error goes back to Cyborg's
-conductor, which marks the request ``BindFailed``. After Cyborg removes an
-mdev, the drivers' ``release_unit`` runs; removing an mdev that does not
-exist (its bind failed before it was made) is not an error, so the
-failed request can be deleted. Everything else (the periodic
+whatever it raises (a stop of the agent included), the driver undoes what
+it made and the error goes back to Cyborg's conductor, which marks the
+request ``BindFailed``. After Cyborg removes an mdev, the drivers'
+``release_unit`` runs; removing an mdev that does not exist (its bind
+failed before it was made) is not an error, so the failed request can be
+deleted. Everything else (the periodic
 report, FPGA programming) is Cyborg's code as it is.
 
 ``gpu-partitions-cyborg-agent`` starts it the way ``cyborg-agent`` starts
@@ -35,7 +36,6 @@ import sys
 
 from cyborg.agent import manager as cyborg_manager
 from cyborg.common import constants
-from cyborg.common import service as cyborg_service
 from oslo_config import cfg
 from oslo_log import log as logging
 from oslo_privsep import priv_context
@@ -62,7 +62,11 @@ class GpuPartitionsAgentManager(cyborg_manager.AgentManager):
                     break
             return super().create_vgpu_mdev(context, pci_addr, asked_type,
                                             ah_uuid)
-        except Exception:
+        except BaseException:
+            # A stop in the middle of the bind (SystemExit,
+            # KeyboardInterrupt, GreenletExit) undoes it too: the GPU
+            # instance made for it would otherwise stay until the next
+            # clean-up pass.
             for driver, token in prepared:
                 try:
                     driver.abort_unit(token)
@@ -98,6 +102,10 @@ class GpuPartitionsAgentManager(cyborg_manager.AgentManager):
 
 def main():
     """``gpu-partitions-cyborg-agent``: ``cyborg-agent`` with the hook."""
+    # Here, not at the top: it imports eventlet (through oslo.service's
+    # WSGI server), which only the agent's own process runs on; the unit
+    # tests import the manager on native threads.
+    from cyborg.common import service as cyborg_service
     cyborg_service.prepare_service(sys.argv)
     priv_context.init(root_helper=shlex.split('sudo'))
     manager = cyborg_service.RPCService(

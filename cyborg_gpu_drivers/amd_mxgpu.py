@@ -55,6 +55,9 @@ CONF = cfg.CONF
 
 AMD_VENDOR_ID = '1002'
 GIM_DRIVER = 'gim'
+# PCI class codes of Instinct PFs: display controllers and processing
+# accelerators (MI300X: 0x120000).
+GPU_CLASSES = ('0x03', '0x12')
 VFIO_DRIVER = 'vfio-pci'
 DEFAULT_SYSFS_ROOT = '/sys'
 
@@ -361,16 +364,57 @@ class AmdMxgpuDriver(base.GpuPartitionDriver):
 
     def bound_gpus(self):
         """PFs bound to GIM, and PFs of known models that should be; a PF
-        whose driver or id cannot be read counts (it may hold guests).
+        whose driver or id cannot be read counts (it may hold guests), and
+        so does a PF whose vendor cannot be read that may be an AMD GPU
+        (:meth:`_may_be_ours`).
         """
-        return [address for address in
-                self._pci.devices_of_vendor(AMD_VENDOR_ID)
-                if self.contained(address, self._is_ours, address,
-                                  failed=True)]
+        pci = self._pci
+        found = [address for address in pci.devices_of_vendor(AMD_VENDOR_ID)
+                 if self.contained(address, self._is_ours, address,
+                                   failed=True)]
+        unidentified = self.contained(
+            'PCI devices whose vendor cannot be read',
+            pci.unidentified_devices, failed=[])
+        found += [address for address in unidentified
+                  if self.contained(address, self._may_be_ours, address,
+                                    failed=True)]
+        return sorted(found)
 
     def _is_ours(self, address):
         return (self._pci.driver(address) == GIM_DRIVER
                 or self._pci.device_id(address) in self._models)
+
+    def _may_be_ours(self, address):
+        """Whether a PF whose ``vendor`` cannot be read may be an AMD GPU
+        holding guests: bound to GIM, an AMD ``subsystem_vendor`` or AMD
+        VFs (:meth:`~cyborg_gpu_drivers.adapters.sysfs.PciAttributes.
+        vendor_evidence`), a device id of the model table with a GPU or
+        accelerator class code, or an AMD VF provider for it in Placement
+        (ours before the agent started). A Placement that cannot be read
+        counts as evidence: a stub Cyborg never had is ignored by its
+        conductor, an omitted GPU loses its guests' records.
+        """
+        pci = self._pci
+        reason = pci.vendor_evidence(address, AMD_VENDOR_ID, (GIM_DRIVER,))
+        if reason is None and pci.device_id(address) in self._models and (
+                pci.read(address, 'class') or '').startswith(GPU_CLASSES):
+            reason = 'its device id is %s\'s' % self._models[
+                pci.device_id(address)][0]
+        if reason is None:
+            providers = self.contained(
+                'Placement providers of GPU %s' % address,
+                self.placement_gpu_providers, address, failed=None)
+            if providers is None:
+                reason = 'Placement cannot say whether it was ours'
+            elif any(resource_class.startswith(placement_traits.RC_GPU_VF)
+                     for classes in providers.values()
+                     for resource_class in classes):
+                reason = 'Placement has its VF provider'
+        if reason is not None:
+            self.note('PCI device %s: its vendor cannot be read, but %s: '
+                      'counted as an AMD GPU so that nothing it holds is '
+                      'lost' % (address, reason))
+        return reason is not None
 
     def scan(self, session):
         pci = self._pci

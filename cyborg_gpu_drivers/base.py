@@ -20,8 +20,10 @@ skeleton here, not each driver, guarantees for every exception type:
   whatever one GPU raises, or a read that outlasts ``[gpu_partitions]
   gpu_scan_timeout``, costs that GPU alone;
 * nothing that may hold a guest is omitted: a GPU reported before, or that
-  sysfs shows bound to the driver's kernel driver (:meth:`bound_gpus`),
-  that this scan could not read is sent again as unhealthy (its last
+  sysfs shows bound to the driver's kernel driver (:meth:`bound_gpus`; a
+  PF whose ``vendor`` cannot be read counts when anything else says it may
+  be the driver's), that this scan could not read is sent again as
+  unhealthy (its last
   report, offering only what is used) or, never read since the agent
   started, as a Cyborg stub (Cyborg then keeps what it holds for it);
 * unknown state counts as in use: units a GPU marks unknown

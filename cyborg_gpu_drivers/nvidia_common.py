@@ -36,10 +36,22 @@ GPU_CLASSES = ('0x0300', '0x0302')
 
 
 def nvidia_gpu_addresses(sysfs):
-    """PCI addresses of the NVIDIA GPUs (PFs) the nvidia driver holds."""
-    return [address for address in sysfs.devices_of_vendor(NVIDIA_VENDOR_ID)
-            if (sysfs.read(address, 'class') or '').startswith(GPU_CLASSES)
-            and sysfs.driver(address) == 'nvidia']
+    """PCI addresses of the NVIDIA GPUs (PFs) the nvidia driver holds.
+
+    A PF whose ``vendor`` cannot be read counts when bound to ``nvidia``
+    unless its class shows it is no GPU (an NVSwitch): it may hold guests,
+    and a class that cannot be read is unknown, not another device's.
+    """
+    found = [address for address in sysfs.devices_of_vendor(NVIDIA_VENDOR_ID)
+             if (sysfs.read(address, 'class') or '').startswith(GPU_CLASSES)
+             and sysfs.driver(address) == 'nvidia']
+    for address in sysfs.unidentified_devices():
+        device_class = sysfs.read(address, 'class')
+        if sysfs.driver(address) == 'nvidia' and (
+                device_class is None
+                or device_class.startswith(GPU_CLASSES)):
+            found.append(address)
+    return sorted(found)
 
 
 def has_vendor_vfio_vfs(sysfs, address):

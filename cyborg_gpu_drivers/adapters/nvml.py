@@ -510,9 +510,9 @@ class Session:
         ``instances`` is ``[(profile_id, start)]``, checked with
         :meth:`check_layout` before anything is destroyed; each new GPU
         instance gets one compute instance covering it. If a creation
-        fails, the new instances are destroyed and the old layout is
-        created again before the error is raised. The caller has checked
-        that nothing runs on the GPU.
+        fails, whatever is raised, the new instances are destroyed and the
+        old layout is created again before the error is raised. The caller
+        has checked that nothing runs on the GPU.
         """
         wanted = self.check_layout(address, instances)
         device = self._device_at(address)
@@ -522,7 +522,8 @@ class Session:
         self._destroy_all(device, profiles)
         try:
             self._create(device.handle, wanted)
-        except NvmlError:
+        except BaseException:
+            # Whatever stops it, a stop of the daemon included.
             self._destroy_all(device, profiles)
             self._create(device.handle, before)
             raise
@@ -533,9 +534,9 @@ class Session:
         the new GPU instance's id.
 
         Checked with :meth:`check_layout` together with the existing
-        instances first. If the compute instance cannot be made, the GPU
-        instance is destroyed again before the error is raised, so a
-        failure leaves the GPU as it was.
+        instances first. If the compute instance cannot be made, whatever
+        is raised, the GPU instance is destroyed again before the error is
+        raised, so a failure leaves the GPU as it was.
         """
         device = self._device_at(address)
         existing = [(gi.profile_id, gi.start) for gi in self.gpu_instances(
@@ -549,7 +550,8 @@ class Session:
                                   ctypes.byref(placement))
         try:
             self._create_full_compute_instance(gpu_instance)
-        except NvmlError:
+        except BaseException:
+            # Whatever stops it, a stop of the daemon included.
             try:
                 self._destroy_compute_instances(gpu_instance)
                 self._call('nvmlGpuInstanceDestroy', gpu_instance)

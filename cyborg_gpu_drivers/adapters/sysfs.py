@@ -22,6 +22,13 @@ import os
 import re
 
 _VIRTFN = re.compile(r'^virtfn(\d+)$')
+_PCI_ID = re.compile(r'^(0x)?[0-9a-f]{4}$')
+
+
+def pci_id(text):
+    """``10de`` for ``0x10de``; None unless ``text`` is a 16-bit hex id."""
+    text = (text or '').strip().lower()
+    return text.removeprefix('0x') if _PCI_ID.match(text) else None
 
 
 def mdevs_in(device_directory):
@@ -85,9 +92,8 @@ class PciAttributes:
             return None
 
     def vendor(self, address):
-        """``10de`` for ``0x10de``; None if unreadable."""
-        text = self.read(address, 'vendor')
-        return text.lower().removeprefix('0x') if text else None
+        """``10de`` for ``0x10de``; None if unreadable or not an id."""
+        return pci_id(self.read(address, 'vendor'))
 
     def device_id(self, address):
         text = self.read(address, 'device')
@@ -97,6 +103,26 @@ class PciAttributes:
         """NUMA node, or None where the firmware gives none (-1)."""
         node = self.read_int(address, 'numa_node')
         return node if node is not None and node >= 0 else None
+
+    def vendor_evidence(self, address, vendor_id, drivers):
+        """Why a device whose ``vendor`` cannot be read may still be
+        ``vendor_id``'s, or None when nothing in sysfs says so.
+
+        Evidence, first found wins: bound to one of ``drivers`` (a kernel
+        driver that binds only that vendor's devices), a
+        ``subsystem_vendor`` of ``vendor_id``, or a VF (``virtfnN``) whose
+        ``vendor`` is ``vendor_id``. Not evidence against: OEM boards carry
+        the OEM in ``subsystem_vendor``.
+        """
+        driver = self.driver(address)
+        if driver in drivers:
+            return 'bound to %s' % driver
+        if pci_id(self.read(address, 'subsystem_vendor')) == vendor_id:
+            return 'its subsystem_vendor is 0x%s' % vendor_id
+        for _index, vf in self.virtfns(address):
+            if self.vendor(vf) == vendor_id:
+                return 'its VF %s is of vendor 0x%s' % (vf, vendor_id)
+        return None
 
 
 class Sysfs(PciAttributes):
@@ -177,3 +203,12 @@ class Sysfs(PciAttributes):
                 continue
             found.append(address)
         return found
+
+    def unidentified_devices(self, physical_functions_only=True):
+        """Addresses of the devices whose ``vendor`` cannot be read
+        (missing, not text, not an id), PFs only by default: no
+        :meth:`devices_of_vendor` lists them.
+        """
+        return [address for address in self.addresses()
+                if self.vendor(address) is None
+                and not (physical_functions_only and self.physfn(address))]

@@ -96,3 +96,21 @@ class UdevPci(sysfs.PciAttributes):
                 continue
             found.append(device.sys_name)
         return sorted(found)
+
+    def unidentified_devices(self, physical_functions_only=True):
+        """Addresses of the devices whose ``vendor`` cannot be read
+        (missing, not text, not an id), PFs only by default: libudev's
+        match in :meth:`devices_of_vendor` leaves them out.
+        """
+        found = []
+        for device in self._context.list_devices(subsystem='pci'):
+            try:
+                vendor = device.attributes.asstring('vendor')
+            except (KeyError, UnicodeDecodeError, OSError):
+                vendor = None
+            if sysfs.pci_id(vendor) is not None or (
+                    physical_functions_only
+                    and self._link_name(device, 'physfn')):
+                continue
+            found.append(device.sys_name)
+        return sorted(found)

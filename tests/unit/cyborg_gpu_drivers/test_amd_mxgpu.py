@@ -26,6 +26,7 @@ import testtools
 from cyborg_gpu_drivers.adapters import amdsmi as amdsmi_adapter
 from cyborg_gpu_drivers.adapters import sysfs as sysfs_adapter
 from cyborg_gpu_drivers import amd_mxgpu
+from cyborg_gpu_drivers import base as driver_base
 from cyborg_gpu_drivers import inventory
 from cyborg_gpu_drivers import report
 from gpu_partitions import reference_hosts
@@ -471,6 +472,101 @@ class BadHardwareTest(DriverTestCase):
             again = driver.discover()
         self.assertEqual(len(good), len(again))
         self.assertTrue(all(device.stub for device in again))
+
+
+class UnidentifiedPfTest(DriverTestCase):
+    """A PF whose ``vendor`` cannot be read when the agent starts is not
+    listed as AMD's: it is reported, whole or as a stub, whenever anything
+    else says it may be an AMD GPU.
+    """
+
+    BUSY_VF = '0000:05:02.1'
+    #: What an unreadable ``vendor`` can be: gone, not text, not an id,
+    #: or a read that fails (EISDIR).
+    VENDOR_FAULTS = ('missing', b'\xff\xfe\n', b'zz%?\n', 'directory')
+
+    def setUp(self):
+        super().setUp()
+        self.env_ = self.env(one_cpx_gpu())
+        self.pf_dir = self.vf_dir(self.env_, PF)
+        with open(os.path.join(self.vf_dir(self.env_, self.BUSY_VF),
+                               'enable'), 'w') as f:
+            f.write('1\n')
+
+    def spoil(self, directory, name, how):
+        path = os.path.join(directory, name)
+        if os.path.lexists(path):
+            os.unlink(path)
+        if how == 'directory':
+            os.mkdir(path)
+        elif how != 'missing':
+            with open(path, 'wb') as f:
+                f.write(how)
+
+    def cold_report(self):
+        return self.driver(self.env_, amdsmi=None).discover()
+
+    def test_gim_pf_whose_vendor_cannot_be_read_is_reported_whole(self):
+        for how in self.VENDOR_FAULTS:
+            self.spoil(self.pf_dir, 'vendor', how)
+            [device] = self.cold_report()
+            self.assertFalse(device.stub, how)
+            [deployable] = device.deployable_list
+            self.assertEqual(8, deployable.num_accelerators)
+            self.assertEqual(
+                [report.attach_info(inventory.AttachHandle(
+                    inventory.PCI, self.BUSY_VF))],
+                [h.attach_info for h in deployable.attach_handle_list
+                 if h.in_use])
+        self.assertIn('PCI device 0000:05:00.0: its vendor cannot be read, '
+                      'but bound to gim: counted as an AMD GPU',
+                      self.log.output)
+
+    def stub_by(self, reason):
+        [device] = self.cold_report()
+        self.assertTrue(device.stub, reason)
+        self.assertIn('its vendor cannot be read, but %s' % reason,
+                      self.log.output)
+        return device
+
+    def test_each_evidence_alone_keeps_the_pf_as_a_stub(self):
+        # Not bound to gim (unbound, its link unreadable): a stub.
+        self.spoil(self.pf_dir, 'vendor', b'\xff\n')
+        self.spoil(self.pf_dir, 'driver', 'missing')
+        self.stub_by('its subsystem_vendor is 0x1002')
+        self.spoil(self.pf_dir, 'subsystem_vendor', b'0x1028\n')
+        self.stub_by('its VF 0000:05:02.0 is of vendor 0x1002')
+        for name in os.listdir(self.pf_dir):
+            if name.startswith('virtfn'):
+                os.unlink(os.path.join(self.pf_dir, name))
+        self.stub_by("its device id is AMD Instinct MI300X's")
+        self.spoil(self.pf_dir, 'class', b'0x020000\n')
+        provider = placement_traits.provider_name(
+            self.env_.hostname, PF, 'MI300X-CPX')
+        self.gpu_providers[PF] = {provider: {
+            'CUSTOM_GPU_VF_MI300X_CPX': (2, {'total': 8, 'reserved': 0})}}
+        self.stub_by('Placement has its VF provider')
+
+        def unreadable(driver, address):
+            raise RuntimeError('Placement answered 503')
+
+        self.patch(driver_base.GpuPartitionDriver, 'placement_gpu_providers',
+                   unreadable)
+        self.stub_by('Placement cannot say whether it was ours')
+
+    def test_nothing_saying_amd_leaves_the_device_out(self):
+        self.spoil(self.pf_dir, 'vendor', 'missing')
+        self.spoil(self.pf_dir, 'driver', 'missing')
+        self.spoil(self.pf_dir, 'subsystem_vendor', b'0x8086\n')
+        self.spoil(self.pf_dir, 'class', b'0x020000\n')
+        for name in os.listdir(self.pf_dir):
+            if name.startswith('virtfn'):
+                os.unlink(os.path.join(self.pf_dir, name))
+        # A provider of another driver's class is not the AMD driver's.
+        self.gpu_providers[PF] = {'other': {
+            'CUSTOM_MIG_1G_10GB': (0, {'total': 1})}}
+        self.assertEqual([], self.cold_report())
+        self.assertNotIn('counted as an AMD GPU', self.log.output)
 
 
 class ConfigTest(DriverTestCase):

@@ -172,3 +172,30 @@ class UdevPathTest(base.DriverTestCase):
             GONE_VF, GIM_PF), output)
         self.assertIn('AMD GPU %s: bound to amdgpu, not gim' % AMDGPU_PF,
                       output)
+
+    def test_pf_whose_vendor_cannot_be_read_is_still_reported(self):
+        # Garbled at the agent's start: libudev's vendor match leaves the
+        # PF out, and Cyborg's conductor would delete what it holds.
+        with open(os.path.join(self.root + self.paths[GIM_PF], 'vendor'),
+                  'wb') as f:
+            f.write(b'\xff\xfe\n')
+        pci = udev.UdevPci(PYUDEV)
+        self.assertEqual([AMDGPU_PF], pci.devices_of_vendor('1002'))
+        self.assertEqual([GIM_PF], pci.unidentified_devices())
+        devices = amd_mxgpu.AmdMxgpuDriver(hostname='mi300x-udev').discover()
+        by_stub = {device.stub: device for device in devices}
+        self.assertEqual(2, len(devices))
+        [deployable] = by_stub[False].deployable_list
+        self.assertEqual(6, deployable.num_accelerators)
+        self.assertEqual(1, len([h for h in deployable.attach_handle_list
+                                 if h.in_use]))
+        self.assertIn('PCI device %s: its vendor cannot be read, but bound '
+                      'to gim' % GIM_PF, self.log.output)
+        # Its driver link gone too: its AMD VFs keep it, as a stub.
+        os.unlink(os.path.join(self.root + self.paths[GIM_PF], 'driver'))
+        devices = amd_mxgpu.AmdMxgpuDriver(hostname='mi300x-udev').discover()
+        self.assertEqual(2, len(devices))
+        self.assertTrue(all(device.stub for device in devices))
+        self.assertIn('PCI device %s: its vendor cannot be read, but its VF '
+                      '%s is of vendor 0x1002' % (GIM_PF, FREE_VF),
+                      self.log.output)

@@ -12,10 +12,14 @@
 """The MIG driver in on_demand mode, over a materialized host."""
 
 import os
+from unittest import mock
 
+from cyborg.agent import manager as cyborg_manager
+import greenlet
 import pynvml
 
 from cyborg_gpu_drivers.adapters import nvml as nvml_adapter
+from cyborg_gpu_drivers import agent
 from cyborg_gpu_drivers import base as driver_base
 from cyborg_gpu_drivers import inventory
 from cyborg_gpu_drivers import mig_layouts
@@ -209,6 +213,51 @@ class OnDemandDriverTest(OnDemandCase):
         error = self.assertRaises(mig_layouts.LayoutError,
                                   self.on_demand_driver)
         self.assertIn('exclude each other', str(error))
+
+
+class AgentBindHookTest(OnDemandCase):
+    """The agent's ``create_vgpu_mdev`` undoes the GPU instance it made
+    when the mdev is not created, whatever stopped it.
+    """
+
+    #: What can stop Cyborg's mdev creation: an error, or a stop of the
+    #: agent in the middle of the bind.
+    STOPS = dict(faults.ABORTS, OSError=lambda: OSError(5, 'I/O error'),
+                 GreenletExit=greenlet.GreenletExit)
+
+    def bind(self, driver, stop):
+        """Bind a 1g unit on VF .4 while Cyborg's mdev creation raises
+        ``stop``; returns what it raised and the GPU instances it saw.
+        """
+        seen = []
+
+        def create(manager, context, pci_addr, asked_type, ah_uuid):
+            seen.extend(self.gpu_instances())
+            raise stop
+
+        self.patch(cyborg_manager.AgentManager, 'create_vgpu_mdev', create)
+        manager = agent.GpuPartitionsAgentManager.__new__(
+            agent.GpuPartitionsAgentManager)
+        manager._rt = mock.Mock(acc_drivers=[driver])
+        try:
+            manager.create_vgpu_mdev(None, '0000:01:00.4', 'nvidia-700',
+                                     'c0ffee00-0000-4000-8000-000000000001')
+        except BaseException as raised:
+            return raised, seen
+        self.fail('create_vgpu_mdev returned although the mdev failed')
+
+    def test_every_stop_destroys_the_new_instance_and_propagates(self):
+        for name, make in sorted(self.STOPS.items()):
+            driver = self.on_demand_driver()
+            self.slices(driver)
+            stop = make()
+            raised, seen = self.bind(driver, stop)
+            self.assertIs(stop, raised, name)
+            # Made before the mdev, gone after: nothing left for the
+            # clean-up pass.
+            self.assertEqual([(19, 3)], seen, name)
+            self.assertEqual([], self.gpu_instances(), name)
+            self.assertEqual({}, driver._made, name)
 
 
 class SpreadAcrossIdleGpusTest(OnDemandCase):

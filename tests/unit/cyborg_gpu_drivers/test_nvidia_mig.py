@@ -21,6 +21,7 @@ from oslo_config import cfg
 import testtools
 
 from cyborg_gpu_drivers.adapters import nvml as nvml_adapter
+from cyborg_gpu_drivers.adapters import sysfs as sysfs_adapter
 from cyborg_gpu_drivers import inventory
 from cyborg_gpu_drivers import mig_layouts
 from cyborg_gpu_drivers import nvidia_common
@@ -284,6 +285,33 @@ class NvmlUnavailableTest(DriverTestCase):
                                   for dep in dev.deployable_list])
         self.assertEqual(1, self.log.output.count('NVML Shared Library '
                                                   'Not Found'))
+
+    def test_start_up_stubs_a_gpu_whose_vendor_cannot_be_read(self):
+        # NVML down and GPU 0's vendor garbled at the agent's start: its
+        # nvidia driver link still says it may hold guests.
+        env = self.env(host_data('hgx-h100'))
+        devices = os.path.join(env.sysfs_root, 'bus', 'pci', 'devices')
+        [first, *_] = nvidia_common.nvidia_gpu_addresses(
+            sysfs_adapter.Sysfs(env.sysfs_root))
+        with open(os.path.join(devices, first, 'vendor'), 'wb') as f:
+            f.write(b'\xff\n')
+        self.assertEqual(8, len(self.driver(
+            env, nvml=fake_nvml.FakeNvml(None)).discover()))
+        # No longer bound to nvidia: nothing says it is NVIDIA's.
+        link = os.path.join(devices, first, 'driver')
+        target = os.readlink(link)
+        os.unlink(link)
+        self.assertEqual(7, len(self.driver(
+            env, nvml=fake_nvml.FakeNvml(None)).discover()))
+        # Bound, and its class read as another kind (an NVSwitch): left
+        # to no GPU driver.
+        os.symlink(target, link)
+        self.assertEqual(8, len(self.driver(
+            env, nvml=fake_nvml.FakeNvml(None)).discover()))
+        with open(os.path.join(devices, first, 'class'), 'w') as f:
+            f.write('0x068000\n')
+        self.assertEqual(7, len(self.driver(
+            env, nvml=fake_nvml.FakeNvml(None)).discover()))
 
     def test_host_without_nvidia_gpu_reports_nothing(self):
         env = hosts.shared_env('mi300x-spx')

@@ -32,6 +32,7 @@ from cyborg_gpu_drivers import privsep
 from gpu_partitions import reference_hosts
 from gpu_partitions.reference_hosts import fake_nvml
 from tests.unit.cyborg_gpu_drivers import base
+from tests.unit.cyborg_gpu_drivers import faults
 from tests.unit.cyborg_gpu_drivers import hosts
 from tests.unit.cyborg_gpu_drivers import test_nvidia_vfio as vfio_tests
 
@@ -247,6 +248,31 @@ class MigLayoutTest(base.DriverTestCase):
                           [(19, 0), (19, 1)])
         self.assertEqual(before, self.layout(nvml))
 
+    def test_any_stop_of_a_creation_puts_the_old_layout_back(self):
+        before = self.layout(self.env.nvml)
+        stops = dict(faults.ABORTS, TypeError=lambda: TypeError('bad'))
+        for name, make in sorted(stops.items()):
+            stop = make()
+
+            class StopsSecond(fake_nvml.FakeNvml):
+                created = 0
+
+                def nvmlDeviceCreateGpuInstanceWithPlacement(self, *args):
+                    StopsSecond.created += 1
+                    if StopsSecond.created == 2:
+                        raise stop
+                    return super().nvmlDeviceCreateGpuInstanceWithPlacement(
+                        *args)
+
+            nvml = StopsSecond(self.data['nvml'])
+            try:
+                self.apply(nvml, [(19, 0), (19, 1)])
+            except BaseException as raised:
+                self.assertIs(stop, raised, name)
+            else:
+                self.fail('%s: the layout was applied' % name)
+            self.assertEqual(before, self.layout(nvml), name)
+
 
 class ContextsTest(testtools.TestCase):
     """Each entrypoint runs in a daemon of its own holding only what its
@@ -413,6 +439,33 @@ class OnDemandInstanceTest(MigLayoutTest):
         self.assertIn((19, 6, 1), self.layout(nvml))
         self.destroy(nvml, '0000:df:00.0', made)
         self.assertEqual(before, self.layout(nvml))
+
+    def test_any_stop_of_the_compute_instance_leaves_the_gpu_as_it_was(
+            self):
+        # Not only NVML's errors: a stop of the daemon, or an error of
+        # another kind, must not leave the new GPU instance behind.
+        data = copy.deepcopy(self.data)
+        device = data['nvml']['devices'][0]
+        device['gpu_instances'] = [gi for gi in device['gpu_instances']
+                                   if gi['start'] != 4]
+        stops = dict(faults.ABORTS, TypeError=lambda: TypeError('bad'))
+        for name, make in sorted(stops.items()):
+            stop = make()
+
+            class Stopped(fake_nvml.FakeNvml):
+                def nvmlGpuInstanceCreateComputeInstance(self, *args):
+                    raise stop
+
+            nvml = Stopped(data['nvml'])
+            before = self.layout(nvml)
+            try:
+                self.create(nvml, '0000:df:00.0', 19, 6)
+            except BaseException as raised:
+                self.assertIs(stop, raised, name)
+            else:
+                self.fail('%s: the creation returned' % name)
+            self.assertEqual(before, self.layout(nvml), name)
+            self.assertEqual(1, nvml.calls['nvmlGpuInstanceDestroy'], name)
 
     def test_entrypoints_run_in_the_mig_context(self):
         for entrypoint in (privsep.privileged_create_gpu_instance,

@@ -84,3 +84,37 @@ class SysfsTest(testtools.TestCase):
         self.assertEqual([], empty.addresses())
         self.assertEqual([], empty.virtfns('0000:1b:00.0'))
         self.assertIsNone(empty.driver('0000:1b:00.0'))
+
+    def garble(self, address, name, content):
+        with open(os.path.join(self.devices, address, name), 'wb') as f:
+            f.write(content)
+
+    def test_a_vendor_that_is_not_an_id_is_unknown(self):
+        for content in (b'\xff\xfe\n', b'zz%?\n', b'0x10de0\n', b'\n'):
+            self.garble('0000:1b:00.0', 'vendor', content)
+            self.assertIsNone(self.sysfs.vendor('0000:1b:00.0'), content)
+            self.assertEqual([], self.sysfs.devices_of_vendor('10de'))
+            self.assertEqual(['0000:1b:00.0'],
+                             self.sysfs.unidentified_devices(), content)
+
+    def test_unidentified_devices_skip_vfs_and_identified_ones(self):
+        self.assertEqual([], self.sysfs.unidentified_devices())
+        os.unlink(os.path.join(self.devices, '0000:1b:00.4', 'vendor'))
+        self.assertEqual([], self.sysfs.unidentified_devices())
+        self.assertEqual(['0000:1b:00.4'], self.sysfs.unidentified_devices(
+            physical_functions_only=False))
+
+    def test_vendor_evidence_of_an_unidentified_device(self):
+        pf = '0000:1b:00.0'
+        os.unlink(os.path.join(self.devices, pf, 'vendor'))
+        self.assertEqual('bound to nvidia', self.sysfs.vendor_evidence(
+            pf, '10de', ('nvidia',)))
+        # Not bound to the driver named: its VF still reads 10de.
+        self.assertEqual('its VF 0000:1b:00.4 is of vendor 0x10de',
+                         self.sysfs.vendor_evidence(pf, '10de', ('gim',)))
+        self.garble(pf, 'subsystem_vendor', b'0x10de\n')
+        self.assertEqual('its subsystem_vendor is 0x10de',
+                         self.sysfs.vendor_evidence(pf, '10de', ('gim',)))
+        self.assertIsNone(self.sysfs.vendor_evidence(pf, '1002', ('gim',)))
+        self.assertIsNone(self.sysfs.vendor_evidence(
+            '0000:02:00.0', '10de', ('nvidia',)))
