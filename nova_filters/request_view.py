@@ -62,6 +62,7 @@ class RequestViews:
     def __init__(self, query=summary_source.query_provider_summaries,
                  topology=None, clock=time.monotonic, capture=False,
                  history=None, query_without_gpu=False):
+        self._clock = clock
         self.source = summary_source.SummarySource(
             query=query, capture=capture,
             query_without_gpu=query_without_gpu)
@@ -112,17 +113,29 @@ class RequestViews:
         if state is not None and host_state.allocation_candidates:
             state.first_candidate[host_state.uuid] = (
                 host_state.allocation_candidates[0])
-            self.reservations.reserve(spec_obj, state.view, host_state)
+            self._reserving(self.reservations.reserve, spec_obj, host_state)
 
     def note_best_host(self, spec_obj, root):
         """The weigher's best host: see Reservations.keep_only."""
-        self.reservations.keep_only(spec_obj, root)
+        self._reserving(self.reservations.keep_only, spec_obj, root)
 
     def in_flight(self, spec_obj, host):
         """``{provider_uuid: units}`` other requests are about to claim
         on ``host`` (a HostGpus): see :mod:`nova_filters.reservations`.
         """
-        return self.reservations.pending(spec_obj, host)
+        return self._reserving(self.reservations.pending, spec_obj, host,
+                               default={})
+
+    @staticmethod
+    def _reserving(method, *args, default=None):
+        # Reservations only steer requests apart: whatever fails in them,
+        # the request is scheduled as if there were none.
+        try:
+            return method(*args)
+        except Exception:
+            LOG.exception('GPU partition scheduling: in-flight reservations '
+                          'failed; this request does without them.')
+            return default
 
     def _build_without_gpu(self, spec_obj, host_states):
         # Quietly neutral when the answer is not at hand: most requests of
@@ -130,8 +143,8 @@ class RequestViews:
         roots = {host.uuid for host in host_states}
         view = None
         try:
-            summaries = self.source.summaries(spec_obj, host_states, roots,
-                                              wants_gpu=False)
+            summaries, _ = self.source.summaries(spec_obj, host_states, roots,
+                                                 wants_gpu=False)
             if summaries is not None:
                 view = provider_summaries.parse(summaries, roots=roots,
                                                 topology=self.topology)
@@ -142,8 +155,13 @@ class RequestViews:
 
     def _build(self, spec_obj, host_states):
         roots = {host.uuid for host in host_states}
+        # Taken before asking: a claim seen after this may be missing from
+        # the answer, so it keeps counting for this request (reservations).
+        read_at = self._clock()
         try:
-            summaries = self.source.summaries(spec_obj, host_states, roots)
+            summaries, age = self.source.summaries(spec_obj, host_states,
+                                                   roots)
+            read_at -= age
             view = provider_summaries.parse(summaries, roots=roots,
                                             topology=self.topology)
         except Exception as error:
@@ -153,6 +171,7 @@ class RequestViews:
                         'from Placement (%s); GPU weights are neutral for '
                         'this request.', error)
             view = self.topology.view_of(roots)
+        self._reserving(self.reservations.read, spec_obj, read_at)
         return self._keep(spec_obj, host_states, view)
 
     def _keep(self, spec_obj, host_states, view):

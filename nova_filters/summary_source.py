@@ -45,7 +45,7 @@ class PlacementReadError(Exception):
     """Placement gave no usable provider summaries."""
 
 
-# An answer the scheduler fetched more than this long ago on the same
+# An answer the scheduler asked for more than this long ago on the same
 # thread belongs to an earlier request. Nova decodes the answer and runs
 # its own filters before ours: on a loaded machine that took 15 s of wall
 # clock at 5,000 hosts, and a shorter horizon cost a second Placement
@@ -68,6 +68,8 @@ def _capturing(get_allocation_candidates):
     """
     @functools.wraps(get_allocation_candidates)
     def wrapper(*args, **kwargs):
+        # When the query was sent: the usage it returns is no older.
+        sent_at = time.monotonic()
         answer = get_allocation_candidates(*args, **kwargs)
         try:
             if answer and isinstance(answer[1], dict):
@@ -75,7 +77,7 @@ def _capturing(get_allocation_candidates):
                 if answers is None:
                     answers = _captured.answers = collections.deque(
                         maxlen=MAX_CAPTURED)
-                answers.append((time.monotonic(), answer[1]))
+                answers.append((sent_at, answer[1]))
         except Exception:  # never let our bookkeeping fail Nova's query
             pass
         return answer
@@ -102,26 +104,28 @@ def install_capture():
 
 
 def take_captured_summaries(roots=()):
-    """The provider summaries captured on this thread in the last
-    CAPTURE_SECONDS, and forgotten; None when there are none. The newest
-    answer alone when it has every one of ``roots`` (Nova built its hosts
-    from it), else the recent answers merged (newest wins).
+    """``(summaries, age)``: the provider summaries captured on this thread
+    in the last CAPTURE_SECONDS, and forgotten, and the seconds since the
+    oldest answer they come from was asked for; None when there are none.
+    The newest answer alone when it has every one of ``roots`` (Nova built
+    its hosts from it), else the recent answers merged (newest wins).
     """
     answers = getattr(_captured, 'answers', None)
     if not answers:
         return None
-    horizon = time.monotonic() - CAPTURE_SECONDS
-    recent = [summaries for at, summaries in answers if at > horizon]
+    now = time.monotonic()
+    recent = [(at, summaries) for at, summaries in answers
+              if at > now - CAPTURE_SECONDS]
     answers.clear()
     if not recent:
         return None
-    newest = recent[-1]
+    newest_at, newest = recent[-1]
     if len(recent) == 1 or all(root in newest for root in roots):
-        return newest
+        return newest, now - newest_at
     merged = {}
-    for summaries in recent:
+    for _, summaries in recent:
         merged.update(summaries)
-    return merged
+    return merged, now - recent[0][0]
 
 
 def query_provider_summaries(spec_obj, host_states):
@@ -186,19 +190,20 @@ class SummarySource:
                      '(reuse_scheduler_query off or no report client).')
 
     def summaries(self, spec_obj, host_states, roots, wants_gpu=True):
-        """The captured answer when it covers ``roots``, else the query's
-        (for a request without GPU, only where the query is free); None
-        when there is none.
+        """``(summaries, age)``: the captured answer when it covers
+        ``roots``, else the query's (for a request without GPU, only where
+        the query is free; age 0), summaries None when there is none.
+        ``age``: the seconds since the answer was asked for.
         """
         if self._capturing():
-            summaries = take_captured_summaries(roots)
+            captured = take_captured_summaries(roots)
             # Not roots.isdisjoint(summaries): that walks every provider.
-            if summaries is not None and any(
-                    root in summaries for root in roots):
-                return summaries
+            if captured is not None and any(
+                    root in captured[0] for root in roots):
+                return captured
         if wants_gpu or self._query_without_gpu:
-            return self._query(spec_obj, host_states)
-        return None
+            return self._query(spec_obj, host_states), 0.0
+        return None, 0.0
 
     def _capturing(self):
         return bool(self._capture and conf.CONF.gpu_partitions_scheduler
