@@ -68,7 +68,9 @@ class RequestViews:
             query_without_gpu=query_without_gpu)
         self.history = history or workload_mix.RequestHistory()
         self.states = request_state.RequestStates(clock)
-        self.reservations = reservations.Reservations(clock)
+        self.reservations = reservations.Reservations(
+            clock, unread_age=(summary_source.unread_age if capture
+                               else lambda: None))
         self.topology = topology or topology_mod.TopologyCache(
             lambda: conf.CONF.gpu_partitions_scheduler.topology_cache_ttl,
             clock=clock)
@@ -156,12 +158,16 @@ class RequestViews:
     def _build(self, spec_obj, host_states):
         roots = {host.uuid for host in host_states}
         # Taken before asking: a claim seen after this may be missing from
-        # the answer, so it keeps counting for this request (reservations).
+        # the answer, so it keeps counting for this request (reservations);
+        # a captured answer was asked for ``age`` seconds earlier.
         read_at = self._clock()
+        self._reserving(self.reservations.read, spec_obj, read_at)
         try:
             summaries, age = self.source.summaries(spec_obj, host_states,
                                                    roots)
-            read_at -= age
+            if age:
+                read_at -= age
+                self._reserving(self.reservations.read, spec_obj, read_at)
             view = provider_summaries.parse(summaries, roots=roots,
                                             topology=self.topology)
         except Exception as error:
@@ -171,7 +177,6 @@ class RequestViews:
                         'from Placement (%s); GPU weights are neutral for '
                         'this request.', error)
             view = self.topology.view_of(roots)
-        self._reserving(self.reservations.read, spec_obj, read_at)
         return self._keep(spec_obj, host_states, view)
 
     def _keep(self, spec_obj, host_states, view):

@@ -26,8 +26,10 @@ counts for a request whose answer was read (:meth:`Reservations.read`)
 before the end was seen. An end seen late only makes such a request count
 a claimed unit twice, which changes its order and never fails a host; a
 claim forgotten early lets two requests pick the same unit, and one of
-them fails. Everything is forgotten IN_FLIGHT_SECONDS after the request
-last reserved.
+them fails. So an ended reservation is forgotten only once no request that
+could count it (one still being scheduled, or an answer Nova asked for that
+the plugins have not read yet) read Placement before it ended; one still in
+flight, IN_FLIGHT_SECONDS after the request last reserved.
 """
 
 import threading
@@ -69,17 +71,24 @@ class _Request:
         # root -> (candidate, _Ref to its HostState, its num_instances)
         self.hosts = {}
         # root -> [such entries] that ended while the request went on (a
-        # multi-create's earlier instances): older answers need them.
+        # multi-create's earlier instances).
         self.ended = {}
 
 
 class Reservations:
-    """Thread-safe reservations of the requests being scheduled."""
+    """Thread-safe reservations of the requests being scheduled.
 
-    def __init__(self, clock):
+    ``unread_age``: the seconds since the oldest answer that Nova asked
+    for and the plugins have not read yet was asked for (None: none).
+    """
+
+    def __init__(self, clock, unread_age=lambda: None):
         self._clock = clock
+        self._unread_age = unread_age
         self._lock = threading.Lock()
         self._requests = {}
+        # root -> [(end, candidate)] of requests that returned.
+        self._returned = {}
 
     def read(self, spec_obj, read_at):
         """The request's view shows Placement's usage as of ``read_at``
@@ -87,7 +96,8 @@ class Reservations:
         """
         now = self._clock()
         with self._lock:
-            self._mine(spec_obj, now).read_at = read_at
+            mine = self._mine(spec_obj, now)
+            mine.read_at = read_at
 
     def reserve(self, spec_obj, host_state):
         """Reserve the candidate the plugins put first on ``host_state``
@@ -132,9 +142,11 @@ class Reservations:
         with self._lock:
             mine = self._live(spec_obj)
             read_at = None if mine is None else mine.read_at
-            found = []
+            found = [candidate
+                     for end, candidate in self._returned.get(root, ())
+                     if read_at is None or read_at < end]
             for request in self._requests.values():
-                if request is mine or request.noted_at <= horizon:
+                if request is mine:
                     continue
                 entry = request.hosts.get(root)
                 entries = request.ended.get(root, ())
@@ -142,7 +154,8 @@ class Reservations:
                     entries = [entry, *entries]
                 for entry in entries:
                     end = self._end(request, entry, now)
-                    if end is None or read_at is None or read_at < end:
+                    if (request.noted_at > horizon if end is None
+                            else read_at is None or read_at < end):
                         found.append(entry[0])
         pending = {}
         for candidate in found:
@@ -181,19 +194,47 @@ class Reservations:
     def _mine(self, spec_obj, now):
         mine = self._live(spec_obj)
         if mine is None:
-            # Once per request: forget what nobody counts any more.
-            self._drop_expired(now)
-            freed = self._requests.get(id(spec_obj))
-            if freed is not None:
-                # A freed request's id, reused: what it claimed still
-                # counts for older answers.
-                self._requests[('freed', id(freed))] = freed
+            self._forget(now)  # once per request
             mine = self._requests[id(spec_obj)] = _Request(
                 spec_obj, self._clock, now)
         return mine
 
-    def _drop_expired(self, now):
-        horizon = now - IN_FLIGHT_SECONDS
-        for key in [key for key, request in self._requests.items()
-                    if request.noted_at <= horizon]:
+    def _forget(self, now):
+        # A request no longer being scheduled leaves only ended
+        # reservations, each kept while an answer read before its end may
+        # still be counted against: one not read yet, or one a request
+        # still being scheduled read.
+        reads = [request.read_at for request in self._requests.values()
+                 if request.read_at is not None and _scheduling(request)]
+        unread = self._unread_age()
+        if unread is not None:
+            reads.append(now - unread)
+        oldest = min(reads, default=None)
+        for key, request in list(self._requests.items()):
+            if _scheduling(request):
+                continue
             del self._requests[key]
+            entries = [*request.hosts.items()] + [
+                (root, entry) for root, ended in request.ended.items()
+                for entry in ended]
+            for root, entry in entries:
+                self._returned.setdefault(root, []).append(
+                    (self._end(request, entry, now), entry[0]))
+        for root, returned in list(self._returned.items()):
+            kept = [(end, candidate) for end, candidate in returned
+                    if oldest is not None and oldest < end]
+            if kept:
+                self._returned[root] = kept
+            else:
+                del self._returned[root]
+
+
+def _scheduling(request):
+    """Whether the request may still count reservations: its RequestSpec
+    lives, and so does a HostState it reserved on, if any.
+    """
+    if request.spec_ref() is None:
+        return False
+    entries = request.hosts.values()
+    return not entries or any(state_ref() is not None
+                              for _, state_ref, _ in entries)

@@ -33,6 +33,7 @@ import collections
 import functools
 import threading
 import time
+import weakref
 
 from oslo_log import log as logging
 
@@ -62,6 +63,17 @@ _captured = threading.local()
 _install_lock = threading.Lock()
 
 
+class _Answers(collections.deque):
+    """One thread's captured ``(asked_at, summaries)``."""
+    __hash__ = object.__hash__
+
+
+# Every thread's answers not taken yet, for unread_age; weak, so that a
+# finished (green) thread's answers go with it.
+_unread = weakref.WeakSet()
+_answers_lock = threading.Lock()
+
+
 def _capturing(get_allocation_candidates):
     """Wrap the report client's method to keep the provider summaries of
     the last MAX_CAPTURED answers on the calling thread.
@@ -73,11 +85,13 @@ def _capturing(get_allocation_candidates):
         answer = get_allocation_candidates(*args, **kwargs)
         try:
             if answer and isinstance(answer[1], dict):
-                answers = getattr(_captured, 'answers', None)
-                if answers is None:
-                    answers = _captured.answers = collections.deque(
-                        maxlen=MAX_CAPTURED)
-                answers.append((sent_at, answer[1]))
+                with _answers_lock:
+                    answers = getattr(_captured, 'answers', None)
+                    if answers is None:
+                        answers = _captured.answers = _Answers(
+                            maxlen=MAX_CAPTURED)
+                        _unread.add(answers)
+                    answers.append((sent_at, answer[1]))
         except Exception:  # never let our bookkeeping fail Nova's query
             pass
         return answer
@@ -114,9 +128,10 @@ def take_captured_summaries(roots=()):
     if not answers:
         return None
     now = time.monotonic()
-    recent = [(at, summaries) for at, summaries in answers
-              if at > now - CAPTURE_SECONDS]
-    answers.clear()
+    with _answers_lock:
+        recent = [(at, summaries) for at, summaries in answers
+                  if at > now - CAPTURE_SECONDS]
+        answers.clear()
     if not recent:
         return None
     newest_at, newest = recent[-1]
@@ -126,6 +141,18 @@ def take_captured_summaries(roots=()):
     for _, summaries in recent:
         merged.update(summaries)
     return merged, now - recent[0][0]
+
+
+def unread_age():
+    """Seconds since the oldest answer captured in the last
+    CAPTURE_SECONDS on any thread, and not taken yet, was asked for; None
+    when there is none.
+    """
+    now = time.monotonic()
+    with _answers_lock:
+        asked = [at for answers in _unread for at, _ in answers]
+    asked = [at for at in asked if at > now - CAPTURE_SECONDS]
+    return now - min(asked) if asked else None
 
 
 def query_provider_summaries(spec_obj, host_states):

@@ -409,6 +409,36 @@ class CaptureBoundTest(test_plugins.PluginTestBase):
         self.assertEqual(({'a': {}}, 3.0),
                          summary_source.take_captured_summaries({'a'}))
 
+    def test_answers_not_taken_yet_on_any_thread_are_seen(self):
+        clock = fixtures.MockPatch('time.monotonic', return_value=100.0)
+        self.useFixture(clock)
+        asked, take, taken = (threading.Event(), threading.Event(),
+                              threading.Event())
+        self.addCleanup(summary_source.take_captured_summaries)
+        self.addCleanup(take.set)
+
+        def other_thread():
+            summary_source._capturing(lambda: ([], {'b': {}}, '1.36'))()
+            asked.set()
+            take.wait(30)
+            summary_source.take_captured_summaries()
+            taken.set()
+            take.wait(30)
+
+        worker = threading.Thread(target=other_thread)
+        worker.start()
+        self.assertTrue(asked.wait(30))
+        clock.mock.return_value = 102.0
+        summary_source._capturing(lambda: ([], {'a': {}}, '1.36'))()
+        clock.mock.return_value = 105.0
+        self.assertEqual(5.0, summary_source.unread_age())
+        take.set()
+        self.assertTrue(taken.wait(30))
+        self.assertEqual(3.0, summary_source.unread_age())
+        worker.join(30)
+        summary_source.take_captured_summaries()
+        self.assertIsNone(summary_source.unread_age())
+
     def test_newest_answer_alone_when_it_has_every_host(self):
         older = {'a': {'old': True}, 'b': {}}
         newer = {'a': {'old': False}}

@@ -444,6 +444,36 @@ class InFlightTest(PluginTestBase):
         self.assertNotEqual([3], self._claim_after_the_other_read(
             lambda states: states.clear()))
 
+    def test_a_claim_counts_for_an_older_answer_until_no_one_has_one(self):
+        clock = mock.Mock(return_value=100.0)
+        views = request_view.RequestViews(query=self.placement.query,
+                                          clock=clock)
+        flt = gpu_filter.GpuPartitionFilter(views=views)
+        (root,) = self._hosts(None)
+        self._use(root, 3, 6)  # one VF-backed 1g slice left on GPU 3
+        second = fakes.request_spec()
+        states_b = self._states([root], [('', MIG_1G, 1)])
+        views.view_for(second, states_b)
+        clock.return_value = 101.0
+        states_a = self._states([root], [('', MIG_1G, 1)])
+        flt.filter_all(states_a, fakes.request_spec())
+        self.placement.claim(states_a[0].allocation_candidates[0])
+        states_a.clear()  # claimed and returned
+        # Long after IN_FLIGHT_SECONDS, another request comes and goes...
+        clock.return_value = 110.0
+        flt.filter_all(self._states([root], [('', MIG_1G, 1)]),
+                       fakes.request_spec())
+        # ...and the second request, whose answer is older than the
+        # claim, still counts it.
+        flt.filter_all(states_b, second)
+        self.assertNotEqual([3], self._gpus_of_first(states_b[0]))
+        # Once no request being scheduled read Placement before the claim,
+        # it is forgotten: nothing is left to count.
+        states_b.clear()
+        flt.filter_all(self._states([root], [('', MIG_1G, 1)]),
+                       fakes.request_spec())
+        self.assertEqual({}, views.reservations._returned)
+
     def test_a_multi_create_claim_counts_for_an_older_answer(self):
         (root,) = self._hosts(None)
         self._use(root, 3, 6)  # GPU 3: one slice left
