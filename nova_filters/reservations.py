@@ -218,8 +218,9 @@ class Reservations:
                 (root, entry) for root, ended in request.ended.items()
                 for entry in ended]
             for root, entry in entries:
+                end = self._end(request, entry, now)
                 self._returned.setdefault(root, []).append(
-                    (self._end(request, entry, now), entry[0]))
+                    (now if end is None else end, entry[0]))
         for root, returned in list(self._returned.items()):
             kept = [(end, candidate) for end, candidate in returned
                     if oldest is not None and oldest < end]
