@@ -62,12 +62,15 @@ class RequestViews:
     def __init__(self, query=summary_source.query_provider_summaries,
                  topology=None, clock=time.monotonic, capture=False,
                  history=None, query_without_gpu=False):
+        self._clock = clock
         self.source = summary_source.SummarySource(
             query=query, capture=capture,
             query_without_gpu=query_without_gpu)
         self.history = history or workload_mix.RequestHistory()
         self.states = request_state.RequestStates(clock)
-        self.reservations = reservations.Reservations(clock)
+        self.reservations = reservations.Reservations(
+            clock, unread_age=(summary_source.unread_age if capture
+                               else lambda: None))
         self.topology = topology or topology_mod.TopologyCache(
             lambda: conf.CONF.gpu_partitions_scheduler.topology_cache_ttl,
             clock=clock)
@@ -112,17 +115,29 @@ class RequestViews:
         if state is not None and host_state.allocation_candidates:
             state.first_candidate[host_state.uuid] = (
                 host_state.allocation_candidates[0])
-            self.reservations.reserve(spec_obj, state.view, host_state)
+            self._reserving(self.reservations.reserve, spec_obj, host_state)
 
     def note_best_host(self, spec_obj, root):
         """The weigher's best host: see Reservations.keep_only."""
-        self.reservations.keep_only(spec_obj, root)
+        self._reserving(self.reservations.keep_only, spec_obj, root)
 
     def in_flight(self, spec_obj, host):
         """``{provider_uuid: units}`` other requests are about to claim
         on ``host`` (a HostGpus): see :mod:`nova_filters.reservations`.
         """
-        return self.reservations.pending(spec_obj, host)
+        return self._reserving(self.reservations.pending, spec_obj, host,
+                               default={})
+
+    @staticmethod
+    def _reserving(method, *args, default=None):
+        # Reservations only steer requests apart: whatever fails in them,
+        # the request is scheduled as if there were none.
+        try:
+            return method(*args)
+        except Exception:
+            LOG.exception('GPU partition scheduling: in-flight reservations '
+                          'failed; this request does without them.')
+            return default
 
     def _build_without_gpu(self, spec_obj, host_states):
         # Quietly neutral when the answer is not at hand: most requests of
@@ -130,8 +145,8 @@ class RequestViews:
         roots = {host.uuid for host in host_states}
         view = None
         try:
-            summaries = self.source.summaries(spec_obj, host_states, roots,
-                                              wants_gpu=False)
+            summaries, _ = self.source.summaries(spec_obj, host_states, roots,
+                                                 wants_gpu=False)
             if summaries is not None:
                 view = provider_summaries.parse(summaries, roots=roots,
                                                 topology=self.topology)
@@ -142,8 +157,17 @@ class RequestViews:
 
     def _build(self, spec_obj, host_states):
         roots = {host.uuid for host in host_states}
+        # Taken before asking: a claim seen after this may be missing from
+        # the answer, so it keeps counting for this request (reservations);
+        # a captured answer was asked for ``age`` seconds earlier.
+        read_at = self._clock()
+        self._reserving(self.reservations.read, spec_obj, read_at)
         try:
-            summaries = self.source.summaries(spec_obj, host_states, roots)
+            summaries, age = self.source.summaries(spec_obj, host_states,
+                                                   roots)
+            if age:
+                read_at -= age
+                self._reserving(self.reservations.read, spec_obj, read_at)
             view = provider_summaries.parse(summaries, roots=roots,
                                             topology=self.topology)
         except Exception as error:

@@ -33,6 +33,7 @@ import collections
 import functools
 import threading
 import time
+import weakref
 
 from oslo_log import log as logging
 
@@ -45,7 +46,7 @@ class PlacementReadError(Exception):
     """Placement gave no usable provider summaries."""
 
 
-# An answer the scheduler fetched more than this long ago on the same
+# An answer the scheduler asked for more than this long ago on the same
 # thread belongs to an earlier request. Nova decodes the answer and runs
 # its own filters before ours: on a loaded machine that took 15 s of wall
 # clock at 5,000 hosts, and a shorter horizon cost a second Placement
@@ -62,20 +63,35 @@ _captured = threading.local()
 _install_lock = threading.Lock()
 
 
+class _Answers(collections.deque):
+    """One thread's captured ``(asked_at, summaries)``."""
+    __hash__ = object.__hash__
+
+
+# Every thread's answers not taken yet, for unread_age; weak, so that a
+# finished (green) thread's answers go with it.
+_unread = weakref.WeakSet()
+_answers_lock = threading.Lock()
+
+
 def _capturing(get_allocation_candidates):
     """Wrap the report client's method to keep the provider summaries of
     the last MAX_CAPTURED answers on the calling thread.
     """
     @functools.wraps(get_allocation_candidates)
     def wrapper(*args, **kwargs):
+        # When the query was sent: the usage it returns is no older.
+        sent_at = time.monotonic()
         answer = get_allocation_candidates(*args, **kwargs)
         try:
             if answer and isinstance(answer[1], dict):
-                answers = getattr(_captured, 'answers', None)
-                if answers is None:
-                    answers = _captured.answers = collections.deque(
-                        maxlen=MAX_CAPTURED)
-                answers.append((time.monotonic(), answer[1]))
+                with _answers_lock:
+                    answers = getattr(_captured, 'answers', None)
+                    if answers is None:
+                        answers = _captured.answers = _Answers(
+                            maxlen=MAX_CAPTURED)
+                        _unread.add(answers)
+                    answers.append((sent_at, answer[1]))
         except Exception:  # never let our bookkeeping fail Nova's query
             pass
         return answer
@@ -102,26 +118,41 @@ def install_capture():
 
 
 def take_captured_summaries(roots=()):
-    """The provider summaries captured on this thread in the last
-    CAPTURE_SECONDS, and forgotten; None when there are none. The newest
-    answer alone when it has every one of ``roots`` (Nova built its hosts
-    from it), else the recent answers merged (newest wins).
+    """``(summaries, age)``: the provider summaries captured on this thread
+    in the last CAPTURE_SECONDS, and forgotten, and the seconds since the
+    oldest answer they come from was asked for; None when there are none.
+    The newest answer alone when it has every one of ``roots`` (Nova built
+    its hosts from it), else the recent answers merged (newest wins).
     """
     answers = getattr(_captured, 'answers', None)
     if not answers:
         return None
-    horizon = time.monotonic() - CAPTURE_SECONDS
-    recent = [summaries for at, summaries in answers if at > horizon]
-    answers.clear()
+    now = time.monotonic()
+    with _answers_lock:
+        recent = [(at, summaries) for at, summaries in answers
+                  if at > now - CAPTURE_SECONDS]
+        answers.clear()
     if not recent:
         return None
-    newest = recent[-1]
+    newest_at, newest = recent[-1]
     if len(recent) == 1 or all(root in newest for root in roots):
-        return newest
+        return newest, now - newest_at
     merged = {}
-    for summaries in recent:
+    for _, summaries in recent:
         merged.update(summaries)
-    return merged
+    return merged, now - recent[0][0]
+
+
+def unread_age():
+    """Seconds since the oldest answer captured in the last
+    CAPTURE_SECONDS on any thread, and not taken yet, was asked for; None
+    when there is none.
+    """
+    now = time.monotonic()
+    with _answers_lock:
+        asked = [at for answers in _unread for at, _ in answers]
+    asked = [at for at in asked if at > now - CAPTURE_SECONDS]
+    return now - min(asked) if asked else None
 
 
 def query_provider_summaries(spec_obj, host_states):
@@ -186,19 +217,20 @@ class SummarySource:
                      '(reuse_scheduler_query off or no report client).')
 
     def summaries(self, spec_obj, host_states, roots, wants_gpu=True):
-        """The captured answer when it covers ``roots``, else the query's
-        (for a request without GPU, only where the query is free); None
-        when there is none.
+        """``(summaries, age)``: the captured answer when it covers
+        ``roots``, else the query's (for a request without GPU, only where
+        the query is free; age 0), summaries None when there is none.
+        ``age``: the seconds since the answer was asked for.
         """
         if self._capturing():
-            summaries = take_captured_summaries(roots)
+            captured = take_captured_summaries(roots)
             # Not roots.isdisjoint(summaries): that walks every provider.
-            if summaries is not None and any(
-                    root in summaries for root in roots):
-                return summaries
+            if captured is not None and any(
+                    root in captured[0] for root in roots):
+                return captured
         if wants_gpu or self._query_without_gpu:
-            return self._query(spec_obj, host_states)
-        return None
+            return self._query(spec_obj, host_states), 0.0
+        return None, 0.0
 
     def _capturing(self):
         return bool(self._capture and conf.CONF.gpu_partitions_scheduler

@@ -25,6 +25,7 @@ from unittest import mock
 
 import fixtures
 from nova.scheduler.client import report
+from nova.scheduler import manager
 from nova.tests.functional.api import client as api_client
 
 from cyborg_gpu_drivers import inventory
@@ -323,6 +324,47 @@ class TestExtraSpecValidation(SchedulerTestBase):
 class TestConcurrentBoots(SchedulerTestBase):
 
     def test_concurrent_boots_never_share_a_vf(self):
+        self._boot_eight_onto_six_vfs()
+
+    def test_boots_never_share_a_vf_claimed_after_they_read_placement(self):
+        # Every request waits after Nova's Placement query until all eight
+        # have asked, then they run one at a time, the last to ask first:
+        # each runs after others claimed VFs that its answer shows free
+        # (the loaded scheduler where the test above once filled 5 VFs).
+        schedule = manager.SchedulerManager._schedule
+        get_host_states = manager.SchedulerManager._get_all_host_states
+        turn = threading.Condition()
+        asked, waiting = [], []
+        mine = threading.local()
+
+        def after_the_query(scheduler, *args, **kwargs):
+            with turn:
+                mine.index = len(asked)
+                asked.append(mine.index)
+                waiting.append(mine.index)
+                turn.notify_all()
+                turn.wait_for(lambda: len(asked) == 8 and (
+                    waiting[-1] == mine.index), timeout=30)
+            return get_host_states(scheduler, *args, **kwargs)
+
+        def one_request(scheduler, *args, **kwargs):
+            try:
+                return schedule(scheduler, *args, **kwargs)
+            finally:
+                with turn:
+                    if getattr(mine, 'index', None) in waiting:
+                        waiting.remove(mine.index)  # the next one's turn
+                    mine.index = None
+                    turn.notify_all()
+
+        for name, method in (('_schedule', one_request),
+                             ('_get_all_host_states', after_the_query)):
+            self.useFixture(fixtures.MockPatchObject(
+                manager.SchedulerManager, name, method))
+        self._boot_eight_onto_six_vfs()
+        self.assertEqual(list(range(8)), asked)
+
+    def _boot_eight_onto_six_vfs(self):
         # 2 GPUs x 3 VFs: 6 units for 8 concurrent boots under pack.
         host = self.add_hgx('hgx-a', gpus=2)
         rc = MIG_1G

@@ -396,18 +396,62 @@ class CaptureBoundTest(test_plugins.PluginTestBase):
         self.assertIsNone(summary_source.take_captured_summaries())
         self.assertIsNone(summary_source.take_captured_summaries())
 
+    def test_the_age_counts_from_when_the_answer_was_asked_for(self):
+        clock = fixtures.MockPatch('time.monotonic', return_value=100.0)
+        self.useFixture(clock)
+
+        def answer():
+            clock.mock.return_value = 102.0  # Placement answers 2 s later
+            return [], {'a': {}}, '1.36'
+
+        summary_source._capturing(answer)()
+        clock.mock.return_value = 103.0
+        self.assertEqual(({'a': {}}, 3.0),
+                         summary_source.take_captured_summaries({'a'}))
+
+    def test_answers_not_taken_yet_on_any_thread_are_seen(self):
+        clock = fixtures.MockPatch('time.monotonic', return_value=100.0)
+        self.useFixture(clock)
+        asked, take, taken = (threading.Event(), threading.Event(),
+                              threading.Event())
+        self.addCleanup(summary_source.take_captured_summaries)
+        self.addCleanup(take.set)
+
+        def other_thread():
+            summary_source._capturing(lambda: ([], {'b': {}}, '1.36'))()
+            asked.set()
+            take.wait(30)
+            summary_source.take_captured_summaries()
+            taken.set()
+            take.wait(30)
+
+        worker = threading.Thread(target=other_thread)
+        worker.start()
+        self.assertTrue(asked.wait(30))
+        clock.mock.return_value = 102.0
+        summary_source._capturing(lambda: ([], {'a': {}}, '1.36'))()
+        clock.mock.return_value = 105.0
+        self.assertEqual(5.0, summary_source.unread_age())
+        take.set()
+        self.assertTrue(taken.wait(30))
+        self.assertEqual(3.0, summary_source.unread_age())
+        worker.join(30)
+        summary_source.take_captured_summaries()
+        self.assertIsNone(summary_source.unread_age())
+
     def test_newest_answer_alone_when_it_has_every_host(self):
         older = {'a': {'old': True}, 'b': {}}
         newer = {'a': {'old': False}}
         for summaries in (older, newer):
             summary_source._capturing(lambda s=summaries: ([], s, '1.36'))()
-        self.assertIs(newer, summary_source.take_captured_summaries({'a'}))
+        self.assertIs(newer,
+                      summary_source.take_captured_summaries({'a'})[0])
         for summaries in (older, newer):
             summary_source._capturing(lambda s=summaries: ([], s, '1.36'))()
         # A host only the older answer has: merged, the newer one wins.
         self.assertEqual(
             {'a': {'old': False}, 'b': {}},
-            summary_source.take_captured_summaries({'a', 'b'}))
+            summary_source.take_captured_summaries({'a', 'b'})[0])
 
 
 class BadNovaConfTest(test_plugins.PluginTestBase):

@@ -12,12 +12,15 @@
 """GpuPartitionFilter and GpuPartitionWeigher with Nova's FakeHostState
 and weight handler over an HGX H100 host's candidate lists."""
 
+import copy
 import gc
+import threading
 from unittest import mock
 
 import fixtures
 
 import uuid
+import weakref
 
 from nova import objects
 from nova.scheduler import filters as nova_filters_api
@@ -396,13 +399,101 @@ class InFlightTest(PluginTestBase):
         first = fakes.request_spec()
         first_states = self._states([root], [('', MIG_1G, 1)])
         self.filter.filter_all(first_states, first)
-        # Nova claims it and consumes the request on that HostState.
+        # Nova claims it, consumes the request on that HostState and
+        # returns: its HostStates are freed.
         self.placement.claim(first_states[0].allocation_candidates[0])
         first_states[0].num_instances += 1
+        del first_states
+        # The next request reads Placement after that claim.
         states = self._states([root], [('', MIG_1G, 1)])
         self.filter.filter_all(states, fakes.request_spec())
         # GPU 3 has one slice left in Placement: the next request takes it.
         self.assertEqual([3], self._gpus_of_first(states[0]))
+
+    def _claim_after_the_other_read(self, end):
+        """The second request reads Placement, then the first one is
+        scheduled onto GPU 3's last slice, claims it, and ``end``s (given
+        its HostStates); then the second request is scheduled. The GPUs of
+        the second request's first candidate.
+        """
+        (root,) = self._hosts(None)
+        self._use(root, 3, 6)  # one VF-backed 1g slice left on GPU 3
+        first, second = fakes.request_spec(), fakes.request_spec()
+        states_b = self._states([root], [('', MIG_1G, 1)])
+        self.views.view_for(second, states_b)
+        states_a = self._states([root], [('', MIG_1G, 1)])
+        self.filter.filter_all(states_a, first)
+        self.assertEqual([3], self._gpus_of_first(states_a[0]))
+        # Nova claims it and consumes the request on that HostState.
+        self.placement.claim(states_a[0].allocation_candidates[0])
+        states_a[0].num_instances += 1
+        end(states_a)
+        self.filter.filter_all(states_b, second)
+        return self._gpus_of_first(states_b[0])
+
+    def test_a_claim_after_the_answer_was_read_still_counts(self):
+        # Placement's answer to the second request does not show the
+        # first one's claim: counting it no more would give the second the
+        # same slice, whose claim Placement refuses (NoValidHost on the
+        # last host).
+        self.assertNotEqual([3], self._claim_after_the_other_read(
+            lambda states: None))
+
+    def test_a_returned_request_still_counts_for_an_older_answer(self):
+        # Its HostStates are freed when select_destinations returns.
+        self.assertNotEqual([3], self._claim_after_the_other_read(
+            lambda states: states.clear()))
+
+    def test_a_claim_counts_for_an_older_answer_until_no_one_has_one(self):
+        clock = mock.Mock(return_value=100.0)
+        views = request_view.RequestViews(query=self.placement.query,
+                                          clock=clock)
+        flt = gpu_filter.GpuPartitionFilter(views=views)
+        (root,) = self._hosts(None)
+        self._use(root, 3, 6)  # one VF-backed 1g slice left on GPU 3
+        second = fakes.request_spec()
+        states_b = self._states([root], [('', MIG_1G, 1)])
+        views.view_for(second, states_b)
+        clock.return_value = 101.0
+        states_a = self._states([root], [('', MIG_1G, 1)])
+        flt.filter_all(states_a, fakes.request_spec())
+        self.placement.claim(states_a[0].allocation_candidates[0])
+        states_a.clear()  # claimed and returned
+        # Long after IN_FLIGHT_SECONDS, another request comes and goes...
+        clock.return_value = 110.0
+        flt.filter_all(self._states([root], [('', MIG_1G, 1)]),
+                       fakes.request_spec())
+        # ...and the second request, whose answer is older than the
+        # claim, still counts it.
+        flt.filter_all(states_b, second)
+        self.assertNotEqual([3], self._gpus_of_first(states_b[0]))
+        # Once no request being scheduled read Placement before the claim,
+        # it is forgotten: nothing is left to count.
+        states_b.clear()
+        flt.filter_all(self._states([root], [('', MIG_1G, 1)]),
+                       fakes.request_spec())
+        self.assertEqual({}, views.reservations._returned)
+
+    def test_a_multi_create_claim_counts_for_an_older_answer(self):
+        (root,) = self._hosts(None)
+        self._use(root, 3, 6)  # GPU 3: one slice left
+        self._use(root, 4, 5)  # GPU 4: two
+        first, second = fakes.request_spec(), fakes.request_spec()
+        states_b = self._states([root], [('', MIG_1G, 1)])
+        self.views.view_for(second, states_b)
+        states_a = self._states([root], [('', MIG_1G, 1)])
+        placed = []
+        for _ in range(2):
+            first.instance_uuid = str(uuid.uuid4())
+            state = self.filter.filter_all(states_a, first)[0]
+            placed.append(self._gpus_of_first(state))
+            self.placement.claim(state.allocation_candidates[0])
+            state.num_instances += 1
+        self.assertEqual([[3], [4]], placed)
+        # Both claims came after the second request's answer: GPU 3 is
+        # full, GPU 4 has one slice left.
+        self.filter.filter_all(states_b, second)
+        self.assertEqual([4], self._gpus_of_first(states_b[0]))
 
     def test_a_finished_request_no_longer_counts(self):
         (root,) = self._hosts(None)
@@ -432,6 +523,47 @@ class InFlightTest(PluginTestBase):
         # tie): its last unit on GPU 3 is taken; h2's GPU 5 is not.
         self.assertNotEqual([3], by_host['h1'])
         self.assertEqual([5], by_host['h2'])
+
+
+class _BrokenReservations:
+    """Reservations whose every method fails."""
+
+    def __getattr__(self, name):
+        def fail(*args, **kwargs):
+            raise RuntimeError('reservations.%s is broken' % name)
+        return fail
+
+
+class ReservationFaultTest(PluginTestBase):
+
+    def _schedule(self, broken, roots, groups):
+        """Filter and weigh one request on ``roots`` with views of its
+        own; what Nova would see.
+        """
+        views = request_view.RequestViews(query=self.placement.query)
+        if broken:
+            views.reservations = _BrokenReservations()
+        spec = fakes.request_spec()
+        passed = gpu_filter.GpuPartitionFilter(views=views).filter_all(
+            self._states(roots, groups), spec)
+        weighed = nova_weights.HostWeightHandler().get_weighed_objects(
+            [gpu_weigher.GpuPartitionWeigher(views=views)], passed, spec)
+        return [(w.obj.host, w.weight, w.obj.allocation_candidates)
+                for w in weighed]
+
+    def test_a_fault_in_the_reservations_schedules_as_without_them(self):
+        self.gpu_flags(link_affinity='required')
+        roots = self._hosts(None, names=('h1', 'h2'), cliques=CLIQUES)
+        self._use(roots[0], 0, 5)
+        two_gpus = [('1', MIG_1G, 1), ('2', MIG_1G, 1)]
+        # One host (the filter orders its candidates), then two (the
+        # weigher does): same hosts, weights and order as with working
+        # reservations and nothing in flight, and nothing raised.
+        for hosts in (roots[:1], roots):
+            expected = self._schedule(False, hosts, two_gpus)
+            self.assertEqual(len(hosts), len(expected))
+            self.assertEqual(expected,
+                             self._schedule(True, hosts, two_gpus))
 
 
 class CaptureTest(PluginTestBase):
@@ -494,6 +626,50 @@ class CaptureTest(PluginTestBase):
                        fakes.request_spec())
         self.assertEqual(0, placement.queries)
 
+    def test_a_claim_after_nova_asked_for_the_answer_still_counts(self):
+        (root,) = self._hosts(None)
+        self._use(root, 3, 6)  # one VF-backed 1g slice left on GPU 3
+        placement = self.placement
+
+        class Client:
+            def get_allocation_candidates(self, context, resources):
+                # Placement's usage as of the query.
+                return [], copy.deepcopy(placement.summaries), '1.36'
+
+        client = Client()
+        self.useFixture(fixtures.MockPatch(
+            'nova.scheduler.client.report.report_client_singleton',
+            return_value=client))
+        flt = gpu_filter.GpuPartitionFilter(views=request_view.RequestViews(
+            query=placement.query, capture=True))
+        asked, go, second = threading.Event(), threading.Event(), []
+
+        def schedule_second():
+            # Nova asks Placement for the second request, on its thread...
+            client.get_allocation_candidates(None, None)
+            states = self._states([root], [('', MIG_1G, 1)])
+            asked.set()
+            go.wait(30)
+            # ...and runs the plugins after the first request claimed.
+            flt.filter_all(states, fakes.request_spec())
+            second.append(self._gpus_of_first(states[0]))
+
+        thread = threading.Thread(target=schedule_second)
+        thread.start()
+        self.assertTrue(asked.wait(30))
+        client.get_allocation_candidates(None, None)
+        states = self._states([root], [('', MIG_1G, 1)])
+        flt.filter_all(states, fakes.request_spec())
+        self.assertEqual([3], self._gpus_of_first(states[0]))
+        placement.claim(states[0].allocation_candidates[0])
+        states[0].num_instances += 1
+        del states  # the first request returned
+        go.set()
+        thread.join(30)
+        self.assertEqual(0, placement.queries)
+        self.assertEqual(1, len(second))
+        self.assertNotEqual([3], second[0])
+
 
 class ReleaseTest(PluginTestBase):
 
@@ -504,11 +680,12 @@ class ReleaseTest(PluginTestBase):
         self._weigh(states + self._states([root], [('', MIG_1G, 1)]),
                     spec)
         (state,) = self.views.states._states.values()
-        (reserved,) = self.views.reservations._requests.values()
-        self.assertIsNotNone(state.view)
-        self.assertIsNotNone(reserved.view)
+        view = weakref.ref(state.view)
+        self.assertIsNotNone(view())
         del spec
         gc.collect()
-        # Placement's answer is no longer held by the plugins.
+        # Placement's answer is no longer held by the plugins, whose
+        # reservations still count for a while.
         self.assertIsNone(state.view)
-        self.assertIsNone(reserved.view)
+        self.assertIsNone(view())
+        self.assertEqual(1, len(self.views.reservations._requests))
