@@ -72,8 +72,8 @@ def register(subparsers):
                         default=1.0,
                         help='arrivals: stop when the arrived workload '
                              'reaches this share of the fleet\'s GPUs '
-                             '(%s to %d; the result has a mark per 1%%)'
-                        % (MIN_TARGET, MAX_TARGET))
+                             '({} to {}; the result has a mark per 1%%)'
+                        .format(MIN_TARGET, MAX_TARGET))
     parser.add_argument('--speedup', type=cli.number(float, above=0),
                         default=1.0,
                         help='replay: divide the gaps between creations '

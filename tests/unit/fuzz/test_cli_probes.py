@@ -14,6 +14,7 @@ signals, output paths that are no plain file, driver and cloud names,
 bench flags checked late, and empty option values.
 """
 
+import argparse
 import errno
 import os
 import signal
@@ -109,6 +110,29 @@ class WholeCommandTest(testtools.TestCase):
             env=environ, timeout=300)
         self.assertEqual(2, done.returncode)
         self.assertIn('no such reference host', one_line(self, done.stderr))
+
+
+class HelpTest(testtools.TestCase):
+
+    def test_every_command_prints_its_help(self):
+        """``--help`` of each command and subcommand: a help string that
+        Python's ``%`` formatting left with a bare ``%`` made argparse's
+        own formatting raise ValueError (``simulate --help``).
+        """
+        def walk(parser, path):
+            self.assertIn('usage:', parser.format_help(), path)
+            for action in parser._actions:
+                choices = getattr(action, 'choices', None)
+                if not isinstance(choices, dict):
+                    continue
+                for name, sub in choices.items():
+                    if isinstance(sub, argparse.ArgumentParser):
+                        walk(sub, path + [name])
+                        walked.append(name)
+        walked = []
+        walk(cli.build_parser(), ['gpu-partitions'])
+        self.assertIn('simulate', walked)
+        self.assertGreater(len(walked), 5)
 
 
 class OutputPathsTest(testtools.TestCase):
