@@ -133,6 +133,8 @@ class PfView:
     xgmi_hive_id: int | None
     market_name: str | None
     vfs: tuple
+    #: ``sriov_numvfs``; None when it cannot be read.
+    numvfs: int | None = 0
 
 
 # --- plain logic ----------------------------------------------------------
@@ -341,6 +343,8 @@ class AmdMxgpuDriver(base.GpuPartitionDriver):
         self._named = set()
         # PFs that offered VFs since the agent started.
         self._offered = set()
+        # PFs whose last report was read whole (not a stub).
+        self._whole = set()
 
     @staticmethod
     def _pci_reader(backend, root):
@@ -440,13 +444,18 @@ class AmdMxgpuDriver(base.GpuPartitionDriver):
                                  states.get(address), failed=self.FAILED)
             if gpu is not self.FAILED:
                 found[address] = gpu
+        read = {address: gpu for address, gpu in found.items()
+                if gpu is not self.STUB}
         self._previous = {
-            handle.address: handle for gpu in found.values()
+            handle.address: handle for gpu in read.values()
             for slice_ in gpu.slices for handle in slice_.handles}
-        self._offered = ({address for address, gpu in found.items()
+        self._whole = {address for address, gpu in read.items()
+                       if not gpu.stub}
+        self._offered = ({address for address, gpu in read.items()
                           if gpu.slices} |
                          (self._offered & {address for address, gpu
-                                           in found.items() if gpu.stub}))
+                                           in found.items()
+                                           if gpu is self.STUB or gpu.stub}))
         return found
 
     def _gpu(self, address, state):
@@ -456,6 +465,18 @@ class AmdMxgpuDriver(base.GpuPartitionDriver):
         if pf.compute_partition is None:
             return self._stub(address, 'its compute partition mode cannot '
                               'be read (neither amdsmi nor sysfs)')
+        if pf.numvfs is None:
+            self.note('AMD GPU %s: its sriov_numvfs cannot be read, so how '
+                      'many VFs it has is unknown' % address, LOG.error)
+            return self.FAILED
+        unknown = self._unknown_vfs(pf)
+        if unknown:
+            self.note('AMD GPU %s: VFs %s cannot be read (their virtfn '
+                      'links are missing, dangle or name no VF of the GPU) '
+                      'and no report holds their units; reported as a stub '
+                      'so Cyborg keeps what it holds for it' % (
+                          address, ', '.join(unknown)), LOG.error)
+            return self.STUB
         model, memory_mib = self._model(pf.device_id, pf.market_name)
         if model is None:
             return self._stub(address, 'its model is unknown')
@@ -476,6 +497,16 @@ class AmdMxgpuDriver(base.GpuPartitionDriver):
             gpu = self._stub(address, 'without a VF on vfio-pci after '
                              'offering some')
         return gpu
+
+    def _unknown_vfs(self, pf):
+        """VFs of ``pf`` that cannot be read, are not in the last report,
+        and may be in Cyborg: the PF was not read whole last scan, or the
+        VF's address is not known. They count as in use.
+        """
+        return [vf.address for vf in pf.vfs
+                if not vf.present and vf.address not in self._previous
+                and (pf.address not in self._whole
+                     or not sysfs_adapter.is_pci_address(vf.address))]
 
     def _stub(self, address, reason):
         """A GPU we cannot read now: Cyborg keeps what it holds for it."""
@@ -573,7 +604,7 @@ class AmdMxgpuDriver(base.GpuPartitionDriver):
                       numa_node=pci.numa_node(address),
                       compute_partition=compute, memory_partition=memory,
                       xgmi_hive_id=hive, market_name=state.market_name,
-                      vfs=tuple(vfs))
+                      vfs=tuple(vfs), numvfs=pci.sriov_numvfs(address))
 
 
 def _first(values):
