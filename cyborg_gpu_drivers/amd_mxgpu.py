@@ -24,11 +24,12 @@ disables it when the user lets go, so the VF's sysfs ``enable`` count is
 non-zero exactly while a guest holds it. That is all the hardware tells:
 an instance that is stopped holds its VF in Placement and Cyborg but not
 in the kernel. The report keeps every VF it can see, so inventory only
-drops when a VF leaves vfio-pci or GIM removes it; a VF that vanishes in
-the middle of a scan keeps its last report, a VF whose ``enable`` cannot be
-read counts as in use, and a GPU whose state cannot be read is reported as
-a stub so Cyborg keeps what it holds for it (the scan skeleton of
-:mod:`cyborg_gpu_drivers.base`).
+drops when a VF leaves vfio-pci or GIM removes it (``sriov_numvfs``); a
+VF that vanishes in the middle of a scan, or whose ``virtfnN`` link is
+lost, keeps its last report (none: the GPU is a stub), a VF whose
+``enable`` cannot be read counts as in use, and a GPU whose state cannot
+be read is reported as a stub so Cyborg keeps what it holds for it (the
+scan skeleton of :mod:`cyborg_gpu_drivers.base`).
 
 The logic (:func:`build_gpu` and helpers) is plain Python over what the
 adapters read: :mod:`~cyborg_gpu_drivers.adapters.udev` or
@@ -208,8 +209,9 @@ def vf_handles(pf, previous, note):
 
     ``previous`` maps VF addresses to the handles of the last report: a VF
     that vanished during this scan keeps its handle until the next scan
-    tells (sysfs removes ``virtfnN`` along with a VF that is really gone,
-    so a dangling link is a race, not a new state). ``note(key, message)``
+    tells (a VF really gone is past ``sriov_numvfs`` and no longer listed,
+    so one listed but absent is a race or a broken link, not a new
+    state). ``note(key, message)``
     logs one line per problem.
     """
     handles = []
