@@ -29,6 +29,7 @@ import testtools
 from cyborg_gpu_drivers.adapters import udev
 from cyborg_gpu_drivers import amd_mxgpu
 from cyborg_gpu_drivers import inventory
+from cyborg_gpu_drivers import report
 from tests.unit.cyborg_gpu_drivers import base
 
 CONF = cfg.CONF
@@ -216,3 +217,23 @@ class UdevPathTest(base.DriverTestCase):
         self.assertIn('PCI device %s: its vendor cannot be read, but its VF '
                       '%s is of vendor 0x1002' % (GIM_PF, FREE_VF),
                       self.log.output)
+
+    def test_busy_vf_whose_virtfn_link_is_lost_stays_in_use(self):
+        self.pci(GONE_VF, '0x74b5', 'amdgpu')
+        self.link(GONE_VF, 'physfn', '../' + GIM_PF)
+        link = os.path.join(self.root + self.paths[GIM_PF], 'virtfn1')
+        for target in ('../no-such-device', None, '../' + FREE_VF):
+            if os.path.lexists(link):
+                os.unlink(link)
+            if target is not None:
+                os.symlink(target, link)
+            devices = amd_mxgpu.AmdMxgpuDriver(
+                hostname='mi300x-udev').discover()
+            [deployable] = [d for d in devices if not d.stub][0] \
+                .deployable_list
+            self.assertEqual(6, deployable.num_accelerators, target)
+            self.assertEqual(
+                [report.attach_info(inventory.AttachHandle(
+                    inventory.PCI, OPEN_VF))],
+                [h.attach_info for h in deployable.attach_handle_list
+                 if h.in_use], target)
