@@ -24,11 +24,12 @@ disables it when the user lets go, so the VF's sysfs ``enable`` count is
 non-zero exactly while a guest holds it. That is all the hardware tells:
 an instance that is stopped holds its VF in Placement and Cyborg but not
 in the kernel. The report keeps every VF it can see, so inventory only
-drops when a VF leaves vfio-pci or GIM removes it; a VF that vanishes in
-the middle of a scan keeps its last report, a VF whose ``enable`` cannot be
-read counts as in use, and a GPU whose state cannot be read is reported as
-a stub so Cyborg keeps what it holds for it (the scan skeleton of
-:mod:`cyborg_gpu_drivers.base`).
+drops when a VF leaves vfio-pci or GIM removes it (``sriov_numvfs``); a
+VF that vanishes in the middle of a scan, or whose ``virtfnN`` link is
+lost, keeps its last report (none: the GPU is a stub), a VF whose
+``enable`` cannot be read counts as in use, and a GPU whose state cannot
+be read is reported as a stub so Cyborg keeps what it holds for it (the
+scan skeleton of :mod:`cyborg_gpu_drivers.base`).
 
 The logic (:func:`build_gpu` and helpers) is plain Python over what the
 adapters read: :mod:`~cyborg_gpu_drivers.adapters.udev` or
@@ -133,6 +134,8 @@ class PfView:
     xgmi_hive_id: int | None
     market_name: str | None
     vfs: tuple
+    #: ``sriov_numvfs``; None when it cannot be read.
+    numvfs: int | None = 0
 
 
 # --- plain logic ----------------------------------------------------------
@@ -206,8 +209,9 @@ def vf_handles(pf, previous, note):
 
     ``previous`` maps VF addresses to the handles of the last report: a VF
     that vanished during this scan keeps its handle until the next scan
-    tells (sysfs removes ``virtfnN`` along with a VF that is really gone,
-    so a dangling link is a race, not a new state). ``note(key, message)``
+    tells (a VF really gone is past ``sriov_numvfs`` and no longer listed,
+    so one listed but absent is a race or a broken link, not a new
+    state). ``note(key, message)``
     logs one line per problem.
     """
     handles = []
@@ -341,6 +345,8 @@ class AmdMxgpuDriver(base.GpuPartitionDriver):
         self._named = set()
         # PFs that offered VFs since the agent started.
         self._offered = set()
+        # PFs whose last report was read whole (not a stub).
+        self._whole = set()
 
     @staticmethod
     def _pci_reader(backend, root):
@@ -440,13 +446,18 @@ class AmdMxgpuDriver(base.GpuPartitionDriver):
                                  states.get(address), failed=self.FAILED)
             if gpu is not self.FAILED:
                 found[address] = gpu
+        read = {address: gpu for address, gpu in found.items()
+                if gpu is not self.STUB}
         self._previous = {
-            handle.address: handle for gpu in found.values()
+            handle.address: handle for gpu in read.values()
             for slice_ in gpu.slices for handle in slice_.handles}
-        self._offered = ({address for address, gpu in found.items()
+        self._whole = {address for address, gpu in read.items()
+                       if not gpu.stub}
+        self._offered = ({address for address, gpu in read.items()
                           if gpu.slices} |
                          (self._offered & {address for address, gpu
-                                           in found.items() if gpu.stub}))
+                                           in found.items()
+                                           if gpu is self.STUB or gpu.stub}))
         return found
 
     def _gpu(self, address, state):
@@ -456,6 +467,18 @@ class AmdMxgpuDriver(base.GpuPartitionDriver):
         if pf.compute_partition is None:
             return self._stub(address, 'its compute partition mode cannot '
                               'be read (neither amdsmi nor sysfs)')
+        if pf.numvfs is None:
+            self.note('AMD GPU %s: its sriov_numvfs cannot be read, so how '
+                      'many VFs it has is unknown' % address, LOG.error)
+            return self.FAILED
+        unknown = self._unknown_vfs(pf)
+        if unknown:
+            self.note('AMD GPU %s: VFs %s cannot be read (their virtfn '
+                      'links are missing, dangle or name no VF of the GPU) '
+                      'and no report holds their units; reported as a stub '
+                      'so Cyborg keeps what it holds for it' % (
+                          address, ', '.join(unknown)), LOG.error)
+            return self.STUB
         model, memory_mib = self._model(pf.device_id, pf.market_name)
         if model is None:
             return self._stub(address, 'its model is unknown')
@@ -476,6 +499,16 @@ class AmdMxgpuDriver(base.GpuPartitionDriver):
             gpu = self._stub(address, 'without a VF on vfio-pci after '
                              'offering some')
         return gpu
+
+    def _unknown_vfs(self, pf):
+        """VFs of ``pf`` that cannot be read, are not in the last report,
+        and may be in Cyborg: the PF was not read whole last scan, or the
+        VF's address is not known. They count as in use.
+        """
+        return [vf.address for vf in pf.vfs
+                if not vf.present and vf.address not in self._previous
+                and (pf.address not in self._whole
+                     or not sysfs_adapter.is_pci_address(vf.address))]
 
     def _stub(self, address, reason):
         """A GPU we cannot read now: Cyborg keeps what it holds for it."""
@@ -573,7 +606,7 @@ class AmdMxgpuDriver(base.GpuPartitionDriver):
                       numa_node=pci.numa_node(address),
                       compute_partition=compute, memory_partition=memory,
                       xgmi_hive_id=hive, market_name=state.market_name,
-                      vfs=tuple(vfs))
+                      vfs=tuple(vfs), numvfs=pci.sriov_numvfs(address))
 
 
 def _first(values):

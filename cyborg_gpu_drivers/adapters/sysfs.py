@@ -22,6 +22,7 @@ import os
 import re
 
 _VIRTFN = re.compile(r'^virtfn(\d+)$')
+_ADDRESS = re.compile(r'^([0-9a-f]{4}):([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])$')
 _PCI_ID = re.compile(r'^(0x)?[0-9a-f]{4}$')
 
 
@@ -47,6 +48,26 @@ def mdevs_in(device_directory):
             continue
         found[entry] = os.path.basename(target)
     return found
+
+
+def is_pci_address(name):
+    """Whether ``name`` is a ``dddd:bb:dd.f`` PCI address."""
+    return bool(_ADDRESS.match(name or ''))
+
+
+def vf_address(pf_address, offset, stride, index):
+    """The address the kernel gives VF ``index`` of a PF (routing id
+    ``PF + sriov_offset + index * sriov_stride``), None if unknowable.
+    """
+    match = _ADDRESS.match(pf_address or '')
+    if match is None or offset is None or stride is None:
+        return None
+    domain, bus, device, function = match.groups()
+    rid = ((int(bus, 16) << 8) | (int(device, 16) << 3) | int(function)) + \
+        offset + index * stride
+    if not 0 <= rid <= 0xffff:
+        return None
+    return '%s:%02x:%02x.%d' % (domain, rid >> 8, (rid >> 3) & 0x1f, rid & 7)
 
 
 def virtfn_links(device_directory):
@@ -103,6 +124,77 @@ class PciAttributes:
         """NUMA node, or None where the firmware gives none (-1)."""
         node = self.read_int(address, 'numa_node')
         return node if node is not None and node >= 0 else None
+
+    def virtfn_links(self, address):
+        """``[(vf_index, link target name)]`` of a PF's ``virtfnN``."""
+        raise NotImplementedError
+
+    def vfs_by_physfn(self, address):
+        raise NotImplementedError
+
+    def sriov_numvfs(self, address):
+        """How many VFs the PF has (``sriov_numvfs``), None if unread."""
+        return self.read_int(address, 'sriov_numvfs')
+
+    def virtfns(self, address):
+        """``[(vf_index, vf_address)]`` of a PF in VF-index order.
+
+        The PF has as many VFs as ``sriov_numvfs`` says, found by their
+        ``virtfnN`` links and by the VFs' own ``physfn`` links (a link
+        missing or naming a wrong device loses no VF). A VF index below
+        ``sriov_numvfs`` that no VF of this PF answers is still listed,
+        under the address the kernel gives it (``sriov_offset`` and
+        ``sriov_stride``) or, when that cannot be known, under a name that
+        is no PCI address: callers check :meth:`exists` before reading a
+        VF and count one that does not exist as unknown. A link at or past
+        ``sriov_numvfs`` to no VF of this PF is a VF gone; with
+        ``sriov_numvfs`` unreadable it is unknown.
+        """
+        count = self.sriov_numvfs(address)
+        links = self.virtfn_links(address)
+        geometry = []
+
+        def kernel_address(index):
+            if not geometry:
+                geometry.extend((self.read_int(address, 'sriov_offset'),
+                                 self.read_int(address, 'sriov_stride')))
+            return vf_address(address, geometry[0], geometry[1], index)
+
+        claims = {}
+        for index, vf in links:
+            if self.exists(vf) and self.physfn(vf) == address:
+                claims.setdefault(vf, []).append(index)
+        # A VF two links name takes the index the kernel gave it.
+        slots = {next((i for i in indices if kernel_address(i) == vf),
+                      indices[0]): vf for vf, indices in claims.items()}
+        # Unread ``sriov_numvfs``: a link to no VF of this PF is unknown.
+        missing = [index for index in (
+            range(count) if count is not None else [i for i, _ in links])
+            if index not in slots]
+        # A device without SR-IOV (no link, no ``sriov_totalvfs``) has no
+        # VF to look for.
+        if missing or count is None and (
+                links or self.read(address, 'sriov_totalvfs') is not None):
+            last = max([i for i, _ in links] + missing + [count or 0]) + 1
+            spare = {kernel_address(i): i for i in range(last)}
+            for vf in sorted(set(self.vfs_by_physfn(address))
+                             - set(slots.values())):
+                index = spare.get(vf)
+                if index is None or index in slots:
+                    index = missing[0] if missing else max(
+                        list(slots) + [last - 1]) + 1
+                if index in missing:
+                    missing.remove(index)
+                slots[index] = vf
+            dangling = dict(links)
+            for index in missing:
+                guess = kernel_address(index)
+                if guess is None or self.exists(guess):
+                    guess = dangling.get(index)
+                    if guess is None or self.exists(guess):
+                        guess = 'virtfn%d-of-%s' % (index, address)
+                slots[index] = guess
+        return sorted(slots.items())
 
     def vendor_evidence(self, address, vendor_id, drivers):
         """Why a device whose ``vendor`` cannot be read may still be
@@ -185,13 +277,12 @@ class Sysfs(PciAttributes):
         """The PF address of a VF; None for a PF."""
         return self.link_name(address, 'physfn')
 
-    def virtfns(self, address):
-        """``[(vf_index, vf_address)]`` of a PF in VF-index order.
-
-        A VF whose link dangles (it vanished mid-scan) is still listed;
-        callers check :meth:`exists` before reading it.
-        """
+    def virtfn_links(self, address):
         return virtfn_links(self.device_path(address))
+
+    def vfs_by_physfn(self, address):
+        """Addresses of the devices whose ``physfn`` names ``address``."""
+        return [vf for vf in self.addresses() if self.physfn(vf) == address]
 
     def devices_of_vendor(self, vendor_id, physical_functions_only=True):
         """Addresses of the vendor's devices (PFs only by default)."""

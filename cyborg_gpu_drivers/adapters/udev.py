@@ -79,12 +79,18 @@ class UdevPci(sysfs.PciAttributes):
             return None
         return self._link_name(device, 'physfn')
 
-    def virtfns(self, address):
-        """``[(vf_index, vf_address)]`` of a PF in VF-index order."""
+    def virtfn_links(self, address):
         device = self._device(address)
         if device is None:
             return []
         return sysfs.virtfn_links(device.sys_path)
+
+    def vfs_by_physfn(self, address):
+        """Addresses of the devices whose ``physfn`` names ``address``."""
+        return sorted(
+            device.sys_name
+            for device in self._context.list_devices(subsystem='pci')
+            if self._link_name(device, 'physfn') == address)
 
     def devices_of_vendor(self, vendor_id, physical_functions_only=True):
         """Addresses of the vendor's devices (PFs only by default)."""

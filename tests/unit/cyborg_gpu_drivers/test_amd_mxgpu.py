@@ -187,6 +187,21 @@ class DriverTestCase(base.DriverTestCase):
         return os.path.realpath(os.path.join(
             env.sysfs_root, 'bus', 'pci', 'devices', address))
 
+    def remove_vfs(self, env, numvfs=0):
+        """What the kernel does when GIM lowers a PF's VFs to ``numvfs``:
+        the VFs past it go, with their links.
+        """
+        pf_dir = self.vf_dir(env, PF)
+        for name in os.listdir(pf_dir):
+            if name.startswith('virtfn') and int(name[6:]) >= numvfs:
+                vf = os.path.basename(os.readlink(os.path.join(pf_dir,
+                                                               name)))
+                os.unlink(os.path.join(pf_dir, name))
+                os.unlink(os.path.join(env.sysfs_root, 'bus', 'pci',
+                                       'devices', vf))
+        with open(os.path.join(pf_dir, 'sriov_numvfs'), 'w') as f:
+            f.write('%d\n' % numvfs)
+
 
 class ReferenceHostTest(DriverTestCase):
     """Read-only scans of the full hosts, materialized once."""
@@ -373,15 +388,17 @@ class BadHardwareTest(DriverTestCase):
                       'to amdgpu, not vfio-pci: not offered', line)
 
     def test_vf_vanishing_mid_scan(self):
+        # sriov_numvfs still says 8: the VF's state is unknown, and no
+        # report since the agent started holds its unit, which Cyborg may
+        # hold for a guest. Leaving it out would delete that record.
         data = one_cpx_gpu()
         data['pci_devices'][0]['virtfns'][2]['missing'] = True
         env = self.env(data)
         driver = self.driver(env)
         gpu = self.by_address(driver.collect())[PF]
-        self.assertEqual(7, gpu.slices[0].total)
-        [line] = self.log.output.splitlines()
-        self.assertIn('VF 0000:05:02.2 (virtfn2 of 0000:05:00.0) vanished '
-                      'during the scan; not offered', line)
+        self.assertTrue(gpu.stub)
+        self.assertIn('AMD GPU 0000:05:00.0: VFs 0000:05:02.2 cannot be '
+                      'read', self.log.output)
 
     def test_reported_vf_vanishing_keeps_its_report(self):
         env = self.env(one_cpx_gpu())
@@ -394,10 +411,16 @@ class BadHardwareTest(DriverTestCase):
         gpu = self.by_address(driver.collect())[PF]
         self.assertEqual(8, gpu.slices[0].total)
         self.assertIn('its last report is kept', self.log.output)
-        # Really gone: GIM removed the link too. Seven VFs in CPX is no
-        # partitioning GIM supports on an MI300X: a stub, and why.
+        # Its link gone too, sriov_numvfs still 8: still unknown.
         pf_dir = self.vf_dir(env, PF)
         os.unlink(os.path.join(pf_dir, 'virtfn4'))
+        gpu = self.by_address(driver.collect())[PF]
+        self.assertEqual(8, gpu.slices[0].total)
+        self.assertIn('0000:05:02.4',
+                      [h.address for h in gpu.slices[0].handles])
+        # GIM lowers the PF to seven VFs. Seven VFs in CPX is no
+        # partitioning GIM supports on an MI300X: a stub, and why.
+        self.remove_vfs(env, 7)
         gpu = self.by_address(driver.collect())[PF]
         self.assertTrue(gpu.stub)
         self.assertIn('7 VFs in CPX/NPS4 is not a partitioning GIM '
@@ -408,10 +431,8 @@ class BadHardwareTest(DriverTestCase):
         driver = self.driver(env)
         self.assertEqual(8, driver.discover()[0].deployable_list[0]
                          .num_accelerators)
-        pf_dir = self.vf_dir(env, PF)
-        for name in os.listdir(pf_dir):
-            if name.startswith('virtfn'):
-                os.unlink(os.path.join(pf_dir, name))
+        # GIM reloaded with no VF yet.
+        self.remove_vfs(env)
         for scan in range(2):
             [device] = driver.discover()
             self.assertTrue(device.stub)
@@ -536,9 +557,7 @@ class UnidentifiedPfTest(DriverTestCase):
         self.stub_by('its subsystem_vendor is 0x1002')
         self.spoil(self.pf_dir, 'subsystem_vendor', b'0x1028\n')
         self.stub_by('its VF 0000:05:02.0 is of vendor 0x1002')
-        for name in os.listdir(self.pf_dir):
-            if name.startswith('virtfn'):
-                os.unlink(os.path.join(self.pf_dir, name))
+        self.remove_vfs(self.env_)
         self.stub_by("its device id is AMD Instinct MI300X's")
         self.spoil(self.pf_dir, 'class', b'0x020000\n')
         provider = placement_traits.provider_name(
@@ -559,9 +578,7 @@ class UnidentifiedPfTest(DriverTestCase):
         self.spoil(self.pf_dir, 'driver', 'missing')
         self.spoil(self.pf_dir, 'subsystem_vendor', b'0x8086\n')
         self.spoil(self.pf_dir, 'class', b'0x020000\n')
-        for name in os.listdir(self.pf_dir):
-            if name.startswith('virtfn'):
-                os.unlink(os.path.join(self.pf_dir, name))
+        self.remove_vfs(self.env_)
         # A provider of another driver's class is not the AMD driver's.
         self.gpu_providers[PF] = {'other': {
             'CUSTOM_MIG_1G_10GB': (0, {'total': 1})}}
@@ -698,3 +715,86 @@ class ModelNamesTest(DriverTestCase):
         self.assertEqual({'CUSTOM_GPU_VF_MI355X_SPX'}, {
             g.slices[0].resource_class for g in gpus})
         self.assertIn('amdsmi reads its market name', self.log.output)
+
+
+class VfLinkTest(DriverTestCase):
+    """A VF whose ``virtfnN`` link is missing, dangles or names a wrong
+    device is still the PF's (``sriov_numvfs``, its ``physfn``): never
+    left out, so Cyborg's conductor never deletes a guest's record.
+    """
+
+    BUSY_VF = '0000:05:02.1'
+    TARGETS = (None, '../no-such-device', '../0000:05:02.3',
+               '../0000:02:00.0')
+
+    def setUp(self):
+        super().setUp()
+        self.env_ = self.env(one_cpx_gpu())
+        self.pf_dir = self.vf_dir(self.env_, PF)
+        with open(os.path.join(self.vf_dir(self.env_, self.BUSY_VF),
+                               'enable'), 'w') as f:
+            f.write('1\n')
+
+    def relink(self, target):
+        link = os.path.join(self.pf_dir, 'virtfn1')
+        if os.path.lexists(link):
+            os.unlink(link)
+        if target is not None:
+            os.symlink(target, os.path.join(self.pf_dir, 'virtfn1'))
+
+    def busy(self, driver):
+        gpu = self.by_address(driver.collect())[PF]
+        self.assertFalse(gpu.stub)
+        [slice_] = gpu.slices
+        self.assertEqual(8, slice_.total)
+        return [h.address for h in slice_.handles if h.in_use]
+
+    def test_busy_vf_behind_a_bad_link_stays_in_use(self):
+        good = os.readlink(os.path.join(self.pf_dir, 'virtfn1'))
+        for target in self.TARGETS:
+            warm = self.driver(self.env_, amdsmi=None)
+            self.assertEqual([self.BUSY_VF], self.busy(warm))
+            self.relink(target)
+            self.assertEqual([self.BUSY_VF], self.busy(warm), target)
+            cold = self.driver(self.env_, amdsmi=None)
+            self.assertEqual([self.BUSY_VF], self.busy(cold), target)
+            self.relink(good)
+
+    def test_vf_gone_while_numvfs_counts_it_is_unknown(self):
+        warm = self.driver(self.env_, amdsmi=None)
+        self.assertEqual([self.BUSY_VF], self.busy(warm))
+        os.unlink(os.path.join(self.env_.sysfs_root, 'bus', 'pci',
+                               'devices', self.BUSY_VF))
+        for target in self.TARGETS:
+            self.relink(target)
+            # Its last report stays: in use.
+            self.assertEqual([self.BUSY_VF], self.busy(warm), target)
+            # A new agent has no report of it: the GPU is a stub.
+            [device] = self.driver(self.env_, amdsmi=None).discover()
+            self.assertTrue(device.stub, target)
+        self.assertIn('AMD GPU 0000:05:00.0: VFs 0000:05:02.1 cannot be '
+                      'read', self.log.output)
+
+    def test_unreadable_numvfs_makes_the_vf_count_unknown(self):
+        warm = self.driver(self.env_, amdsmi=None)
+        self.assertEqual([self.BUSY_VF], self.busy(warm))
+        numvfs = os.path.join(self.pf_dir, 'sriov_numvfs')
+        for how in ('missing', b'\xff\xfe\n', b'zz\n', 'directory'):
+            if os.path.isdir(numvfs):
+                os.rmdir(numvfs)
+            elif os.path.exists(numvfs):
+                os.unlink(numvfs)
+            if how == 'directory':
+                os.mkdir(numvfs)
+            elif how != 'missing':
+                with open(numvfs, 'wb') as f:
+                    f.write(how)
+            # Its last report, no longer offered but for what is in use.
+            gpu = self.by_address(warm.collect())[PF]
+            self.assertFalse(gpu.healthy, how)
+            self.assertEqual([self.BUSY_VF],
+                             [h.address for h in gpu.slices[0].handles
+                              if h.in_use])
+            [device] = self.driver(self.env_, amdsmi=None).discover()
+            self.assertTrue(device.stub, how)
+        self.assertIn('its sriov_numvfs cannot be read', self.log.output)

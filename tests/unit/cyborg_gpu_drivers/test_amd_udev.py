@@ -29,6 +29,7 @@ import testtools
 from cyborg_gpu_drivers.adapters import udev
 from cyborg_gpu_drivers import amd_mxgpu
 from cyborg_gpu_drivers import inventory
+from cyborg_gpu_drivers import report
 from tests.unit.cyborg_gpu_drivers import base
 
 CONF = cfg.CONF
@@ -75,6 +76,8 @@ class UdevPathTest(base.DriverTestCase):
         self.root = self.bed.get_root_dir()
         self.paths = {}
         self.pci(GIM_PF, '0x74a1', 'gim', numa_node='1', files={
+            'sriov_numvfs': '8\n', 'sriov_offset': '16\n',
+            'sriov_stride': '1\n',
             'spatial_partition_mode': 'CPX\n',
             'memory_partition_mode': (
                 'memory_partition_mode: NPS4\nnuma_count: 4\n'
@@ -137,6 +140,17 @@ class UdevPathTest(base.DriverTestCase):
     def test_driver_over_udev(self):
         driver = amd_mxgpu.AmdMxgpuDriver(hostname='mi300x-udev')
         self.assertIsInstance(driver._pci, udev.UdevPci)
+        # GONE_VF is one of the 8 (sriov_numvfs) but cannot be read, and
+        # no report since the agent started holds its unit: a stub.
+        devices = driver.discover()
+        self.assertEqual([True, True], [device.stub for device in devices])
+        self.assertIn('AMD GPU %s: VFs %s cannot be read' % (
+            GIM_PF, GONE_VF), self.log.output)
+        self.pci(GONE_VF, '0x74b5', 'vfio-pci', files={'enable': '0\n'})
+        self.link(GONE_VF, 'physfn', '../' + GIM_PF)
+        driver.discover()
+        # It vanishes again mid-scan: its last report stays.
+        self.bed.remove_device(self.paths.pop(GONE_VF))
         devices = {device.controlpath_id.cpid_info: device
                    for device in driver.discover()}
         self.assertEqual(2, len(devices))
@@ -148,7 +162,7 @@ class UdevPathTest(base.DriverTestCase):
         [deployable] = gpu[0].deployable_list
         self.assertEqual('mi300x-udev_0000_05_00_0_MI300X-CPX',
                          deployable.name)
-        self.assertEqual(6, deployable.num_accelerators)
+        self.assertEqual(7, deployable.num_accelerators)
         attributes = sorted(a.value for a in deployable.attribute_list)
         for name in ('CUSTOM_GPU_VF_MI300X_CPX',
                      'CUSTOM_GPU_COMPUTE_PARTITION_CPX',
@@ -157,12 +171,13 @@ class UdevPathTest(base.DriverTestCase):
             self.assertIn(name, attributes)
         handles = {h.attach_info: h.in_use
                    for h in deployable.attach_handle_list}
-        self.assertEqual(6, len(handles))
+        self.assertEqual(7, len(handles))
         inventory_handles = driver.collect().gpus
         by_address = {g.address: g for g in inventory_handles}
         self.assertEqual(
             [inventory.AttachHandle(inventory.PCI, FREE_VF),
-             inventory.AttachHandle(inventory.PCI, OPEN_VF, in_use=True)]
+             inventory.AttachHandle(inventory.PCI, OPEN_VF, in_use=True),
+             inventory.AttachHandle(inventory.PCI, GONE_VF)]
             + [inventory.AttachHandle(inventory.PCI, vf) for vf in MORE_VFS],
             by_address[GIM_PF].slices[0].handles)
         output = self.log.output
@@ -174,6 +189,9 @@ class UdevPathTest(base.DriverTestCase):
                       output)
 
     def test_pf_whose_vendor_cannot_be_read_is_still_reported(self):
+        # Every VF readable here (GONE_VF back, not on vfio-pci).
+        self.pci(GONE_VF, '0x74b5', 'amdgpu')
+        self.link(GONE_VF, 'physfn', '../' + GIM_PF)
         # Garbled at the agent's start: libudev's vendor match leaves the
         # PF out, and Cyborg's conductor would delete what it holds.
         with open(os.path.join(self.root + self.paths[GIM_PF], 'vendor'),
@@ -199,3 +217,23 @@ class UdevPathTest(base.DriverTestCase):
         self.assertIn('PCI device %s: its vendor cannot be read, but its VF '
                       '%s is of vendor 0x1002' % (GIM_PF, FREE_VF),
                       self.log.output)
+
+    def test_busy_vf_whose_virtfn_link_is_lost_stays_in_use(self):
+        self.pci(GONE_VF, '0x74b5', 'amdgpu')
+        self.link(GONE_VF, 'physfn', '../' + GIM_PF)
+        link = os.path.join(self.root + self.paths[GIM_PF], 'virtfn1')
+        for target in ('../no-such-device', None, '../' + FREE_VF):
+            if os.path.lexists(link):
+                os.unlink(link)
+            if target is not None:
+                os.symlink(target, link)
+            devices = amd_mxgpu.AmdMxgpuDriver(
+                hostname='mi300x-udev').discover()
+            [deployable] = [d for d in devices if not d.stub][0] \
+                .deployable_list
+            self.assertEqual(6, deployable.num_accelerators, target)
+            self.assertEqual(
+                [report.attach_info(inventory.AttachHandle(
+                    inventory.PCI, OPEN_VF))],
+                [h.attach_info for h in deployable.attach_handle_list
+                 if h.in_use], target)

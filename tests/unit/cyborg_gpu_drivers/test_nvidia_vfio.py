@@ -126,6 +126,33 @@ class VfTreeTest(testtools.TestCase):
         self.assertEqual(1134, vfs[1].current_type)
         self.assertEqual((), vfs[1].creatable)
 
+    def test_list_vfs_finds_a_vf_whose_link_is_missing_or_wrong(self):
+        # The reader the AMD driver shares: a VF whose virtfnN link is
+        # gone or names a wrong device is found by its physfn link, and a
+        # VF index below sriov_numvfs that no VF answers is unknown.
+        with open(os.path.join(self.pf_dir, 'sriov_numvfs'), 'w') as f:
+            f.write('3\n')
+        link = os.path.join(self.pf_dir, 'virtfn1')
+        for target in (None, '../no-such-device', '../' + FREE_VF):
+            if os.path.lexists(link):
+                os.unlink(link)
+            if target is not None:
+                os.symlink(target, link)
+            unknown = set()
+            vfs = nvidia_vfio.list_vfs(self.sysfs, PF, unknown,
+                                       note=lambda message: None)
+            self.assertEqual([(0, FREE_VF), (1, BUSY_VF)],
+                             [(vf.index, vf.address) for vf in vfs], target)
+            self.assertEqual({GONE_VF}, unknown, target)
+        # virtfn2 gone too: still unknown, under a name that is no
+        # device (no sriov_offset here to give its address).
+        os.unlink(os.path.join(self.pf_dir, 'virtfn2'))
+        unknown = set()
+        nvidia_vfio.list_vfs(self.sysfs, PF, unknown,
+                             note=lambda message: None)
+        [name] = unknown
+        self.assertFalse(self.sysfs.exists(name))
+
     def test_assign_free_vf(self):
         self.assertTrue(nvidia_vfio.assign_type(
             self.sysfs, FREE_VF, 1134, in_use_addresses=[BUSY_VF],

@@ -118,3 +118,122 @@ class SysfsTest(testtools.TestCase):
         self.assertIsNone(self.sysfs.vendor_evidence(pf, '1002', ('gim',)))
         self.assertIsNone(self.sysfs.vendor_evidence(
             '0000:02:00.0', '10de', ('nvidia',)))
+
+
+class VirtfnsTest(testtools.TestCase):
+    """A PF's VFs: as many as ``sriov_numvfs`` says, whatever its
+    ``virtfnN`` links say.
+    """
+
+    PF = '0000:1b:00.0'
+    VFS = ('0000:1b:00.4', '0000:1b:00.5', '0000:1b:00.6', '0000:1b:00.7')
+
+    def setUp(self):
+        super().setUp()
+        self.root = self.useFixture(fixtures.TempDir()).path
+        self.devices = os.path.join(self.root, 'bus', 'pci', 'devices')
+        self.device(self.PF, sriov_numvfs='4', sriov_totalvfs='4',
+                    sriov_offset='4', sriov_stride='1')
+        self.device('0000:3b:00.0')
+        self.device('0000:3b:00.4')
+        self.link('0000:3b:00.4', 'physfn', '../0000:3b:00.0')
+        for index, vf in enumerate(self.VFS):
+            self.device(vf)
+            self.link(vf, 'physfn', '../' + self.PF)
+            self.link(self.PF, 'virtfn%d' % index, '../' + vf)
+        self.sysfs = sysfs.Sysfs(self.root)
+
+    def device(self, address, **files):
+        path = os.path.join(self.devices, address)
+        os.makedirs(path)
+        for name, content in files.items():
+            with open(os.path.join(path, name), 'w') as f:
+                f.write(content + '\n')
+
+    def link(self, address, name, target):
+        path = os.path.join(self.devices, address, name)
+        if os.path.lexists(path):
+            os.unlink(path)
+        if target is not None:
+            os.symlink(target, path)
+
+    def write(self, address, name, content):
+        with open(os.path.join(self.devices, address, name), 'w') as f:
+            f.write(content)
+
+    def test_all_links_good(self):
+        self.assertEqual(list(enumerate(self.VFS)),
+                         self.sysfs.virtfns(self.PF))
+
+    def test_a_link_missing_or_wrong_loses_no_vf(self):
+        for target in (None, '../no-such-device', '../0000:3b:00.4',
+                       '../0000:02:00.0', '../0000:1b:00.6'):
+            self.link(self.PF, 'virtfn1', target)
+            self.assertEqual(list(enumerate(self.VFS)),
+                             self.sysfs.virtfns(self.PF), target)
+
+    def test_a_vf_gone_below_numvfs_is_listed_where_the_kernel_puts_it(self):
+        for target in (None, '../no-such-device', '../0000:3b:00.4'):
+            os.rename(os.path.join(self.devices, self.VFS[2]),
+                      os.path.join(self.root, 'gone'))
+            self.link(self.PF, 'virtfn2', target)
+            self.assertEqual(list(enumerate(self.VFS)),
+                             self.sysfs.virtfns(self.PF), target)
+            self.assertFalse(self.sysfs.exists(self.VFS[2]))
+            os.rename(os.path.join(self.root, 'gone'),
+                      os.path.join(self.devices, self.VFS[2]))
+
+    def test_without_offset_a_gone_vf_gets_a_name_that_is_no_address(self):
+        os.unlink(os.path.join(self.devices, self.PF, 'sriov_offset'))
+        os.rename(os.path.join(self.devices, self.VFS[3]),
+                  os.path.join(self.root, 'gone'))
+        self.link(self.PF, 'virtfn3', None)
+        vfs = self.sysfs.virtfns(self.PF)
+        self.assertEqual(list(enumerate(self.VFS[:3])), vfs[:3])
+        self.assertEqual(3, vfs[3][0])
+        self.assertFalse(sysfs.is_pci_address(vfs[3][1]))
+        self.assertFalse(self.sysfs.exists(vfs[3][1]))
+        # A dangling link names the VF the kernel made.
+        self.link(self.PF, 'virtfn3', '../' + self.VFS[3])
+        self.assertEqual(list(enumerate(self.VFS)),
+                         self.sysfs.virtfns(self.PF))
+
+    def test_vfs_past_numvfs_are_gone_unless_they_exist(self):
+        self.write(self.PF, 'sriov_numvfs', '2\n')
+        for vf in self.VFS[2:]:
+            os.unlink(os.path.join(self.devices, vf, 'physfn'))
+        self.assertEqual(list(enumerate(self.VFS[:2])),
+                         self.sysfs.virtfns(self.PF))
+        # Still there, theirs: they count (the kernel lowers numvfs last).
+        self.link(self.VFS[2], 'physfn', '../' + self.PF)
+        self.assertEqual(list(enumerate(self.VFS[:3])),
+                         self.sysfs.virtfns(self.PF))
+
+    def test_unreadable_numvfs_counts_what_can_be_found(self):
+        for content in ('garbage\n', None):
+            if content is None:
+                os.unlink(os.path.join(self.devices, self.PF,
+                                       'sriov_numvfs'))
+            else:
+                self.write(self.PF, 'sriov_numvfs', content)
+            self.assertIsNone(self.sysfs.sriov_numvfs(self.PF))
+            self.link(self.PF, 'virtfn0', None)
+            self.link(self.PF, 'virtfn3', '../no-such-device')
+            os.rename(os.path.join(self.devices, self.VFS[3]),
+                      os.path.join(self.root, 'gone'))
+            # virtfn0's VF found by its physfn; virtfn3's VF unknown.
+            self.assertEqual(list(enumerate(self.VFS)),
+                             self.sysfs.virtfns(self.PF))
+            os.rename(os.path.join(self.root, 'gone'),
+                      os.path.join(self.devices, self.VFS[3]))
+
+    def test_vf_address_follows_offset_and_stride(self):
+        self.assertEqual('0000:1b:00.7',
+                         sysfs.vf_address('0000:1b:00.0', 4, 1, 3))
+        self.assertEqual('0000:05:02.1',
+                         sysfs.vf_address('0000:05:00.0', 16, 1, 1))
+        self.assertEqual('0000:06:00.0',
+                         sysfs.vf_address('0000:05:1f.7', 1, 1, 0))
+        self.assertIsNone(sysfs.vf_address('0000:05:00.0', None, 1, 0))
+        self.assertIsNone(sysfs.vf_address('0000:ff:1f.7', 1, 1, 0))
+        self.assertIsNone(sysfs.vf_address('virtfn0', 1, 1, 0))
