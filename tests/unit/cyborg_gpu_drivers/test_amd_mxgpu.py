@@ -495,16 +495,13 @@ class BadHardwareTest(DriverTestCase):
         self.assertTrue(all(device.stub for device in again))
 
 
-class UnidentifiedPfTest(DriverTestCase):
-    """A PF whose ``vendor`` cannot be read when the agent starts is not
-    listed as AMD's: it is reported, whole or as a stub, whenever anything
-    else says it may be an AMD GPU.
-    """
+class BusyVfTestCase(DriverTestCase):
+    """One CPX MI300X whose VF ``BUSY_VF`` runs a guest."""
 
     BUSY_VF = '0000:05:02.1'
-    #: What an unreadable ``vendor`` can be: gone, not text, not an id,
-    #: or a read that fails (EISDIR).
-    VENDOR_FAULTS = ('missing', b'\xff\xfe\n', b'zz%?\n', 'directory')
+    #: What an unreadable file can be: gone, not text, not a number or
+    #: an id, or a read that fails (EISDIR).
+    UNREADABLE = ('missing', b'\xff\xfe\n', b'zz%?\n', 'directory')
 
     def setUp(self):
         super().setUp()
@@ -515,8 +512,11 @@ class UnidentifiedPfTest(DriverTestCase):
             f.write('1\n')
 
     def spoil(self, directory, name, how):
+        """Make file ``name`` unreadable ``how`` (see UNREADABLE)."""
         path = os.path.join(directory, name)
-        if os.path.lexists(path):
+        if os.path.isdir(path) and not os.path.islink(path):
+            os.rmdir(path)
+        elif os.path.lexists(path):
             os.unlink(path)
         if how == 'directory':
             os.mkdir(path)
@@ -524,11 +524,18 @@ class UnidentifiedPfTest(DriverTestCase):
             with open(path, 'wb') as f:
                 f.write(how)
 
+
+class UnidentifiedPfTest(BusyVfTestCase):
+    """A PF whose ``vendor`` cannot be read when the agent starts is not
+    listed as AMD's: it is reported, whole or as a stub, whenever anything
+    else says it may be an AMD GPU.
+    """
+
     def cold_report(self):
         return self.driver(self.env_, amdsmi=None).discover()
 
     def test_gim_pf_whose_vendor_cannot_be_read_is_reported_whole(self):
-        for how in self.VENDOR_FAULTS:
+        for how in self.UNREADABLE:
             self.spoil(self.pf_dir, 'vendor', how)
             [device] = self.cold_report()
             self.assertFalse(device.stub, how)
@@ -717,23 +724,14 @@ class ModelNamesTest(DriverTestCase):
         self.assertIn('amdsmi reads its market name', self.log.output)
 
 
-class VfLinkTest(DriverTestCase):
+class VfLinkTest(BusyVfTestCase):
     """A VF whose ``virtfnN`` link is missing, dangles or names a wrong
     device is still the PF's (``sriov_numvfs``, its ``physfn``): never
     left out, so Cyborg's conductor never deletes a guest's record.
     """
 
-    BUSY_VF = '0000:05:02.1'
     TARGETS = (None, '../no-such-device', '../0000:05:02.3',
                '../0000:02:00.0')
-
-    def setUp(self):
-        super().setUp()
-        self.env_ = self.env(one_cpx_gpu())
-        self.pf_dir = self.vf_dir(self.env_, PF)
-        with open(os.path.join(self.vf_dir(self.env_, self.BUSY_VF),
-                               'enable'), 'w') as f:
-            f.write('1\n')
 
     def relink(self, target):
         link = os.path.join(self.pf_dir, 'virtfn1')
@@ -778,17 +776,8 @@ class VfLinkTest(DriverTestCase):
     def test_unreadable_numvfs_makes_the_vf_count_unknown(self):
         warm = self.driver(self.env_, amdsmi=None)
         self.assertEqual([self.BUSY_VF], self.busy(warm))
-        numvfs = os.path.join(self.pf_dir, 'sriov_numvfs')
-        for how in ('missing', b'\xff\xfe\n', b'zz\n', 'directory'):
-            if os.path.isdir(numvfs):
-                os.rmdir(numvfs)
-            elif os.path.exists(numvfs):
-                os.unlink(numvfs)
-            if how == 'directory':
-                os.mkdir(numvfs)
-            elif how != 'missing':
-                with open(numvfs, 'wb') as f:
-                    f.write(how)
+        for how in self.UNREADABLE:
+            self.spoil(self.pf_dir, 'sriov_numvfs', how)
             # Its last report, no longer offered but for what is in use.
             gpu = self.by_address(warm.collect())[PF]
             self.assertFalse(gpu.healthy, how)

@@ -19,12 +19,36 @@ import testtools
 from cyborg_gpu_drivers.adapters import sysfs
 
 
-class SysfsTest(testtools.TestCase):
+class SysfsTreeTestCase(testtools.TestCase):
+    """A sysfs tree in a temporary folder, with helpers to fill it."""
 
     def setUp(self):
         super().setUp()
         self.root = self.useFixture(fixtures.TempDir()).path
         self.devices = os.path.join(self.root, 'bus', 'pci', 'devices')
+
+    def device(self, address, **files):
+        path = os.path.join(self.devices, address)
+        os.makedirs(path)
+        for name, content in files.items():
+            with open(os.path.join(path, name), 'w') as f:
+                f.write(content + '\n')
+
+    def link(self, address, name, target):
+        """Point link ``name`` of ``address`` at ``target`` (None: no
+        link).
+        """
+        path = os.path.join(self.devices, address, name)
+        if os.path.lexists(path):
+            os.unlink(path)
+        if target is not None:
+            os.symlink(target, path)
+
+
+class SysfsTest(SysfsTreeTestCase):
+
+    def setUp(self):
+        super().setUp()
         drivers = os.path.join(self.root, 'bus', 'pci', 'drivers')
         os.makedirs(os.path.join(drivers, 'nvidia'))
         self.device('0000:1b:00.0', vendor='0x10de', device='0x2330',
@@ -38,16 +62,6 @@ class SysfsTest(testtools.TestCase):
         self.link('0000:1b:00.4', 'physfn', '../0000:1b:00.0')
         self.link('0000:1b:00.0', 'driver', '../../drivers/nvidia')
         self.sysfs = sysfs.Sysfs(self.root)
-
-    def device(self, address, **files):
-        path = os.path.join(self.devices, address)
-        os.makedirs(path)
-        for name, content in files.items():
-            with open(os.path.join(path, name), 'w') as f:
-                f.write(content + '\n')
-
-    def link(self, address, name, target):
-        os.symlink(target, os.path.join(self.devices, address, name))
 
     def test_attributes(self):
         self.assertEqual('10de', self.sysfs.vendor('0000:1b:00.0'))
@@ -120,7 +134,7 @@ class SysfsTest(testtools.TestCase):
             '0000:02:00.0', '10de', ('nvidia',)))
 
 
-class VirtfnsTest(testtools.TestCase):
+class VirtfnsTest(SysfsTreeTestCase):
     """A PF's VFs: as many as ``sriov_numvfs`` says, whatever its
     ``virtfnN`` links say.
     """
@@ -130,8 +144,6 @@ class VirtfnsTest(testtools.TestCase):
 
     def setUp(self):
         super().setUp()
-        self.root = self.useFixture(fixtures.TempDir()).path
-        self.devices = os.path.join(self.root, 'bus', 'pci', 'devices')
         self.device(self.PF, sriov_numvfs='4', sriov_totalvfs='4',
                     sriov_offset='4', sriov_stride='1')
         self.device('0000:3b:00.0')
@@ -142,20 +154,6 @@ class VirtfnsTest(testtools.TestCase):
             self.link(vf, 'physfn', '../' + self.PF)
             self.link(self.PF, 'virtfn%d' % index, '../' + vf)
         self.sysfs = sysfs.Sysfs(self.root)
-
-    def device(self, address, **files):
-        path = os.path.join(self.devices, address)
-        os.makedirs(path)
-        for name, content in files.items():
-            with open(os.path.join(path, name), 'w') as f:
-                f.write(content + '\n')
-
-    def link(self, address, name, target):
-        path = os.path.join(self.devices, address, name)
-        if os.path.lexists(path):
-            os.unlink(path)
-        if target is not None:
-            os.symlink(target, path)
 
     def write(self, address, name, content):
         with open(os.path.join(self.devices, address, name), 'w') as f:
