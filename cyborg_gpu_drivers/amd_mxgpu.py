@@ -374,14 +374,11 @@ class AmdMxgpuDriver(base.GpuPartitionDriver):
         so does a PF whose vendor cannot be read that may be an AMD GPU
         (:meth:`_may_be_ours`).
         """
-        pci = self._pci
-        found = [address for address in pci.devices_of_vendor(AMD_VENDOR_ID)
+        devices = self._pci.devices_by_vendor(AMD_VENDOR_ID)
+        found = [address for address in devices.of_vendor
                  if self.contained(address, self._is_ours, address,
                                    failed=True)]
-        unidentified = self.contained(
-            'PCI devices whose vendor cannot be read',
-            pci.unidentified_devices, failed=[])
-        found += [address for address in unidentified
+        found += [address for address in devices.unidentified
                   if self.contained(address, self._may_be_ours, address,
                                     failed=True)]
         return sorted(found)

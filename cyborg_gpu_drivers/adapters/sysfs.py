@@ -20,6 +20,7 @@ read as links (libudev does not expose them as attributes).
 
 import os
 import re
+import typing
 
 _VIRTFN = re.compile(r'^virtfn(\d+)$')
 _ADDRESS = re.compile(r'^([0-9a-f]{4}):([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])$')
@@ -92,6 +93,16 @@ def virtfn_links(device_directory):
     return sorted(vfs)
 
 
+class VendorDevices(typing.NamedTuple):
+    """One vendor's devices and those whose ``vendor`` cannot be read."""
+
+    #: Addresses whose ``vendor`` is the vendor's id, sorted.
+    of_vendor: list
+    #: Addresses whose ``vendor`` is missing, not text or not an id
+    #: (listed by no vendor), sorted.
+    unidentified: list
+
+
 class PciAttributes:
     """Typed PCI attributes over a ``read(address, name)`` of text.
 
@@ -131,6 +142,27 @@ class PciAttributes:
 
     def vfs_by_physfn(self, address):
         raise NotImplementedError
+
+    def addresses(self):
+        """PCI addresses of every device, sorted."""
+        raise NotImplementedError
+
+    def devices_by_vendor(self, vendor_id, physical_functions_only=True):
+        """:class:`VendorDevices` of ``vendor_id`` (PFs only by default),
+        each device's ``vendor`` read once.
+        """
+        found = VendorDevices([], [])
+        for address in self.addresses():
+            vendor = self.vendor(address)
+            if vendor == vendor_id:
+                listed = found.of_vendor
+            elif vendor is None:
+                listed = found.unidentified
+            else:
+                continue
+            if not (physical_functions_only and self.physfn(address)):
+                listed.append(address)
+        return found
 
     def sriov_numvfs(self, address):
         """How many VFs the PF has (``sriov_numvfs``), None if unread."""
@@ -283,23 +315,3 @@ class Sysfs(PciAttributes):
     def vfs_by_physfn(self, address):
         """Addresses of the devices whose ``physfn`` names ``address``."""
         return [vf for vf in self.addresses() if self.physfn(vf) == address]
-
-    def devices_of_vendor(self, vendor_id, physical_functions_only=True):
-        """Addresses of the vendor's devices (PFs only by default)."""
-        found = []
-        for address in self.addresses():
-            if self.vendor(address) != vendor_id:
-                continue
-            if physical_functions_only and self.physfn(address):
-                continue
-            found.append(address)
-        return found
-
-    def unidentified_devices(self, physical_functions_only=True):
-        """Addresses of the devices whose ``vendor`` cannot be read
-        (missing, not text, not an id), PFs only by default: no
-        :meth:`devices_of_vendor` lists them.
-        """
-        return [address for address in self.addresses()
-                if self.vendor(address) is None
-                and not (physical_functions_only and self.physfn(address))]

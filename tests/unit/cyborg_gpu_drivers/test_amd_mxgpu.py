@@ -488,7 +488,7 @@ class BadHardwareTest(DriverTestCase):
         env = self.env(one_cpx_gpu())
         driver = self.driver(env)
         good = driver.discover()
-        with mock.patch.object(driver._pci, 'devices_of_vendor',
+        with mock.patch.object(driver._pci, 'devices_by_vendor',
                                side_effect=OSError('sysfs gone')):
             again = driver.discover()
         self.assertEqual(len(good), len(again))

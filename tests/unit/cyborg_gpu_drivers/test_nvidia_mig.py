@@ -15,6 +15,7 @@ import collections
 import copy
 import os
 import shutil
+from unittest import mock
 
 import fixtures
 from oslo_config import cfg
@@ -120,6 +121,21 @@ class HgxH100Test(DriverTestCase):
                 self.assertIn(names.mig_profile_trait(slice_.name),
                               slice_.traits)
         self.assertEqual(15, sum(len(g.slices) for g in gpus.values()))
+
+    def test_a_scan_reads_each_vendor_once(self):
+        reads = collections.Counter()
+        read = sysfs_adapter.Sysfs.read
+
+        def counted(sysfs, address, name):
+            if name == 'vendor':
+                reads[address] += 1
+            return read(sysfs, address, name)
+
+        driver = self.driver(self.env_)
+        with mock.patch.object(sysfs_adapter.Sysfs, 'read', counted):
+            self.assertEqual(self.inventory, driver.collect())
+        addresses = sysfs_adapter.Sysfs(self.env_.sysfs_root).addresses()
+        self.assertEqual(dict.fromkeys(addresses, 1), reads)
 
     def test_topology_traits(self):
         gpus = self.by_address(self.inventory)
