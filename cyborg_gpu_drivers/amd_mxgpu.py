@@ -424,7 +424,7 @@ class AmdMxgpuDriver(base.GpuPartitionDriver):
         found = {}
         gim = []
         # Not bounded as a whole: its reads about each GPU are.
-        for address in self.bound_gpus():
+        for address in self.scan_bound_gpus():
             driver = self.contained(address, pci.driver, address,
                                     failed=self.FAILED)
             if driver is self.FAILED:
