@@ -399,10 +399,11 @@ class AmdMxgpuDriver(base.GpuPartitionDriver):
         """
         pci = self._pci
         reason = pci.vendor_evidence(address, AMD_VENDOR_ID, (GIM_DRIVER,))
-        if reason is None and pci.device_id(address) in self._models and (
-                pci.read(address, 'class') or '').startswith(GPU_CLASSES):
-            reason = 'its device id is %s\'s' % self._models[
-                pci.device_id(address)][0]
+        if reason is None:
+            model = self._models.get(pci.device_id(address))
+            if model is not None and (pci.read(address, 'class')
+                                      or '').startswith(GPU_CLASSES):
+                reason = 'its device id is %s\'s' % model[0]
         if reason is None:
             providers = self.contained(
                 'Placement providers of GPU %s' % address,
