@@ -11,7 +11,6 @@
 #    under the License.
 """The AMD MxGPU driver over the reference hosts and small data."""
 
-import collections
 import copy
 import io
 import os
@@ -288,16 +287,8 @@ class ReferenceHostTest(DriverTestCase):
         # One walk of sysfs per scan: the skeleton takes the scan's list.
         env = self.envs['mi300x-cpx']
         driver = self.driver(env)
-        reads = collections.Counter()
-        read = sysfs_adapter.Sysfs.read
-
-        def counted(sysfs, address, name):
-            if name == 'vendor':
-                reads[address] += 1
-            return read(sysfs, address, name)
-
-        with mock.patch.object(sysfs_adapter.Sysfs, 'read', counted):
-            self.assertEqual(8, len(driver.collect().gpus))
+        reads = self.vendor_reads()
+        self.assertEqual(8, len(driver.collect().gpus))
         addresses = sysfs_adapter.Sysfs(env.sysfs_root).addresses()
         self.assertEqual(72, len(addresses))
         self.assertEqual(dict.fromkeys(addresses, 1), reads)
