@@ -374,14 +374,11 @@ class AmdMxgpuDriver(base.GpuPartitionDriver):
         so does a PF whose vendor cannot be read that may be an AMD GPU
         (:meth:`_may_be_ours`).
         """
-        pci = self._pci
-        found = [address for address in pci.devices_of_vendor(AMD_VENDOR_ID)
+        devices = self._pci.devices_by_vendor(AMD_VENDOR_ID)
+        found = [address for address in devices.of_vendor
                  if self.contained(address, self._is_ours, address,
                                    failed=True)]
-        unidentified = self.contained(
-            'PCI devices whose vendor cannot be read',
-            pci.unidentified_devices, failed=[])
-        found += [address for address in unidentified
+        found += [address for address in devices.unidentified
                   if self.contained(address, self._may_be_ours, address,
                                     failed=True)]
         return sorted(found)
@@ -402,10 +399,11 @@ class AmdMxgpuDriver(base.GpuPartitionDriver):
         """
         pci = self._pci
         reason = pci.vendor_evidence(address, AMD_VENDOR_ID, (GIM_DRIVER,))
-        if reason is None and pci.device_id(address) in self._models and (
-                pci.read(address, 'class') or '').startswith(GPU_CLASSES):
-            reason = 'its device id is %s\'s' % self._models[
-                pci.device_id(address)][0]
+        if reason is None:
+            model = self._models.get(pci.device_id(address))
+            if model is not None and (pci.read(address, 'class')
+                                      or '').startswith(GPU_CLASSES):
+                reason = 'its device id is %s\'s' % model[0]
         if reason is None:
             providers = self.contained(
                 'Placement providers of GPU %s' % address,
@@ -427,7 +425,7 @@ class AmdMxgpuDriver(base.GpuPartitionDriver):
         found = {}
         gim = []
         # Not bounded as a whole: its reads about each GPU are.
-        for address in self.bound_gpus():
+        for address in self.scan_bound_gpus():
             driver = self.contained(address, pci.driver, address,
                                     failed=self.FAILED)
             if driver is self.FAILED:

@@ -48,7 +48,8 @@ skeleton here, not each driver, guarantees for every exception type:
 
 A driver implements :meth:`bound_gpus`, :meth:`stub_gpu`,
 :meth:`open_session` and :meth:`scan`, and :meth:`apply` if it changes
-anything.
+anything. A scan that needs the bound GPUs asks :meth:`scan_bound_gpus`,
+so that sysfs is walked once per scan.
 """
 
 import contextlib
@@ -162,6 +163,8 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
         self._declined = set()
         # key -> the worker thread of a read that outlasted its bound.
         self._stuck = {}
+        # What bound_gpus() answered to this collect's scan, if it asked.
+        self._scan_bound = None
         self._last_good = []
         # Whether discover() reserves busy units in Placement: the agent's
         # drivers do; checks and tools that only print a report do not.
@@ -188,6 +191,13 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
     def bound_gpus(self):
         """Addresses of the PFs sysfs shows bound to our kernel driver."""
         return []
+
+    def scan_bound_gpus(self):
+        """:meth:`bound_gpus`, for :meth:`scan`: the skeleton then takes
+        the same list rather than walking sysfs again.
+        """
+        self._scan_bound = self.bound_gpus()
+        return self._scan_bound
 
     def stub_gpu(self, address):
         """The :class:`inventory.Gpu` stub of a GPU that cannot be read."""
@@ -287,6 +297,7 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
     def _collect(self):
         found = {}
         whole_scan_failed = False
+        self._scan_bound = None
         try:
             session = self.open_session()
             opened = self.bounded('opening the scan', session.__enter__)
@@ -300,8 +311,10 @@ class GpuPartitionDriver(cyborg_driver.GenericDriver):
             self.note('the scan failed (%s: %s); GPUs reported before are '
                       'sent again as stubs, GPUs sysfs shows as stubs'
                       % (type(error).__name__, error), LOG.error)
-        bound = self.contained('the sysfs scan', self.bound_gpus,
-                               failed=[])
+        bound = self._scan_bound
+        if bound is None:
+            bound = self.contained('the sysfs scan', self.bound_gpus,
+                                   failed=[])
         gpus = []
         self._declined = (self._declined | {
             address for address, gpu in found.items() if gpu is None}) - {

@@ -42,10 +42,11 @@ def nvidia_gpu_addresses(sysfs):
     unless its class shows it is no GPU (an NVSwitch): it may hold guests,
     and a class that cannot be read is unknown, not another device's.
     """
-    found = [address for address in sysfs.devices_of_vendor(NVIDIA_VENDOR_ID)
+    devices = sysfs.devices_by_vendor(NVIDIA_VENDOR_ID)
+    found = [address for address in devices.of_vendor
              if (sysfs.read(address, 'class') or '').startswith(GPU_CLASSES)
              and sysfs.driver(address) == 'nvidia']
-    for address in sysfs.unidentified_devices():
+    for address in devices.unidentified:
         device_class = sysfs.read(address, 'class')
         if sysfs.driver(address) == 'nvidia' and (
                 device_class is None

@@ -20,6 +20,7 @@ read as links (libudev does not expose them as attributes).
 
 import os
 import re
+import typing
 
 _VIRTFN = re.compile(r'^virtfn(\d+)$')
 _ADDRESS = re.compile(r'^([0-9a-f]{4}):([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])$')
@@ -92,6 +93,16 @@ def virtfn_links(device_directory):
     return sorted(vfs)
 
 
+class VendorDevices(typing.NamedTuple):
+    """One vendor's devices and those whose ``vendor`` cannot be read."""
+
+    #: Addresses whose ``vendor`` is the vendor's id, sorted.
+    of_vendor: list
+    #: Addresses whose ``vendor`` is missing, not text or not an id
+    #: (listed by no vendor), sorted.
+    unidentified: list
+
+
 class PciAttributes:
     """Typed PCI attributes over a ``read(address, name)`` of text.
 
@@ -132,6 +143,27 @@ class PciAttributes:
     def vfs_by_physfn(self, address):
         raise NotImplementedError
 
+    def addresses(self):
+        """PCI addresses of every device, sorted."""
+        raise NotImplementedError
+
+    def devices_by_vendor(self, vendor_id, physical_functions_only=True):
+        """:class:`VendorDevices` of ``vendor_id`` (PFs only by default),
+        each device's ``vendor`` read once.
+        """
+        found = VendorDevices([], [])
+        for address in self.addresses():
+            vendor = self.vendor(address)
+            if vendor == vendor_id:
+                listed = found.of_vendor
+            elif vendor is None:
+                listed = found.unidentified
+            else:
+                continue
+            if not (physical_functions_only and self.physfn(address)):
+                listed.append(address)
+        return found
+
     def sriov_numvfs(self, address):
         """How many VFs the PF has (``sriov_numvfs``), None if unread."""
         return self.read_int(address, 'sriov_numvfs')
@@ -152,21 +184,8 @@ class PciAttributes:
         """
         count = self.sriov_numvfs(address)
         links = self.virtfn_links(address)
-        geometry = []
-
-        def kernel_address(index):
-            if not geometry:
-                geometry.extend((self.read_int(address, 'sriov_offset'),
-                                 self.read_int(address, 'sriov_stride')))
-            return vf_address(address, geometry[0], geometry[1], index)
-
-        claims = {}
-        for index, vf in links:
-            if self.exists(vf) and self.physfn(vf) == address:
-                claims.setdefault(vf, []).append(index)
-        # A VF two links name takes the index the kernel gave it.
-        slots = {next((i for i in indices if kernel_address(i) == vf),
-                      indices[0]): vf for vf, indices in claims.items()}
+        kernel_address = self._kernel_vf_addresses(address)
+        slots = self._vfs_of_links(address, links, kernel_address)
         # Unread ``sriov_numvfs``: a link to no VF of this PF is unknown.
         missing = [index for index in (
             range(count) if count is not None else [i for i, _ in links])
@@ -176,25 +195,71 @@ class PciAttributes:
         if missing or count is None and (
                 links or self.read(address, 'sriov_totalvfs') is not None):
             last = max([i for i, _ in links] + missing + [count or 0]) + 1
-            spare = {kernel_address(i): i for i in range(last)}
-            for vf in sorted(set(self.vfs_by_physfn(address))
-                             - set(slots.values())):
-                index = spare.get(vf)
-                if index is None or index in slots:
-                    index = missing[0] if missing else max(
-                        list(slots) + [last - 1]) + 1
-                if index in missing:
-                    missing.remove(index)
-                slots[index] = vf
-            dangling = dict(links)
-            for index in missing:
-                guess = kernel_address(index)
-                if guess is None or self.exists(guess):
-                    guess = dangling.get(index)
-                    if guess is None or self.exists(guess):
-                        guess = 'virtfn%d-of-%s' % (index, address)
-                slots[index] = guess
+            missing = self._add_vfs_naming_pf(address, slots, missing, last,
+                                              kernel_address)
+            slots.update(self._stand_ins(address, missing, links,
+                                         kernel_address))
         return sorted(slots.items())
+
+    def _kernel_vf_addresses(self, address):
+        """``index -> the address the kernel gives VF index`` of PF
+        ``address`` (:func:`vf_address`), None if unknowable;
+        ``sriov_offset`` and ``sriov_stride`` are read at the first call.
+        """
+        geometry = []
+
+        def kernel_address(index):
+            if not geometry:
+                geometry.extend((self.read_int(address, 'sriov_offset'),
+                                 self.read_int(address, 'sriov_stride')))
+            return vf_address(address, geometry[0], geometry[1], index)
+
+        return kernel_address
+
+    def _vfs_of_links(self, address, links, kernel_address):
+        """``{index: VF}`` of the ``virtfnN`` links that name a VF of PF
+        ``address`` (one that exists and whose ``physfn`` names it).
+        """
+        claims = {}
+        for index, vf in links:
+            if self.exists(vf) and self.physfn(vf) == address:
+                claims.setdefault(vf, []).append(index)
+        # A VF two links name takes the index the kernel gave it.
+        return {next((i for i in indices if kernel_address(i) == vf),
+                     indices[0]): vf for vf, indices in claims.items()}
+
+    def _add_vfs_naming_pf(self, address, slots, missing, last,
+                           kernel_address):
+        """Add to ``slots`` the VFs whose ``physfn`` names PF ``address``
+        that no link placed, each at the index the kernel gave its address
+        when free, else at the first ``missing`` index, else past every
+        index (``last`` is past the indexes known); returns the indexes
+        still missing.
+        """
+        missing = list(missing)
+        spare = {kernel_address(i): i for i in range(last)}
+        for vf in sorted(set(self.vfs_by_physfn(address))
+                         - set(slots.values())):
+            index = spare.get(vf)
+            if index is None or index in slots:
+                index = missing[0] if missing else max(
+                    list(slots) + [last - 1]) + 1
+            if index in missing:
+                missing.remove(index)
+            slots[index] = vf
+        return missing
+
+    def _stand_ins(self, address, missing, links, kernel_address):
+        """``{index: stand-in}`` for the VF indexes no VF answers: the
+        address the kernel gives the VF, else its dangling link's target,
+        else a name that is no PCI address; never a device that exists
+        (it is another's).
+        """
+        dangling = dict(links)
+        return {index: next(
+            (guess for guess in (kernel_address(index), dangling.get(index))
+             if guess is not None and not self.exists(guess)),
+            'virtfn%d-of-%s' % (index, address)) for index in missing}
 
     def vendor_evidence(self, address, vendor_id, drivers):
         """Why a device whose ``vendor`` cannot be read may still be
@@ -283,23 +348,3 @@ class Sysfs(PciAttributes):
     def vfs_by_physfn(self, address):
         """Addresses of the devices whose ``physfn`` names ``address``."""
         return [vf for vf in self.addresses() if self.physfn(vf) == address]
-
-    def devices_of_vendor(self, vendor_id, physical_functions_only=True):
-        """Addresses of the vendor's devices (PFs only by default)."""
-        found = []
-        for address in self.addresses():
-            if self.vendor(address) != vendor_id:
-                continue
-            if physical_functions_only and self.physfn(address):
-                continue
-            found.append(address)
-        return found
-
-    def unidentified_devices(self, physical_functions_only=True):
-        """Addresses of the devices whose ``vendor`` cannot be read
-        (missing, not text, not an id), PFs only by default: no
-        :meth:`devices_of_vendor` lists them.
-        """
-        return [address for address in self.addresses()
-                if self.vendor(address) is None
-                and not (physical_functions_only and self.physfn(address))]

@@ -92,31 +92,7 @@ class UdevPci(sysfs.PciAttributes):
             for device in self._context.list_devices(subsystem='pci')
             if self._link_name(device, 'physfn') == address)
 
-    def devices_of_vendor(self, vendor_id, physical_functions_only=True):
-        """Addresses of the vendor's devices (PFs only by default)."""
-        found = []
-        devices = self._context.list_devices(subsystem='pci')
-        for device in devices.match_attribute('vendor', '0x' + vendor_id):
-            if (physical_functions_only
-                    and self._link_name(device, 'physfn')):
-                continue
-            found.append(device.sys_name)
-        return sorted(found)
-
-    def unidentified_devices(self, physical_functions_only=True):
-        """Addresses of the devices whose ``vendor`` cannot be read
-        (missing, not text, not an id), PFs only by default: libudev's
-        match in :meth:`devices_of_vendor` leaves them out.
-        """
-        found = []
-        for device in self._context.list_devices(subsystem='pci'):
-            try:
-                vendor = device.attributes.asstring('vendor')
-            except (KeyError, UnicodeDecodeError, OSError):
-                vendor = None
-            if sysfs.pci_id(vendor) is not None or (
-                    physical_functions_only
-                    and self._link_name(device, 'physfn')):
-                continue
-            found.append(device.sys_name)
-        return sorted(found)
+    def addresses(self):
+        """PCI addresses of every device libudev lists, sorted."""
+        return sorted(device.sys_name for device in
+                      self._context.list_devices(subsystem='pci'))

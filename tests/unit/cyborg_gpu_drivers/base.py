@@ -11,11 +11,14 @@
 #    under the License.
 """The set-up every driver test shares."""
 
+import collections
+
 import fixtures
 from oslo_config import cfg
 from oslo_config import fixture as config_fixture
 import testtools
 
+from cyborg_gpu_drivers.adapters import sysfs
 from cyborg_gpu_drivers import base
 
 
@@ -62,3 +65,19 @@ class DriverTestCase(testtools.TestCase):
             base.GpuPartitionDriver, 'set_reserved',
             lambda driver, name, resource_class, record, reserved:
             self.inventories[name].update(reserved=reserved)))
+
+    def vendor_reads(self):
+        """From now on, how many times each PCI device's ``vendor`` is
+        read through the sysfs reader: ``{address: reads}``.
+        """
+        reads = collections.Counter()
+        read = sysfs.Sysfs.read
+
+        def counted(reader, address, name):
+            if name == 'vendor':
+                reads[address] += 1
+            return read(reader, address, name)
+
+        self.useFixture(fixtures.MockPatchObject(sysfs.Sysfs, 'read',
+                                                 counted))
+        return reads

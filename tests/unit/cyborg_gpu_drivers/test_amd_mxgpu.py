@@ -283,6 +283,16 @@ class ReferenceHostTest(DriverTestCase):
             [(d.deployable_list[0].name, d.controlpath_id.cpid_info)
              for d in again])
 
+    def test_a_scan_reads_each_vendor_once(self):
+        # One walk of sysfs per scan: the skeleton takes the scan's list.
+        env = self.envs['mi300x-cpx']
+        driver = self.driver(env)
+        reads = self.vendor_reads()
+        self.assertEqual(8, len(driver.collect().gpus))
+        addresses = sysfs_adapter.Sysfs(env.sysfs_root).addresses()
+        self.assertEqual(72, len(addresses))
+        self.assertEqual(dict.fromkeys(addresses, 1), reads)
+
     def test_awkward_host_has_no_amd_gpu(self):
         env = self.envs['awkward']
         self.assertEqual([], self.driver(env).discover())
@@ -488,11 +498,23 @@ class BadHardwareTest(DriverTestCase):
         env = self.env(one_cpx_gpu())
         driver = self.driver(env)
         good = driver.discover()
-        with mock.patch.object(driver._pci, 'devices_of_vendor',
+        with mock.patch.object(driver._pci, 'devices_by_vendor',
                                side_effect=OSError('sysfs gone')):
             again = driver.discover()
         self.assertEqual(len(good), len(again))
         self.assertTrue(all(device.stub for device in again))
+
+    def test_scan_failing_to_list_the_gpus_leaves_them_to_the_skeleton(self):
+        # The scan's walk fails, the skeleton's own walk finds the GPU:
+        # never reported, it is sent as a stub.
+        env = self.env(one_cpx_gpu())
+        driver = self.driver(env)
+        listed = driver._pci.devices_by_vendor(amd_mxgpu.AMD_VENDOR_ID)
+        with mock.patch.object(driver._pci, 'devices_by_vendor',
+                               side_effect=[OSError('sysfs gone'), listed]):
+            [gpu] = driver.collect().gpus
+        self.assertTrue(gpu.stub)
+        self.assertEqual(PF, gpu.address)
 
 
 class BusyVfTestCase(DriverTestCase):

@@ -26,6 +26,7 @@ import os
 from oslo_config import cfg
 import testtools
 
+from cyborg_gpu_drivers.adapters import sysfs
 from cyborg_gpu_drivers.adapters import udev
 from cyborg_gpu_drivers import amd_mxgpu
 from cyborg_gpu_drivers import inventory
@@ -124,7 +125,8 @@ class UdevPathTest(base.DriverTestCase):
 
     def test_adapter_reads_through_libudev(self):
         pci = udev.UdevPci(PYUDEV)
-        self.assertEqual([GIM_PF, AMDGPU_PF], pci.devices_of_vendor('1002'))
+        self.assertEqual(([GIM_PF, AMDGPU_PF], []),
+                         pci.devices_by_vendor('1002'))
         self.assertEqual('gim', pci.driver(GIM_PF))
         self.assertEqual(1, pci.numa_node(GIM_PF))
         self.assertEqual('74a1', pci.device_id(GIM_PF))
@@ -192,14 +194,14 @@ class UdevPathTest(base.DriverTestCase):
         # Every VF readable here (GONE_VF back, not on vfio-pci).
         self.pci(GONE_VF, '0x74b5', 'amdgpu')
         self.link(GONE_VF, 'physfn', '../' + GIM_PF)
-        # Garbled at the agent's start: libudev's vendor match leaves the
-        # PF out, and Cyborg's conductor would delete what it holds.
+        # Garbled at the agent's start: no vendor lists the PF, and
+        # Cyborg's conductor would delete what it holds.
         with open(os.path.join(self.root + self.paths[GIM_PF], 'vendor'),
                   'wb') as f:
             f.write(b'\xff\xfe\n')
         pci = udev.UdevPci(PYUDEV)
-        self.assertEqual([AMDGPU_PF], pci.devices_of_vendor('1002'))
-        self.assertEqual([GIM_PF], pci.unidentified_devices())
+        self.assertEqual(([AMDGPU_PF], [GIM_PF]),
+                         pci.devices_by_vendor('1002'))
         devices = amd_mxgpu.AmdMxgpuDriver(hostname='mi300x-udev').discover()
         by_stub = {device.stub: device for device in devices}
         self.assertEqual(2, len(devices))
@@ -217,6 +219,25 @@ class UdevPathTest(base.DriverTestCase):
         self.assertIn('PCI device %s: its vendor cannot be read, but its VF '
                       '%s is of vendor 0x1002' % (GIM_PF, FREE_VF),
                       self.log.output)
+
+    def test_vendor_reads_as_on_sysfs(self):
+        # One reader of ``vendor`` for every list: an id that is AMD's
+        # in another spelling is AMD's, as on sysfs (libudev's exact match
+        # of "0x1002" once left it out of every list).
+        sysfs_pci = sysfs.Sysfs(os.path.join(self.root, 'sys'))
+        for spelling in ('0X1002', '1002'):
+            with open(os.path.join(self.root + self.paths[GIM_PF],
+                                   'vendor'), 'w') as f:
+                f.write(spelling + '\n')
+            self.assertEqual(([GIM_PF, AMDGPU_PF], []),
+                             udev.UdevPci(PYUDEV).devices_by_vendor('1002'),
+                             spelling)
+            self.assertEqual(sysfs_pci.devices_by_vendor('1002'),
+                             udev.UdevPci(PYUDEV).devices_by_vendor('1002'),
+                             spelling)
+        devices = amd_mxgpu.AmdMxgpuDriver(hostname='mi300x-udev').discover()
+        self.assertEqual(2, len(devices))
+        self.assertNotIn('its vendor cannot be read', self.log.output)
 
     def test_busy_vf_whose_virtfn_link_is_lost_stays_in_use(self):
         self.pci(GONE_VF, '0x74b5', 'amdgpu')

@@ -121,6 +121,13 @@ class HgxH100Test(DriverTestCase):
                               slice_.traits)
         self.assertEqual(15, sum(len(g.slices) for g in gpus.values()))
 
+    def test_a_scan_reads_each_vendor_once(self):
+        driver = self.driver(self.env_)
+        reads = self.vendor_reads()
+        self.assertEqual(self.inventory, driver.collect())
+        addresses = sysfs_adapter.Sysfs(self.env_.sysfs_root).addresses()
+        self.assertEqual(dict.fromkeys(addresses, 1), reads)
+
     def test_topology_traits(self):
         gpus = self.by_address(self.inventory)
         for address, node in (('0000:1b:00.0', 0), ('0000:61:00.0', 0),

@@ -11,6 +11,7 @@
 #    under the License.
 """The sysfs adapter over a real temporary tree."""
 
+import collections
 import os
 
 import fixtures
@@ -86,12 +87,30 @@ class SysfsTest(SysfsTreeTestCase):
         self.assertFalse(self.sysfs.exists('0000:1b:00.5'))
         self.assertIsNone(self.sysfs.read('0000:1b:00.5', 'vendor'))
 
-    def test_devices_of_vendor_skips_vfs(self):
-        self.assertEqual(['0000:1b:00.0'],
-                         self.sysfs.devices_of_vendor('10de'))
-        self.assertEqual(['0000:1b:00.0', '0000:1b:00.4'],
-                         self.sysfs.devices_of_vendor(
+    def test_devices_by_vendor_skips_vfs(self):
+        self.assertEqual((['0000:1b:00.0'], []),
+                         self.sysfs.devices_by_vendor('10de'))
+        self.assertEqual((['0000:1b:00.0', '0000:1b:00.4'], []),
+                         self.sysfs.devices_by_vendor(
                              '10de', physical_functions_only=False))
+        self.assertEqual(([], []), self.sysfs.devices_by_vendor('1002'))
+
+    def test_devices_by_vendor_reads_each_vendor_once(self):
+        os.unlink(os.path.join(self.devices, '0000:1b:00.4', 'vendor'))
+        reads = collections.Counter()
+        read = self.sysfs.read
+
+        def counted(address, name):
+            reads[address, name] += 1
+            return read(address, name)
+
+        self.sysfs.read = counted
+        self.assertEqual(
+            (['0000:1b:00.0'], ['0000:1b:00.4']),
+            self.sysfs.devices_by_vendor('10de',
+                                         physical_functions_only=False))
+        self.assertEqual({(address, 'vendor'): 1
+                          for address in self.sysfs.addresses()}, reads)
 
     def test_missing_root_reads_as_empty(self):
         empty = sysfs.Sysfs(os.path.join(self.root, 'nowhere'))
@@ -107,16 +126,20 @@ class SysfsTest(SysfsTreeTestCase):
         for content in (b'\xff\xfe\n', b'zz%?\n', b'0x10de0\n', b'\n'):
             self.garble('0000:1b:00.0', 'vendor', content)
             self.assertIsNone(self.sysfs.vendor('0000:1b:00.0'), content)
-            self.assertEqual([], self.sysfs.devices_of_vendor('10de'))
-            self.assertEqual(['0000:1b:00.0'],
-                             self.sysfs.unidentified_devices(), content)
+            # Listed apart, for every vendor.
+            for vendor in ('10de', '1002'):
+                self.assertEqual(
+                    ([], ['0000:1b:00.0']),
+                    self.sysfs.devices_by_vendor(vendor), content)
 
     def test_unidentified_devices_skip_vfs_and_identified_ones(self):
-        self.assertEqual([], self.sysfs.unidentified_devices())
+        self.assertEqual([], self.sysfs.devices_by_vendor('10de').unidentified)
         os.unlink(os.path.join(self.devices, '0000:1b:00.4', 'vendor'))
-        self.assertEqual([], self.sysfs.unidentified_devices())
-        self.assertEqual(['0000:1b:00.4'], self.sysfs.unidentified_devices(
-            physical_functions_only=False))
+        self.assertEqual((['0000:1b:00.0'], []),
+                         self.sysfs.devices_by_vendor('10de'))
+        self.assertEqual((['0000:1b:00.0'], ['0000:1b:00.4']),
+                         self.sysfs.devices_by_vendor(
+                             '10de', physical_functions_only=False))
 
     def test_vendor_evidence_of_an_unidentified_device(self):
         pf = '0000:1b:00.0'
