@@ -226,10 +226,20 @@ def vf_handles(pf, previous, note):
                 handles.append(kept)
             continue
         if vf.driver != VFIO_DRIVER:
-            note(vf.address, '%s is bound to %s, not %s: not offered; bind '
-                 'it to %s to offer it' % (
+            # A VF with no driver (no link, or one that dangles) is left
+            # out only when idle: an open one, or one whose open count
+            # cannot be read, may be a guest's behind a broken link or in
+            # the middle of a rebind.
+            open_ = vf.driver is None and vf.open_count != 0
+            note(vf.address, '%s is bound to %s, not %s: not offered%s; '
+                 'bind it to %s to offer it' % (
                      where, vf.driver or 'no driver', VFIO_DRIVER,
-                     VFIO_DRIVER))
+                     ' (open, or its open count unreadable: counted in use)'
+                     if open_ else '', VFIO_DRIVER))
+            if open_:
+                handles.append(inventory.AttachHandle(
+                    attach_type=inventory.PCI, address=vf.address,
+                    in_use=True))
             continue
         # An unreadable ``enable`` (None) is unknown: counted in use.
         handles.append(inventory.AttachHandle(

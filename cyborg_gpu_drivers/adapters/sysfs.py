@@ -336,6 +336,11 @@ class Sysfs(PciAttributes):
             return None
 
     def driver(self, address):
+        """The bound driver's name; None for none, or for a ``driver``
+        link that names no loaded driver (dangling).
+        """
+        if not os.path.isdir(self.device_path(address, 'driver')):
+            return None
         return self.link_name(address, 'driver')
 
     def physfn(self, address):

@@ -64,7 +64,11 @@ class UdevPci(sysfs.PciAttributes):
 
     def driver(self, address):
         device = self._device(address)
-        return device.driver if device is not None else None
+        # libudev names a dangling link's target too: that is no driver.
+        if device is None or not os.path.isdir(
+                os.path.join(device.sys_path, 'driver')):
+            return None
+        return device.driver
 
     def _link_name(self, device, name):
         try:

@@ -130,10 +130,10 @@ class VfHandlesTest(testtools.TestCase):
                                     in_use=True)], handles)
         self.assertEqual([], self.notes)
 
-    def test_vf_not_on_vfio_not_offered(self):
+    def test_idle_vf_not_on_vfio_not_offered(self):
         handles = amd_mxgpu.vf_handles(self.pf(
-            amd_mxgpu.VfView(0, '0000:05:02.0', True, 'amdgpu', None),
-            amd_mxgpu.VfView(1, '0000:05:02.1', True, None, None)),
+            amd_mxgpu.VfView(0, '0000:05:02.0', True, 'amdgpu', 0),
+            amd_mxgpu.VfView(1, '0000:05:02.1', True, None, 0)),
             {}, self.note)
         self.assertEqual([], handles)
         self.assertEqual(
@@ -142,6 +142,24 @@ class VfHandlesTest(testtools.TestCase):
              'VF 0000:05:02.1 (virtfn1 of 0000:05:00.0) is bound to no '
              'driver, not vfio-pci: not offered; bind it to vfio-pci to '
              'offer it'], self.notes)
+
+    def test_open_vf_without_driver_counted_in_use(self):
+        # No driver (or a dangling link, which the adapters read as none)
+        # while open or unreadable: it may be a guest's behind a broken
+        # link. A VF another driver holds is left out, open or not.
+        handles = amd_mxgpu.vf_handles(self.pf(
+            amd_mxgpu.VfView(0, '0000:05:02.0', True, 'amdgpu', 1),
+            amd_mxgpu.VfView(1, '0000:05:02.1', True, None, None),
+            amd_mxgpu.VfView(2, '0000:05:02.2', True, None, 2)),
+            {}, self.note)
+        self.assertEqual(
+            [inventory.AttachHandle(inventory.PCI, address, in_use=True)
+             for address in ('0000:05:02.1', '0000:05:02.2')], handles)
+        self.assertEqual(3, len(self.notes))
+        self.assertNotIn('counted in use', self.notes[0])
+        for line in self.notes[1:]:
+            self.assertIn('not offered (open, or its open count unreadable: '
+                          'counted in use)', line)
 
     def test_vanished_vf_keeps_its_last_report(self):
         last = inventory.AttachHandle(inventory.PCI, '0000:05:02.1',
@@ -396,6 +414,24 @@ class BadHardwareTest(DriverTestCase):
         [line] = self.log.output.splitlines()
         self.assertIn('VF 0000:05:02.5 (virtfn5 of 0000:05:00.0) is bound '
                       'to amdgpu, not vfio-pci: not offered', line)
+
+    def test_open_vf_whose_driver_link_is_lost_stays_in_use(self):
+        # Found by a probe: the busy VF's ``driver`` link deleted or
+        # dangling left it out of the report (Cyborg then deletes its
+        # record while a guest may hold it).
+        for spoil in (os.unlink,
+                      lambda link: (os.unlink(link),
+                                    os.symlink('../no-such-driver', link))):
+            env = self.env(one_cpx_gpu())
+            vf_dir = self.vf_dir(env, '0000:05:02.5')
+            with open(os.path.join(vf_dir, 'enable'), 'w') as enable:
+                enable.write('1\n')
+            spoil(os.path.join(vf_dir, 'driver'))
+            gpu = self.by_address(self.driver(env).collect())[PF]
+            self.assertEqual(8, gpu.slices[0].total)
+            self.assertIn(
+                inventory.AttachHandle(inventory.PCI, '0000:05:02.5',
+                                       in_use=True), gpu.slices[0].handles)
 
     def test_vf_vanishing_mid_scan(self):
         # sriov_numvfs still says 8: the VF's state is unknown, and no

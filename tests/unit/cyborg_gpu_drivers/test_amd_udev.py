@@ -239,6 +239,25 @@ class UdevPathTest(base.DriverTestCase):
         self.assertEqual(2, len(devices))
         self.assertNotIn('its vendor cannot be read', self.log.output)
 
+    def test_open_vf_whose_driver_link_is_lost_stays_in_use(self):
+        self.pci(GONE_VF, '0x74b5', 'amdgpu')
+        self.link(GONE_VF, 'physfn', '../' + GIM_PF)
+        link = os.path.join(self.root + self.paths[OPEN_VF], 'driver')
+        for target in ('../no-such-driver', None):
+            os.unlink(link)
+            if target is not None:
+                os.symlink(target, link)
+            self.assertIsNone(udev.UdevPci(PYUDEV).driver(OPEN_VF), target)
+            devices = amd_mxgpu.AmdMxgpuDriver(
+                hostname='mi300x-udev').discover()
+            [deployable] = [d for d in devices if not d.stub][0] \
+                .deployable_list
+            self.assertIn(
+                report.attach_info(inventory.AttachHandle(
+                    inventory.PCI, OPEN_VF)),
+                [h.attach_info for h in deployable.attach_handle_list
+                 if h.in_use], target)
+
     def test_busy_vf_whose_virtfn_link_is_lost_stays_in_use(self):
         self.pci(GONE_VF, '0x74b5', 'amdgpu')
         self.link(GONE_VF, 'physfn', '../' + GIM_PF)
