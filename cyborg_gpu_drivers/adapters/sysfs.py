@@ -185,7 +185,7 @@ class PciAttributes:
         count = self.sriov_numvfs(address)
         links = self.virtfn_links(address)
         kernel_address = self._kernel_vf_addresses(address)
-        slots = self._vfs_of_links(address, links, kernel_address)
+        slots = self._vfs_of_links(address, links, kernel_address, count)
         # Unread ``sriov_numvfs``: a link to no VF of this PF is unknown.
         missing = [index for index in (
             range(count) if count is not None else [i for i, _ in links])
@@ -216,13 +216,21 @@ class PciAttributes:
 
         return kernel_address
 
-    def _vfs_of_links(self, address, links, kernel_address):
+    def _vfs_of_links(self, address, links, kernel_address, count):
         """``{index: VF}`` of the ``virtfnN`` links that name a VF of PF
-        ``address`` (one that exists and whose ``physfn`` names it).
+        ``address``: one that exists and whose ``physfn`` names it or,
+        below ``count`` (``sriov_numvfs``), names no device (missing or
+        dangling: nothing says it is another's, and a busy VF left out
+        loses its guest's record).
         """
         claims = {}
         for index, vf in links:
-            if self.exists(vf) and self.physfn(vf) == address:
+            if not self.exists(vf):
+                continue
+            owner = self.physfn(vf)
+            if owner == address or (
+                    count is not None and index < count
+                    and (owner is None or not self.exists(owner))):
                 claims.setdefault(vf, []).append(index)
         # A VF two links name takes the index the kernel gave it.
         return {next((i for i in indices if kernel_address(i) == vf),

@@ -94,6 +94,22 @@ class BusyUnitsTest(base.DriverTestCase):
     def test_vgpu_driver_mdev(self):
         self.check_driver('pcie-a100', VGPU)
 
+    def test_busy_vf_whose_physfn_names_nothing_stays_in_use(self):
+        # Found by a probe: the busy VF 0000:17:00.4's ``physfn`` link
+        # missing or dangling listed it under a stand-in name, and its
+        # in-use handle was gone from the report.
+        for spoil in ('missing', 'dangling'):
+            env, driver = self.agent_driver('pcie-l40s', VGPU)
+            good = busy(driver.discover())
+            link = os.path.join(env.sysfs_root, 'bus', 'pci', 'devices',
+                                '0000:17:00.4', 'physfn')
+            os.unlink(link)
+            if spoil == 'dangling':
+                os.symlink('../no-such-device', link)
+            self.assertEqual(good, busy(driver.discover()), spoil)
+            self.assertNotEqual({}, {name: used for name, (_total, used)
+                                     in good.items() if used})
+
     def test_amd_driver_busy_vfs_reserved_until_freed(self):
         vfs = ('0000:05:02.0', '0000:05:02.3', '0000:26:02.1')
 

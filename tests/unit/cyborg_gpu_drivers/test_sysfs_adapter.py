@@ -193,6 +193,19 @@ class VirtfnsTest(SysfsTreeTestCase):
             self.assertEqual(list(enumerate(self.VFS)),
                              self.sysfs.virtfns(self.PF), target)
 
+    def test_a_vf_whose_physfn_names_nothing_keeps_its_link(self):
+        # Found by a probe: a busy VF whose physfn link was missing or
+        # dangled was listed under a stand-in, and its record was lost.
+        for target in (None, '../no-such-device'):
+            self.link(self.VFS[1], 'physfn', target)
+            self.assertEqual(list(enumerate(self.VFS)),
+                             self.sysfs.virtfns(self.PF), target)
+        # Naming another PF, it is that PF's.
+        self.link(self.VFS[1], 'physfn', '../0000:3b:00.0')
+        vfs = dict(self.sysfs.virtfns(self.PF))
+        self.assertNotIn(self.VFS[1], vfs.values())
+        self.assertFalse(self.sysfs.exists(vfs[1]))
+
     def test_a_vf_gone_below_numvfs_is_listed_where_the_kernel_puts_it(self):
         for target in (None, '../no-such-device', '../0000:3b:00.4'):
             os.rename(os.path.join(self.devices, self.VFS[2]),
