@@ -315,9 +315,9 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
         # the other on-demand GPUs offer free units of.
         self._idle = {}
         self._covering = {}
-        # One bind or release at a time per GPU: two concurrent binds must
-        # not choose the same free start.
-        self._gpu_locks = collections.defaultdict(threading.Lock)
+        # One bind or release at a time per GPU (see hold_unit); taken
+        # again by prepare_unit, abort_unit and release_unit inside it.
+        self._gpu_locks = {}
         if self._declarations:
             self._check_layouts()
 
@@ -648,6 +648,22 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
         """The PF of an mdev parent (a VF, or the GPU itself)."""
         return self._sysfs.physfn(parent_address) or parent_address
 
+    def _gpu_lock(self, gpu_address):
+        # setdefault is atomic: two first binds on a GPU share one lock.
+        return self._gpu_locks.setdefault(gpu_address, threading.RLock())
+
+    @contextlib.contextmanager
+    def hold_unit(self, parent_address):
+        """Hold the GPU of an mdev parent for a whole bind or release:
+        the agent's hook runs :meth:`prepare_unit`, Cyborg's mdev write
+        and :meth:`abort_unit` (or Cyborg's mdev removal and
+        :meth:`release_unit`) inside it. Between an instance's creation
+        and its mdev, another bind would take the new instance as idle
+        and a release or the clean-up pass would destroy it.
+        """
+        with self._gpu_lock(self._gpu_of_parent(parent_address)):
+            yield
+
     @contextlib.contextmanager
     def _unit(self, parent_address, mdev_type):
         """Hold the GPU of an mdev parent (one bind or release at a time
@@ -656,7 +672,7 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
         or None when the GPU is not one this driver makes instances on.
         """
         gpu_address = self._gpu_of_parent(parent_address)
-        with self._gpu_locks[gpu_address], self._nvml.session() as session:
+        with self._gpu_lock(gpu_address), self._nvml.session() as session:
             yield self._unit_state(session, gpu_address, mdev_type)
 
     def _unit_state(self, session, gpu_address, mdev_type):
@@ -737,7 +753,7 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
         gpu_address, parent_address, gpu_instance_id = token
         if gpu_instance_id is None:
             return
-        with self._gpu_locks[gpu_address]:
+        with self._gpu_lock(gpu_address):
             self._made.pop(parent_address, None)
             self._destroy_gpu_instance(gpu_address, gpu_instance_id)
             LOG.info('GPU %s: destroyed GPU instance %d: the mdev on %s '
@@ -816,7 +832,7 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
                 self._has_vendor_vfio(address) or \
                 not self._mdev_parents(address):
             return
-        lock = self._gpu_locks[address]
+        lock = self._gpu_lock(address)
         if not lock.acquire(blocking=False):
             return
         try:
