@@ -467,6 +467,70 @@ class OnDemandInstanceTest(MigLayoutTest):
             self.assertEqual(before, self.layout(nvml), name)
             self.assertEqual(1, nvml.calls['nvmlGpuInstanceDestroy'], name)
 
+    def test_a_creation_whose_answer_is_lost_leaves_the_gpu_as_it_was(
+            self):
+        # The creation took effect and its answer was lost (an error or
+        # a stop raised after it), or came back as garbage, or the
+        # instance's id cannot be read: the instance NVML lists at that
+        # placement is destroyed again; before, it stayed on the GPU
+        # with no bind holding it.
+        data = copy.deepcopy(self.data)
+        device = data['nvml']['devices'][0]
+        device['gpu_instances'] = [gi for gi in device['gpu_instances']
+                                   if gi['start'] != 4]
+        stops = dict(faults.ABORTS, Timeout=pynvml.NVMLError_Timeout,
+                     OSError=lambda: OSError(5, 'Input/output error'))
+        cases = []
+        for name, make in sorted(stops.items()):
+            cases.append(('lost %s' % name,
+                          'nvmlDeviceCreateGpuInstanceWithPlacement', make,
+                          None))
+        # The ids of the new instance are read after the 3 there before.
+        after = len(device['gpu_instances'])
+        cases += [
+            ('garbage handle', 'nvmlDeviceCreateGpuInstanceWithPlacement',
+             None, lambda real: None),
+            ('id unreadable', 'nvmlGpuInstanceGetInfo',
+             pynvml.NVMLError_Unknown, None),
+            ('id of another instance', 'nvmlGpuInstanceGetInfo', None,
+             lambda real: setattr(real, 'id', 0) or real)]
+        for name, function, make, garbage in cases:
+            skip = after if function == 'nvmlGpuInstanceGetInfo' else 0
+
+            class Lost(fake_nvml.FakeNvml):
+                armed = False
+                skipped = 0
+
+                def __getattribute__(self, attribute):
+                    real = super().__getattribute__(attribute)
+                    if attribute != function or not type(self).armed:
+                        return real
+                    if type(self).skipped < skip:
+                        type(self).skipped += 1
+                        return real
+
+                    def call(*args):
+                        type(self).armed = False
+                        answer = real(*args)
+                        if make is not None:
+                            raise make()
+                        return garbage(answer)
+                    return call
+
+            nvml = Lost(data['nvml'])
+            before = self.layout(nvml)
+            Lost.armed = True
+            try:
+                made = self.create(nvml, '0000:df:00.0', 19, 6)
+            except BaseException:
+                self.assertEqual(before, self.layout(nvml), name)
+            else:
+                # Only an id NVML lists for the new instance is given.
+                self.assertIn((19, 6, 1), self.layout(nvml), name)
+                self.destroy(nvml, '0000:df:00.0', made)
+                self.assertEqual(before, self.layout(nvml), name)
+            self.assertFalse(Lost.armed, name)
+
     def test_entrypoints_run_in_the_mig_context(self):
         for entrypoint in (privsep.privileged_create_gpu_instance,
                            privsep.privileged_destroy_gpu_instance):
