@@ -740,13 +740,69 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
                     'GPU %s: no free placement for a %s instance beside %s'
                     % (gpu_address, profile.name, ', '.join(
                         '%s@%d' % item for item in instances) or 'nothing'))
-            gpu_instance_id = self._create_gpu_instance(
-                gpu_address, profile.id, start)
+            try:
+                gpu_instance_id = self._created(
+                    gpu_address, profile, start, gpu_instances,
+                    self._create_gpu_instance(gpu_address, profile.id,
+                                              start))
+            except BaseException:
+                # Whatever stopped it, the daemon may have made the
+                # instance before its answer was lost.
+                self._undo_created(gpu_address, profile, start,
+                                   gpu_instances)
+                raise
             self._made[parent_address] = (gpu_address, gpu_instance_id)
             LOG.info('GPU %s: created %s GPU instance %d at %d for %s on %s',
                      gpu_address, profile.name, gpu_instance_id, start,
                      mdev_type, parent_address)
             return (gpu_address, parent_address, gpu_instance_id)
+
+    def _new_instances(self, gpu_address, profile, start, before):
+        """The instances NVML lists at ``profile``/``start`` that were
+        not there ``before``, neither by id nor by placement.
+        """
+        if any(gi.profile_id == profile.id and gi.start == start
+               for gi in before):
+            return []
+        known = {gi.id for gi in before}
+        with self._nvml.session() as session:
+            device = next(d for d in session.devices()
+                          if d.address == gpu_address)
+            return [gi for gi in session.gpu_instances(
+                device, session.gpu_instance_profiles(device))
+                if gi.id not in known and gi.profile_id == profile.id and
+                gi.start == start]
+
+    def _created(self, gpu_address, profile, start, before, answer):
+        """The id of the instance the daemon made, as NVML lists it;
+        raises unless its answer is that id, of a complete instance.
+        """
+        made = self._new_instances(gpu_address, profile, start, before)
+        if len(made) != 1 or not made[0].complete or \
+                type(answer) is not int or answer != made[0].id:
+            raise mig_layouts.LayoutError(
+                'GPU %s: the %s instance at %d cannot be confirmed: the '
+                'privileged daemon answered %s, NVML lists %s' % (
+                    gpu_address, profile.name, start,
+                    privsep.shown(answer),
+                    ', '.join('id %d%s' % (gi.id, '' if gi.complete
+                                           else ' (half-created)')
+                              for gi in made) or 'none there'))
+        return answer
+
+    def _undo_created(self, gpu_address, profile, start, before):
+        try:
+            for gi in self._new_instances(gpu_address, profile, start,
+                                          before):
+                self._destroy_gpu_instance(gpu_address, gi.id)
+                LOG.info('GPU %s: destroyed %s GPU instance %d: its '
+                         'creation failed', gpu_address, profile.name,
+                         gi.id)
+        except Exception:
+            # Left to the clean-up pass; the scan counts it as taken.
+            LOG.exception('GPU %s: undoing a failed creation of a %s '
+                          'instance at %d failed', gpu_address,
+                          profile.name, start)
 
     def abort_unit(self, token):
         """Undo :meth:`prepare_unit` after the mdev could not be made."""

@@ -175,6 +175,51 @@ class OnDemandDriverTest(OnDemandCase):
                           '0000:01:00.5', 'nvidia-700')
         self.assertEqual([(0, 0)], self.gpu_instances())
 
+    def test_a_daemon_answer_lost_or_garbage_leaves_the_gpu_as_it_was(
+            self):
+        # The privileged daemon made the instance and then its answer was
+        # lost (the daemon stopped, the channel broke) or came back as
+        # garbage: the bind fails and NVML's new instance is destroyed.
+        # Before, it stayed with no bind holding it, or its garbage id
+        # was recorded for the release.
+        def lost(error):
+            def answer(made):
+                raise error
+            return answer
+
+        answers = {'OSError': lost(OSError(5, 'I/O error')),
+                   'EOFError': lost(EOFError('daemon gone')),
+                   'KeyboardInterrupt': lost(KeyboardInterrupt()),
+                   'None': lambda made: None, 'text': str,
+                   'bool': lambda made: True, 'float': float,
+                   'another id': lambda made: made + 1}
+        for name, answer in sorted(answers.items()):
+            self.setUp_gpu()
+            driver = self.on_demand_driver()
+            create = driver._create_gpu_instance
+            driver._create_gpu_instance = lambda *args: answer(
+                create(*args))
+            self.slices(driver)
+            try:
+                driver.prepare_unit('0000:01:00.4', 'nvidia-700')
+            except BaseException:
+                pass
+            else:
+                self.fail('%s: the bind went on' % name)
+            self.assertEqual([], self.gpu_instances(), name)
+            self.assertEqual({}, driver._made, name)
+            # The next bind makes its instance.
+            driver._create_gpu_instance = create
+            driver.prepare_unit('0000:01:00.4', 'nvidia-700')
+            self.assertEqual([(19, 3)], self.gpu_instances(), name)
+
+    def setUp_gpu(self):
+        """NVML afresh (no instance) for each case of a loop; the cases
+        make no mdev.
+        """
+        self.env_.nvml = self.env_.host.fake_nvml()
+        self.bus = fake_mdev.FakeMdevBus(self.env_)
+
     def test_keep_warm_reuses_the_idle_instance(self):
         self.conf.config(group='nvidia_mig', idle_instances='keep_warm')
         driver = self.on_demand_driver()
