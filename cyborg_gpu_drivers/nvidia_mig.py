@@ -766,8 +766,11 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
             return []
         known = {gi.id for gi in before}
         with self._nvml.session() as session:
-            device = next(d for d in session.devices()
-                          if d.address == gpu_address)
+            device = next((d for d in session.devices()
+                           if d.address == gpu_address), None)
+            if device is None:
+                raise mig_layouts.LayoutError(
+                    'GPU %s: NVML no longer lists it' % gpu_address)
             return [gi for gi in session.gpu_instances(
                 device, session.gpu_instance_profiles(device))
                 if gi.id not in known and gi.profile_id == profile.id and
