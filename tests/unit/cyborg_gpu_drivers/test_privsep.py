@@ -416,12 +416,16 @@ class OnDemandInstanceTest(MigLayoutTest):
                               privsep.check_mig_layout, '0000:df:00.0',
                               [bad])
 
-    def test_failed_compute_instance_leaves_the_gpu_as_it_was(self):
-        # The GPU without its 3g at 4: slots 4-7 are free.
+    def data_with_slots_4_to_7_free(self):
+        """The host's NVML data without GPU 0's 3g at 4."""
         data = copy.deepcopy(self.data)
         device = data['nvml']['devices'][0]
         device['gpu_instances'] = [gi for gi in device['gpu_instances']
                                    if gi['start'] != 4]
+        return data
+
+    def test_failed_compute_instance_leaves_the_gpu_as_it_was(self):
+        data = self.data_with_slots_4_to_7_free()
 
         class NoCompute(fake_nvml.FakeNvml):
             def nvmlGpuInstanceCreateComputeInstance(self, *args):
@@ -444,10 +448,7 @@ class OnDemandInstanceTest(MigLayoutTest):
             self):
         # Not only NVML's errors: a stop of the daemon, or an error of
         # another kind, must not leave the new GPU instance behind.
-        data = copy.deepcopy(self.data)
-        device = data['nvml']['devices'][0]
-        device['gpu_instances'] = [gi for gi in device['gpu_instances']
-                                   if gi['start'] != 4]
+        data = self.data_with_slots_4_to_7_free()
         stops = dict(faults.ABORTS, TypeError=lambda: TypeError('bad'))
         for name, make in sorted(stops.items()):
             stop = make()
@@ -474,10 +475,8 @@ class OnDemandInstanceTest(MigLayoutTest):
         # instance's id cannot be read: the instance NVML lists at that
         # placement is destroyed again; before, it stayed on the GPU
         # with no bind holding it.
-        data = copy.deepcopy(self.data)
+        data = self.data_with_slots_4_to_7_free()
         device = data['nvml']['devices'][0]
-        device['gpu_instances'] = [gi for gi in device['gpu_instances']
-                                   if gi['start'] != 4]
         stops = dict(faults.ABORTS, Timeout=pynvml.NVMLError_Timeout,
                      OSError=lambda: OSError(5, 'Input/output error'))
         cases = []
