@@ -41,6 +41,11 @@ LOG = logging.getLogger(__name__)
 # pynvml does not export NVML_INVALID_GPU_INSTANCE_PROFILE_ID.
 INVALID_GPU_INSTANCE_PROFILE_ID = 0xFFFFFFFF
 
+# A bound on garbage, not on hardware: the largest hosts have 16 GPUs.
+# A count above it (2**32 - 1 from a C library gone wrong) would have
+# every loop over the GPUs run for ever.
+MAX_DEVICES = 1024
+
 MIG_DISABLE = 0
 MIG_ENABLE = 1
 
@@ -225,7 +230,15 @@ class Session:
         return [self.device(index) for index in range(self.device_count())]
 
     def device_count(self):
-        return self._call('nvmlDeviceGetCount')
+        """How many GPUs NVML enumerates; a garbage answer (not an int,
+        negative, or past :data:`MAX_DEVICES`) is an :class:`NvmlError`,
+        never a bound of the loops over the GPUs.
+        """
+        count = self._call('nvmlDeviceGetCount')
+        if type(count) is not int or not 0 <= count <= MAX_DEVICES:
+            raise NvmlError('nvmlDeviceGetCount answered %s, not a count of '
+                            'GPUs' % repr(count)[:80])
+        return count
 
     def device(self, index):
         """The GPU at NVML index ``index``; ``lost=True`` when it is."""
