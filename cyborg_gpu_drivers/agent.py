@@ -21,7 +21,10 @@ with those two RPC methods wrapped: each loaded driver that has
 the unit needs), then Cyborg's own code creates the mdev; if that fails,
 whatever it raises (a stop of the agent included), the driver undoes what
 it made and the error goes back to Cyborg's conductor, which marks the
-request ``BindFailed``. After Cyborg removes an mdev, the drivers'
+request ``BindFailed``. The whole bind, and the whole release below,
+runs with the GPU held by the drivers' ``hold_unit``: no other bind,
+release or clean-up on that GPU comes between an instance's creation and
+its mdev. After Cyborg removes an mdev, the drivers'
 ``release_unit`` runs; removing an mdev that does not exist (its bind
 failed before it was made) is not an error, so the failed request can be
 deleted. Everything else (the periodic
@@ -31,6 +34,7 @@ report, FPGA programming) is Cyborg's code as it is.
 Cyborg's own (same options, same privsep root helper).
 """
 
+import contextlib
 import shlex
 import sys
 
@@ -52,7 +56,23 @@ class GpuPartitionsAgentManager(cyborg_manager.AgentManager):
         return [getattr(driver, method) for driver in self._rt.acc_drivers
                 if callable(getattr(driver, method, None))]
 
+    def _held(self, pci_addr):
+        """The drivers' ``hold_unit`` for the parent, all entered: a
+        bind or release runs whole, never between another's steps on
+        the same GPU.
+        """
+        stack = contextlib.ExitStack()
+        with stack:
+            for hold in self._drivers_with('hold_unit'):
+                stack.enter_context(hold(pci_addr))
+            return stack.pop_all()
+
     def create_vgpu_mdev(self, context, pci_addr, asked_type, ah_uuid):
+        with self._held(pci_addr):
+            return self._create_vgpu_mdev(context, pci_addr, asked_type,
+                                          ah_uuid)
+
+    def _create_vgpu_mdev(self, context, pci_addr, asked_type, ah_uuid):
         prepared = []
         try:
             for prepare in self._drivers_with('prepare_unit'):
@@ -76,6 +96,11 @@ class GpuPartitionsAgentManager(cyborg_manager.AgentManager):
             raise
 
     def remove_vgpu_mdev(self, context, pci_addr, asked_type, ah_uuid):
+        with self._held(pci_addr):
+            return self._remove_vgpu_mdev(context, pci_addr, asked_type,
+                                          ah_uuid)
+
+    def _remove_vgpu_mdev(self, context, pci_addr, asked_type, ah_uuid):
         try:
             result = super().remove_vgpu_mdev(context, pci_addr, asked_type,
                                               ah_uuid)

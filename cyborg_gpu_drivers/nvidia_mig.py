@@ -315,9 +315,9 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
         # the other on-demand GPUs offer free units of.
         self._idle = {}
         self._covering = {}
-        # One bind or release at a time per GPU: two concurrent binds must
-        # not choose the same free start.
-        self._gpu_locks = collections.defaultdict(threading.Lock)
+        # One bind or release at a time per GPU (see hold_unit); taken
+        # again by prepare_unit, abort_unit and release_unit inside it.
+        self._gpu_locks = {}
         if self._declarations:
             self._check_layouts()
 
@@ -648,6 +648,22 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
         """The PF of an mdev parent (a VF, or the GPU itself)."""
         return self._sysfs.physfn(parent_address) or parent_address
 
+    def _gpu_lock(self, gpu_address):
+        # setdefault is atomic: two first binds on a GPU share one lock.
+        return self._gpu_locks.setdefault(gpu_address, threading.RLock())
+
+    @contextlib.contextmanager
+    def hold_unit(self, parent_address):
+        """Hold the GPU of an mdev parent for a whole bind or release:
+        the agent's hook runs :meth:`prepare_unit`, Cyborg's mdev write
+        and :meth:`abort_unit` (or Cyborg's mdev removal and
+        :meth:`release_unit`) inside it. Between an instance's creation
+        and its mdev, another bind would take the new instance as idle
+        and a release or the clean-up pass would destroy it.
+        """
+        with self._gpu_lock(self._gpu_of_parent(parent_address)):
+            yield
+
     @contextlib.contextmanager
     def _unit(self, parent_address, mdev_type):
         """Hold the GPU of an mdev parent (one bind or release at a time
@@ -656,7 +672,7 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
         or None when the GPU is not one this driver makes instances on.
         """
         gpu_address = self._gpu_of_parent(parent_address)
-        with self._gpu_locks[gpu_address], self._nvml.session() as session:
+        with self._gpu_lock(gpu_address), self._nvml.session() as session:
             yield self._unit_state(session, gpu_address, mdev_type)
 
     def _unit_state(self, session, gpu_address, mdev_type):
@@ -724,20 +740,79 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
                     'GPU %s: no free placement for a %s instance beside %s'
                     % (gpu_address, profile.name, ', '.join(
                         '%s@%d' % item for item in instances) or 'nothing'))
-            gpu_instance_id = self._create_gpu_instance(
-                gpu_address, profile.id, start)
+            try:
+                gpu_instance_id = self._created(
+                    gpu_address, profile, start, gpu_instances,
+                    self._create_gpu_instance(gpu_address, profile.id,
+                                              start))
+            except BaseException:
+                # Whatever stopped it, the daemon may have made the
+                # instance before its answer was lost.
+                self._undo_created(gpu_address, profile, start,
+                                   gpu_instances)
+                raise
             self._made[parent_address] = (gpu_address, gpu_instance_id)
             LOG.info('GPU %s: created %s GPU instance %d at %d for %s on %s',
                      gpu_address, profile.name, gpu_instance_id, start,
                      mdev_type, parent_address)
             return (gpu_address, parent_address, gpu_instance_id)
 
+    def _new_instances(self, gpu_address, profile, start, before):
+        """The instances NVML lists at ``profile``/``start`` that were
+        not there ``before``, neither by id nor by placement.
+        """
+        if any(gi.profile_id == profile.id and gi.start == start
+               for gi in before):
+            return []
+        known = {gi.id for gi in before}
+        with self._nvml.session() as session:
+            device = next((d for d in session.devices()
+                           if d.address == gpu_address), None)
+            if device is None:
+                raise mig_layouts.LayoutError(
+                    'GPU %s: NVML no longer lists it' % gpu_address)
+            return [gi for gi in session.gpu_instances(
+                device, session.gpu_instance_profiles(device))
+                if gi.id not in known and gi.profile_id == profile.id and
+                gi.start == start]
+
+    def _created(self, gpu_address, profile, start, before, answer):
+        """The id of the instance the daemon made, as NVML lists it;
+        raises unless its answer is that id, of a complete instance.
+        """
+        made = self._new_instances(gpu_address, profile, start, before)
+        if len(made) != 1 or not made[0].complete or \
+                type(answer) is not int or answer != made[0].id:
+            raise mig_layouts.LayoutError(
+                'GPU %s: the %s instance at %d cannot be confirmed: the '
+                'privileged daemon answered %s, NVML lists %s' % (
+                    gpu_address, profile.name, start,
+                    privsep.shown(answer),
+                    ', '.join('id %d%s' % (gi.id, '' if gi.complete
+                                           else ' (half-created)')
+                              for gi in made) or 'none there'))
+        return answer
+
+    def _undo_created(self, gpu_address, profile, start, before):
+        try:
+            for gi in self._new_instances(gpu_address, profile, start,
+                                          before):
+                self._destroy_gpu_instance(gpu_address, gi.id)
+                LOG.info('GPU %s: destroyed %s GPU instance %d: its '
+                         'creation failed', gpu_address, profile.name,
+                         gi.id)
+        except Exception:
+            # Left to the clean-up pass; the scan counts it as taken.
+            LOG.exception('GPU %s: undoing a failed creation of a %s '
+                          'instance at %d failed', gpu_address,
+                          profile.name, start)
+
     def abort_unit(self, token):
         """Undo :meth:`prepare_unit` after the mdev could not be made."""
         gpu_address, parent_address, gpu_instance_id = token
         if gpu_instance_id is None:
             return
-        with self._gpu_locks[gpu_address]:
+        with self._gpu_lock(gpu_address):
             self._made.pop(parent_address, None)
             self._destroy_gpu_instance(gpu_address, gpu_instance_id)
             LOG.info('GPU %s: destroyed GPU instance %d: the mdev on %s '
@@ -816,7 +891,7 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
                 self._has_vendor_vfio(address) or \
                 not self._mdev_parents(address):
             return
-        lock = self._gpu_locks[address]
+        lock = self._gpu_lock(address)
         if not lock.acquire(blocking=False):
             return
         try:

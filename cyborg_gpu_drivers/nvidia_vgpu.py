@@ -425,15 +425,21 @@ class NvidiaVgpuDriver(nvidia_common.NvidiaScanMixin,
     # --- types that follow demand ------------------------------------------
 
     def apply(self):
-        if self._follow_demand:
-            try:
-                self._follow()
-            except Exception as error:
-                self.note('following demand (%s) failed: %s: %s; no GPU '
-                          'changed type' % (vgpu_types.ALLOWED_OPTION,
-                                            type(error).__name__, error),
-                          LOG.error)
-        super().apply()
+        try:
+            if self._follow_demand:
+                try:
+                    self._follow()
+                except Exception as error:
+                    self.note('following demand (%s) failed: %s: %s; no '
+                              'GPU changed type' % (
+                                  vgpu_types.ALLOWED_OPTION,
+                                  type(error).__name__, error), LOG.error)
+        finally:
+            # Also after a stop in the middle of a move (a cancellation
+            # of the worker): VFs a release emptied get their type back
+            # before the scan, or the GPU would leave the report while
+            # its provider is open again.
+            super().apply()
 
     def _follow(self):
         """Re-type at most one idle GPU of the last report, as

@@ -41,6 +41,11 @@ LOG = logging.getLogger(__name__)
 # pynvml does not export NVML_INVALID_GPU_INSTANCE_PROFILE_ID.
 INVALID_GPU_INSTANCE_PROFILE_ID = 0xFFFFFFFF
 
+# A bound on garbage, not on hardware: the largest hosts have 16 GPUs.
+# A count above it (2**32 - 1 from a C library gone wrong) would have
+# every loop over the GPUs run for ever.
+MAX_DEVICES = 1024
+
 MIG_DISABLE = 0
 MIG_ENABLE = 1
 
@@ -225,7 +230,15 @@ class Session:
         return [self.device(index) for index in range(self.device_count())]
 
     def device_count(self):
-        return self._call('nvmlDeviceGetCount')
+        """How many GPUs NVML enumerates; a garbage answer (not an int,
+        negative, or past :data:`MAX_DEVICES`) is an :class:`NvmlError`,
+        never a bound of the loops over the GPUs.
+        """
+        count = self._call('nvmlDeviceGetCount')
+        if type(count) is not int or not 0 <= count <= MAX_DEVICES:
+            raise NvmlError('nvmlDeviceGetCount answered %s, not a count of '
+                            'GPUs' % repr(count)[:80])
+        return count
 
     def device(self, index):
         """The GPU at NVML index ``index``; ``lost=True`` when it is."""
@@ -534,33 +547,68 @@ class Session:
         the new GPU instance's id.
 
         Checked with :meth:`check_layout` together with the existing
-        instances first. If the compute instance cannot be made, whatever
-        is raised, the GPU instance is destroyed again before the error is
-        raised, so a failure leaves the GPU as it was.
+        instances first. The id is the one NVML then lists at that
+        placement, complete, among the instances that were not there
+        before (not an answer taken on trust). If anything fails from the
+        creation call on, whatever is raised, also a creation that took
+        effect and lost its answer or a garbage answer, the instance NVML
+        lists there is destroyed again before the error is raised, so a
+        failure leaves the GPU as it was.
         """
         device = self._device_at(address)
-        existing = [(gi.profile_id, gi.start) for gi in self.gpu_instances(
-            device, self.gpu_instance_profiles(device))]
+        profiles = self.gpu_instance_profiles(device)
+        before = self.gpu_instances(device, profiles)
         [wanted] = self.check_layout(
-            address, existing + [(profile_id, start)])[-1:]
+            address, [(gi.profile_id, gi.start) for gi in before] +
+            [(profile_id, start)])[-1:]
+        # What was there before, by id and by placement: an instance is
+        # taken as the new one only when it is neither (a garbled read
+        # must not have an old instance destroyed).
+        known = ({gi.id for gi in before},
+                 {(gi.profile_id, gi.start) for gi in before})
         placement = self._module.c_nvmlGpuInstancePlacement_t()
         placement.start, placement.size = wanted[1], wanted[2]
-        gpu_instance = self._call('nvmlDeviceCreateGpuInstanceWithPlacement',
-                                  device.handle, profile_id,
-                                  ctypes.byref(placement))
         try:
+            gpu_instance = self._call(
+                'nvmlDeviceCreateGpuInstanceWithPlacement', device.handle,
+                profile_id, ctypes.byref(placement))
             self._create_full_compute_instance(gpu_instance)
+            made = [gi for gi in self._new_instances(
+                device, profiles, known, profile_id, start) if gi.complete]
+            if len(made) != 1:
+                raise NvmlError('GPU %s: no complete GPU instance of profile '
+                                'id %d at %d after its creation'
+                                % (address, profile_id, start))
+            return made[0].id
         except BaseException:
             # Whatever stops it, a stop of the daemon included.
-            try:
+            self._undo_create(device, profiles, known, profile_id, start)
+            raise
+
+    def _new_instances(self, device, profiles, known, profile_id, start):
+        ids, placements = known
+        if (profile_id, start) in placements:
+            return []
+        return [gi for gi in self.gpu_instances(device, profiles)
+                if gi.id not in ids and gi.profile_id == profile_id and
+                gi.start == start]
+
+    def _undo_create(self, device, profiles, known, profile_id, start):
+        """Destroy what NVML lists at the placement a failed creation
+        asked for that was not there before; logged when that fails too
+        (the clean-up pass and the scan see what is left).
+        """
+        try:
+            for gi in self._new_instances(device, profiles, known,
+                                          profile_id, start):
+                gpu_instance = self._call('nvmlDeviceGetGpuInstanceById',
+                                          device.handle, gi.id)
                 self._destroy_compute_instances(gpu_instance)
                 self._call('nvmlGpuInstanceDestroy', gpu_instance)
-            except NvmlError as error:
-                LOG.error('GPU %s: the GPU instance made at %d could not be '
-                          'destroyed after its compute instance failed: %s',
-                          address, start, error)
-            raise
-        return self._call('nvmlGpuInstanceGetInfo', gpu_instance).id
+        except Exception as error:
+            LOG.error('GPU %s: the GPU instance made at %d could not be '
+                      'destroyed after its creation failed: %s: %s',
+                      device.address, start, type(error).__name__, error)
 
     def destroy_gpu_instance(self, address, gpu_instance_id):
         """Destroy one GPU instance and its compute instances."""

@@ -12,6 +12,7 @@
 """The MIG driver in on_demand mode, over a materialized host."""
 
 import os
+import threading
 from unittest import mock
 
 from cyborg.agent import manager as cyborg_manager
@@ -174,6 +175,51 @@ class OnDemandDriverTest(OnDemandCase):
                           '0000:01:00.5', 'nvidia-700')
         self.assertEqual([(0, 0)], self.gpu_instances())
 
+    def test_a_daemon_answer_lost_or_garbage_leaves_the_gpu_as_it_was(
+            self):
+        # The privileged daemon made the instance and then its answer was
+        # lost (the daemon stopped, the channel broke) or came back as
+        # garbage: the bind fails and NVML's new instance is destroyed.
+        # Before, it stayed with no bind holding it, or its garbage id
+        # was recorded for the release.
+        def lost(error):
+            def answer(made):
+                raise error
+            return answer
+
+        answers = {'OSError': lost(OSError(5, 'I/O error')),
+                   'EOFError': lost(EOFError('daemon gone')),
+                   'KeyboardInterrupt': lost(KeyboardInterrupt()),
+                   'None': lambda made: None, 'text': str,
+                   'bool': lambda made: True, 'float': float,
+                   'another id': lambda made: made + 1}
+        for name, answer in sorted(answers.items()):
+            self.setUp_gpu()
+            driver = self.on_demand_driver()
+            create = driver._create_gpu_instance
+            driver._create_gpu_instance = lambda *args: answer(
+                create(*args))
+            self.slices(driver)
+            try:
+                driver.prepare_unit('0000:01:00.4', 'nvidia-700')
+            except BaseException:
+                pass
+            else:
+                self.fail('%s: the bind went on' % name)
+            self.assertEqual([], self.gpu_instances(), name)
+            self.assertEqual({}, driver._made, name)
+            # The next bind makes its instance.
+            driver._create_gpu_instance = create
+            driver.prepare_unit('0000:01:00.4', 'nvidia-700')
+            self.assertEqual([(19, 3)], self.gpu_instances(), name)
+
+    def setUp_gpu(self):
+        """NVML afresh (no instance) for each case of a loop; the cases
+        make no mdev.
+        """
+        self.env_.nvml = self.env_.host.fake_nvml()
+        self.bus = fake_mdev.FakeMdevBus(self.env_)
+
     def test_keep_warm_reuses_the_idle_instance(self):
         self.conf.config(group='nvidia_mig', idle_instances='keep_warm')
         driver = self.on_demand_driver()
@@ -258,6 +304,86 @@ class AgentBindHookTest(OnDemandCase):
             self.assertEqual([(19, 3)], seen, name)
             self.assertEqual([], self.gpu_instances(), name)
             self.assertEqual({}, driver._made, name)
+
+
+class AgentHoldsTheGpuTest(OnDemandCase):
+    """A bind runs whole: nothing else on its GPU comes between the new
+    instance and its mdev. Before, the GPU was held for the instance's
+    creation only: a second bind took the new instance as idle (and
+    made no instance of its own), an unbind of a unit never bound
+    destroyed it, and the first bind failed on a GPU with room.
+    """
+
+    def run_beside(self, other):
+        """Bind a 1g on VF .4 whose mdev creation waits until ``other``
+        (a call on the agent) has started; returns both outcomes.
+        """
+        driver = self.on_demand_driver()
+        self.slices(driver)
+        reached, go = threading.Event(), threading.Event()
+        bus = self.bus
+
+        def create(manager, context, pci_addr, asked_type, ah_uuid):
+            if pci_addr == '0000:01:00.4':
+                reached.set()
+                go.wait(10)
+            return bus.create(pci_addr, asked_type, ah_uuid)
+
+        def remove(manager, context, pci_addr, asked_type, ah_uuid):
+            return bus.remove(pci_addr, asked_type, ah_uuid)
+
+        self.patch(cyborg_manager.AgentManager, 'create_vgpu_mdev', create)
+        self.patch(cyborg_manager.AgentManager, 'remove_vgpu_mdev', remove)
+        manager = agent.GpuPartitionsAgentManager.__new__(
+            agent.GpuPartitionsAgentManager)
+        manager._rt = mock.Mock(acc_drivers=[driver])
+        outcomes = {}
+
+        def run(name, function, *args):
+            try:
+                outcomes[name] = function(*args)
+            except Exception as error:
+                outcomes[name] = error
+
+        first = threading.Thread(target=run, args=(
+            'first', manager.create_vgpu_mdev, None, '0000:01:00.4',
+            'nvidia-700', 'c0ffee00-0000-4000-8000-000000000001'))
+        first.start()
+        self.assertTrue(reached.wait(10))
+        second = threading.Thread(target=run, args=(
+            ('second', getattr(manager, other[0])) + other[1:]))
+        second.start()
+        # The second call waits for the first bind, or (before) ran
+        # inside it; either way the first bind then goes on.
+        second.join(0.5)
+        go.set()
+        first.join(10)
+        second.join(10)
+        return outcomes
+
+    def test_a_second_bind_makes_its_own_instance(self):
+        outcomes = self.run_beside((
+            'create_vgpu_mdev', None, '0000:01:00.5', 'nvidia-700',
+            'c0ffee00-0000-4000-8000-000000000002'))
+        self.assertEqual({'first': 'c0ffee00-0000-4000-8000-000000000001',
+                          'second': 'c0ffee00-0000-4000-8000-000000000002'},
+                         outcomes)
+        made = self.gpu_instances()
+        self.assertEqual([19, 19], [profile for profile, _ in made])
+        self.assertEqual(2, len({start for _, start in made}))
+
+    def test_an_unbind_of_a_unit_never_bound_leaves_the_bind_alone(self):
+        # A failed bind's request deleted: Cyborg removes an mdev that
+        # was never made, and the release finds no mdev of the profile.
+        outcomes = self.run_beside((
+            'remove_vgpu_mdev', None, '0000:01:00.6', 'nvidia-700',
+            'c0ffee00-0000-4000-8000-000000000003'))
+        self.assertEqual({'first': 'c0ffee00-0000-4000-8000-000000000001',
+                          'second': None}, outcomes)
+        self.assertEqual([19], [profile for profile, _ in
+                                self.gpu_instances()])
+        self.assertEqual({'c0ffee00-0000-4000-8000-000000000001':
+                          'nvidia-700'}, self.bus.mdevs('0000:01:00.4'))
 
 
 class SpreadAcrossIdleGpusTest(OnDemandCase):
@@ -516,7 +642,7 @@ class IdleInstanceCleanUpTest(OnDemandCase):
     def test_a_bind_in_progress_keeps_the_gpu(self):
         self.make(self.env_.nvml, (GPU, 19, 6))
         driver = self.on_demand_driver()
-        with driver._gpu_locks[GPU]:
+        with driver.hold_unit('0000:01:00.4'):
             driver.apply()
         self.assertEqual([(19, 6)], self.left()[GPU])
 

@@ -56,6 +56,19 @@ class NvmlAdapterTest(testtools.TestCase):
                                   adapter_.session().__enter__)
         self.assertEqual(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND, error.code)
 
+    def test_a_garbage_gpu_count_is_an_error_not_a_loop_bound(self):
+        # Before, 2**32 - 1 had every loop over the GPUs (the scan, the
+        # idle clean-up) run for ever, one failing read per index.
+        for garbage in (2 ** 32 - 1, nvml.MAX_DEVICES + 1, -1, None, '2',
+                        True, 2.0):
+            fake, adapter_ = adapter('awkward')
+            fake.nvmlDeviceGetCount = lambda garbage=garbage: garbage
+            with adapter_.session() as session:
+                error = self.assertRaises(nvml.NvmlError,
+                                          session.device_count)
+                self.assertIn('not a count of GPUs', str(error))
+                self.assertRaises(nvml.NvmlError, session.devices)
+
     def test_lost_gpu_and_not_supported(self):
         _fake, adapter_ = adapter('awkward')
         with adapter_.session() as session:

@@ -416,12 +416,16 @@ class OnDemandInstanceTest(MigLayoutTest):
                               privsep.check_mig_layout, '0000:df:00.0',
                               [bad])
 
-    def test_failed_compute_instance_leaves_the_gpu_as_it_was(self):
-        # The GPU without its 3g at 4: slots 4-7 are free.
+    def data_with_slots_4_to_7_free(self):
+        """The host's NVML data without GPU 0's 3g at 4."""
         data = copy.deepcopy(self.data)
         device = data['nvml']['devices'][0]
         device['gpu_instances'] = [gi for gi in device['gpu_instances']
                                    if gi['start'] != 4]
+        return data
+
+    def test_failed_compute_instance_leaves_the_gpu_as_it_was(self):
+        data = self.data_with_slots_4_to_7_free()
 
         class NoCompute(fake_nvml.FakeNvml):
             def nvmlGpuInstanceCreateComputeInstance(self, *args):
@@ -444,10 +448,7 @@ class OnDemandInstanceTest(MigLayoutTest):
             self):
         # Not only NVML's errors: a stop of the daemon, or an error of
         # another kind, must not leave the new GPU instance behind.
-        data = copy.deepcopy(self.data)
-        device = data['nvml']['devices'][0]
-        device['gpu_instances'] = [gi for gi in device['gpu_instances']
-                                   if gi['start'] != 4]
+        data = self.data_with_slots_4_to_7_free()
         stops = dict(faults.ABORTS, TypeError=lambda: TypeError('bad'))
         for name, make in sorted(stops.items()):
             stop = make()
@@ -466,6 +467,68 @@ class OnDemandInstanceTest(MigLayoutTest):
                 self.fail('%s: the creation returned' % name)
             self.assertEqual(before, self.layout(nvml), name)
             self.assertEqual(1, nvml.calls['nvmlGpuInstanceDestroy'], name)
+
+    def test_a_creation_whose_answer_is_lost_leaves_the_gpu_as_it_was(
+            self):
+        # The creation took effect and its answer was lost (an error or
+        # a stop raised after it), or came back as garbage, or the
+        # instance's id cannot be read: the instance NVML lists at that
+        # placement is destroyed again; before, it stayed on the GPU
+        # with no bind holding it.
+        data = self.data_with_slots_4_to_7_free()
+        device = data['nvml']['devices'][0]
+        stops = dict(faults.ABORTS, Timeout=pynvml.NVMLError_Timeout,
+                     OSError=lambda: OSError(5, 'Input/output error'))
+        cases = []
+        for name, make in sorted(stops.items()):
+            cases.append(('lost %s' % name,
+                          'nvmlDeviceCreateGpuInstanceWithPlacement', make,
+                          None))
+        # The ids of the new instance are read after the 3 there before.
+        after = len(device['gpu_instances'])
+        cases += [
+            ('garbage handle', 'nvmlDeviceCreateGpuInstanceWithPlacement',
+             None, lambda real: None),
+            ('id unreadable', 'nvmlGpuInstanceGetInfo',
+             pynvml.NVMLError_Unknown, None),
+            ('id of another instance', 'nvmlGpuInstanceGetInfo', None,
+             lambda real: setattr(real, 'id', 0) or real)]
+        for name, function, make, garbage in cases:
+            skip = after if function == 'nvmlGpuInstanceGetInfo' else 0
+
+            class Lost(fake_nvml.FakeNvml):
+                armed = False
+                skipped = 0
+
+                def __getattribute__(self, attribute):
+                    real = super().__getattribute__(attribute)
+                    if attribute != function or not type(self).armed:
+                        return real
+                    if type(self).skipped < skip:
+                        type(self).skipped += 1
+                        return real
+
+                    def call(*args):
+                        type(self).armed = False
+                        answer = real(*args)
+                        if make is not None:
+                            raise make()
+                        return garbage(answer)
+                    return call
+
+            nvml = Lost(data['nvml'])
+            before = self.layout(nvml)
+            Lost.armed = True
+            try:
+                made = self.create(nvml, '0000:df:00.0', 19, 6)
+            except BaseException:
+                self.assertEqual(before, self.layout(nvml), name)
+            else:
+                # Only an id NVML lists for the new instance is given.
+                self.assertIn((19, 6, 1), self.layout(nvml), name)
+                self.destroy(nvml, '0000:df:00.0', made)
+                self.assertEqual(before, self.layout(nvml), name)
+            self.assertFalse(Lost.armed, name)
 
     def test_entrypoints_run_in_the_mig_context(self):
         for entrypoint in (privsep.privileged_create_gpu_instance,

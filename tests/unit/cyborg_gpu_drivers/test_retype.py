@@ -30,6 +30,7 @@ from cyborg_gpu_drivers import retype
 from cyborg_gpu_drivers import vgpu_types
 from gpu_partitions.reference_hosts import fake_nvml
 import placement_traits
+from tests.unit.cyborg_gpu_drivers import faults
 from tests.unit.cyborg_gpu_drivers import hosts
 from tests.unit.cyborg_gpu_drivers import test_nvidia_vgpu as vgpu_tests
 
@@ -523,6 +524,39 @@ class FollowDemandTest(vgpu_tests.DriverTestCase):
             self.assertEqual(1, len(self.log_lines(
                 'moving it to L40S-12Q failed: %s' % type(error).__name__)))
             self.log.reset_output()
+
+    def test_a_stop_after_the_release_gives_the_vfs_their_type_back(self):
+        # The release emptied GPU 1's VFs, then the move was stopped (a
+        # cancellation of the agent's worker, not an error): before, the
+        # rest of the pass was skipped, GPU 1 hosted no type at the scan
+        # and left the report while its provider was open again.
+        for name, make in sorted(faults.ABORTS.items()):
+            driver, old = self.demand_for_12q()
+
+            def stopped(pf, make=make):
+                self.release(pf)
+                raise make()
+
+            driver._release_gpu = stopped
+            self.now += self.step
+            devices = driver.discover()
+            self.assertEqual(4, len(devices), name)
+            self.assertEqual({TYPE_8Q}, self.held_types(L40S[1]) - {0},
+                             name)
+            self.assertEqual(0, self.inventories[old]['reserved'], name)
+            self.assertIn('the read ended with %s' % type(make()).__name__,
+                          self.log.output)
+            # Set up again for the next stop.
+            self.setUp_host()
+
+    def setUp_host(self):
+        for address in list(self.inventories):
+            self.inventories[address]['reserved'] = 0
+        self.allocations.clear()
+        self.env = vgpu_tests.DriverTestCase.env(self, 'pcie-l40s')
+        self.sysfs = sysfs_adapter.Sysfs(self.env.sysfs_root)
+        self.offers = hosts.VfOffers(self.env.sysfs_root)
+        self.released = []
 
     def test_a_gpu_vanishing_between_plan_and_move(self):
         driver, old = self.demand_for_12q()
