@@ -759,22 +759,20 @@ class NvidiaMigDriver(nvidia_common.NvidiaScanMixin,
 
     def _new_instances(self, gpu_address, profile, start, before):
         """The instances NVML lists at ``profile``/``start`` that were
-        not there ``before``, neither by id nor by placement.
+        not there ``before`` (:func:`~cyborg_gpu_drivers.adapters.nvml.
+        instances_made`).
         """
-        if any(gi.profile_id == profile.id and gi.start == start
-               for gi in before):
-            return []
-        known = {gi.id for gi in before}
-        with self._nvml.session() as session:
-            device = next((d for d in session.devices()
-                           if d.address == gpu_address), None)
-            if device is None:
-                raise mig_layouts.LayoutError(
-                    'GPU %s: NVML no longer lists it' % gpu_address)
-            return [gi for gi in session.gpu_instances(
-                device, session.gpu_instance_profiles(device))
-                if gi.id not in known and gi.profile_id == profile.id and
-                gi.start == start]
+        def listed():
+            with self._nvml.session() as session:
+                device = next((d for d in session.devices()
+                               if d.address == gpu_address), None)
+                if device is None:
+                    raise mig_layouts.LayoutError(
+                        'GPU %s: NVML no longer lists it' % gpu_address)
+                return session.gpu_instances(
+                    device, session.gpu_instance_profiles(device))
+
+        return nvml_adapter.instances_made(before, listed, profile.id, start)
 
     def _created(self, gpu_address, profile, start, before, answer):
         """The id of the instance the daemon made, as NVML lists it;

@@ -50,6 +50,22 @@ MIG_DISABLE = 0
 MIG_ENABLE = 1
 
 
+def instances_made(before, list_instances, profile_id, start):
+    """The GPU instances at ``profile_id``/``start`` that a creation
+    made: those ``list_instances()`` (NVML's listing, read only when
+    needed) shows there that ``before`` did not hold, neither by id nor by
+    placement, so that a garbled read never passes an old instance off as
+    new; none when ``before`` already held that placement.
+    """
+    if any(gi.profile_id == profile_id and gi.start == start
+           for gi in before):
+        return []
+    known = {gi.id for gi in before}
+    return [gi for gi in list_instances()
+            if gi.id not in known and gi.profile_id == profile_id and
+            gi.start == start]
+
+
 # --- session and errors ----------------------------------------------------
 
 class NvmlError(Exception):
@@ -561,11 +577,6 @@ class Session:
         [wanted] = self.check_layout(
             address, [(gi.profile_id, gi.start) for gi in before] +
             [(profile_id, start)])[-1:]
-        # What was there before, by id and by placement: an instance is
-        # taken as the new one only when it is neither (a garbled read
-        # must not have an old instance destroyed).
-        known = ({gi.id for gi in before},
-                 {(gi.profile_id, gi.start) for gi in before})
         placement = self._module.c_nvmlGpuInstancePlacement_t()
         placement.start, placement.size = wanted[1], wanted[2]
         try:
@@ -573,8 +584,9 @@ class Session:
                 'nvmlDeviceCreateGpuInstanceWithPlacement', device.handle,
                 profile_id, ctypes.byref(placement))
             self._create_full_compute_instance(gpu_instance)
-            made = [gi for gi in self._new_instances(
-                device, profiles, known, profile_id, start) if gi.complete]
+            made = [gi for gi in self._made(device, profiles, before,
+                                            profile_id, start)
+                    if gi.complete]
             if len(made) != 1:
                 raise NvmlError('GPU %s: no complete GPU instance of profile '
                                 'id %d at %d after its creation'
@@ -582,25 +594,22 @@ class Session:
             return made[0].id
         except BaseException:
             # Whatever stops it, a stop of the daemon included.
-            self._undo_create(device, profiles, known, profile_id, start)
+            self._undo_create(device, profiles, before, profile_id, start)
             raise
 
-    def _new_instances(self, device, profiles, known, profile_id, start):
-        ids, placements = known
-        if (profile_id, start) in placements:
-            return []
-        return [gi for gi in self.gpu_instances(device, profiles)
-                if gi.id not in ids and gi.profile_id == profile_id and
-                gi.start == start]
+    def _made(self, device, profiles, before, profile_id, start):
+        return instances_made(
+            before, lambda: self.gpu_instances(device, profiles),
+            profile_id, start)
 
-    def _undo_create(self, device, profiles, known, profile_id, start):
+    def _undo_create(self, device, profiles, before, profile_id, start):
         """Destroy what NVML lists at the placement a failed creation
         asked for that was not there before; logged when that fails too
         (the clean-up pass and the scan see what is left).
         """
         try:
-            for gi in self._new_instances(device, profiles, known,
-                                          profile_id, start):
+            for gi in self._made(device, profiles, before, profile_id,
+                                 start):
                 gpu_instance = self._call('nvmlDeviceGetGpuInstanceById',
                                           device.handle, gi.id)
                 self._destroy_compute_instances(gpu_instance)
